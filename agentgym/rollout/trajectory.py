@@ -1,0 +1,79 @@
+"""One finished multi-turn episode in token space: what the agent loop emits and the trainer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TurnSpan:
+    """Where one turn's tokens sit inside `response_ids` (half-open `[start, end)`).
+
+    `role` is `assistant` for model tokens (loss_mask 1) and `tool` or `user` for tokens the
+    environment appended (loss_mask 0).
+    """
+
+    role: str
+    start: int
+    end: int
+
+
+@dataclass
+class Trajectory:
+    """Token-exact record of an episode.
+
+    Invariants: `len(response_ids) == len(loss_mask) == len(rollout_logprobs)`; tokens with
+    loss_mask 1 are exactly the ids the engine produced; logprobs of masked-out tokens are 0.0.
+    `group_id` ties together the samples drawn for one prompt (GRPO groups).
+    """
+
+    uid: str
+    group_id: str
+    prompt_ids: list[int]
+    response_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    rollout_logprobs: list[float] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[TurnSpan] = field(default_factory=list)
+    tool_rewards: list[float] = field(default_factory=list)
+    interaction_rewards: list[float] = field(default_factory=list)
+    final_score: float = 0.0
+    tool_metrics: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str = "stop"
+    error: str | None = None
+    num_tool_calls: int = 0
+    extra_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reward(self) -> float:
+        """The scalar the trainer optimises: final score plus every per-step and per-turn reward."""
+        return float(self.final_score + sum(self.tool_rewards) + sum(self.interaction_rewards))
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def check(self) -> None:
+        """Raise ValueError naming the broken invariant; cheap enough to run on every trajectory."""
+        n = len(self.response_ids)
+        if len(self.loss_mask) != n or len(self.rollout_logprobs) != n:
+            raise ValueError(
+                f"trajectory {self.uid}: response_ids ({n}), loss_mask ({len(self.loss_mask)}) and "
+                f"rollout_logprobs ({len(self.rollout_logprobs)}) must have the same length"
+            )
+        for span in self.turns:
+            if not 0 <= span.start <= span.end <= n:
+                raise ValueError(f"trajectory {self.uid}: turn {span} lies outside the {n} response tokens")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reward"] = self.reward
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trajectory":
+        data = dict(data)
+        data.pop("reward", None)
+        data["turns"] = [span if isinstance(span, TurnSpan) else TurnSpan(**span) for span in data.get("turns", [])]
+        return cls(**data)
