@@ -47,8 +47,12 @@ class Trajectory:
 
     @property
     def reward(self) -> float:
-        """The scalar the trainer optimises: final score plus every per-step and per-turn reward."""
-        return float(self.final_score + sum(self.tool_rewards) + sum(self.interaction_rewards))
+        """The scalar the trainer optimises: the outcome score plus the per-step tool rewards.
+
+        Per-turn interaction rewards are kept for turn-level credit and inspection but not added: the
+        interaction's `calculate_score` (inside `final_score`) already summarises them, as in verl.
+        """
+        return float(self.final_score + sum(self.tool_rewards))
 
     @property
     def failed(self) -> bool:
