@@ -1,0 +1,297 @@
+"""Typed run configuration. Section and key names follow verl's ppo_trainer.yaml so verl command lines carry over.
+
+Only keys agentgym acts on (or that verl users commonly pass and are harmless) exist; anything else is rejected by
+`agentgym.config.loader` with the closest valid key, because a silently ignored typo ruins a long run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"]
+LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+KLPenalty = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"]
+Dtype = Literal["fp32", "bf16", "fp16", "float32", "bfloat16", "float16"]
+
+
+class MixedPrecision(Section):
+    param_dtype: Dtype = "bf16"
+    reduce_dtype: Dtype = "fp32"
+
+
+class FSDPConfig(Section):
+    """FSDP2 (`fully_shard`) settings for one model."""
+
+    param_offload: bool = False
+    optimizer_offload: bool = False
+    reshard_after_forward: bool = True
+    fsdp_size: int = -1
+    model_dtype: Dtype = "fp32"
+    mixed_precision: MixedPrecision | None = None
+
+
+class OptimConfig(Section):
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_warmup_steps: int = -1
+    lr_warmup_steps_ratio: float = 0.0
+    warmup_style: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
+    num_cycles: float = 0.5
+    total_training_steps: int = -1
+
+
+class CheckpointConfig(Section):
+    save_contents: list[Literal["model", "optimizer", "extra", "hf_model"]] = ["model", "optimizer", "extra"]
+    load_contents: list[Literal["model", "optimizer", "extra", "hf_model"]] = ["model", "optimizer", "extra"]
+
+
+class ModelConfig(Section):
+    path: str | None = None
+    tokenizer_path: str | None = None
+    trust_remote_code: bool = False
+    override_config: dict[str, Any] = Field(default_factory=dict)
+    enable_gradient_checkpointing: bool = False
+    use_remove_padding: bool = True
+    attn_implementation: str = "sdpa"
+
+
+class ActorConfig(Section):
+    strategy: Literal["fsdp", "fsdp2"] = "fsdp2"
+    ppo_mini_batch_size: int = 8
+    ppo_micro_batch_size_per_gpu: int | None = None
+    use_dynamic_bsz: bool = True
+    ppo_max_token_len_per_gpu: int = 16384
+    clip_ratio: float = 0.2
+    clip_ratio_low: float | None = None
+    clip_ratio_high: float | None = None
+    clip_ratio_c: float | None = 3.0
+    loss_agg_mode: LossAggMode = "token-mean"
+    loss_scale_factor: float | None = None
+    entropy_coeff: float = 0.0
+    use_kl_loss: bool = False
+    kl_loss_coef: float = 0.001
+    kl_loss_type: KLPenalty = "low_var_kl"
+    ppo_epochs: int = 1
+    shuffle: bool = False
+    grad_clip: float = 1.0
+    recompute_old_log_prob: bool = True
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    fsdp_config: FSDPConfig = Field(default_factory=FSDPConfig)
+
+
+class RefConfig(Section):
+    log_prob_micro_batch_size_per_gpu: int | None = None
+    log_prob_use_dynamic_bsz: bool = True
+    log_prob_max_token_len_per_gpu: int = 16384
+    fsdp_config: FSDPConfig = Field(default_factory=FSDPConfig)
+
+
+class SamplingKwargs(Section):
+    temperature: float = 0.0
+    top_k: int = -1
+    top_p: float = 1.0
+    n: int = 1
+    do_sample: bool = False
+
+
+class MultiTurnConfig(Section):
+    enable: bool = True
+    max_assistant_turns: int | None = None
+    max_user_turns: int | None = None
+    tool_config_path: str | None = None
+    interaction_config_path: str | None = None
+    max_parallel_calls: int = 1
+    max_tool_response_length: int = 256
+    tool_response_truncate_side: Literal["left", "right", "middle"] = "middle"
+    use_inference_chat_template: bool = False
+    tokenization_sanity_check_mode: Literal["strict", "ignore_strippable", "disable"] = "strict"
+    format: str = "hermes"
+
+
+class AgentConfig(Section):
+    num_workers: int = 1
+    agent_loop_config_path: str | None = None
+
+
+class RolloutConfig(Section):
+    name: str = "transformers"
+    mode: Literal["async", "sync"] = "async"
+    temperature: float = 1.0
+    top_k: int = -1
+    top_p: float = 1.0
+    prompt_length: int | None = None
+    response_length: int | None = None
+    dtype: Dtype = "bf16"
+    gpu_memory_utilization: float = 0.5
+    tensor_model_parallel_size: int = 1
+    max_model_len: int | None = None
+    max_num_seqs: int = 1024
+    n: int = 1
+    do_sample: bool = True
+    ignore_eos: bool = False
+    calculate_log_probs: bool = True
+    log_prob_micro_batch_size_per_gpu: int | None = None
+    log_prob_use_dynamic_bsz: bool = True
+    log_prob_max_token_len_per_gpu: int = 16384
+    val_kwargs: SamplingKwargs = Field(default_factory=SamplingKwargs)
+    multi_turn: MultiTurnConfig = Field(default_factory=MultiTurnConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    engine_kwargs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sglang": {}, "transformers": {}})
+
+
+class ActorRolloutRefConfig(Section):
+    hybrid_engine: bool = True
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    actor: ActorConfig = Field(default_factory=ActorConfig)
+    ref: RefConfig = Field(default_factory=RefConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+
+class CriticModelConfig(ModelConfig):
+    fsdp_config: FSDPConfig = Field(default_factory=FSDPConfig)
+
+
+class CriticConfig(Section):
+    enable: bool | None = None
+    strategy: Literal["fsdp", "fsdp2"] = "fsdp2"
+    model: CriticModelConfig = Field(default_factory=CriticModelConfig)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5))
+    ppo_mini_batch_size: int | None = None
+    ppo_micro_batch_size_per_gpu: int | None = None
+    use_dynamic_bsz: bool = True
+    ppo_max_token_len_per_gpu: int = 32768
+    forward_max_token_len_per_gpu: int | None = None
+    ppo_epochs: int | None = None
+    shuffle: bool = False
+    cliprange_value: float = 0.5
+    loss_agg_mode: LossAggMode | None = None
+    grad_clip: float = 1.0
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+
+class KLControlConfig(Section):
+    type: Literal["fixed", "adaptive"] = "fixed"
+    kl_coef: float = 0.001
+    horizon: int = 10000
+    target_kl: float = 0.1
+
+
+class AlgorithmConfig(Section):
+    gamma: float = 1.0
+    lam: float = 1.0
+    adv_estimator: AdvEstimator = "grpo"
+    norm_adv_by_std_in_grpo: bool = True
+    use_kl_in_reward: bool = False
+    kl_penalty: KLPenalty = "kl"
+    kl_ctrl: KLControlConfig = Field(default_factory=KLControlConfig)
+
+
+class DataConfig(Section):
+    tokenizer: str | None = None
+    train_files: str | list[str] | None = None
+    val_files: str | list[str] | None = None
+    prompt_key: str = "prompt"
+    max_prompt_length: int = 512
+    max_response_length: int = 512
+    train_batch_size: int = 8
+    val_batch_size: int | None = None
+    shuffle: bool = True
+    seed: int = 1
+    dataloader_num_workers: int = 0
+    return_raw_chat: bool = True
+    filter_overlong_prompts: bool = False
+    truncation: Literal["error", "left", "right", "middle"] = "error"
+
+
+class CustomRewardFunctionConfig(Section):
+    """`path` is a Python file or module; `name(trajectory) -> float` replaces `Trajectory.reward`."""
+
+    path: str | None = None
+    name: str = "compute_score"
+
+
+class TrainerConfig(Section):
+    balance_batch: bool = True
+    total_epochs: int = 1
+    total_training_steps: int | None = None
+    project_name: str = "agentgym"
+    experiment_name: str = "run"
+    logger: list[Literal["console", "jsonl", "tensorboard"]] = ["console", "jsonl"]
+    nnodes: int = 1
+    n_gpus_per_node: int = 1
+    save_freq: int = -1
+    resume_mode: Literal["auto", "disable", "resume_path"] = "auto"
+    resume_from_path: str | None = None
+    val_before_train: bool = False
+    test_freq: int = -1
+    critic_warmup: int = 0
+    default_local_dir: str | None = None
+    max_actor_ckpt_to_keep: int | None = None
+    max_critic_ckpt_to_keep: int | None = None
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    use_ray: bool = True
+
+
+class RayInitConfig(Section):
+    num_cpus: int | None = None
+    address: str | None = None
+
+
+class RayKwargs(Section):
+    ray_init: RayInitConfig = Field(default_factory=RayInitConfig)
+
+
+class AgentGymConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    actor_rollout_ref: ActorRolloutRefConfig = Field(default_factory=ActorRolloutRefConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    custom_reward_function: CustomRewardFunctionConfig = Field(default_factory=CustomRewardFunctionConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    ray_kwargs: RayKwargs = Field(default_factory=RayKwargs)
+
+    @model_validator(mode="after")
+    def _check_batch_sizes(self) -> "AgentGymConfig":
+        actor = self.actor_rollout_ref.actor
+        if actor.ppo_mini_batch_size > self.data.train_batch_size:
+            raise ValueError(
+                f"actor_rollout_ref.actor.ppo_mini_batch_size ({actor.ppo_mini_batch_size}) is larger than "
+                f"data.train_batch_size ({self.data.train_batch_size}); set it to at most the train batch size"
+            )
+        if self.data.train_batch_size % actor.ppo_mini_batch_size:
+            raise ValueError(
+                f"data.train_batch_size ({self.data.train_batch_size}) must be a multiple of "
+                f"actor_rollout_ref.actor.ppo_mini_batch_size ({actor.ppo_mini_batch_size})"
+            )
+        return self
+
+    # Derived values, kept out of the stored config so a dumped YAML round-trips unchanged.
+    @property
+    def use_critic(self) -> bool:
+        if self.critic.enable is not None:
+            return self.critic.enable
+        return self.algorithm.adv_estimator == "gae"
+
+    @property
+    def use_reference(self) -> bool:
+        return self.actor_rollout_ref.actor.use_kl_loss or self.algorithm.use_kl_in_reward
+
+    @property
+    def checkpoint_dir(self) -> str:
+        t = self.trainer
+        return t.default_local_dir or f"checkpoints/{t.project_name}/{t.experiment_name}"
+
+    @property
+    def world_size(self) -> int:
+        return self.trainer.nnodes * self.trainer.n_gpus_per_node

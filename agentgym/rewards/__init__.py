@@ -1,0 +1,1 @@
+"""Reward functions: checking answers and scoring episodes."""

@@ -1,0 +1,45 @@
+"""Extracting a final numeric answer from model text and comparing it with the ground truth exactly."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_ANSWER_LINE = re.compile(r"(?:final answer|answer)\s*(?:is)?\s*[:=]?\s*([-+]?[\d,]*\.?\d+(?:/\d+)?)", re.IGNORECASE)
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+")
+
+
+def parse_number(text: str) -> Fraction | None:
+    """'1,234' -> 1234, '7/3' -> 7/3, '2.50' -> 5/2; None when the text is not a single number."""
+    cleaned = text.strip().strip("$ ").replace(",", "").rstrip(".")
+    if not cleaned:
+        return None
+    try:
+        return Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The answer a response commits to: \\boxed{...}, else an 'Answer: X' line, else the last number."""
+    boxed = _BOXED.findall(text)
+    if boxed:
+        return boxed[-1].strip()
+    lines = _ANSWER_LINE.findall(text)
+    if lines:
+        return lines[-1]
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def answers_match(candidate: str | None, ground_truth: str, *, rel_tol: float = 0.0) -> bool:
+    """Exact rational comparison (optionally with a relative tolerance for decimal ground truths)."""
+    if candidate is None:
+        return False
+    got, want = parse_number(candidate), parse_number(str(ground_truth))
+    if got is None or want is None:
+        return candidate.strip().lower() == str(ground_truth).strip().lower()
+    if rel_tol == 0.0:
+        return got == want
+    return abs(got - want) <= rel_tol * max(abs(want), Fraction(1))

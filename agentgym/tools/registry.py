@@ -1,0 +1,118 @@
+"""Tool registrations from YAML, in verl's layout: `tools: [{class_name, config, tool_schema}]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, SchemaError
+from pydantic import ValidationError
+
+from agentgym.errors import ConfigError
+from agentgym.loading import import_class, read_yaml_list
+from agentgym.tools.aliases import VERL_CLASS_ALIASES
+from agentgym.tools.base_tool import BaseTool
+from agentgym.tools.schemas import OpenAIFunctionToolSchema
+
+TOOL_YAML_EXAMPLE = """tools:
+  - class_name: agentgym.tools.calculator.CalculatorTool
+    config: {type: native}
+    tool_schema:
+      type: function
+      function:
+        name: calculator
+        description: Evaluate an arithmetic expression.
+        parameters:
+          type: object
+          properties:
+            expression: {type: string, description: "e.g. 12*(3+4)"}
+          required: [expression]"""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One validated YAML entry; building the tool object is separate so `agentgym tools validate` stays cheap."""
+
+    class_name: str
+    tool_class: type[BaseTool]
+    config: dict[str, Any]
+    tool_schema: OpenAIFunctionToolSchema
+
+    @property
+    def name(self) -> str:
+        return self.tool_schema.function.name
+
+
+def load_tool_specs(path: str | Path) -> list[ToolSpec]:
+    """Parse and check every entry of a tool YAML file; the first problem found raises ConfigError."""
+    file = str(path)
+    specs: list[ToolSpec] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(read_yaml_list(path, "tools", TOOL_YAML_EXAMPLE)):
+        entry = f"tools[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError("each tool must be a mapping.", file=file, entry=entry, fix=f"write it as:\n{TOOL_YAML_EXAMPLE}")
+        class_name = raw.get("class_name")
+        if not isinstance(class_name, str) or not class_name:
+            raise ConfigError(
+                "`class_name` is missing.", file=file, entry=entry, fix="add `class_name: package.module.ToolClass`."
+            )
+        entry = f"tools[{index}] ({class_name})"
+        config = raw.get("config") or {}
+        if not isinstance(config, dict):
+            raise ConfigError("`config` must be a mapping.", file=file, entry=entry, fix="write `config: {type: native}`.")
+        schema = _parse_schema(raw.get("tool_schema"), file=file, entry=entry)
+        tool_class = import_class(class_name, BaseTool, aliases=VERL_CLASS_ALIASES, file=file, entry=entry)
+        name = schema.function.name
+        if name in seen:
+            raise ConfigError(
+                f"tool name `{name}` is already used by tools[{seen[name]}].",
+                file=file,
+                entry=entry,
+                fix="give every tool a distinct `tool_schema.function.name`.",
+            )
+        seen[name] = index
+        specs.append(ToolSpec(class_name=class_name, tool_class=tool_class, config=config, tool_schema=schema))
+    return specs
+
+
+def build_tools(specs: list[ToolSpec]) -> dict[str, BaseTool]:
+    """Instantiate tools, keyed by the name the model calls them by."""
+    return {spec.name: spec.tool_class(spec.config, spec.tool_schema) for spec in specs}
+
+
+def initialize_tools_from_config(tools_config_file: str | Path) -> list[BaseTool]:
+    """verl's entry point name, kept so verl-style launch code works unchanged."""
+    return list(build_tools(load_tool_specs(tools_config_file)).values())
+
+
+def _parse_schema(raw: Any, *, file: str, entry: str) -> OpenAIFunctionToolSchema:
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "`tool_schema` is missing or not a mapping.",
+            file=file,
+            entry=entry,
+            fix="add `tool_schema: {type: function, function: {name, description, parameters}}`.",
+        )
+    try:
+        schema = OpenAIFunctionToolSchema.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"`tool_schema.{'.'.join(str(p) for p in err['loc'])}`: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid tool_schema: {problems}.", file=file, entry=entry, fix=f"follow this layout:\n{TOOL_YAML_EXAMPLE}"
+        ) from None
+    parameters = raw.get("function", {}).get("parameters", {})
+    try:
+        Draft202012Validator.check_schema(parameters)
+    except SchemaError as exc:
+        location = "/".join(str(p) for p in exc.path) or "(top level)"
+        raise ConfigError(
+            f"`tool_schema.function.parameters` is not valid JSON Schema at {location}: {exc.message}.",
+            file=file,
+            entry=entry,
+            fix="use JSON Schema types (string, number, integer, boolean, array, object, null).",
+        ) from None
+    return schema

@@ -1,0 +1,31 @@
+"""Pure tensor functions of RL post-training: advantages, losses, KL. No model, no distributed state."""
+
+from agentgym.trainer.algorithms.advantages import (
+    ADV_ESTIMATORS,
+    discounted_returns,
+    gae_advantage,
+    grpo_outcome_advantage,
+    place_outcome_rewards,
+    reinforce_plus_plus_advantage,
+    reinforce_plus_plus_baseline_advantage,
+    rloo_advantage,
+)
+from agentgym.trainer.algorithms.kl import (
+    AdaptiveKLController,
+    FixedKLController,
+    apply_kl_in_reward,
+    kl_penalty,
+    make_kl_controller,
+)
+from agentgym.trainer.algorithms.losses import (
+    LOSS_AGG_MODES,
+    PolicyLossOutput,
+    agg_loss,
+    compute_policy_loss,
+    compute_value_loss,
+    entropy_from_logits,
+    logprobs_from_logits,
+)
+from agentgym.trainer.algorithms.masked import masked_mean, masked_sum, masked_var, masked_whiten
+
+__all__ = [name for name in dir() if not name.startswith("_")]

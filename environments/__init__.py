@@ -1,0 +1,1 @@
+"""Ready tasks: each subpackage holds data generation, tool/interaction configs, reward and a train config."""
