@@ -1,0 +1,69 @@
+"""The `agentgym` command line. Each subcommand is a thin shell over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from agentgym.errors import AgentGymError
+
+
+def _tools_validate(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.tools.registry import load_tool_specs
+
+    specs = load_tool_specs(args.file)
+    console.print(f"[green]OK[/green] {args.file}: {len(specs)} tool(s): {', '.join(s.name for s in specs)}")
+    return 0
+
+
+def _tools_list(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.tools.registry import load_tool_specs
+
+    table = Table(title=str(args.file))
+    for column in ("name", "class", "parameters", "description"):
+        table.add_column(column)
+    for spec in load_tool_specs(args.file):
+        params = spec.tool_schema.function.parameters
+        shown = ", ".join(f"{k}{'*' if k in params.required else ''}: {v.type}" for k, v in params.properties.items())
+        table.add_row(spec.name, spec.class_name, shown, spec.tool_schema.function.description)
+    console.print(table)
+    return 0
+
+
+def _quickstart(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.quickstart import run_quickstart
+
+    return run_quickstart(console=console, seed=args.seed, episodes=args.episodes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentgym", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    quick = sub.add_parser("quickstart", help="the main job on embedded defaults")
+    quick.add_argument("--seed", type=int, default=0)
+    quick.add_argument("--episodes", type=int, default=2)
+    quick.set_defaults(handler=_quickstart)
+
+    tools = sub.add_parser("tools", help="inspect tool YAML registrations").add_subparsers(dest="tools_command", required=True)
+    validate = tools.add_parser("validate", help="check a tool YAML file: syntax, classes, schemas, names")
+    validate.add_argument("file", type=Path)
+    validate.set_defaults(handler=_tools_validate)
+    listing = tools.add_parser("list", help="list the tools a YAML file registers")
+    listing.add_argument("file", type=Path)
+    listing.set_defaults(handler=_tools_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return int(args.handler(args, console) or 0)
+    except AgentGymError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

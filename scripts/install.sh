@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs agentgym and what it needs on a Debian/Ubuntu machine (CPU by default).
+#   bash scripts/install.sh          the library, the sandbox's isolation tools and language toolchains
+#   bash scripts/install.sh --test   also the test-only tools (Docker engine, debootstrap, Chromium)
+# GPU machines: install the torch build for your CUDA first; this script keeps an installed torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_tests=1 ;;
+    *) echo "install.sh: unknown option '$arg' (use --test or nothing)" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3}
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+apt_packages() {
+  grep -hv '^\s*#' "$@" 2>/dev/null | tr -s ' \n' '\n' | sed '/^$/d' | sort -u
+}
+
+if command -v apt-get >/dev/null 2>&1; then
+  files=()
+  [ -f sandbox_server/apt-packages.txt ] && files+=(sandbox_server/apt-packages.txt)
+  [ "$with_tests" = 1 ] && [ -f scripts/apt-packages-test.txt ] && files+=(scripts/apt-packages-test.txt)
+  if [ "${#files[@]}" -gt 0 ]; then
+    mapfile -t wanted < <(apt_packages "${files[@]}")
+    missing=()
+    for pkg in "${wanted[@]}"; do
+      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+      echo "install.sh: installing Debian packages: ${missing[*]}"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+  fi
+else
+  echo "install.sh: no apt-get here; install bubblewrap and the language toolchains listed in sandbox_server/apt-packages.txt yourself." >&2
+fi
+
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "install.sh: installing the CPU build of torch (torch==2.13.0)"
+  "$PY" -m pip install -q torch==2.13.0
+fi
+extras=""
+[ "$with_tests" = 1 ] && extras="[dev]"
+"$PY" -m pip install -q -e ".${extras}"
+echo "install.sh: done"
