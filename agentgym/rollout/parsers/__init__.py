@@ -1,0 +1,25 @@
+"""Tool-call parsers: one model turn in, content + calls + model-readable errors out; calls in, formatted text out.
+
+    parser = get_parser("hermes")
+    result = parser.parse(text)      # ParseResult(content, calls: [ParsedToolCall], errors: [ParseError])
+    text = parser.format(calls, content="...")
+"""
+
+from agentgym.rollout.parsers.base import ParsedToolCall, ParseError, ParseResult, ToolCallLike, ToolCallParser
+from agentgym.rollout.parsers.hermes import HermesToolCallParser
+from agentgym.rollout.parsers.llama3_json import Llama3JsonToolCallParser
+from agentgym.rollout.parsers.mistral import MistralToolCallParser
+from agentgym.rollout.parsers.registry import available_parsers, get_parser
+
+__all__ = [
+    "HermesToolCallParser",
+    "Llama3JsonToolCallParser",
+    "MistralToolCallParser",
+    "ParseError",
+    "ParseResult",
+    "ParsedToolCall",
+    "ToolCallLike",
+    "ToolCallParser",
+    "available_parsers",
+    "get_parser",
+]
