@@ -66,8 +66,9 @@ async def run_text_episode(
         if parsed.calls or parsed.errors:
             results = await session.run_calls(parsed.calls)
             tool_results.extend(results)
-            messages.extend(tool_message(r) for r in results)
-            messages.extend({"role": "tool", "content": error.message} for error in parsed.errors)
+            replies = [(call.index, tool_message(r)) for call, r in zip(parsed.calls, results)]
+            replies += [(error.index, {"role": "tool", "content": error.message}) for error in parsed.errors]
+            messages.extend(reply for _, reply in sorted(replies, key=lambda pair: pair[0]))
             continue
         if user_turns >= max_user_turns:
             finish_reason = "max_user_turns"
