@@ -48,8 +48,30 @@ CODE_SNIPPETS = (
 )
 
 
+SYLLABLES = (
+    "ka ri to mu sen lo va pe ni shi dor an el ur ix bo za ter mon qui lu fa gre sta pli cro nu ve dra "
+    "hol gin ort sul be ma tri pon ces lar vid rum ek is op ath en ul"
+).split()
+
+
+def _pseudo_words(seed: int, count: int = 1500) -> tuple[str, ...]:
+    """Made-up names and words, so the vocabulary learns subword pieces and not only the fixed word list."""
+    rng = random.Random(seed)
+    return tuple("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(count))
+
+
+PSEUDO_WORDS = _pseudo_words(7)
+
+
+def _word(rng: random.Random) -> str:
+    if rng.random() < 0.7:
+        return rng.choice(WORDS)
+    word = PSEUDO_WORDS[int(len(PSEUDO_WORDS) * rng.random() ** 2)]
+    return word.capitalize() if rng.random() < 0.2 else word
+
+
 def _sentence(rng: random.Random, lo: int = 4, hi: int = 18) -> str:
-    words = [rng.choice(WORDS) for _ in range(rng.randint(lo, hi))]
+    words = [_word(rng) for _ in range(rng.randint(lo, hi))]
     text = " ".join(words)
     return text[0].upper() + text[1:] + rng.choice([".", "?", "!", ".", ":"])
 
@@ -77,7 +99,7 @@ def _arguments(rng: random.Random) -> dict:
         elif choice < 0.6:
             args[key] = float(_number(rng))
         else:
-            args[key] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+            args[key] = " ".join(_word(rng) for _ in range(rng.randint(1, 4)))
     return args
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Iterator
 from importlib import resources
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from agentgym.models.corpus import tokenizer_corpus
@@ -24,6 +26,15 @@ PRETOKENIZE_PATTERN = (
 )
 
 
+_MARKUP_RE = re.compile("|".join(re.escape(t) for t in MARKUP_TOKENS))
+
+
+def _without_markup(docs: Iterable[str]) -> Iterator[str]:
+    """Cut the markup out of the training text: each markup token is one id, so merges for it are wasted."""
+    for doc in docs:
+        yield from _MARKUP_RE.split(doc)
+
+
 def chat_template_text() -> str:
     return resources.files("agentgym.models").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
@@ -31,29 +42,30 @@ def chat_template_text() -> str:
 def train_tokenizer(vocab_size: int = 4096, *, model_max_length: int = 8192) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE on the synthetic chat corpus and wrap it as a transformers tokenizer.
 
-    Byte-level means every string round-trips through encode/decode, whatever the model emits.
+    Byte-level: any NFC-normalized string round-trips through encode/decode.
     """
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    # NFC as in Qwen2.5; transformers 5 rebuilds a qwen2 model's tokenizer with it whatever tokenizer.json says.
+    tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
         ]
     )
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    added = [AddedToken(t, special=True, normalized=False) for t in CONTROL_TOKENS]
-    added += [AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS]
+    control = [AddedToken(t, special=True, normalized=False) for t in CONTROL_TOKENS]
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(MARKUP_TOKENS),
         min_frequency=2,
-        special_tokens=added,
+        special_tokens=control,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    # Registering the markup before training keeps it out of the merges: it is always one id.
-    tok.add_special_tokens(added[:3])
-    tok.add_tokens(added[3:])
-    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    tok.add_special_tokens(control)
+    tok.train_from_iterator(_without_markup(tokenizer_corpus()), trainer=trainer)
+    # Added after training so they take fresh ids at the end (added before, they would share ids with bytes).
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=IM_END,
