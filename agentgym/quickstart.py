@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from agentgym.env.session import Session
-from agentgym.env.text_episode import TextEpisode, run_text_episode
+from agentgym.env.episode import Episode, TextTurnSource, run_episode
 from agentgym.interactions.registry import load_interactions
 from agentgym.rollout.parsers import get_parser
 from agentgym.tools.arithmetic import evaluate
@@ -44,7 +44,7 @@ class ScriptedArithmeticPolicy:
         return f"Roughly {guess}, so \\boxed{{{guess}}}."
 
 
-def _show(console: Console, index: int, episode: TextEpisode) -> None:
+def _show(console: Console, index: int, episode: Episode) -> None:
     for message in episode.messages:
         body = message.get("content") or ""
         for call in message.get("tool_calls", []):
@@ -56,16 +56,15 @@ def _show(console: Console, index: int, episode: TextEpisode) -> None:
     )
 
 
-async def _run(console: Console, seed: int, episodes: int) -> list[TextEpisode]:
+async def _run(console: Console, seed: int, episodes: int) -> list[Episode]:
     tools = build_tools(load_tool_specs(TOOL_CONFIG))
     interactions = load_interactions(INTERACTION_CONFIG)
     parser = get_parser("hermes")
     results = []
     for index, row in enumerate(make_rows(ArithmeticTaskConfig(num_rows=episodes, seed=seed))):
         async with Session(tools, extra_info=row["extra_info"], interactions=interactions) as session:
-            episode = await run_text_episode(
-                session, ScriptedArithmeticPolicy(row["extra_info"]["expression"]), parser, row["prompt"]
-            )
+            policy = TextTurnSource(ScriptedArithmeticPolicy(row["extra_info"]["expression"]))
+            episode = await run_episode(session, policy, parser, row["prompt"])
         _show(console, index, episode)
         results.append(episode)
     return results

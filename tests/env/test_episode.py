@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from agentgym.env.session import Session
-from agentgym.env.text_episode import run_text_episode
+from agentgym.env.episode import EpisodeLimits, TextTurnSource, run_episode, truncate
 from agentgym.interactions.registry import load_interactions
 from agentgym.rollout.parsers import get_parser
 from agentgym.tools.registry import build_tools, load_tool_specs
@@ -31,7 +31,7 @@ async def test_broken_call_is_answered_in_order_and_episode_continues():
         "It is \\boxed{42}.",
     )
     async with Session(tools, extra_info=extra, interactions=interactions) as session:
-        episode = await run_text_episode(session, policy, get_parser("hermes"), [{"role": "user", "content": "6*7?"}])
+        episode = await run_episode(session, TextTurnSource(policy), get_parser("hermes"), [{"role": "user", "content": "6*7?"}])
     roles = [m["role"] for m in episode.messages]
     assert roles == ["user", "assistant", "tool", "tool", "tool", "assistant", "user"]
     assert episode.messages[2]["content"] == "42"
@@ -44,7 +44,9 @@ async def test_turn_limit_stops_a_policy_that_never_answers():
     tools = build_tools(load_tool_specs(TOOL_CONFIG))
     call = '<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>'
     async with Session(tools) as session:
-        episode = await run_text_episode(session, scripted(*[call] * 10), get_parser("hermes"), [], max_assistant_turns=3)
+        episode = await run_episode(
+            session, TextTurnSource(scripted(*[call] * 10)), get_parser("hermes"), [], EpisodeLimits(max_assistant_turns=3)
+        )
     assert episode.assistant_turns == 3 and episode.finish_reason == "max_assistant_turns"
     assert len(episode.tool_results) == 3
 
@@ -56,3 +58,11 @@ def test_quickstart_command_prints_transcript_and_reward():
     assert out.returncode == 0, out.stderr
     assert "calculator" in out.stdout and "Correct!" in out.stdout and "is wrong" in out.stdout
     assert out.stdout.count("reward 0.50") == 2
+
+
+def test_truncate_marks_what_was_dropped():
+    text = "a" * 50 + "b" * 50
+    assert truncate(text, 20, "middle") == "a" * 10 + "...[truncated 80 chars]..." + "b" * 10
+    assert truncate(text, 20, "right") == "a" * 20 + "...[truncated 80 chars]..."
+    assert truncate(text, 20, "left") == "...[truncated 80 chars]..." + "b" * 20
+    assert truncate(text, 100) == text and truncate(text, None) == text
