@@ -1,0 +1,151 @@
+"""HTTP layer: Sandbox Fusion's /run_code and /v1/ping on FastAPI, with admission control and body limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import traceback
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .admission import AdmissionController, Overloaded
+from .executor import CodeExecutor, RequestRejected
+from .isolation import IsolationUnavailable, StepRunner, base_env, make_runner
+from .languages import available_languages
+from .models import RunCodeRequest, RunCodeResponse, RunStatus
+from .settings import SandboxSettings
+
+logger = logging.getLogger("sandbox_server")
+
+
+class BodySizeLimit:
+    """Rejects request bodies above `limit` bytes with 413 before they are buffered."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send):
+        body = f'{{"detail": "request body exceeds {self.limit} bytes"}}'.encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def self_test(runner: StepRunner, settings: SandboxSettings) -> None:
+    """Run one trivial sandboxed command so a broken setup fails at start, not on the first request."""
+    settings.work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.work_root) as tmp:
+        workdir = Path(tmp)
+        runner.prepare_workdir(workdir)
+        step = await runner.run_step(["/bin/sh", "-c", "echo sandbox-ok"], workdir=workdir, stdin=None, timeout=20,
+                                     memory_bytes=256 << 20, env=base_env(settings, "/tmp"))
+    out = step.outcome
+    if step.setup_error or out.return_code != 0 or out.stdout != b"sandbox-ok\n":
+        raise IsolationUnavailable(
+            "the sandbox self-test failed (bubblewrap could not start an isolated process): "
+            f"rc={out.return_code} stderr={out.stderr.decode(errors='replace').strip()!r}. Unprivileged user "
+            "namespaces must be enabled (sysctl user.max_user_namespaces > 0; in Docker allow unshare/clone via "
+            "seccomp and AppArmor); or pass --insecure-no-isolation for development.")
+
+
+async def start_runtime(settings: SandboxSettings) -> CodeExecutor:
+    runner = make_runner(settings)
+    try:
+        await self_test(runner, settings)
+    except BaseException:
+        runner.close()
+        raise
+    languages = available_languages(settings.sandbox_path)
+    return CodeExecutor(settings, runner, languages)
+
+
+def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[CodeExecutor] = None) -> FastAPI:
+    """Build the ASGI app; isolation is set up (and self-tested) at startup unless `executor` is given.
+
+    The app owns the executor either way and releases its cgroups on shutdown.
+    """
+    settings = settings or SandboxSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.executor = executor or await start_runtime(settings)
+        app.state.admission = AdmissionController(settings.max_concurrency, settings.max_queue,
+                                                  settings.queue_timeout_s)
+        try:
+            yield
+        finally:
+            app.state.executor.runner.close()
+
+    app = FastAPI(title="agentgym sandbox", version="0.1.0", lifespan=lifespan)
+
+    @app.get("/v1/ping")
+    async def ping() -> str:
+        return "pong"  # a JSON string, exactly like Sandbox Fusion
+
+    @app.get("/v1/languages")
+    async def languages(request: Request) -> list[str]:
+        return sorted(request.app.state.executor.languages)
+
+    @app.get("/v1/stats")
+    async def stats(request: Request) -> dict:
+        adm: AdmissionController = request.app.state.admission
+        return {"running": adm.running, "waiting": adm.waiting, "max_concurrency": adm.max_concurrency,
+                "max_queue": adm.max_queue}
+
+    @app.post("/run_code", response_model=RunCodeResponse)
+    async def run_code(body: RunCodeRequest, request: Request):
+        ex: CodeExecutor = request.app.state.executor
+        try:
+            ex.check(body)
+        except RequestRejected as e:
+            return JSONResponse(status_code=422, content={"detail": str(e)})
+        try:
+            async with request.app.state.admission.slot():
+                return await ex.run_code(body)
+        except Overloaded as e:
+            return JSONResponse(status_code=503, content={"detail": str(e)}, headers={"Retry-After": "1"})
+        except RequestRejected as e:
+            return JSONResponse(status_code=422, content={"detail": str(e)})
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the sandbox's own failure: Sandbox Fusion reports it in-band
+            logger.exception("run_code failed")
+            return RunCodeResponse(status=RunStatus.SandboxError,
+                                   message=f"sandbox error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}",
+                                   executor_pod_name=settings.executor_pod_name)
+
+    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+    return app

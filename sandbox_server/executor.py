@@ -1,0 +1,143 @@
+"""One /run_code request end to end: fresh work dir, files in, compile, run, files out, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+from typing import Optional
+
+from .isolation import StepResult, StepRunner, base_env
+from .languages import LanguageSpec
+from .models import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, derive_run_status
+from .settings import SandboxSettings
+
+
+class RequestRejected(ValueError):
+    """The request cannot be run as sent (answered with 422 and this message)."""
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def to_command_result(step: StepResult) -> CommandRunResult:
+    out = step.outcome
+    if step.setup_error is not None:
+        return CommandRunResult(status=CommandRunStatus.Error, execution_time=out.execution_time,
+                                stdout="", stderr=f"sandbox setup failed: {step.setup_error}")
+    return CommandRunResult(
+        status=CommandRunStatus.TimeLimitExceeded if out.timed_out else CommandRunStatus.Finished,
+        execution_time=round(out.execution_time, 6),
+        return_code=out.return_code,
+        stdout=_decode(out.stdout),
+        stderr=_decode(out.stderr),
+        cpu_time=None if step.cpu_time is None else round(step.cpu_time, 6),
+        memory_limit_exceeded=step.oom_killed,
+        peak_memory_MB=None if step.peak_memory_bytes is None else round(step.peak_memory_bytes / 2**20, 2),
+        output_truncated=out.output_truncated,
+    )
+
+
+class CodeExecutor:
+    def __init__(self, settings: SandboxSettings, runner: StepRunner, languages: dict[str, LanguageSpec]):
+        self.settings = settings
+        self.runner = runner
+        self.languages = languages
+        settings.work_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.work_root, 0o711)
+
+    def check(self, request: RunCodeRequest) -> LanguageSpec:
+        spec = self.languages.get(request.language)
+        if spec is None:
+            raise RequestRejected(f"language {request.language!r} is not available on this server; "
+                                  f"available: {sorted(self.languages)}")
+        for name, value in (("compile_timeout", request.compile_timeout), ("run_timeout", request.run_timeout)):
+            if value > self.settings.max_timeout_s:
+                raise RequestRejected(f"{name}={value} exceeds this server's maximum of "
+                                      f"{self.settings.max_timeout_s}s")
+        for path, content in request.files.items():
+            if isinstance(content, str):
+                try:
+                    base64.b64decode(content, validate=True)
+                except (binascii.Error, ValueError) as e:
+                    raise RequestRejected(f"files[{path!r}] is not valid base64: {e}") from e
+        return spec
+
+    async def run_code(self, request: RunCodeRequest) -> RunCodeResponse:
+        spec = self.check(request)
+        workdir = self.settings.work_root / f"run-{uuid.uuid4().hex}"
+        workdir.mkdir(mode=0o700)
+        try:
+            self._write_inputs(workdir, spec, request)
+            self.runner.prepare_workdir(workdir)
+            env = {**base_env(self.settings, home="/tmp"), **spec.env}
+            memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
+            compile_result: Optional[CommandRunResult] = None
+            run_result: Optional[CommandRunResult] = None
+            if spec.compile is not None:
+                step = await self.runner.run_step(spec.compile, workdir=workdir, stdin=None,
+                                                  timeout=request.compile_timeout, memory_bytes=memory, env=env)
+                compile_result = to_command_result(step)
+            if compile_result is None or (compile_result.status == CommandRunStatus.Finished
+                                          and compile_result.return_code == 0):
+                stdin = request.stdin.encode() if request.stdin is not None else None
+                step = await self.runner.run_step(spec.run_argv(request.args), workdir=workdir, stdin=stdin,
+                                                  timeout=request.run_timeout, memory_bytes=memory, env=env)
+                run_result = to_command_result(step)
+            files, notes = self._fetch(workdir, request.fetch_files)
+            status, message = derive_run_status(compile_result, run_result)
+            if notes and not message:
+                message = "; ".join(notes)
+            return RunCodeResponse(status=status, message=message, compile_result=compile_result,
+                                   run_result=run_result, executor_pod_name=self.settings.executor_pod_name,
+                                   files=files)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    def _write_inputs(self, workdir: Path, spec: LanguageSpec, request: RunCodeRequest) -> None:
+        for rel, content in request.files.items():
+            if not isinstance(content, str):
+                continue  # Sandbox Fusion skips null contents
+            target = workdir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(base64.b64decode(content))
+        code = spec.transform(request.code) if spec.transform else request.code
+        (workdir / spec.source).write_text(code)
+
+    def _fetch(self, workdir: Path, paths: list[str]) -> tuple[dict[str, str], list[str]]:
+        """Read requested files without following links out of the work dir (all sandbox processes are dead)."""
+        files: dict[str, str] = {}
+        notes: list[str] = []
+        budget = self.settings.max_fetch_bytes
+        root = os.path.realpath(workdir)
+        for rel in paths:
+            full = os.path.join(root, rel)
+            real = os.path.realpath(full)
+            if real != full and not real.startswith(root + os.sep):
+                notes.append(f"fetch_files: {rel!r} resolves outside the work dir; skipped")
+                continue
+            try:
+                fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # missing files are silently absent, as in Sandbox Fusion
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if st.st_size > budget:
+                    notes.append(f"fetch_files: {rel!r} ({st.st_size} bytes) exceeds the remaining "
+                                 f"fetch budget of {budget} bytes; skipped")
+                    continue
+                with os.fdopen(fd, "rb", closefd=False) as f:
+                    data = f.read(budget + 1)
+                budget -= len(data)
+                files[rel] = base64.b64encode(data).decode("ascii")
+            finally:
+                os.close(fd)
+        return files, notes

@@ -1,0 +1,218 @@
+"""How one step of a run is confined: bubblewrap namespaces + an unprivileged uid + cgroup + rlimits.
+
+Layout inside the sandbox: read-only /usr and /etc from the host (plus the merged-usr symlinks),
+the run's work dir at /workspace (read-write, the only host path it can write), private tmpfs /tmp and
+/dev/shm, a private /proc and minimal /dev. Namespaces: user, pid, net (loopback only), ipc, uts, mount,
+cgroup. bwrap runs as a dedicated host uid (settings.sandbox_uid) inside an unprivileged user namespace
+where the code sees itself as `nobody` (65534); it holds no capabilities on the host and cannot create
+further user namespaces.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Protocol, Sequence
+
+from .cgroups import CgroupManager, CgroupUnavailable, RunCgroup
+from .process import ProcessOutcome, kill_process_group, run_process
+from .settings import SandboxSettings
+
+SANDBOX_WORKDIR = "/workspace"
+_INNER_ID = 65534
+_BWRAP_SETUP_PREFIX = b"bwrap: "
+
+
+class IsolationUnavailable(RuntimeError):
+    """Isolation cannot be set up on this host; the message says why and how to fix it."""
+
+
+@dataclass
+class StepResult:
+    outcome: ProcessOutcome
+    cpu_time: Optional[float] = None
+    oom_killed: bool = False
+    peak_memory_bytes: Optional[int] = None
+    setup_error: Optional[str] = None
+
+
+class StepRunner(Protocol):
+    async def run_step(self, argv: Sequence[str], *, workdir: Path, stdin: Optional[bytes], timeout: float,
+                       memory_bytes: int, env: Mapping[str, str]) -> StepResult: ...
+
+    def prepare_workdir(self, workdir: Path) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def base_env(settings: SandboxSettings, home: str) -> dict[str, str]:
+    """The only environment user code sees: nothing from the server's own environment."""
+    return {
+        "PATH": settings.sandbox_path,
+        "HOME": home,
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def _rlimits(settings: SandboxSettings, timeout: float) -> list[tuple[int, tuple[int, int]]]:
+    cpu = max(1, math.ceil(timeout)) + 1
+    fsize = settings.file_size_limit_mb * 1024 * 1024
+    return [
+        (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_FSIZE, (fsize, fsize)),
+        (resource.RLIMIT_NOFILE, (settings.open_files_limit, settings.open_files_limit)),
+    ]
+
+
+def _make_preexec(join_files: Sequence[str], limits: list, uid: Optional[int], gid: Optional[int]) -> Callable[[], None]:
+    # Runs in the forked child before exec: join the cgroup first so nothing escapes accounting,
+    # then limits, then drop root for good.
+    def preexec() -> None:
+        for path in join_files:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        for res, value in limits:
+            resource.setrlimit(res, value)
+        if gid is not None and uid is not None:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+
+    return preexec
+
+
+def _root_layout() -> list[str]:
+    """bwrap args that reproduce the host's /bin, /lib* symlinks (merged /usr) or bind real dirs."""
+    args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = Path("/") / name
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            args += ["--ro-bind", str(p), str(p)]
+    return args
+
+
+class BwrapRunner:
+    """Fully isolated step runner (the default)."""
+
+    def __init__(self, settings: SandboxSettings, cgroups: CgroupManager, bwrap: str):
+        self.settings = settings
+        self.cgroups = cgroups
+        self.bwrap = bwrap
+        self._layout = _root_layout()
+
+    @classmethod
+    def create(cls, settings: SandboxSettings) -> "BwrapRunner":
+        if os.geteuid() != 0:
+            raise IsolationUnavailable(
+                "the sandbox server must run as root to create cgroups and switch to the sandbox uid "
+                f"(running as uid {os.geteuid()}); run it as root or pass --insecure-no-isolation for development")
+        bwrap = shutil.which(settings.bwrap_path)
+        if bwrap is None:
+            raise IsolationUnavailable(f"bubblewrap ({settings.bwrap_path!r}) is not installed; "
+                                       "install the Debian package 'bubblewrap'")
+        try:
+            cgroups = CgroupManager.setup(f"agentgym-sandbox-{os.getpid()}")
+        except CgroupUnavailable as e:
+            raise IsolationUnavailable(str(e)) from e
+        return cls(settings, cgroups, bwrap)
+
+    def prepare_workdir(self, workdir: Path) -> None:
+        for root, dirs, files in os.walk(workdir):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), self.settings.sandbox_uid, self.settings.sandbox_gid)
+        os.chown(workdir, self.settings.sandbox_uid, self.settings.sandbox_gid)
+        os.chmod(workdir, 0o700)
+
+    def bwrap_argv(self, argv: Sequence[str], workdir: Path, env: Mapping[str, str]) -> list[str]:
+        tmp_size = str(self.settings.tmp_size_mb * 1024 * 1024)
+        args = [
+            self.bwrap,
+            "--unshare-all", "--unshare-user", "--disable-userns",
+            "--uid", str(_INNER_ID), "--gid", str(_INNER_ID),
+            "--hostname", "sandbox",
+            "--die-with-parent", "--new-session",
+            *self._layout,
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", tmp_size, "--tmpfs", "/tmp",
+            "--size", tmp_size, "--tmpfs", "/dev/shm",
+            "--bind", str(workdir), SANDBOX_WORKDIR,
+            "--chdir", SANDBOX_WORKDIR,
+            "--clearenv",
+        ]
+        for key, value in env.items():
+            args += ["--setenv", key, value]
+        return args + ["--", *argv]
+
+    async def run_step(self, argv: Sequence[str], *, workdir: Path, stdin: Optional[bytes], timeout: float,
+                       memory_bytes: int, env: Mapping[str, str]) -> StepResult:
+        cg: RunCgroup = self.cgroups.create(f"run-{uuid.uuid4().hex}", memory_bytes, self.settings.pids_limit)
+        try:
+            preexec = _make_preexec(cg.join_files, _rlimits(self.settings, timeout),
+                                    self.settings.sandbox_uid, self.settings.sandbox_gid)
+
+            async def kill_tree(bwrap_pid: int) -> None:
+                # Spare bwrap's outer process: it reaps the namespace's init and exits by itself,
+                # so nothing is orphaned; the pid namespace dies with its init.
+                await cg.kill_all(spare=(bwrap_pid,))
+
+            outcome = await run_process(
+                self.bwrap_argv(argv, workdir, env), env={}, cwd="/", stdin=stdin, timeout=timeout,
+                max_output_bytes=self.settings.max_output_bytes,
+                output_kill_bytes=self.settings.output_kill_bytes,
+                preexec_fn=preexec, kill_tree=kill_tree)
+            result = StepResult(outcome, cpu_time=cg.cpu_time_s(), oom_killed=cg.oom_kills() > 0,
+                                peak_memory_bytes=cg.peak_memory_bytes())
+            if (outcome.return_code == 1 and not outcome.stdout
+                    and outcome.stderr.startswith(_BWRAP_SETUP_PREFIX)):
+                result.setup_error = outcome.stderr.decode(errors="replace").strip()
+            return result
+        finally:
+            await cg.remove()
+
+    def close(self) -> None:
+        self.cgroups.close()
+
+
+class InsecureRunner:
+    """No namespaces, no uid switch, no cgroups: for development on machines without isolation support."""
+
+    def __init__(self, settings: SandboxSettings):
+        self.settings = settings
+
+    def prepare_workdir(self, workdir: Path) -> None:
+        pass
+
+    async def run_step(self, argv: Sequence[str], *, workdir: Path, stdin: Optional[bytes], timeout: float,
+                       memory_bytes: int, env: Mapping[str, str]) -> StepResult:
+        preexec = _make_preexec([], _rlimits(self.settings, timeout), None, None)
+
+        async def kill_tree(pid: int) -> None:
+            kill_process_group(pid)
+
+        outcome = await run_process(
+            list(argv), env=env, cwd=str(workdir), stdin=stdin, timeout=timeout,
+            max_output_bytes=self.settings.max_output_bytes, output_kill_bytes=self.settings.output_kill_bytes,
+            preexec_fn=preexec, kill_tree=kill_tree, new_session=True)
+        return StepResult(outcome)
+
+    def close(self) -> None:
+        pass
+
+
+def make_runner(settings: SandboxSettings) -> StepRunner:
+    return BwrapRunner.create(settings) if settings.isolation else InsecureRunner(settings)

@@ -1,0 +1,73 @@
+"""Language registry: where the code goes, how it is compiled and run (all paths relative to the work dir)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Sequence
+
+
+def _php_tag(code: str) -> str:
+    return code if "<?php" in code or "<?=" in code else "<?php\n" + code
+
+
+@dataclass(frozen=True)
+class LanguageSpec:
+    name: str
+    source: str
+    run: tuple[str, ...]
+    compile: Optional[tuple[str, ...]] = None
+    needs: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    accepts_args: bool = False
+    transform: Optional[Callable[[str], str]] = None
+    aliases: tuple[str, ...] = ()
+
+    def run_argv(self, args: Sequence[str]) -> list[str]:
+        return [*self.run, *args] if self.accepts_args else list(self.run)
+
+
+_GO_ENV = {"GOCACHE": "/tmp/.cache/go-build", "GOPATH": "/tmp/go", "GO111MODULE": "off", "CGO_ENABLED": "0",
+           "GOFLAGS": "-buildvcs=false"}
+_JAVA_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
+
+ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
+    LanguageSpec("python", "main.py", ("python3", "main.py"), needs=("python3",), accepts_args=True),
+    LanguageSpec("pytest", "test_main.py",
+                 ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_main.py"),
+                 needs=("python3", "pytest"), accepts_args=True),
+    LanguageSpec("bash", "main.sh", ("bash", "main.sh"), needs=("bash",), accepts_args=True),
+    LanguageSpec("cpp", "main.cpp", ("./main",), ("g++", "-std=c++17", "main.cpp", "-o", "main", "-lpthread"),
+                 needs=("g++",), accepts_args=True),
+    LanguageSpec("c", "main.c", ("./main",), ("gcc", "-std=gnu17", "main.c", "-o", "main", "-lm"),
+                 needs=("gcc",), accepts_args=True),
+    LanguageSpec("nodejs", "main.js", ("node", "main.js"), needs=("node",), accepts_args=True, aliases=("js",)),
+    LanguageSpec("typescript", "main.ts", ("node", "main.js"),
+                 ("tsc", "--target", "es2020", "--module", "commonjs", "--types", "node", "--skipLibCheck",
+                  "--outDir", ".", "main.ts"),
+                 needs=("tsc", "node"), accepts_args=True, aliases=("ts",)),
+    LanguageSpec("go", "main.go", ("./main",), ("go", "build", "-o", "main", "main.go"), needs=("go",),
+                 env=_GO_ENV, accepts_args=True),
+    LanguageSpec("java", "Main.java", ("java", *_JAVA_OPTS, "-ea", "Main"),
+                 ("javac", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "-encoding", "UTF-8", "Main.java"),
+                 needs=("java", "javac"), accepts_args=True),
+    LanguageSpec("rust", "main.rs", ("./main",), ("rustc", "--edition", "2021", "main.rs", "-o", "main"),
+                 needs=("rustc",), accepts_args=True),
+    LanguageSpec("ruby", "main.rb", ("ruby", "main.rb"), needs=("ruby",), accepts_args=True),
+    LanguageSpec("perl", "main.pl", ("perl", "main.pl"), needs=("perl",), accepts_args=True),
+    LanguageSpec("php", "main.php", ("php", "-f", "main.php"), needs=("php",), accepts_args=True,
+                 transform=_php_tag),
+    LanguageSpec("lua", "main.lua", ("lua", "main.lua"), needs=("lua",), accepts_args=True),
+    LanguageSpec("R", "main.R", ("Rscript", "--vanilla", "main.R"), needs=("Rscript",), accepts_args=True),
+)
+
+
+def available_languages(path: str) -> dict[str, LanguageSpec]:
+    """Languages whose tools exist on `path` (the PATH user code sees), keyed by name and alias."""
+    found: dict[str, LanguageSpec] = {}
+    for spec in ALL_LANGUAGES:
+        if all(shutil.which(tool, path=path) for tool in spec.needs):
+            found[spec.name] = spec
+            for alias in spec.aliases:
+                found[alias] = spec
+    return found

@@ -1,0 +1,138 @@
+"""Run one child process with concurrent stdin/stdout/stderr handling, an output cap and a wall-clock limit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Mapping, Optional, Sequence
+
+_CHUNK = 64 * 1024
+
+
+@dataclass
+class ProcessOutcome:
+    return_code: Optional[int]
+    timed_out: bool
+    execution_time: float
+    stdout: bytes
+    stderr: bytes
+    output_truncated: bool
+    output_limit_killed: bool
+
+
+class _OutputBudget:
+    """Keeps up to `keep` bytes per stream and signals when the total passes `kill_after`."""
+
+    def __init__(self, keep: int, kill_after: int):
+        self.keep = keep
+        self.kill_after = kill_after
+        self.total = 0
+        self.truncated = False
+        self.exceeded = asyncio.Event()
+
+    async def drain(self, stream: Optional[asyncio.StreamReader], sink: bytearray) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(_CHUNK):
+            self.total += len(chunk)
+            room = self.keep - len(sink)
+            if room > 0:
+                sink.extend(chunk[:room])
+            if len(chunk) > max(room, 0):
+                self.truncated = True
+            if self.total > self.kill_after:
+                self.exceeded.set()
+
+
+async def _feed(stream: Optional[asyncio.StreamWriter], data: Optional[bytes]) -> None:
+    if stream is None:
+        return
+    try:
+        if data:
+            stream.write(data)
+            await stream.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        try:
+            stream.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Optional[str],
+    stdin: Optional[bytes],
+    timeout: float,
+    max_output_bytes: int,
+    output_kill_bytes: int,
+    preexec_fn: Optional[Callable[[], None]],
+    kill_tree: Callable[[int], Awaitable[None]],
+    new_session: bool = False,
+) -> ProcessOutcome:
+    """`kill_tree(pid)` must kill every process the child started (it is called on every exit path)."""
+    budget = _OutputBudget(max_output_bytes, output_kill_bytes)
+    out, err = bytearray(), bytearray()
+    start = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        preexec_fn=preexec_fn,
+        start_new_session=new_session,
+        close_fds=True,
+    )
+    io_tasks = [
+        asyncio.create_task(_feed(proc.stdin, stdin)),
+        asyncio.create_task(budget.drain(proc.stdout, out)),
+        asyncio.create_task(budget.drain(proc.stderr, err)),
+    ]
+    waiter = asyncio.create_task(proc.wait())
+    flood = asyncio.create_task(budget.exceeded.wait())
+    timed_out = False
+    try:
+        done, _ = await asyncio.wait({waiter, flood}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            timed_out = not budget.exceeded.is_set()
+        elapsed = time.monotonic() - start
+    finally:
+        flood.cancel()
+        await kill_tree(proc.pid)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=5)
+        except asyncio.TimeoutError:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await waiter
+        # Every writer is dead now, so the pipes reach EOF promptly; the bound guards against leaks.
+        _, pending = await asyncio.wait(io_tasks, timeout=2)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*io_tasks, return_exceptions=True)
+    return ProcessOutcome(
+        return_code=None if timed_out else proc.returncode,
+        timed_out=timed_out,
+        execution_time=elapsed,
+        stdout=bytes(out),
+        stderr=bytes(err),
+        output_truncated=budget.truncated,
+        output_limit_killed=budget.exceeded.is_set() and not timed_out,
+    )
+
+
+def kill_process_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,91 @@
+"""A real sandbox server, started as a subprocess on a free loopback port, shared by the session."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import httpx
+import pytest
+
+READY = re.compile(r"ready at (http://\S+)")
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    proc: subprocess.Popen
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def start_server(*extra: str, env: Optional[dict] = None, timeout: float = 60) -> ServerProcess:
+    cmd = [sys.executable, "-m", "sandbox_server", "--host", "127.0.0.1", "--port", "0", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env if env is not None else dict(os.environ))
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=0.5):
+            if proc.poll() is not None:
+                break
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = READY.search(line)
+        if m:
+            return ServerProcess(m.group(1), proc)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("sandbox server did not start:\n" + "".join(lines))
+
+
+def stop_server(server: ServerProcess) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[ServerProcess]:
+    server = start_server("--max-concurrency", "4", "--max-queue", "512")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(sandbox_server: ServerProcess) -> str:
+    return sandbox_server.url
+
+
+@pytest.fixture(scope="session")
+def http(sandbox_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def run(http: httpx.Client):
+    """POST /run_code with raw JSON (also the fields the sandbox_fusion client does not send); asserts HTTP 200."""
+
+    def _run(**payload) -> dict:
+        payload.setdefault("language", "python")
+        resp = http.post("/run_code", json=payload)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    return _run
