@@ -1,0 +1,186 @@
+"""The token-exact multi-turn agent loop: many episodes in flight against one engine.
+
+Model turns are appended as the engine's own ids (loss_mask 1, with their logprobs); tool and user turns are
+rendered with the model's chat template as deltas (loss_mask 0). Nothing the model produced is re-tokenized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+from uuid import uuid4
+
+from agentgym.env.episode import AssistantTurn, EpisodeLimits, Message, run_episode
+from agentgym.env.session import Session, SessionConfig
+from agentgym.interactions.base import BaseInteraction
+from agentgym.models.chat import chat_delta_ids, chat_ids
+from agentgym.rollout.engines.base import Engine, SamplingParams
+from agentgym.rollout.parsers import get_parser
+from agentgym.rollout.trajectory import Trajectory, TurnSpan
+from agentgym.tools.base_tool import BaseTool
+
+
+@dataclass(frozen=True)
+class AgentLoopConfig:
+    limits: EpisodeLimits = field(default_factory=EpisodeLimits)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_response_tokens: int = 1024
+    max_prompt_tokens: int | None = None
+    parser: str = "hermes"
+    max_concurrent_episodes: int = 256
+    generate_timeout_s: float = 300.0
+
+
+class _TokenTrack:
+    """The TurnSource of a token-space episode: owns the growing ids, mask, logprobs and turn spans."""
+
+    def __init__(self, loop: "AgentLoop", traj: Trajectory):
+        self.loop, self.traj = loop, traj
+
+    async def assistant_turn(self, messages: list[Message]) -> AssistantTurn:
+        traj, cfg = self.traj, self.loop.config
+        room = cfg.max_response_tokens - len(traj.response_ids)
+        if room <= 0:
+            return AssistantTurn("", "length")
+        sampling = replace(cfg.sampling, max_new_tokens=min(cfg.sampling.max_new_tokens, room))
+        if sampling.seed is not None:
+            # One seed per (episode, turn): samples of a group differ, and a rerun with the same seed repeats.
+            sampling = replace(sampling, seed=zlib.crc32(f"{sampling.seed}/{traj.uid}/{len(traj.response_ids)}".encode()))
+        out = await asyncio.wait_for(
+            self.loop.engine.generate(traj.prompt_ids + traj.response_ids, sampling, session_id=traj.uid),
+            timeout=cfg.generate_timeout_s,
+        )
+        ids = list(out.token_ids)
+        if len(out.logprobs) != len(ids):
+            raise RuntimeError(f"engine returned {len(ids)} tokens but {len(out.logprobs)} logprobs")
+        self._append("assistant", ids, list(out.logprobs), trained=True)
+        text = self.loop.decode(ids)
+        if out.finish_reason != "stop":
+            return AssistantTurn(text, "length" if out.finish_reason == "length" else out.finish_reason)
+        if not ids or ids[-1] != self.loop.end_of_turn_id:
+            # The model stopped on another stop token; close its turn the way the template does (not trained on).
+            self._append("assistant", [self.loop.end_of_turn_id], [0.0], trained=False)
+        return AssistantTurn(text)
+
+    async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
+        delta = chat_delta_ids(self.loop.tokenizer, messages, new, self.loop.tool_dicts, add_generation_prompt=True)
+        if len(self.traj.response_ids) + len(delta) >= self.loop.config.max_response_tokens:
+            return False
+        self._append(new[0]["role"], delta, [0.0] * len(delta), trained=False)
+        return True
+
+    def _append(self, role: str, ids: list[int], logprobs: list[float], *, trained: bool) -> None:
+        traj = self.traj
+        start = len(traj.response_ids)
+        traj.response_ids.extend(ids)
+        traj.loss_mask.extend([1 if trained else 0] * len(ids))
+        traj.rollout_logprobs.extend(logprobs if trained else [0.0] * len(ids))
+        if traj.turns and traj.turns[-1].role == role and traj.turns[-1].end == start:
+            traj.turns[-1].end += len(ids)
+        else:
+            traj.turns.append(TurnSpan(role, start, start + len(ids)))
+
+
+class AgentLoop:
+    """Runs dataset rows as episodes. A failure in one episode marks that trajectory failed; the batch goes on."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: Any,
+        tools: Mapping[str, BaseTool],
+        interactions: Mapping[str, BaseInteraction] | None = None,
+        config: AgentLoopConfig | None = None,
+    ):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.tools = dict(tools)
+        self.interactions = dict(interactions or {})
+        self.config = config or AgentLoopConfig()
+        self.parser = get_parser(self.config.parser)
+        self.tool_dicts = [tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
+        end_of_turn = tokenizer.eos_token
+        self.end_of_turn_id = tokenizer.convert_tokens_to_ids(end_of_turn)
+        self._strip = [t for t in {end_of_turn, getattr(tokenizer, "pad_token", None)} if t]
+        if self.config.sampling.stop_token_ids is None:
+            self.config = replace(self.config, sampling=replace(self.config.sampling, stop_token_ids=[self.end_of_turn_id]))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        for marker in self._strip:
+            text = text.replace(marker, "")
+        return text
+
+    def prompt_ids(self, prompt: list[Message]) -> list[int]:
+        ids = chat_ids(self.tokenizer, prompt, self.tool_dicts, add_generation_prompt=True)
+        limit = self.config.max_prompt_tokens
+        if limit is not None and len(ids) > limit:
+            raise ValueError(f"prompt has {len(ids)} tokens, more than max_prompt_tokens={limit}; shorten it or raise the limit")
+        return ids
+
+    async def run(self, row: Mapping[str, Any], *, group_id: str | None = None, uid: str | None = None) -> Trajectory:
+        """One episode for one dataset row (verl layout: `prompt`, `extra_info`)."""
+        extra_info = dict(row.get("extra_info") or {})
+        traj = Trajectory(uid=uid or uuid4().hex, group_id=group_id or uuid4().hex, prompt_ids=[], extra_info=extra_info)
+        traj.messages = [dict(m) for m in row["prompt"]]
+        started = time.perf_counter()
+        try:
+            traj.prompt_ids = self.prompt_ids(traj.messages)
+            async with Session(
+                self.tools, extra_info=extra_info, interactions=self.interactions, config=self.config.session, session_id=traj.uid
+            ) as session:
+                episode = await run_episode(session, _TokenTrack(self, traj), self.parser, traj.messages, self.config.limits)
+            traj.messages = episode.messages
+            traj.finish_reason = episode.finish_reason
+            traj.final_score = episode.scores.total
+            traj.tool_rewards = [r.reward for r in episode.tool_results]
+            traj.interaction_rewards = list(episode.turn_rewards)
+            traj.num_tool_calls = len(episode.tool_results) + episode.parse_errors
+            traj.tool_metrics = [
+                {"name": r.name, "latency_s": r.latency_s, "error": r.error, "reward": r.reward, **r.metrics}
+                for r in episode.tool_results
+            ]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            traj.finish_reason = "failed"
+            reason = "engine did not answer in time" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+            traj.error = reason
+            traj.extra_info = {**traj.extra_info, "traceback": traceback.format_exc(limit=8)}
+        traj.extra_info = {**traj.extra_info, "episode_seconds": time.perf_counter() - started}
+        traj.check()
+        return traj
+
+    async def run_batch(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        n: int = 1,
+        group_prefix: str | None = None,
+        on_done: Callable[[Trajectory], None] | None = None,
+    ) -> list[Trajectory]:
+        """`n` episodes per row (one GRPO group per row), at most `max_concurrent_episodes` in flight; row order kept.
+
+        Group ids are `group_prefix` + the row's index (a random prefix when none is given); pass a fixed prefix,
+        such as the training step, for runs that must repeat exactly under a fixed sampling seed.
+        """
+        prefix = group_prefix if group_prefix is not None else f"{uuid4().hex[:8]}-"
+        limiter = asyncio.Semaphore(self.config.max_concurrent_episodes)
+
+        async def one(row: Mapping[str, Any], group_id: str, k: int) -> Trajectory:
+            async with limiter:
+                traj = await self.run(row, group_id=group_id, uid=f"{group_id}-{k}")
+            if on_done is not None:
+                on_done(traj)
+            return traj
+
+        jobs = []
+        for index, row in enumerate(rows):
+            group_id = f"{prefix}{index}"
+            jobs.extend(one(row, group_id, k) for k in range(n))
+        return list(await asyncio.gather(*jobs))

@@ -1,0 +1,129 @@
+"""The agent loop's token bookkeeping, with an engine whose replies the test controls and the real tokenizer."""
+
+import json
+import random
+import re
+
+import pytest
+
+from agentgym.env.episode import EpisodeLimits
+from agentgym.interactions.registry import load_interactions
+from agentgym.models import chat_text, tiny_tokenizer
+from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
+from agentgym.rollout.engines.base import SamplingParams
+from agentgym.rollout.scripted_engine import ScriptedEngine
+from agentgym.rollout.trajectory_io import read_jsonl, read_parquet, write_jsonl, write_parquet
+from agentgym.tools.registry import build_tools, load_tool_specs
+from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def solver(conversation: str, session_id: str) -> str:
+    """Calls the calculator on the task's numbers, then answers with what the tool said."""
+    if "boom" in conversation:
+        raise RuntimeError("engine exploded")
+    results = re.findall(r"<tool_response>\s*(.*?)\s*</tool_response>", conversation, re.S)
+    if results:
+        return f"The result is \\boxed{{{results[-1]}}}."
+    a, b, c = re.findall(r"\d+", conversation.split("<|im_start|>user")[-1])[:3]
+    call = {"name": "calculator", "arguments": {"expression": f"{a}*{b}-{c}"}}
+    return f"I will compute it.\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
+
+
+class Recorder(ScriptedEngine):
+    """Remembers every id list it returned, per session, to compare with what the trajectory trains on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.returned: dict[str, list[list[int]]] = {}
+
+    async def generate(self, prompt_ids, sampling, *, session_id=None):
+        out = await super().generate(prompt_ids, sampling, session_id=session_id)
+        self.returned.setdefault(session_id, []).append(list(out.token_ids))
+        return out
+
+
+def rows(n=4):
+    """Arithmetic rows whose question is always "a times b minus c", the shape the scripted solver reads."""
+    rng = random.Random(3)
+    data = make_rows(ArithmeticTaskConfig(num_rows=n, seed=3))
+    for row in data:
+        a, b, c = rng.randint(100, 999), rng.randint(10, 99), rng.randint(100, 999)
+        row["prompt"][1]["content"] = f"Compute {a} times {b} minus {c}."
+        row["extra_info"]["interaction_kwargs"]["ground_truth"] = str(a * b - c)
+    return data
+
+
+def make_loop(tokenizer, engine, **overrides):
+    tools = build_tools(load_tool_specs(TOOL_CONFIG))
+    interactions = load_interactions(INTERACTION_CONFIG)
+    return AgentLoop(engine, tokenizer, tools, interactions, AgentLoopConfig(**overrides))
+
+
+async def test_trajectory_is_token_exact_and_decodes_to_the_conversation(tokenizer):
+    engine = Recorder(tokenizer, solver)
+    loop = make_loop(tokenizer, engine)
+    [traj] = await loop.run_batch(rows(1))
+    assert traj.error is None, traj.error
+    assert traj.finish_reason == "interaction_done" and traj.final_score == 1.0
+    assert [m["role"] for m in traj.messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    trained = [tok for tok, m in zip(traj.response_ids, traj.loss_mask) if m == 1]
+    assert trained == [tok for out in engine.returned[traj.uid] for tok in out], "trained tokens are the engine's tokens"
+    assert [span.role for span in traj.turns] == ["assistant", "tool", "assistant"]
+    for span in traj.turns:
+        assert set(traj.loss_mask[span.start:span.end]) == {1 if span.role == "assistant" else 0}
+    assert all(lp == -0.25 for lp, m in zip(traj.rollout_logprobs, traj.loss_mask) if m) and not any(
+        lp for lp, m in zip(traj.rollout_logprobs, traj.loss_mask) if not m
+    )
+    # The ids decode to exactly what the chat template renders for the recorded conversation (up to the last
+    # assistant turn: the final user message is not part of the token sequence).
+    rendered = chat_text(tokenizer, traj.messages[:-1], loop.tool_dicts)
+    decoded = tokenizer.decode(traj.prompt_ids + traj.response_ids, skip_special_tokens=False)
+    assert rendered.startswith(decoded) and rendered[len(decoded):] == "\n"
+
+
+async def test_batch_keeps_going_when_one_episode_fails(tokenizer):
+    data = rows(3)
+    data[1]["prompt"][1]["content"] = "boom"
+    loop = make_loop(tokenizer, ScriptedEngine(tokenizer, solver))
+    trajs = await loop.run_batch(data, n=2)
+    assert [t.failed for t in trajs] == [False, False, True, True, False, False]
+    assert trajs[2].error == "RuntimeError: engine exploded" and trajs[2].finish_reason == "failed"
+    assert trajs[0].group_id == trajs[1].group_id != trajs[2].group_id
+
+
+async def test_response_budget_ends_the_episode(tokenizer):
+    loop = make_loop(tokenizer, ScriptedEngine(tokenizer, solver), max_response_tokens=30)
+    [traj] = await loop.run_batch(rows(1))
+    assert traj.finish_reason == "length" and len(traj.response_ids) <= 30
+
+
+async def test_long_tool_output_is_truncated_with_marker(tokenizer):
+    limits = EpisodeLimits(max_tool_response_chars=2)
+    loop = make_loop(tokenizer, ScriptedEngine(tokenizer, solver), limits=limits)
+    [traj] = await loop.run_batch(rows(1))
+    tool_text = next(m["content"] for m in traj.messages if m["role"] == "tool")
+    assert re.fullmatch(r"\d\.\.\.\[truncated \d chars\]\.\.\.\d", tool_text), tool_text
+    span = next(s for s in traj.turns if s.role == "tool")
+    assert tool_text in tokenizer.decode(traj.response_ids[span.start:span.end])
+
+
+async def test_engine_timeout_marks_trajectory_failed(tokenizer):
+    engine = ScriptedEngine(tokenizer, solver, delay_s=2.0)
+    loop = make_loop(tokenizer, engine, generate_timeout_s=0.1)
+    [traj] = await loop.run_batch(rows(1))
+    assert traj.failed and traj.error == "engine did not answer in time"
+
+
+async def test_trajectories_round_trip_through_jsonl_and_parquet(tokenizer, tmp_path):
+    loop = make_loop(tokenizer, ScriptedEngine(tokenizer, solver))
+    trajs = await loop.run_batch(rows(3))
+    write_jsonl(trajs, tmp_path / "t.jsonl")
+    write_parquet(trajs, tmp_path / "t.parquet")
+    for loaded in (read_jsonl(tmp_path / "t.jsonl"), read_parquet(tmp_path / "t.parquet")):
+        assert [t.to_dict() for t in loaded] == [t.to_dict() for t in trajs]
