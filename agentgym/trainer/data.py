@@ -1,0 +1,79 @@
+"""Prompt rows for the rollout side: reading dataset files and a resumable, seeded batch iterator."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentgym.errors import ConfigError
+
+
+def read_rows(files: str | Sequence[str] | None) -> list[dict[str, Any]]:
+    """verl-style dataset rows from parquet or JSON-lines files (in the order given)."""
+    if files is None:
+        return []
+    paths = [files] if isinstance(files, str) else list(files)
+    rows: list[dict[str, Any]] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
+                              fix="point data.train_files at a .parquet or .jsonl file")
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows.extend(pq.read_table(path).to_pylist())
+        elif path.suffix in (".jsonl", ".json"):
+            with path.open() as f:
+                rows.extend(json.loads(line) for line in f if line.strip())
+        else:
+            raise ConfigError(f"cannot read dataset file {path}: unknown extension '{path.suffix}'.",
+                              entry="data.train_files", fix="use .parquet or .jsonl")
+    return rows
+
+
+class PromptBatches:
+    """Endless epochs over `rows` in batches of `batch_size`, reshuffled each epoch with `seed + epoch`.
+
+    Its whole state is (epoch, position), so a checkpoint restores exactly the next batch. A trailing partial
+    batch is dropped (GRPO needs whole batches of groups).
+    """
+
+    def __init__(self, rows: Sequence[dict[str, Any]], batch_size: int, *, shuffle: bool = True, seed: int = 1):
+        if len(rows) < batch_size:
+            raise ConfigError(f"the dataset has {len(rows)} rows, fewer than data.train_batch_size={batch_size}.",
+                              entry="data.train_batch_size", fix="lower data.train_batch_size or add rows")
+        self.rows = list(rows)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.rows) // self.batch_size
+
+    def _order(self) -> list[int]:
+        order = list(range(len(self.rows)))
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        return order
+
+    def next_batch(self) -> list[dict[str, Any]]:
+        if self.position + self.batch_size > len(self.rows):
+            self.epoch += 1
+            self.position = 0
+        order = self._order()
+        batch = [self.rows[i] for i in order[self.position : self.position + self.batch_size]]
+        self.position += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

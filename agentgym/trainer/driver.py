@@ -1,0 +1,380 @@
+"""The RL driver: rollout -> rewards -> (old/ref log-probs, values) -> advantages -> critic/actor update -> weight sync.
+
+The rollout side plugs in through two objects: `collect(batch_rows, step) -> list[Trajectory]` (sync or async;
+it must return `actor_rollout_ref.rollout.n` trajectories per row, the samples of one row sharing a `group_id`) and
+an engine with `update_weights(state_dict)` (sync or async) that receives the actor's full weights after each step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from agentgym.config.schema import AgentGymConfig
+from agentgym.errors import ConfigError
+from agentgym.rollout.trajectory import Trajectory
+from agentgym.trainer import algorithms as algo
+from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
+from agentgym.trainer.data import PromptBatches
+from agentgym.trainer.rewards import load_reward_fn
+from agentgym.trainer.tracking import MetricsTracker
+from agentgym.trainer.workers.metrics_acc import MetricSums
+
+CollectFn = Callable[[list[dict[str, Any]], int], "list[Trajectory] | Awaitable[list[Trajectory]]"]
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+
+
+class WeightReceiver(Protocol):
+    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> Any: ...
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
+
+
+def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
+    if values.numel() == 0:
+        return {}
+    values = values.float()
+    return {f"{prefix}/mean": float(values.mean()), f"{prefix}/max": float(values.max()),
+            f"{prefix}/min": float(values.min())}
+
+
+class RLTrainer:
+    """Owns the worker group, the KL controller, the prompt iterator and checkpoints; `fit()` runs the loop and
+    `train_step(trajectories)` runs one update on trajectories collected elsewhere."""
+
+    def __init__(
+        self,
+        config: AgentGymConfig,
+        *,
+        collect: CollectFn | None = None,
+        engine: WeightReceiver | None = None,
+        dataset: Sequence[dict[str, Any]] | None = None,
+        reward_fn: Callable[[Trajectory], float] | None = None,
+        workers: Any = None,
+    ) -> None:
+        self.config = config
+        self.collect = collect
+        self.engine = engine
+        self.reward_fn = reward_fn or load_reward_fn(config.custom_reward_function)
+        self.batches = (PromptBatches(dataset, config.data.train_batch_size, shuffle=config.data.shuffle,
+                                      seed=config.data.seed) if dataset is not None else None)
+        kl = config.algorithm.kl_ctrl
+        self.kl_ctrl = algo.make_kl_controller(kl.type, kl.kl_coef, kl.target_kl, kl.horizon)
+        self.global_step = 0
+        self.total_steps = self._total_steps()
+        self.workers = workers
+        self._check_config()
+
+    # ---- setup ----
+    def _total_steps(self) -> int:
+        t = self.config.trainer
+        if t.total_training_steps:
+            return t.total_training_steps
+        if self.batches is not None:
+            return t.total_epochs * self.batches.batches_per_epoch
+        return 1
+
+    def _check_config(self) -> None:
+        cfg = self.config
+        if not cfg.actor_rollout_ref.model.use_remove_padding:
+            raise ConfigError("agentgym always packs sequences (no padding to the longest).",
+                              entry="actor_rollout_ref.model.use_remove_padding", fix="leave it true")
+        if cfg.algorithm.adv_estimator == "gae" and not cfg.use_critic:
+            raise ConfigError("adv_estimator=gae needs a critic.", entry="critic.enable", fix="set critic.enable=true")
+
+    def start_workers(self) -> None:
+        if self.workers is not None:
+            return
+        from agentgym.trainer.workers import LocalWorkerGroup, RayWorkerGroup
+
+        cfg = self.config
+        if cfg.trainer.use_ray:
+            import ray
+
+            if not ray.is_initialized():
+                init = cfg.ray_kwargs.ray_init
+                ray.init(num_cpus=init.num_cpus, address=init.address, include_dashboard=False)
+            self.workers = RayWorkerGroup(cfg, cfg.world_size, total_steps=self.total_steps)
+        else:
+            if cfg.world_size != 1:
+                raise ConfigError(f"trainer.use_ray=false runs one rank but the config asks for {cfg.world_size}.",
+                                  entry="trainer.n_gpus_per_node", fix="set trainer.use_ray=true or n_gpus_per_node=1")
+            self.workers = LocalWorkerGroup(cfg, total_steps=self.total_steps)
+
+    @property
+    def world_size(self) -> int:
+        return self.workers.world_size
+
+    # ---- one step on given trajectories ----
+    async def _forward(self, batch: SampleBatch, method: str, max_len: int, micro: int | None, dynamic: bool,
+                       **kwargs) -> tuple[list, list]:
+        plans = plan_forward(batch, ["loss_mask"], self.world_size, max_token_len=max_len if dynamic else None,
+                             micro_batch_size=micro)
+        outs = await self.workers.call(method, [(p,) for p in plans], **kwargs)
+        return plans, outs
+
+    async def train_step(self, trajectories: Sequence[Trajectory], step: int | None = None) -> dict[str, float]:
+        """One RL update on `trajectories`; returns the step's metrics."""
+        if self.workers is None:
+            self.start_workers()
+        step = self.global_step + 1 if step is None else step
+        cfg = self.config
+        arr = cfg.actor_rollout_ref
+        timer = _Timer()
+        metrics: dict[str, float] = {}
+        with timer.phase("step"):
+            with timer.phase("reward"):
+                batch = SampleBatch.from_trajectories(trajectories)
+                scores = torch.tensor([float(self.reward_fn(t)) for t in trajectories])
+            mask = batch.padded("loss_mask")
+            with timer.phase("old_log_prob"):
+                if arr.actor.recompute_old_log_prob:
+                    plans, outs = await self._forward(
+                        batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
+                        arr.rollout.log_prob_micro_batch_size_per_gpu, arr.rollout.log_prob_use_dynamic_bsz,
+                        role="actor", with_entropy=True)
+                    batch.set_ragged("old_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
+                    entropy = gather_outputs(plans, [[o["entropy"] for o in r] for r in outs], len(batch))
+                    batch.set_ragged("entropy", entropy)
+                    metrics["actor/entropy"] = float(algo.masked_mean(batch.padded("entropy"), mask))
+                else:
+                    batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
+            if cfg.use_reference:
+                with timer.phase("ref"):
+                    plans, outs = await self._forward(
+                        batch, "compute_log_prob", arr.ref.log_prob_max_token_len_per_gpu,
+                        arr.ref.log_prob_micro_batch_size_per_gpu, arr.ref.log_prob_use_dynamic_bsz, role="ref")
+                    batch.set_ragged("ref_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
+            if cfg.use_critic:
+                with timer.phase("values"):
+                    c = cfg.critic
+                    plans, outs = await self._forward(
+                        batch, "compute_values", c.forward_max_token_len_per_gpu or c.ppo_max_token_len_per_gpu,
+                        c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz)
+                    batch.set_ragged("values", gather_outputs(plans, outs, len(batch)))
+            with timer.phase("adv"):
+                self._compute_advantages(batch, scores, mask, metrics)
+            groups_per_mb = arr.actor.ppo_mini_batch_size
+            if cfg.use_critic:
+                with timer.phase("update_critic"):
+                    c = cfg.critic
+                    plans = plan_update(batch, ["values", "returns"], self.world_size,
+                                        groups_per_minibatch=c.ppo_mini_batch_size or groups_per_mb,
+                                        max_token_len=c.ppo_max_token_len_per_gpu if c.use_dynamic_bsz else None,
+                                        micro_batch_size=c.ppo_micro_batch_size_per_gpu,
+                                        shuffle_seed=cfg.data.seed + step if c.shuffle else None)
+                    sums = await self.workers.call("update_critic", [(p,) for p in plans])
+                    metrics.update(self._merge(sums))
+            if step > cfg.trainer.critic_warmup:
+                with timer.phase("update_actor"):
+                    fields = ["old_log_probs", "advantages"] + (["ref_log_probs"] if arr.actor.use_kl_loss else [])
+                    plans = plan_update(batch, fields, self.world_size, groups_per_minibatch=groups_per_mb,
+                                        max_token_len=arr.actor.ppo_max_token_len_per_gpu if arr.actor.use_dynamic_bsz else None,
+                                        micro_batch_size=arr.actor.ppo_micro_batch_size_per_gpu,
+                                        shuffle_seed=cfg.data.seed + step if arr.actor.shuffle else None)
+                    sums = await self.workers.call("update_actor", [(p,) for p in plans])
+                    metrics.update(self._merge(sums))
+        total_tokens = sum(batch.seq_lens)
+        metrics.update(_stats("critic/score", scores))
+        metrics.update(_stats("response_length", torch.tensor(batch.response_lens, dtype=torch.float32)))
+        metrics.update(_stats("prompt_length", torch.tensor(batch.prompt_lens, dtype=torch.float32)))
+        metrics["response/model_tokens"] = float(batch.num_model_tokens())
+        metrics["response/failed_fraction"] = float(np.mean([t.failed for t in trajectories]))
+        metrics["perf/total_tokens"] = float(total_tokens)
+        for name, seconds in timer.times.items():
+            metrics[f"timing_s/{name}"] = seconds
+        if timer.times.get("update_actor"):
+            metrics["perf/update_tokens_per_s"] = total_tokens * arr.actor.ppo_epochs / timer.times["update_actor"]
+        metrics["perf/tokens_per_s"] = total_tokens / max(timer.times["step"], 1e-9)
+        self.global_step = step
+        return metrics
+
+    def _merge(self, per_rank: list[dict[str, list[float]]]) -> dict[str, float]:
+        total = MetricSums()
+        for sums in per_rank:
+            total.merge(sums)
+        return total.mean()
+
+    def _compute_advantages(self, batch: SampleBatch, scores: torch.Tensor, mask: torch.Tensor,
+                            metrics: dict[str, float]) -> None:
+        cfg = self.config
+        a = cfg.algorithm
+        token_rewards = algo.place_outcome_rewards(scores, mask)
+        if a.use_kl_in_reward:
+            token_rewards, mean_kl = algo.apply_kl_in_reward(
+                token_rewards, batch.padded("old_log_probs"), batch.padded("ref_log_probs"), mask,
+                beta=self.kl_ctrl.value, kind=a.kl_penalty)
+            metrics["actor/reward_kl"] = float(mean_kl)
+            metrics["actor/reward_kl_coef"] = self.kl_ctrl.value
+            self.kl_ctrl.update(float(mean_kl), n_steps=len(batch))
+        seq_scores = token_rewards.sum(-1)
+        est = a.adv_estimator
+        if est == "grpo":
+            adv, returns = algo.grpo_outcome_advantage(seq_scores, mask, batch.group_ids, a.norm_adv_by_std_in_grpo)
+        elif est == "rloo":
+            adv, returns = algo.rloo_advantage(seq_scores, mask, batch.group_ids)
+        elif est == "reinforce_plus_plus":
+            adv, returns = algo.reinforce_plus_plus_advantage(token_rewards, mask, a.gamma)
+        elif est == "reinforce_plus_plus_baseline":
+            adv, returns = algo.reinforce_plus_plus_baseline_advantage(seq_scores, mask, batch.group_ids)
+        elif est == "gae":
+            adv, returns = algo.gae_advantage(token_rewards, batch.padded("values"), mask, a.gamma, a.lam)
+        else:  # the config schema already restricts the names
+            raise ConfigError(f"unknown adv_estimator '{est}'.", entry="algorithm.adv_estimator")
+        batch.set_padded("advantages", adv)
+        batch.set_padded("returns", returns)
+        model = mask > 0
+        metrics.update(_stats("critic/rewards", token_rewards.sum(-1)))
+        metrics.update(_stats("critic/advantages", adv[model]))
+        metrics.update(_stats("critic/returns", returns[model]))
+        if cfg.use_critic:
+            metrics.update(_stats("critic/values", batch.padded("values")[model]))
+
+    # ---- weights ----
+    async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
+        return (await self.workers.call("actor_state_dict", dtype=dtype))[0]
+
+    async def sync_weights(self) -> None:
+        if self.engine is not None:
+            await _maybe_await(self.engine.update_weights(await self.actor_state_dict()))
+
+    # ---- checkpoints ----
+    @property
+    def checkpoint_root(self) -> Path:
+        return Path(self.config.checkpoint_dir)
+
+    async def save_checkpoint(self) -> Path:
+        path = self.checkpoint_root / f"global_step_{self.global_step}"
+        path.mkdir(parents=True, exist_ok=True)
+        with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.save_contents
+        await self.workers.call("save_checkpoint", directory=str(path), with_optimizer=with_optim)
+        state = {
+            "global_step": self.global_step,
+            "data": self.batches.state_dict() if self.batches is not None else None,
+            "kl_coef": self.kl_ctrl.value,
+        }
+        (path / "trainer_state.json").write_text(json.dumps(state))
+        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+                   path / "driver_rng.pt")
+        (self.checkpoint_root / LATEST_FILE).write_text(str(self.global_step))
+        self._prune_checkpoints()
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.config.trainer.max_actor_ckpt_to_keep
+        if not keep or keep <= 0:
+            return
+        steps = sorted(int(p.name.rsplit("_", 1)[1]) for p in self.checkpoint_root.glob("global_step_*"))
+        for old in steps[:-keep]:
+            shutil.rmtree(self.checkpoint_root / f"global_step_{old}", ignore_errors=True)
+
+    def _resume_path(self) -> Path | None:
+        t = self.config.trainer
+        if t.resume_mode == "disable":
+            return None
+        if t.resume_mode == "resume_path":
+            if not t.resume_from_path:
+                raise ConfigError("resume_mode=resume_path needs a path.", entry="trainer.resume_from_path",
+                                  fix="set trainer.resume_from_path to a global_step_N folder")
+            return Path(t.resume_from_path)
+        latest = self.checkpoint_root / LATEST_FILE
+        if not latest.exists():
+            return None
+        return self.checkpoint_root / f"global_step_{latest.read_text().strip()}"
+
+    async def load_checkpoint(self, path: str | Path | None = None) -> bool:
+        path = Path(path) if path is not None else self._resume_path()
+        if path is None:
+            return False
+        if not (path / "trainer_state.json").exists():
+            raise ConfigError(f"{path} is not a complete checkpoint (no trainer_state.json).",
+                              fix="point trainer.resume_from_path at a global_step_N folder, or resume_mode=disable")
+        with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.load_contents
+        await self.workers.call("load_checkpoint", directory=str(path), with_optimizer=with_optim)
+        state = json.loads((path / "trainer_state.json").read_text())
+        self.global_step = int(state["global_step"])
+        if self.batches is not None and state.get("data"):
+            self.batches.load_state_dict(state["data"])
+        self.kl_ctrl.value = float(state["kl_coef"])
+        rng = torch.load(path / "driver_rng.pt", weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        return True
+
+    # ---- the loop ----
+    async def fit(self, tracker: MetricsTracker | None = None) -> list[dict[str, float]]:
+        """Resume if a checkpoint exists, then collect -> train -> sync for the remaining steps."""
+        if self.collect is None or self.batches is None:
+            raise ConfigError("fit() needs a collect callable and a dataset.",
+                              fix="pass collect=... and dataset=... (or data.train_files) to RLTrainer")
+        self.start_workers()
+        await self.load_checkpoint()
+        own_tracker = tracker is None
+        if tracker is None:
+            tracker = MetricsTracker(self.checkpoint_root, self.config.trainer.logger, self.total_steps,
+                                     start_step=self.global_step)
+        history = []
+        try:
+            await self.sync_weights()
+            while self.global_step < self.total_steps:
+                step = self.global_step + 1
+                rows = self.batches.next_batch()
+                start = time.perf_counter()
+                trajectories = await _maybe_await(self.collect(rows, step))
+                rollout_s = time.perf_counter() - start
+                self._check_groups(rows, trajectories)
+                metrics = await self.train_step(trajectories, step)
+                start = time.perf_counter()
+                await self.sync_weights()
+                metrics["timing_s/weight_sync"] = time.perf_counter() - start
+                metrics["timing_s/rollout"] = rollout_s
+                metrics["training/epoch"] = float(self.batches.epoch)
+                tracker.log(step, metrics)
+                history.append(metrics)
+                save_freq = self.config.trainer.save_freq
+                if save_freq > 0 and (step % save_freq == 0 or step == self.total_steps):
+                    await self.save_checkpoint()
+        finally:
+            if own_tracker:
+                tracker.close()
+        return history
+
+    def _check_groups(self, rows: list[dict[str, Any]], trajectories: Sequence[Trajectory]) -> None:
+        if not trajectories:
+            raise RuntimeError(f"collect() returned no trajectories for {len(rows)} rows")
+        groups = {t.group_id for t in trajectories}
+        if len(groups) > len(rows):
+            raise RuntimeError(
+                f"collect() returned {len(groups)} groups for {len(rows)} rows: the samples of one row must share "
+                f"a group_id (GRPO/RLOO compare samples within a group)")
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.shutdown()
+            self.workers = None

@@ -1,0 +1,63 @@
+"""Worker groups: the same async calls on one in-process rank or on N Ray actors (one per device)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Sequence
+
+from agentgym.config.schema import AgentGymConfig
+from agentgym.trainer.workers.worker import TrainWorker
+
+
+class LocalWorkerGroup:
+    """A single rank in this process (no process group unless `distributed=True`, e.g. a 1-GPU FSDP run)."""
+
+    def __init__(self, config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None,
+                 distributed: bool = False) -> None:
+        self.world_size = 1
+        self.worker = TrainWorker(config, 0, 1)
+        init = f"tcp://{self.worker.address()}" if distributed else None
+        self.worker.setup(init, total_steps, roles)
+
+    async def call(self, method: str, per_rank: Sequence[tuple] | None = None, **kwargs: Any) -> list[Any]:
+        args = per_rank[0] if per_rank else ()
+        return [await asyncio.to_thread(getattr(self.worker, method), *args, **kwargs)]
+
+    def shutdown(self) -> None:
+        self.worker.shutdown()
+
+
+class RayWorkerGroup:
+    """`world_size` Ray actors, one per GPU (or per `cpus_per_worker` CPUs), joined into one process group
+    (NCCL on GPU, gloo on CPU) whose rendezvous address rank 0 picks on its own node."""
+
+    def __init__(self, config: AgentGymConfig, world_size: int, *, total_steps: int,
+                 roles: tuple[str, ...] | None = None, use_gpu: bool | None = None, cpus_per_worker: int = 1) -> None:
+        import ray
+        import torch
+
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not initialised; call ray.init() (or let the trainer do it) first")
+        if use_gpu is None:
+            use_gpu = config.trainer.device != "cpu" and torch.cuda.is_available()
+        remote_cls = ray.remote(TrainWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
+        self.world_size = world_size
+        self.actors = [remote_cls.remote(config, rank, world_size, num_threads=cpus_per_worker)
+                       for rank in range(world_size)]
+        address = ray.get(self.actors[0].address.remote())
+        init = f"tcp://{address}" if world_size > 1 or use_gpu else None
+        ray.get([a.setup.remote(init, total_steps, roles) for a in self.actors])
+
+    async def call(self, method: str, per_rank: Sequence[tuple] | None = None, **kwargs: Any) -> list[Any]:
+        refs = [getattr(actor, method).remote(*(per_rank[r] if per_rank else ()), **kwargs)
+                for r, actor in enumerate(self.actors)]
+        return list(await asyncio.gather(*refs))
+
+    def shutdown(self) -> None:
+        import ray
+
+        try:
+            ray.get([a.shutdown.remote() for a in self.actors])
+        finally:
+            for actor in self.actors:
+                ray.kill(actor)

@@ -1,0 +1,128 @@
+"""Loading Hugging Face models for the trainer, FSDP2 sharding, and packed forward passes."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from agentgym.config.schema import FSDPConfig, ModelConfig
+from agentgym.errors import ConfigError
+from agentgym.trainer.algorithms.losses import entropy_from_logits, logprobs_from_logits
+from agentgym.trainer.batching import MicroBatch
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ConfigError(f"unknown dtype '{name}'.", fix=f"use one of {sorted(_DTYPES)}") from None
+
+
+def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: bool = False) -> nn.Module:
+    """A causal LM (actor, reference) or a one-label token classifier on the same backbone (critic)."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    if not model_cfg.path:
+        raise ConfigError("no model path given.", entry="actor_rollout_ref.model.path",
+                          fix="set actor_rollout_ref.model.path (and critic.model.path for PPO) to a local model directory")
+    from transformers import AutoConfig
+
+    try:
+        hf_config = AutoConfig.from_pretrained(model_cfg.path, trust_remote_code=model_cfg.trust_remote_code)
+        for key, value in model_cfg.override_config.items():
+            setattr(hf_config, key, value)
+        kwargs = dict(config=hf_config, dtype=resolve_dtype(fsdp_cfg.model_dtype),
+                      trust_remote_code=model_cfg.trust_remote_code, attn_implementation=model_cfg.attn_implementation)
+        if value_head:
+            hf_config.num_labels = 1
+            if "classifier_dropout" not in model_cfg.override_config:
+                hf_config.classifier_dropout = 0.0
+            model = AutoModelForTokenClassification.from_pretrained(model_cfg.path, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_cfg.path, **kwargs)
+    except OSError as exc:
+        raise ConfigError(f"cannot load a model from '{model_cfg.path}': {exc}",
+                          fix="point the model path at a directory written by save_pretrained") from exc
+    model.config.use_cache = False
+    if model_cfg.enable_gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def shard_with_fsdp2(model: nn.Module, fsdp_cfg: FSDPConfig) -> nn.Module:
+    """`fully_shard` every transformer block, then the root (embeddings, norm, head, tied weights)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+    kwargs: dict = {"reshard_after_forward": fsdp_cfg.reshard_after_forward}
+    if fsdp_cfg.mixed_precision is not None:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(
+            param_dtype=resolve_dtype(fsdp_cfg.mixed_precision.param_dtype),
+            reduce_dtype=resolve_dtype(fsdp_cfg.mixed_precision.reduce_dtype),
+        )
+    if fsdp_cfg.param_offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy()
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
+    if not blocks:
+        raise ConfigError(f"cannot find the transformer blocks of {type(model).__name__} to shard",
+                          fix="use a transformers model that declares _no_split_modules")
+    for block in blocks:
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def _dummy_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    zeros = torch.zeros(1, 1, dtype=torch.long, device=device)
+    return zeros, zeros
+
+
+def forward_policy(
+    model: nn.Module, micro: MicroBatch, *, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropies) of every response token of a packed micro-batch, flat (N,).
+
+    An empty micro-batch still runs the model (FSDP ranks must stay in lock-step) and returns empty tensors that
+    are tied to the graph so backward also runs its collectives.
+    """
+    device = next(model.parameters()).device
+    if micro.is_empty:
+        ids, pos = _dummy_inputs(device)
+        logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        tie = logits.sum() * 0.0
+        empty = tie.reshape(1)[:0]
+        return empty, (empty if with_entropy else None)
+    out = model(input_ids=micro.input_ids, position_ids=micro.position_ids, use_cache=False,
+                logits_to_keep=micro.logit_positions)
+    logits = out.logits[0]
+    if temperature != 1.0:
+        logits = logits / temperature
+    log_probs = logprobs_from_logits(logits, micro.labels)
+    entropy = entropy_from_logits(logits) if with_entropy else None
+    return log_probs, entropy
+
+
+def forward_values(model: nn.Module, micro: MicroBatch) -> torch.Tensor:
+    """Critic value of the state before each response token (read at the preceding position), flat (N,)."""
+    device = next(model.parameters()).device
+    if micro.is_empty:
+        ids, pos = _dummy_inputs(device)
+        return (model(input_ids=ids, position_ids=pos, use_cache=False).logits.sum() * 0.0).reshape(1)[:0]
+    out = model(input_ids=micro.input_ids, position_ids=micro.position_ids, use_cache=False)
+    return out.logits[0, micro.logit_positions, 0].float()
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -1,0 +1,259 @@
+"""The models one trainer rank holds: policy (actor or frozen reference) and value (critic).
+
+Each works unsharded in a single process or FSDP2-sharded when a process group is up. Micro-batch losses are
+scaled so that, after FSDP's gradient averaging across ranks, gradients equal those of the whole mini-batch in one
+process: every piece divides by mini-batch-wide normalisers and is multiplied by the world size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from agentgym.config.schema import ActorConfig, CriticConfig, FSDPConfig, ModelConfig, OptimConfig
+from agentgym.trainer.algorithms.kl import kl_penalty
+from agentgym.trainer.algorithms.losses import agg_loss, compute_policy_loss, compute_value_loss
+from agentgym.trainer.algorithms.masked import masked_mean
+from agentgym.trainer.batching import MicroBatch, unflatten
+from agentgym.trainer.workers.metrics_acc import MetricSums
+from agentgym.trainer.workers.model import (
+    forward_policy,
+    forward_values,
+    load_hf_model,
+    resolve_dtype,
+    shard_with_fsdp2,
+    world,
+)
+from agentgym.trainer.workers.optim import build_optimizer, build_scheduler
+
+
+class ModelRole:
+    """Model + optional optimizer/scheduler, with the pieces shared by policy and value models."""
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        fsdp_cfg: FSDPConfig,
+        *,
+        device: torch.device,
+        optim_cfg: OptimConfig | None = None,
+        total_steps: int = 1,
+        value_head: bool = False,
+    ) -> None:
+        self.device = device
+        self.rank, self.world_size = world()
+        self.sharded = torch.distributed.is_available() and torch.distributed.is_initialized()
+        model = load_hf_model(model_cfg, fsdp_cfg, value_head=value_head)
+        model.to(device)
+        if self.sharded:
+            model = shard_with_fsdp2(model, fsdp_cfg)
+        self.model = model
+        self._autocast_dtype = (
+            resolve_dtype(fsdp_cfg.mixed_precision.param_dtype)
+            if fsdp_cfg.mixed_precision is not None and not self.sharded
+            else None
+        )
+        self.optimizer = build_optimizer(model.parameters(), optim_cfg) if optim_cfg is not None else None
+        self.scheduler = build_scheduler(self.optimizer, optim_cfg, total_steps) if self.optimizer else None
+        if self.optimizer is None:
+            model.requires_grad_(False)
+            model.eval()
+
+    def autocast(self):
+        if self._autocast_dtype is None or self._autocast_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def optimizer_step(self, grad_clip: float | None) -> float:
+        """Clip, step if the gradient is finite (a NaN step would corrupt the weights for good); returns the norm."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip and grad_clip > 0 else float("inf"))
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        norm_value = float(norm)
+        if math.isfinite(norm_value):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm_value
+
+    def full_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Unsharded weights on CPU under Hugging Face names (rank 0 gets them; other ranks get {})."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) for k, v in state.items()}
+        return state
+
+    def save(self, path: Path, with_optimizer: bool = True) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        path.mkdir(parents=True, exist_ok=True)
+        optimizer = self.optimizer if with_optimizer else None
+        model_sd, optim_sd = get_state_dict(self.model, optimizer if optimizer is not None else [])
+        state = {"model": model_sd}
+        if optimizer is not None:
+            state["optimizer"] = optim_sd
+        dcp.save(state, checkpoint_id=str(path))
+        if self.scheduler is not None and self.rank == 0:
+            torch.save(self.scheduler.state_dict(), path / "scheduler.pt")
+
+    def load(self, path: Path, with_optimizer: bool = True) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        optimizer = self.optimizer if with_optimizer else None
+        model_sd, optim_sd = get_state_dict(self.model, optimizer if optimizer is not None else [])
+        state = {"model": model_sd}
+        if optimizer is not None:
+            state["optimizer"] = optim_sd
+        dcp.load(state, checkpoint_id=str(path))
+        set_state_dict(self.model, optimizer if optimizer is not None else [],
+                       model_state_dict=state["model"], optim_state_dict=state.get("optimizer", {}))
+        if self.scheduler is not None and (path / "scheduler.pt").exists():
+            self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+
+
+class PolicyRole(ModelRole):
+    @torch.no_grad()
+    def compute_log_prob(
+        self, micro_batches: list[MicroBatch], *, temperature: float = 1.0, with_entropy: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
+        was_training = self.model.training
+        self.model.eval()
+        results = []
+        for micro in micro_batches:
+            with self.autocast():
+                log_probs, entropy = forward_policy(self.model, micro.to(self.device), temperature=temperature,
+                                                    with_entropy=with_entropy)
+            out = {"log_probs": log_probs.float().cpu()}
+            if entropy is not None:
+                out["entropy"] = entropy.float().cpu()
+            results.append(out)
+        self.model.train(was_training)
+        return results
+
+    def update_policy(
+        self, minibatches: list[list[MicroBatch]], cfg: ActorConfig, *, temperature: float, loss_scale_factor: float
+    ) -> dict[str, list[float]]:
+        """PPO-clip epochs over the mini-batches (one optimizer step each); returns MetricSums.export()."""
+        self.model.train()
+        sums = MetricSums()
+        clip_low = cfg.clip_ratio_low if cfg.clip_ratio_low is not None else cfg.clip_ratio
+        clip_high = cfg.clip_ratio_high if cfg.clip_ratio_high is not None else cfg.clip_ratio
+        need_entropy = cfg.entropy_coeff != 0
+        for _ in range(cfg.ppo_epochs):
+            for mini in minibatches:
+                for micro in mini:
+                    micro = micro.to(self.device)
+                    with self.autocast():
+                        log_probs, entropy = forward_policy(self.model, micro, temperature=temperature,
+                                                            with_entropy=need_entropy)
+                    if micro.is_empty:
+                        (log_probs.sum() * self.world_size).backward()
+                        continue
+                    lens = micro.response_lens
+                    mask = micro.padded("loss_mask")
+                    logp = unflatten(log_probs, lens)
+                    agg = dict(num_tokens=micro.num_tokens, num_seqs=micro.num_seqs,
+                               loss_scale_factor=loss_scale_factor)
+                    out = compute_policy_loss(
+                        micro.padded("old_log_probs"), logp, micro.padded("advantages"), mask,
+                        clip_ratio_low=clip_low, clip_ratio_high=clip_high, clip_ratio_c=cfg.clip_ratio_c,
+                        loss_agg_mode=cfg.loss_agg_mode, **agg,
+                    )
+                    loss = out.loss
+                    tokens = float(mask.sum())
+                    if need_entropy:
+                        ent = unflatten(entropy, lens)
+                        loss = loss - cfg.entropy_coeff * agg_loss(ent, mask, cfg.loss_agg_mode, **agg)
+                        sums.add("actor/entropy_update", float(masked_mean(ent.detach(), mask)), tokens)
+                    if cfg.use_kl_loss:
+                        kl = kl_penalty(logp, micro.padded("ref_log_probs"), cfg.kl_loss_type)
+                        kl_loss = agg_loss(kl, mask, cfg.loss_agg_mode, **agg)
+                        loss = loss + cfg.kl_loss_coef * kl_loss
+                        sums.add("actor/kl_loss", float(masked_mean(kl.detach(), mask)), tokens)
+                    (loss * self.world_size).backward()
+                    sums.sums["actor/pg_loss"][0] += float(out.loss.detach())
+                    sums.add("actor/pg_clipfrac", float(out.clipfrac), tokens)
+                    sums.add("actor/pg_clipfrac_lower", float(out.clipfrac_lower), tokens)
+                    sums.add("actor/ppo_kl", float(out.ppo_kl), tokens)
+                sums.sums["actor/pg_loss"][1] += 1.0 / self.world_size
+                sums.add("actor/grad_norm", self.optimizer_step(cfg.grad_clip), 1.0 / self.world_size)
+        sums.add("actor/lr", self.scheduler.get_last_lr()[0], 1.0 / self.world_size)
+        self.scheduler.step()
+        return sums.export()
+
+    def update_sft(self, minibatches: list[list[MicroBatch]], grad_clip: float) -> dict[str, list[float]]:
+        """Masked next-token NLL over model turns only (token-mean over each mini-batch), one step per mini-batch."""
+        self.model.train()
+        sums = MetricSums()
+        for mini in minibatches:
+            for micro in mini:
+                micro = micro.to(self.device)
+                with self.autocast():
+                    log_probs, _ = forward_policy(self.model, micro)
+                if micro.is_empty:
+                    (log_probs.sum() * self.world_size).backward()
+                    continue
+                mask = micro.fields["loss_mask"]
+                loss = -(log_probs * mask).sum() / micro.num_tokens
+                (loss * self.world_size).backward()
+                sums.sums["sft/loss"][0] += float(loss.detach())
+            sums.sums["sft/loss"][1] += 1.0 / self.world_size
+            sums.add("sft/grad_norm", self.optimizer_step(grad_clip), 1.0 / self.world_size)
+        sums.add("sft/lr", self.scheduler.get_last_lr()[0], 1.0 / self.world_size)
+        self.scheduler.step()
+        return sums.export()
+
+
+class ValueRole(ModelRole):
+    @torch.no_grad()
+    def compute_values(self, micro_batches: list[MicroBatch]) -> list[torch.Tensor]:
+        self.model.eval()
+        out = []
+        for micro in micro_batches:
+            with self.autocast():
+                out.append(forward_values(self.model, micro.to(self.device)).float().cpu())
+        return out
+
+    def update_critic(self, minibatches: list[list[MicroBatch]], cfg: CriticConfig, loss_agg_mode: str,
+                      ppo_epochs: int, loss_scale_factor: float) -> dict[str, list[float]]:
+        self.model.train()
+        sums = MetricSums()
+        for _ in range(ppo_epochs):
+            for mini in minibatches:
+                for micro in mini:
+                    micro = micro.to(self.device)
+                    with self.autocast():
+                        vpreds = forward_values(self.model, micro)
+                    if micro.is_empty:
+                        (vpreds.sum() * self.world_size).backward()
+                        continue
+                    mask = micro.padded("loss_mask")
+                    vpred = unflatten(vpreds, micro.response_lens)
+                    loss, clipfrac = compute_value_loss(
+                        vpred, micro.padded("values"), micro.padded("returns"), mask,
+                        cliprange_value=cfg.cliprange_value, loss_agg_mode=loss_agg_mode,
+                        num_tokens=micro.num_tokens, num_seqs=micro.num_seqs, loss_scale_factor=loss_scale_factor,
+                    )
+                    (loss * self.world_size).backward()
+                    tokens = float(mask.sum())
+                    sums.sums["critic/vf_loss"][0] += float(loss.detach())
+                    sums.add("critic/vf_clipfrac", float(clipfrac), tokens)
+                    sums.add("critic/vpred_mean", float(masked_mean(vpred.detach(), mask)), tokens)
+                sums.sums["critic/vf_loss"][1] += 1.0 / self.world_size
+                sums.add("critic/grad_norm", self.optimizer_step(cfg.grad_clip), 1.0 / self.world_size)
+        sums.add("critic/lr", self.scheduler.get_last_lr()[0], 1.0 / self.world_size)
+        self.scheduler.step()
+        return sums.export()
+
+

@@ -1,0 +1,159 @@
+"""One trainer rank: actor (+ reference, + critic) models on one device, plain or inside a Ray actor."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from agentgym.config.schema import AgentGymConfig
+from agentgym.trainer.batching import MicroBatch
+from agentgym.trainer.workers.model import resolve_dtype
+from agentgym.trainer.workers.roles import PolicyRole, ValueRole
+
+
+def pick_device(preference: str) -> torch.device:
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("trainer.device=cuda but no CUDA device is visible; set trainer.device=cpu or auto")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def free_address() -> str:
+    """host:port on this node that rank 0 can listen on for the process-group rendezvous."""
+    try:
+        import ray
+
+        host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+    except ImportError:
+        host = "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return f"{host}:{port}"
+
+
+class TrainWorker:
+    """Holds this rank's models. Construction is cheap; `setup` joins the process group and loads models."""
+
+    def __init__(self, config: AgentGymConfig, rank: int = 0, world_size: int = 1, *, num_threads: int | None = None):
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.actor: PolicyRole | None = None
+        self.ref: PolicyRole | None = None
+        self.critic: ValueRole | None = None
+
+    def address(self) -> str:
+        return free_address()
+
+    def setup(self, init_method: str | None, total_steps: int, roles: tuple[str, ...] | None = None) -> dict:
+        """Join the process group (when given a rendezvous) and build the models this run needs."""
+        cfg = self.config
+        self.device = pick_device(cfg.trainer.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if init_method is not None:
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, init_method=init_method, rank=self.rank, world_size=self.world_size,
+                                    timeout=timedelta(minutes=30))
+        if roles is None:
+            roles = ("actor",) + (("ref",) if cfg.use_reference else ()) + (("critic",) if cfg.use_critic else ())
+        arr = cfg.actor_rollout_ref
+        # Same seed everywhere: any freshly initialised weights (the critic's value head) match across ranks.
+        torch.manual_seed(cfg.data.seed)
+        if "actor" in roles:
+            self.actor = PolicyRole(arr.model, arr.actor.fsdp_config, device=self.device, optim_cfg=arr.actor.optim,
+                                    total_steps=total_steps)
+        if "ref" in roles:
+            self.ref = PolicyRole(arr.model, arr.ref.fsdp_config, device=self.device)
+        if "critic" in roles:
+            critic_model = cfg.critic.model
+            if critic_model.path is None:
+                critic_model = critic_model.model_copy(update={"path": arr.model.path})
+            self.critic = ValueRole(critic_model, critic_model.fsdp_config, device=self.device,
+                                    optim_cfg=cfg.critic.optim, total_steps=total_steps, value_head=True)
+        return {"rank": self.rank, "device": str(self.device), "roles": list(roles)}
+
+    # ---- forward passes ----
+    def compute_log_prob(self, micro_batches: list[MicroBatch], role: str = "actor", with_entropy: bool = False):
+        model = self.actor if role == "actor" else self.ref
+        if model is None:
+            raise RuntimeError(f"this worker has no {role} model; enable it in the config")
+        temperature = self.config.actor_rollout_ref.rollout.temperature
+        return model.compute_log_prob(micro_batches, temperature=temperature, with_entropy=with_entropy)
+
+    def compute_values(self, micro_batches: list[MicroBatch]) -> list[torch.Tensor]:
+        return self.critic.compute_values(micro_batches)
+
+    # ---- updates ----
+    def _loss_scale_factor(self) -> float:
+        factor = self.config.actor_rollout_ref.actor.loss_scale_factor
+        return float(factor) if factor is not None else float(self.config.data.max_response_length)
+
+    def update_actor(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
+        cfg = self.config.actor_rollout_ref
+        return self.actor.update_policy(minibatches, cfg.actor, temperature=cfg.rollout.temperature,
+                                        loss_scale_factor=self._loss_scale_factor())
+
+    def update_critic(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
+        c = self.config.critic
+        actor = self.config.actor_rollout_ref.actor
+        return self.critic.update_critic(
+            minibatches, c, loss_agg_mode=c.loss_agg_mode or actor.loss_agg_mode,
+            ppo_epochs=c.ppo_epochs or actor.ppo_epochs, loss_scale_factor=self._loss_scale_factor(),
+        )
+
+    def update_sft(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
+        return self.actor.update_sft(minibatches, self.config.actor_rollout_ref.actor.grad_clip)
+
+    # ---- weights and checkpoints ----
+    def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
+        return self.actor.full_state_dict(resolve_dtype(dtype) if dtype else None)
+
+    def save_checkpoint(self, directory: str, with_optimizer: bool = True) -> None:
+        root = Path(directory)
+        for name in ("actor", "critic"):
+            role = getattr(self, name)
+            if role is not None:
+                role.save(root / name, with_optimizer=with_optimizer)
+        rng = {
+            "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        torch.save(rng, root / f"rng_rank{self.rank}.pt")
+
+    def load_checkpoint(self, directory: str, with_optimizer: bool = True) -> None:
+        root = Path(directory)
+        for name in ("actor", "critic"):
+            role = getattr(self, name)
+            if role is not None:
+                role.load(root / name, with_optimizer=with_optimizer)
+        rng_file = root / f"rng_rank{self.rank}.pt"
+        if rng_file.exists():
+            rng = torch.load(rng_file, weights_only=False)
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def pid(self) -> int:
+        return os.getpid()
