@@ -151,6 +151,7 @@ class BwrapRunner:
             "--size", tmp_size, "--tmpfs", "/tmp",
             "--size", tmp_size, "--tmpfs", "/dev/shm",
             "--bind", str(workdir), SANDBOX_WORKDIR,
+            "--remount-ro", "/",
             "--chdir", SANDBOX_WORKDIR,
             "--clearenv",
         ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import selectors
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional
 
 import httpx
@@ -17,10 +19,16 @@ import pytest
 READY = re.compile(r"ready at (http://\S+)")
 
 
+SECRET_ENV = "AGENTGYM_SANDBOX_TEST_SECRET"
+SECRET_VALUE = "s3cr3t-value-that-user-code-must-never-see"
+
+
 @dataclass
 class ServerProcess:
     url: str
     proc: subprocess.Popen
+    sandbox_uid: int = 0
+    work_root: Optional[Path] = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -62,9 +70,16 @@ def stop_server(server: ServerProcess) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[ServerProcess]:
-    server = start_server("--max-concurrency", "4", "--max-queue", "512")
+    # A uid and work root of its own, so the leftover checks are not confused by other servers on the host.
+    uid = 62000 + os.getpid() % 3000
+    work_root = Path("/dev/shm") / f"agentgym-sandbox-test-{os.getpid()}"
+    env = dict(os.environ, **{SECRET_ENV: SECRET_VALUE})
+    server = start_server("--max-concurrency", "4", "--max-queue", "512", "--sandbox-uid", str(uid),
+                          "--work-root", str(work_root), env=env)
+    server.sandbox_uid, server.work_root = uid, work_root
     yield server
     stop_server(server)
+    shutil.rmtree(work_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
