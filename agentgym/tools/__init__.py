@@ -1,6 +1,7 @@
 """Tools the model calls: the verl-compatible interface, schema models, the YAML registry, built-in tools."""
 
 from agentgym.tools.base_tool import BaseTool
+from agentgym.tools.sandbox_fusion import SandboxFusionTool
 from agentgym.tools.schemas import (
     OpenAIFunctionCallSchema,
     OpenAIFunctionParametersSchema,

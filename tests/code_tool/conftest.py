@@ -17,3 +17,21 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture
+def fault_server():
+    from .fault_server import FaultServer
+
+    server = FaultServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_pooled_http():
+    """Each test runs on its own event loop; close that loop's pooled connections when the test ends."""
+    yield
+    from agentgym.tools.sandbox_fusion import aclose_http_sessions
+
+    await aclose_http_sessions()

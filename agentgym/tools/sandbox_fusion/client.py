@@ -1,0 +1,259 @@
+"""One `/run_code` call, end to end: admission (worker slot, rate token), the HTTP request, retries, and a verdict.
+
+Retries (tenacity, exponential backoff with full jitter, `Retry-After` honoured) cover what the sandbox side got
+wrong: connection errors, 429/502/503/504, timeouts of the HTTP request itself, and `SandboxError`. What the code
+did (non-zero exit, compile error, its own time limit) is an answer, never retried. The deadline counts from the
+first admission, so a long rate-limit queue delays a call without failing it, while retries of a failing call stop
+once the deadline is near.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Optional
+
+import aiohttp
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from agentgym.tools.rate_limit import AsyncRateLimiter, RateLimitTimeout
+from agentgym.tools.sandbox_fusion.http import SharedHttpSessions
+from agentgym.tools.sandbox_fusion.metrics import Outcome
+from agentgym.tools.sandbox_fusion.wire import RunCodeRequest, RunCodeResponse
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_SNIPPET = 200
+_DETAIL = 1000
+
+
+class _Retryable(Exception):
+    def __init__(self, outcome: Outcome, reason: str, http_status: Optional[int] = None, retry_after: float = 0.0):
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class _Final(Exception):
+    def __init__(self, outcome: Outcome, reason: str, http_status: Optional[int] = None):
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+        self.http_status = http_status
+
+
+class _DeadlineReached(Exception):
+    pass
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int
+    initial_backoff: float
+    max_backoff: float
+    retry_on_status: tuple[int, ...]
+
+
+@dataclass
+class CallResult:
+    """What came back: a server answer (`response`), or the reason there is none (`error`)."""
+
+    response: Optional[RunCodeResponse]
+    error: Optional[str]
+    error_outcome: Optional[Outcome]
+    attempts: int
+    queue_wait_s: float
+    http_status: Optional[int]
+
+
+def _detail(body: bytes) -> str:
+    """FastAPI-style `{"detail": ...}` says what was wrong with the request; fall back to the raw body."""
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, str):
+        return detail[:_DETAIL]
+    if detail is not None:
+        return json.dumps(detail)[:_DETAIL]
+    return _snippet(body)
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_SNIPPET].decode("utf-8", errors="replace")
+    return text + ("..." if len(body) > _SNIPPET else "")
+
+
+def _retry_after_seconds(value: Optional[str]) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0  # HTTP-date form: rare from a sandbox, and backoff covers it
+
+
+class SandboxClient:
+    """Sends `/run_code` requests for one tool: at most `max_in_flight` at once, started at the limiter's pace."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Callable[[], Awaitable[str]],
+        sessions: SharedHttpSessions,
+        limiter: AsyncRateLimiter,
+        max_in_flight: int,
+        retry: RetryPolicy,
+    ):
+        self._endpoint = endpoint
+        self._sessions = sessions
+        self._limiter = limiter
+        self._max_in_flight = max_in_flight
+        self._retry = retry
+        self._slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        sem = self._slots.get(loop)
+        if sem is None:
+            sem = self._slots[loop] = asyncio.Semaphore(self._max_in_flight)
+        return sem
+
+    async def run_code(self, request: RunCodeRequest, *, request_timeout: float, deadline: float) -> CallResult:
+        payload = request.model_dump_json().encode()
+        state = _CallState(deadline=deadline)
+
+        def stop(retry_state) -> bool:
+            if retry_state.attempt_number >= self._retry.max_retries + 1:
+                return True
+            if state.deadline_at is not None and time.monotonic() + retry_state.upcoming_sleep >= state.deadline_at:
+                state.stopped_by_deadline = True
+                return True
+            return False
+
+        backoff = wait_random_exponential(multiplier=self._retry.initial_backoff, max=self._retry.max_backoff)
+
+        def wait(retry_state) -> float:
+            exc = retry_state.outcome.exception()
+            return max(backoff(retry_state), getattr(exc, "retry_after", 0.0))
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable), stop=stop, wait=wait, reraise=True
+        )
+        try:
+            response = await retrying(self._attempt, payload, request_timeout, state)
+            return CallResult(response, None, None, state.attempts, state.queue_wait, state.http_status)
+        except _Retryable as exc:
+            outcome = Outcome.DEADLINE_EXCEEDED if state.stopped_by_deadline else exc.outcome
+            why = (
+                f"the call's deadline of {deadline:g} s left no time for another try"
+                if state.stopped_by_deadline
+                else f"gave up after {state.attempts} attempts"
+            )
+            return CallResult(None, f"{exc.reason} ({why})", outcome, state.attempts, state.queue_wait, exc.http_status)
+        except _Final as exc:
+            return CallResult(None, exc.reason, exc.outcome, state.attempts, state.queue_wait, exc.http_status)
+        except _DeadlineReached as exc:
+            reason = str(exc) + (f"; the previous try failed: {state.last_failure}" if state.last_failure else "")
+            return CallResult(
+                None, reason, Outcome.DEADLINE_EXCEEDED, state.attempts, state.queue_wait, state.http_status
+            )
+
+    async def _attempt(self, payload: bytes, request_timeout: float, state: "_CallState") -> RunCodeResponse:
+        waited_from = time.monotonic()
+        slot = self._slot()
+        try:
+            await asyncio.wait_for(slot.acquire(), state.remaining())
+        except asyncio.TimeoutError:
+            raise _DeadlineReached(f"no worker slot came free within the call's deadline of {state.deadline:g} s") from None
+        try:
+            try:
+                await self._limiter.acquire(timeout=state.remaining())
+            except RateLimitTimeout:
+                raise _DeadlineReached(
+                    f"the rate limit ({self._limiter.rate:g}/s) had no slot within the call's deadline of {state.deadline:g} s"
+                ) from None
+            state.queue_wait += time.monotonic() - waited_from
+            state.admitted()
+            state.attempts += 1
+            url = await self._endpoint()
+            timeout = min(request_timeout, state.remaining())
+            try:
+                status, retry_after, body = await self._post(
+                    url, payload, timeout, cut_by_deadline=timeout < request_timeout, deadline=state.deadline
+                )
+            except _Retryable as exc:
+                state.last_failure = exc.reason
+                raise
+        finally:
+            slot.release()
+        state.http_status = status
+        try:
+            return self._verdict(status, retry_after, body)
+        except _Retryable as exc:
+            state.last_failure = exc.reason
+            raise
+
+    async def _post(self, url: str, payload: bytes, timeout: float, *, cut_by_deadline: bool, deadline: float):
+        try:
+            async with self._sessions.get().post(
+                url, data=payload, headers=_JSON_HEADERS, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                body = await resp.read()
+                return resp.status, _retry_after_seconds(resp.headers.get("Retry-After")), body
+        except (asyncio.TimeoutError, TimeoutError):
+            if cut_by_deadline:
+                raise _DeadlineReached(f"the sandbox did not answer within the call's deadline of {deadline:g} s") from None
+            raise _Retryable(Outcome.UNAVAILABLE, f"the sandbox did not answer within {timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(Outcome.UNAVAILABLE, f"could not reach the sandbox at {url}: {exc!r}") from None
+        except OSError as exc:
+            raise _Retryable(Outcome.UNAVAILABLE, f"could not reach the sandbox at {url}: {exc!r}") from None
+
+    def _verdict(self, status: int, retry_after: float, body: bytes) -> RunCodeResponse:
+        if status in self._retry.retry_on_status:
+            reason = "overloaded" if status in (429, 503) else "gateway error"
+            raise _Retryable(
+                Outcome.UNAVAILABLE, f"the sandbox answered HTTP {status} ({reason})", status, retry_after=retry_after
+            )
+        if 400 <= status < 500:
+            raise _Final(Outcome.REJECTED, f"HTTP {status}: {_detail(body)}", status)
+        if status != 200:
+            raise _Final(Outcome.SANDBOX_ERROR, f"the sandbox answered HTTP {status}: {_snippet(body)}", status)
+        try:
+            response = RunCodeResponse.model_validate_json(body)
+        except ValidationError:
+            raise _Final(
+                Outcome.BAD_RESPONSE, f"the sandbox's answer is not Sandbox Fusion JSON: {_snippet(body)!r}", status
+            ) from None
+        if response.status == "SandboxError":
+            raise _Retryable(Outcome.SANDBOX_ERROR, f"the sandbox failed internally: {response.message[:_SNIPPET]}", status)
+        return response
+
+
+class _CallState:
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.deadline_at: Optional[float] = None
+        self.attempts = 0
+        self.queue_wait = 0.0
+        self.http_status: Optional[int] = None
+        self.stopped_by_deadline = False
+        self.last_failure: Optional[str] = None
+
+    def admitted(self) -> None:
+        if self.deadline_at is None:
+            self.deadline_at = time.monotonic() + self.deadline
+
+    def remaining(self) -> Optional[float]:
+        if self.deadline_at is None:
+            return None
+        left = self.deadline_at - time.monotonic()
+        if left <= 0:
+            raise _DeadlineReached(f"the call's deadline of {self.deadline:g} s passed")
+        return left
