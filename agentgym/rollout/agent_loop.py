@@ -24,6 +24,10 @@ from agentgym.rollout.trajectory import Trajectory, TurnSpan
 from agentgym.tools.base_tool import BaseTool
 
 
+_DELTA_STUB: list[Message] = [{"role": "user", "content": "."}, {"role": "assistant", "content": "."}]
+_DELTA_CHECKS = 16
+
+
 @dataclass(frozen=True)
 class AgentLoopConfig:
     limits: EpisodeLimits = field(default_factory=EpisodeLimits)
@@ -68,7 +72,7 @@ class _TokenTrack:
         return AssistantTurn(text)
 
     async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
-        delta = chat_delta_ids(self.loop.tokenizer, messages, new, self.loop.tool_dicts, add_generation_prompt=True)
+        delta = self.loop.delta_ids(messages, new)
         if len(self.traj.response_ids) + len(delta) >= self.loop.config.max_response_tokens:
             return False
         self._append(new[0]["role"], delta, [0.0] * len(delta), trained=False)
@@ -106,9 +110,28 @@ class AgentLoop:
         self.tool_dicts = [tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
         end_of_turn = tokenizer.eos_token
         self.end_of_turn_id = tokenizer.convert_tokens_to_ids(end_of_turn)
+        self._fast_delta, self._delta_checks = True, 0
         self._strip = [t for t in {end_of_turn, getattr(tokenizer, "pad_token", None)} if t]
         if self.config.sampling.stop_token_ids is None:
             self.config = replace(self.config, sampling=replace(self.config.sampling, stop_token_ids=[self.end_of_turn_id]))
+
+    def delta_ids(self, messages: list[Message], new: list[Message]) -> list[int]:
+        """Ids of the environment's new turns plus the next generation prompt.
+
+        Rendering the whole conversation per turn costs O(length); for templates that render a turn the same
+        whatever came before (ChatML, Qwen), rendering the new turns after a two-message stub gives the same ids
+        in O(1). The first episodes check that the two agree for this template, and keep the full render if not.
+        """
+        if not self._fast_delta:
+            return chat_delta_ids(self.tokenizer, messages, new, self.tool_dicts, add_generation_prompt=True)
+        fast = chat_delta_ids(self.tokenizer, _DELTA_STUB, new, None, add_generation_prompt=True)
+        if self._delta_checks < _DELTA_CHECKS:
+            self._delta_checks += 1
+            full = chat_delta_ids(self.tokenizer, messages, new, self.tool_dicts, add_generation_prompt=True)
+            if full != fast:
+                self._fast_delta = False
+                return full
+        return fast
 
     def decode(self, ids: Sequence[int]) -> str:
         text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
