@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence
 
 
@@ -43,8 +44,7 @@ ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
                  needs=("gcc",), accepts_args=True),
     LanguageSpec("nodejs", "main.js", ("node", "main.js"), needs=("node",), accepts_args=True, aliases=("js",)),
     LanguageSpec("typescript", "main.ts", ("node", "main.js"),
-                 ("tsc", "--target", "es2020", "--module", "commonjs", "--types", "node", "--skipLibCheck",
-                  "--outDir", ".", "main.ts"),
+                 ("tsc", "--target", "es2020", "--module", "commonjs", "--skipLibCheck", "--outDir", ".", "main.ts"),
                  needs=("tsc", "node"), accepts_args=True, aliases=("ts",)),
     LanguageSpec("go", "main.go", ("./main",), ("go", "build", "-o", "main", "main.go"), needs=("go",),
                  env=_GO_ENV, accepts_args=True),
@@ -62,10 +62,26 @@ ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
 )
 
 
+# Debian's nodejs ships @types/node under /usr/share/nodejs; `npm install -g @types/node` puts it elsewhere.
+_NODE_TYPE_ROOTS = ("/usr/share/nodejs/@types", "/usr/lib/node_modules/@types", "/usr/local/lib/node_modules/@types")
+
+
+def _with_node_types(spec: LanguageSpec) -> LanguageSpec:
+    """Let TypeScript programs use Node's APIs (process, require) when their type definitions are installed."""
+    for root in _NODE_TYPE_ROOTS:
+        if os.path.isfile(os.path.join(root, "node", "index.d.ts")):
+            assert spec.compile is not None
+            return replace(spec, compile=(*spec.compile[:-1], "--typeRoots", root, "--types", "node",
+                                          spec.compile[-1]))
+    return spec
+
+
 def available_languages(path: str) -> dict[str, LanguageSpec]:
     """Languages whose tools exist on `path` (the PATH user code sees), keyed by name and alias."""
     found: dict[str, LanguageSpec] = {}
     for spec in ALL_LANGUAGES:
+        if spec.name == "typescript":
+            spec = _with_node_types(spec)
         if all(shutil.which(tool, path=path) for tool in spec.needs):
             found[spec.name] = spec
             for alias in spec.aliases:

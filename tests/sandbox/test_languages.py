@@ -1,0 +1,114 @@
+"""One test per language: hello world reading stdin, and a compile (or syntax) error."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import sandbox_fusion as sf
+
+CLIENT_LANGUAGES = set(typing.get_args(sf.models.Language))
+
+# Languages every install must provide; the others are skipped (with the reason) where not installed.
+REQUIRED = {"python", "bash", "c", "cpp"}
+
+
+@dataclass(frozen=True)
+class Case:
+    hello: str     # prints "hello <first word of stdin>"
+    broken: str    # fails to compile (or, for interpreted languages, to parse)
+    compiled: bool
+
+
+CASES = {
+    "python": Case("print('hello', input().split()[0])", "def f(:\n  pass", False),
+    "bash": Case('read w rest; echo "hello $w"', 'if then fi; echo "never"\n}', False),
+    "c": Case('#include <stdio.h>\nint main(void){char b[64]; scanf("%63s", b); printf("hello %s\\n", b); return 0;}',
+              "int main(void){ return undefined_symbol; }", True),
+    "cpp": Case('#include <iostream>\n#include <string>\nint main(){std::string s; std::cin >> s; '
+                'std::cout << "hello " << s << std::endl;}', "int main() { std::cout << 1 }", True),
+    "nodejs": Case('const w = require("fs").readFileSync(0, "utf8").split(/\\s+/)[0]; console.log("hello " + w);',
+                   "function ( {", False),
+    "typescript": Case('const w: string = require("fs").readFileSync(0, "utf8").split(/\\s+/)[0];\n'
+                       'console.log("hello " + w);', 'const n: number = "not a number";\nconsole.log(n);', True),
+    "go": Case('package main\nimport "fmt"\nfunc main() { var s string; fmt.Scan(&s); fmt.Println("hello " + s) }',
+               'package main\nfunc main() { x := 1 }', True),
+    "java": Case('import java.util.Scanner;\npublic class Main { public static void main(String[] a) {\n'
+                 ' System.out.println("hello " + new Scanner(System.in).next()); } }',
+                 "public class Main { public static void main(String[] a) { int x = \"s\"; } }", True),
+    "rust": Case('use std::io::Read;\nfn main() { let mut s = String::new(); '
+                 'std::io::stdin().read_to_string(&mut s).unwrap();\n'
+                 ' println!("hello {}", s.split_whitespace().next().unwrap()); }',
+                 'fn main() { let x: i32 = "s"; }', True),
+    "ruby": Case('puts "hello #{STDIN.read.split.first}"', "def f(\n  puts 1", False),
+    "perl": Case('my @w = split " ", <STDIN>; print "hello $w[0]\\n";', 'my $x = ;', False),
+    "php": Case('$w = explode(" ", trim(fgets(STDIN)))[0]; echo "hello $w\\n";', "<?php echo 1 +;", False),
+    "lua": Case('local w = io.read("l"):match("%S+"); print("hello " .. w)', "local x = = 1", False),
+    "R": Case('w <- strsplit(readLines(file("stdin"), n = 1), " ")[[1]][1]; cat("hello", w, "\\n")',
+              "f <- function( {", False),
+}
+
+
+@pytest.fixture(scope="module")
+def installed(http: httpx.Client) -> set[str]:
+    return set(http.get("/v1/languages").json())
+
+
+def _need(language: str, installed: set[str]) -> None:
+    if language not in installed:
+        if language in REQUIRED:
+            pytest.fail(f"required language {language!r} is not available on the server")
+        pytest.skip(f"{language} toolchain is not installed on this machine "
+                    f"(see sandbox_server/apt-packages.txt)")
+
+
+@pytest.mark.parametrize("language", sorted(CASES))
+def test_language(language: str, installed: set[str], sandbox_url: str, run):
+    _need(language, installed)
+    case = CASES[language]
+
+    hello = dict(code=case.hello, language=language, stdin="world and more\n", compile_timeout=60, run_timeout=20)
+    if language in CLIENT_LANGUAGES:
+        ok = sf.run_code(sf.RunCodeRequest(**hello), endpoint=sandbox_url, max_attempts=1)
+    else:  # e.g. "c": our extension, not in the client's Literal, so raw JSON
+        ok = sf.RunCodeResponse(**run(**hello))
+    assert ok.status == sf.RunStatus.Success, (ok.compile_result, ok.run_result)
+    assert ok.run_result.stdout.strip() == "hello world"
+    assert (ok.compile_result is not None) == case.compiled
+
+    bad = run(code=case.broken, language=language, compile_timeout=60, run_timeout=20)
+    assert bad["status"] == "Failed", bad
+    if case.compiled:
+        assert bad["compile_result"]["status"] == "Finished"
+        assert bad["compile_result"]["return_code"] != 0
+        assert (bad["compile_result"]["stderr"] + bad["compile_result"]["stdout"]).strip()
+        assert bad["run_result"] is None
+        assert sf.summary_run_code_result(sf.RunCodeResponse(**bad), sf.SummaryMapping(CompileFailed="CF")) == "CF"
+    else:
+        assert bad["run_result"]["return_code"] != 0
+        assert (bad["run_result"]["stderr"] + bad["run_result"]["stdout"]).strip()
+
+
+def test_pytest_mode(installed: set[str], run):
+    _need("pytest", installed)
+    code = "def test_ok():\n    assert 2 + 2 == 4\n\ndef test_bad():\n    assert 2 + 2 == 5\n"
+    out = run(code=code, language="pytest")
+    assert out["status"] == "Failed"
+    assert "1 failed, 1 passed" in out["run_result"]["stdout"]
+    passing = run(code="def test_ok():\n    assert True\n", language="pytest")
+    assert passing["status"] == "Success"
+
+
+@pytest.mark.parametrize("language,code,memory_mb", [
+    ("java", 'public class Main { public static void main(String[] a) { System.out.println("jvm up"); } }', 256),
+    ("nodejs", 'console.log("jvm up".replace("jvm", "node"))', 128),
+    ("go", 'package main\nimport "fmt"\nfunc main() { fmt.Println("go up") }', 512),
+])
+def test_runtimes_start_under_memory_limit(installed: set[str], run, language, code, memory_mb):
+    # These reserve lots of virtual memory up front: the cgroup limit (not RLIMIT_AS) lets them start.
+    _need(language, installed)
+    out = run(code=code, language=language, memory_limit_MB=memory_mb, compile_timeout=60)
+    assert out["status"] == "Success", out
+    assert out["run_result"]["stdout"].strip().endswith("up")
