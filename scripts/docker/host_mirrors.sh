@@ -3,6 +3,7 @@
 #   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR  from /etc/apt/sources.list and /etc/apt/sources.list.d/*.{list,sources}
 #   PIP_INDEX_URL                          from `pip config` / PIP_INDEX_URL (pypi.org when unset)
 #   CA_BUNDLE                              the CA bundle pip trusts here (PIP_CERT / pip config `cert`), if any
+#   EXTRA_CA_FILES                         CAs added locally (/usr/local/share/ca-certificates), e.g. a proxy's
 # Image builds pass them as build arguments so that a container build fetches from the same places as this host;
 # the Dockerfile's own defaults are the public Debian and PyPI addresses.
 set -euo pipefail
@@ -34,3 +35,5 @@ echo "PIP_INDEX_URL=${index:-https://pypi.org/simple}"
 cert="${PIP_CERT:-$(pip_cfg global.cert)}"
 if [ -z "$cert" ] && [ -r /etc/ssl/certs/ca-certificates.crt ]; then cert=/etc/ssl/certs/ca-certificates.crt; fi
 echo "CA_BUNDLE=${cert}"
+extra="$(find /usr/local/share/ca-certificates -type f -name '*.crt' 2>/dev/null | sort | tr '\n' ' ' | sed 's/ $//')"
+echo "EXTRA_CA_FILES=${extra}"

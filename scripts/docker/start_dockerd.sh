@@ -5,6 +5,8 @@
 #   also the compose v2 plugin where the configured Debian release ships one.
 # - Starts dockerd WITHOUT its default bridge and with iptables off: containers can only use host networking
 #   (`docker build --network host`, compose `network_mode: host`), so no traffic ever goes to a private bridge range.
+# - Gives each container its own cgroup namespace (the default on cgroup v2 hosts; set here for v1 hosts too): the
+#   sandbox container then sees, and can only ever mount, its own cgroup subtree.
 # - Idempotent: returns at once when an engine already answers on the socket.
 #
 # Environment: DOCKER_HOST_SOCKET (default /var/run/docker.sock), DOCKERD_LOG (default /var/log/agentgym-dockerd.log),
@@ -63,7 +65,7 @@ setsid nohup dockerd \
   --bridge=none \
   --iptables=false \
   --ip-masq=false \
-  --ip-forward=false \
+  --default-cgroupns-mode=private \
   >>"$LOG" 2>&1 < /dev/null &
 
 for _ in $(seq 1 "$WAIT_S"); do

@@ -46,9 +46,9 @@ python3 -m venv /opt/venv
 req="$here/requirements.txt"
 if [ ! -f "$req" ]; then
   req="$(mktemp)"
-  printf '%s\n' 'fastapi>=0.110' 'uvicorn>=0.29' 'pydantic>=2.6' > "$req"
+  printf '%s\n' 'fastapi>=0.110' 'uvicorn>=0.29' 'httptools>=0.6' 'pydantic>=2.6' > "$req"
 fi
 PIP_CERT="${ca_bundle:-/etc/ssl/certs/ca-certificates.crt}" \
   /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --index-url "$PIP_INDEX_URL" -r "$req"
-[ -n "$ca_bundle" ] && rm -f "$ca_bundle"
+if [ -n "$ca_bundle" ]; then rm -f "$ca_bundle"; fi
 find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
