@@ -35,3 +35,13 @@ async def _close_pooled_http():
     from agentgym.tools.sandbox_fusion import aclose_http_sessions
 
     await aclose_http_sessions()
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    """A real sandbox server, isolation on (bubblewrap + cgroups work on these machines), for a test module."""
+    from .sandbox_process import SandboxProcess
+
+    server = SandboxProcess().start()
+    yield server
+    server.stop()
