@@ -189,6 +189,8 @@ def json_problem(doc: str) -> str:
     except RecursionError:
         return "invalid JSON (nested too deeply)"
     except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            return "invalid JSON (a number has more than 4300 digits)"
         return f"invalid JSON ({exc})"
     return trailing_text_problem(doc, 0, skip_ws(doc, end))
 
@@ -252,7 +254,7 @@ def check_call_object(value: Any, arg_keys: tuple[str, str]) -> tuple[str, dict[
         return 'the object has no "name" field'
     name = value["name"]
     if not isinstance(name, str) or not name.strip():
-        return f'"name" must be a non-empty string, got {_short_json(name)}'
+        return f'"name" must be a non-empty string, got {snippet(name, 0) if isinstance(name, str) else json_kind(name)}'
     if primary in value and alternate in value:
         return f'both "{primary}" and "{alternate}" are given; use only "{primary}"'
     key = alternate if alternate in value else primary
@@ -271,11 +273,6 @@ def check_call_object(value: Any, arg_keys: tuple[str, str]) -> tuple[str, dict[
     elif not isinstance(arguments, dict):
         return f'"{key}" must be a JSON object, got {json_kind(arguments)}'
     return name, arguments
-
-
-def _short_json(value: Any, limit: int = 40) -> str:
-    text = dumps(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def normalize_call(call: ToolCallLike) -> tuple[str | None, str, dict[str, Any]]:

@@ -1,8 +1,9 @@
 """The JSON tool calls of Llama 3.1/3.2/3.3: `{"name": ..., "parameters": {...}}`, several separated by `;`.
 
 The chat template writes calls as the whole turn; models may also put `<|python_tag|>` in front, after some text.
-Without the tag, a turn counts as calls only if it starts with `{` and the object looks like a call (has a
-"name", "parameters" or "arguments" key), so a plain JSON answer stays content.
+A turn that starts with `{` is read as calls if its first object looks like a call (has a "name", "parameters"
+or "arguments" key, or is broken JSON mentioning "name"), so a plain JSON answer stays content; otherwise the
+calls are whatever follows the first `<|python_tag|>`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from agentgym.rollout.parsers.base import (
     json_problem,
     normalize_call,
     skip_ws,
+    snippet,
 )
 
 PYTHON_TAG = "<|python_tag|>"
@@ -35,41 +37,46 @@ class Llama3JsonToolCallParser(ToolCallParser):
 
     def _parse(self, text: str) -> ParseResult:
         turn = TurnBuilder(self)
+        start = skip_ws(text, 0)
+        if text.startswith("{", start) and self._parse_calls(text, start, turn, tagged=False):
+            return turn.result()
         tag = text.find(PYTHON_TAG)
-        if tag != -1:
-            turn.content.append(text[:tag])
-            self._parse_calls(text, skip_ws(text, tag + len(PYTHON_TAG)), turn, tagged=True)
+        if tag == -1:
+            turn.content.append(text)
         else:
-            start = skip_ws(text, 0)
+            turn.content.append(text[:tag])
+            start = skip_ws(text, tag + len(PYTHON_TAG))
             if text.startswith("{", start):
-                self._parse_calls(text, start, turn, tagged=False)
+                self._parse_calls(text, start, turn, tagged=True)
+            elif start == len(text):
+                turn.fail(f"nothing follows {PYTHON_TAG}", text[tag:])
             else:
-                turn.content.append(text)
+                turn.fail(f"expected a JSON object after {PYTHON_TAG}, found {snippet(text, start)}", text[tag:])
         return turn.result()
 
-    def _parse_calls(self, text: str, pos: int, turn: TurnBuilder, *, tagged: bool) -> None:
+    def _parse_calls(self, text: str, pos: int, turn: TurnBuilder, *, tagged: bool) -> bool:
+        """Read `call; call; ...` from `pos`. Untagged text that turns out not to be a call attempt is left
+        alone (returns False)."""
         first = True
         while True:
             try:
                 value, end = decode_at(text, pos)
             except DECODE_ERRORS:
                 if first and not tagged and '"name"' not in text:
-                    turn.content.append(text)
-                else:
-                    turn.fail(json_problem(text[pos:]), text[pos:])
-                return
+                    return False
+                turn.fail(json_problem(text[pos:]), text[pos:])
+                return True
             if first and not tagged and not _looks_like_call(value):
-                turn.content.append(text)
-                return
+                return False
             first = False
             turn.add(value, text[pos:end], arg_keys=_ARG_KEYS)
             after = skip_ws(text, end)
             if not text.startswith(";", after):
                 turn.content.append(text[after:])
-                return
+                return True
             pos = skip_ws(text, after + 1)
             if pos == len(text):
-                return
+                return True
 
     def format(self, calls: Sequence[ToolCallLike], content: str = "") -> str:
         rendered = "; ".join(

@@ -1,0 +1,68 @@
+"""Choosing a parser by name, and the call shapes `format` accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentgym.errors import ConfigError
+from agentgym.rollout.parsers import ParsedToolCall, available_parsers, get_parser
+from agentgym.tools.schemas import OpenAIFunctionCallSchema, OpenAIFunctionParsedSchema, OpenAIFunctionToolCall
+
+
+def test_available_parsers_lists_every_name_and_alias() -> None:
+    assert available_parsers() == [
+        "hermes", "llama3", "llama3_json", "mistral", "mistral_v11", "mistral_v13", "qwen", "qwen25", "qwen3",
+    ]  # fmt: skip
+    for name in available_parsers():
+        assert get_parser(name).parse("plain text").content == "plain text"
+
+
+def test_unknown_name_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        get_parser("qwen2")
+    assert str(info.value) == (
+        "unknown tool-call parser 'qwen2'. Fix: use one of: "
+        "hermes, llama3, llama3_json, mistral, mistral_v11, mistral_v13, qwen, qwen25, qwen3."
+    )
+
+
+def test_parser_names_say_which_format_they_write() -> None:
+    assert [get_parser(n).name for n in ("qwen3", "llama3", "mistral", "mistral_v11", "mistral_v13")] == [
+        "hermes", "llama3_json", "mistral", "mistral_v11", "mistral_v13",
+    ]  # fmt: skip
+
+
+def test_format_accepts_every_call_shape() -> None:
+    parser = get_parser("hermes")
+    expected = parser.format([{"name": "f", "arguments": {"x": 1}}])
+    shapes = [
+        ParsedToolCall(name="f", arguments={"x": 1}, id="call_1", raw="", index=1),
+        OpenAIFunctionToolCall(id="call_1", function=OpenAIFunctionCallSchema(name="f", arguments={"x": 1})),
+        OpenAIFunctionCallSchema(name="f", arguments={"x": 1}),
+        OpenAIFunctionParsedSchema(name="f", arguments='{"x": 1}'),
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+    ]
+    for shape in shapes:
+        assert parser.format([shape]) == expected
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        ({"function": {"arguments": {}}}, ValueError, "has no name"),
+        ({"name": "f", "arguments": "{"}, ValueError, "arguments of tool call 'f' are not valid JSON"),
+        ({"name": "f", "arguments": "[1]"}, ValueError, "arguments of tool call 'f' must be a JSON object, got an array"),
+        ({"name": "f", "arguments": [1]}, ValueError, "arguments of tool call 'f' must be a JSON object, got list"),
+        ("f(x=1)", TypeError, "cannot format a tool call of type str"),
+    ],
+)
+def test_format_refuses_calls_it_cannot_express(call: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message.replace("[", r"\[")):
+        get_parser("hermes").format([call])  # type: ignore[list-item]
+
+
+def test_parsed_call_converts_to_the_openai_schema() -> None:
+    call = get_parser("hermes").parse('<tool_call>{"name": "f", "arguments": {"q": "ü"}}</tool_call>').calls[0]
+    openai = call.to_openai()
+    assert (openai.id, openai.type, openai.function.name, openai.function.arguments) == (call.id, "function", "f", {"q": "ü"})
+    assert call.arguments_json() == '{"q": "ü"}'
