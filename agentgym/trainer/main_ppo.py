@@ -1,0 +1,97 @@
+"""`python -m agentgym.trainer.main_ppo [CONFIG.yaml] key=value ...`: an RL run from one YAML plus dotted overrides.
+
+The rollout side is a factory `make_rollout(config) -> (collect, engine)`: pass it to `main()`/`run_ppo()` from
+Python, or name it on the command line with `--rollout package.module:function`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agentgym.config import AgentGymConfig, load_config
+from agentgym.errors import AgentGymError, ConfigError
+from agentgym.trainer.data import read_rows
+from agentgym.trainer.driver import CollectFn, RLTrainer, WeightReceiver
+
+RolloutFactory = Callable[[AgentGymConfig], "tuple[CollectFn, WeightReceiver | None]"]
+
+
+def parse_args(argv: Sequence[str]) -> tuple[str | None, list[str], str | None]:
+    """(YAML path, overrides, rollout factory). Accepts `--config FILE`, hydra's `--config-path DIR
+    --config-name NAME`, or a bare first argument ending in .yaml/.yml."""
+    parser = argparse.ArgumentParser(prog="python -m agentgym.trainer.main_ppo", description=__doc__)
+    parser.add_argument("--config", default=None, help="run YAML")
+    parser.add_argument("--config-path", default=None)
+    parser.add_argument("--config-name", default=None)
+    parser.add_argument("--rollout", default=None, help="module:function returning (collect, engine)")
+    parser.add_argument("rest", nargs="*", help="[CONFIG.yaml] key=value overrides")
+    args = parser.parse_intermixed_args(list(argv))
+    rest = list(args.rest)
+    path = args.config
+    if path is None and rest and "=" not in rest[0] and rest[0].endswith((".yaml", ".yml")):
+        path = rest.pop(0)
+    if path is None and args.config_name:
+        name = args.config_name if args.config_name.endswith((".yaml", ".yml")) else args.config_name + ".yaml"
+        path = str(Path(args.config_path or ".") / name)
+    return path, rest, args.rollout
+
+
+def import_factory(spec: str) -> RolloutFactory:
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ConfigError(f"--rollout '{spec}' must look like package.module:function.")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import rollout factory '{spec}': {exc}.") from exc
+
+
+async def run_ppo_async(
+    config: AgentGymConfig,
+    *,
+    collect: CollectFn | None = None,
+    engine: WeightReceiver | None = None,
+    make_rollout: RolloutFactory | None = None,
+    dataset: Sequence[dict[str, Any]] | None = None,
+) -> list[dict[str, float]]:
+    if collect is None and make_rollout is not None:
+        collect, engine = make_rollout(config)
+    if collect is None:
+        raise ConfigError("no rollout is wired to the trainer.",
+                          fix="pass make_rollout=... (or --rollout module:function) returning (collect, engine)")
+    rows = list(dataset) if dataset is not None else read_rows(config.data.train_files)
+    if not rows:
+        raise ConfigError("no training rows.", entry="data.train_files", fix="point data.train_files at a dataset file")
+    trainer = RLTrainer(config, collect=collect, engine=engine, dataset=rows)
+    try:
+        return await trainer.fit()
+    finally:
+        trainer.close()
+
+
+def run_ppo(config: AgentGymConfig, **kwargs: Any) -> list[dict[str, float]]:
+    return asyncio.run(run_ppo_async(config, **kwargs))
+
+
+def main(argv: Sequence[str] | None = None, *, make_rollout: RolloutFactory | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        path, overrides, rollout_spec = parse_args(argv)
+        config = load_config(path, overrides)
+        if rollout_spec is not None:
+            make_rollout = import_factory(rollout_spec)
+        run_ppo(config, make_rollout=make_rollout)
+    except AgentGymError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

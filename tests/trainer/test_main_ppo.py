@@ -1,0 +1,63 @@
+"""The command-line entry point: YAML + verl overrides, rollout factory, errors for unknown keys."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from agentgym.trainer.main_ppo import parse_args
+
+FACTORY = '''
+from agentgym.rollout.trajectory import Trajectory
+
+class Engine:
+    def __init__(self):
+        self.calls = 0
+    def update_weights(self, state_dict):
+        self.calls += 1
+
+def make_rollout(config):
+    n = config.actor_rollout_ref.rollout.n
+    def collect(rows, step):
+        return [Trajectory(uid=f"{r['id']}-{k}", group_id=str(r["id"]), prompt_ids=[2, 3], response_ids=[4 + k, 5],
+                           loss_mask=[1, 1], rollout_logprobs=[0.0, 0.0], final_score=float(k == 0))
+                for r in rows for k in range(n)]
+    return collect, Engine()
+'''
+
+
+def test_parse_args_forms():
+    assert parse_args(["run.yaml", "a.b=1"]) == ("run.yaml", ["a.b=1"], None)
+    assert parse_args(["--config-path", "cfg", "--config-name", "grpo", "x=1"]) == ("cfg/grpo.yaml", ["x=1"], None)
+    assert parse_args(["--rollout", "m:f", "x=1"]) == (None, ["x=1"], "m:f")
+
+
+def test_main_ppo_runs_a_grpo_run_from_the_command_line(tmp_path, tiny_model_path):
+    (tmp_path / "my_rollout.py").write_text(FACTORY)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "prompt": [{"role": "user", "content": "hi"}]}) + "\n" for i in range(4)))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"device": "cpu", "use_ray": False, "logger": ["jsonl"]}}))
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), "--rollout", "my_rollout:make_rollout",
+           "algorithm.adv_estimator=grpo", "data.train_batch_size=2", f"data.train_files={data}",
+           f"actor_rollout_ref.model.path={tiny_model_path}", "actor_rollout_ref.actor.optim.lr=1e-3",
+           "actor_rollout_ref.actor.ppo_mini_batch_size=1", "actor_rollout_ref.rollout.n=2",
+           "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2", "trainer.total_training_steps=2",
+           "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}", "trainer.save_freq=2"]
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    assert (run_dir / "global_step_2" / "actor").is_dir()
+    assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "2"
+
+
+def test_main_ppo_unknown_key_is_an_error_naming_it(tmp_path):
+    cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", "actor_rollout_ref.rollout.multi_turn.max_turns=3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "actor_rollout_ref.rollout.multi_turn.max_turns" in done.stderr
+    assert "did you mean" in done.stderr
