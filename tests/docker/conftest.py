@@ -99,6 +99,14 @@ def compose_flavours() -> list[list[str]]:
     return found
 
 
+@pytest.fixture(scope="session")
+def compose_commands() -> list[list[str]]:
+    found = compose_flavours()
+    assert found, "no compose command: install Debian's docker-compose (bash scripts/install.sh --test) or compose v2"
+    _report("compose flavours here: " + ", ".join(" ".join(c) for c in found))
+    return found
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,15 +3,20 @@ Sandbox Fusion's wire format, a few attacks, and the container's privilege postu
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import sandbox_fusion
+import yaml
 
 if TYPE_CHECKING:
     from conftest import ComposeService
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -31,6 +36,20 @@ def assert_healthy(svc: ComposeService) -> None:
     """The server still answers and a fresh run sees a clean sandbox."""
     out = run_code(svc, language="bash", code=f"ls -a . /tmp /dev/shm | grep -c {MARK}; ps -e -o comm= | grep -c '^bash$'")
     assert out["run_result"]["stdout"].split() == ["0", "1"], out  # no marks; no bash but this one
+
+
+def test_default_compose_publishes_localhost_8080(compose_commands: list[list[str]]) -> None:
+    """`docker compose up` without -f (docker-compose.yml + .override.yml) serves the URL the code tool defaults to."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTGYM_")}
+    for compose in compose_commands:
+        out = subprocess.run([*compose, "config"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        config = yaml.safe_load(out.stdout)
+        ports = config["services"]["sandbox"]["ports"]
+        published = [(p["host_ip"], str(p["published"]), p["target"]) if isinstance(p, dict) else tuple(p.rsplit(":", 2))
+                     for p in ports]
+        assert published in ([("127.0.0.1", "8080", 8080)], [("127.0.0.1", "8080", "8080/tcp")]), ports
+        assert "network_mode" not in config["services"]["sandbox"]
 
 
 def test_ping(compose_service: ComposeService) -> None:

@@ -7,6 +7,18 @@
 # with a clear message rather than running unconfined.
 set -eu
 warn() { echo "container_init: $*" >&2; }
+START=/opt/agentgym/sandbox_server/start.sh
+
+if [ "${1:-}" = --after-drop ]; then
+  # setpriv cannot drop a capability without CAP_SETPCAP and may not say so: check before running any server code.
+  shift
+  bnd="$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)"
+  if [ $(( (0x$bnd >> 21) & 1 )) -ne 0 ]; then
+    warn "CAP_SYS_ADMIN is still held after dropping it (is SETPCAP in cap_add?); refusing to start the server with it"
+    exit 1
+  fi
+  exec "$START" "$@"
+fi
 
 if setpriv -d 2>/dev/null | grep -q '^Capability bounding set:.*sys_admin'; then
   # 1. Docker mounts the (namespaced) cgroup hierarchies read-only; the server creates one child group per run.
@@ -27,7 +39,7 @@ if setpriv -d 2>/dev/null | grep -q '^Capability bounding set:.*sys_admin'; then
       || warn "cannot make /proc/sys/user writable"
   fi
   # 4. Nothing after this point may mount anything: drop CAP_SYS_ADMIN from every set, for this process tree.
-  exec setpriv --bounding-set -sys_admin --inh-caps -sys_admin -- /opt/agentgym/sandbox_server/start.sh "$@"
+  exec setpriv --bounding-set -sys_admin --inh-caps -sys_admin -- "$0" --after-drop "$@"
 fi
 warn "no CAP_SYS_ADMIN: skipping the cgroup/proc preparation (see docker-compose.yml for the settings)"
-exec /opt/agentgym/sandbox_server/start.sh "$@"
+exec "$START" "$@"
