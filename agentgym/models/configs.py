@@ -9,12 +9,13 @@ from transformers import Qwen2Config
 
 # Shapes only; vocab, special-token ids and context length come from the tokenizer at build time.
 TINY_SHAPES: dict[str, dict[str, Any]] = {
-    # ~0.9M parameters: fast enough that a test can run hundreds of forward passes.
+    # ~0.9M parameters: fast enough that a test can run hundreds of forward passes. The wide init makes the
+    # random model's next-token distributions peaked, so its greedy output varies instead of repeating one token.
     "tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2),
+                 num_key_value_heads=2, initializer_range=0.2),
     # ~19M parameters: learns something in a CPU training demo in minutes.
     "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
-                  num_key_value_heads=2),
+                  num_key_value_heads=2, initializer_range=0.02),
 }
 
 # Published shapes of Qwen2.5-0.5B / 1.5B (config.json of the Qwen/Qwen2.5-*-Instruct checkpoints).

@@ -1,0 +1,25 @@
+"""Inference engines behind one protocol: in-process transformers and SGLang over HTTP."""
+
+from agentgym.rollout.engines.base import (
+    FINISH_ABORT,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Engine,
+    EngineError,
+    GenerateOutput,
+    SamplingParams,
+)
+from agentgym.rollout.engines.transformers_engine import EngineStats, TransformersEngine, TransformersEngineConfig
+
+__all__ = [
+    "FINISH_ABORT",
+    "FINISH_LENGTH",
+    "FINISH_STOP",
+    "Engine",
+    "EngineError",
+    "EngineStats",
+    "GenerateOutput",
+    "SamplingParams",
+    "TransformersEngine",
+    "TransformersEngineConfig",
+]

@@ -1,0 +1,400 @@
+"""In-process engine: a transformers causal LM behind continuous batching, the embedded default for CPU and tests.
+
+A scheduler task collects requests; each scheduler step runs in one worker thread (so the event loop stays
+free): newly arrived requests are prefilled together, join the running batch, and every running sequence then
+advances one token. Finished sequences leave the batch at once and their callers resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agentgym.rollout.engines.base import (
+    FINISH_ABORT,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    EngineContextMixin,
+    EngineError,
+    GenerateOutput,
+    SamplingParams,
+)
+from agentgym.rollout.engines.kv_batch import KVBatch, cache_kwarg, new_cache
+from agentgym.rollout.engines.sampling import sample_tokens
+from agentgym.rollout.engines.weights import load_state_dict_in_place, read_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransformersEngineConfig:
+    """How the in-process engine runs.
+
+    `max_batch_size` bounds the sequences decoded together; `max_prefill_tokens` bounds one prefill forward
+    (padded prompt tokens), so a burst of long prompts is prefilled in several passes. `intra_op_threads` is
+    torch's thread count inside the engine's worker thread only (None leaves torch's default): on a shared
+    CPU, small matmuls spread over busy cores wait on each other, and one thread was 20x faster on the
+    2-core CI machine under load.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_batch_size: int = 64
+    max_prefill_tokens: int = 16384
+    attn_implementation: str = "sdpa"
+    intra_op_threads: int | None = 1
+
+
+@dataclass
+class EngineStats:
+    """Counters of what the scheduler actually did (tests assert batching from these)."""
+
+    requests_finished: int = 0
+    tokens_generated: int = 0
+    prefill_passes: int = 0
+    decode_steps: int = 0
+    max_decode_batch: int = 0
+    max_prefill_batch: int = 0
+    decode_batch_sizes: Counter = field(default_factory=Counter)
+    weight_version: int = 0
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    future: asyncio.Future
+    stop_ids: frozenset[int]
+    generator: torch.Generator
+    max_total_len: int
+    output_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def add(self, token: int, logprob: float) -> None:
+        self.output_ids.append(token)
+        self.logprobs.append(logprob)
+        if token in self.stop_ids:
+            self.finish_reason = FINISH_STOP
+        elif len(self.output_ids) >= self.sampling.max_new_tokens:
+            self.finish_reason = FINISH_LENGTH
+        elif len(self.prompt_ids) + len(self.output_ids) >= self.max_total_len:
+            self.finish_reason = FINISH_LENGTH
+
+    def result(self, reason: str | None = None) -> GenerateOutput:
+        return GenerateOutput(list(self.output_ids), list(self.logprobs), reason or self.finish_reason or FINISH_ABORT)
+
+
+class TransformersEngine(EngineContextMixin):
+    """Engine over a local `AutoModelForCausalLM` directory. See `engines.base` for the logprob convention."""
+
+    def __init__(self, model_path: str | Path | None, config: TransformersEngineConfig | None = None):
+        self.model_path = str(model_path) if model_path is not None else None
+        self.config = config or TransformersEngineConfig()
+        self.stats = EngineStats()
+        self.model: torch.nn.Module | None = None
+        self.eos_token_ids: frozenset[int] = frozenset()
+        self.max_context: int = 0
+        self._cache_kwarg = "past_key_values"
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task | None = None
+        self._waiting: deque[_Request] = deque()
+        self._batch: KVBatch | None = None
+        self._in_step: list[_Request] = []
+        self._wake: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
+        self._paused = False
+        self._update_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_model(
+        cls, model: torch.nn.Module, *, eos_token_ids: list[int], config: TransformersEngineConfig | None = None
+    ) -> TransformersEngine:
+        """Serve an already-loaded model (for example one a trainer process also holds)."""
+        engine = cls(None, config)
+        engine._adopt(model, eos_token_ids)
+        return engine
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        if self.model is None:
+            model, eos = await asyncio.to_thread(self._load)
+            self._adopt(model, eos)
+        threads = self.config.intra_op_threads
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="agentgym-engine",
+            # OpenMP thread counts are per calling thread: this leaves the rest of the process alone.
+            initializer=(lambda: torch.set_num_threads(threads)) if threads else None,
+        )
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._update_lock = asyncio.Lock()
+        self._task = asyncio.create_task(self._serve(), name="transformers-engine-scheduler")
+
+    async def close(self) -> None:
+        """Stop serving; requests still waiting or running finish with reason "abort" and their partial output."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, True)  # let a step in flight finish its tensors
+            self._executor = None
+        pending = list(self._waiting) + list(self._in_step) + (self._batch.rows if self._batch else [])
+        self._waiting.clear()
+        self._in_step = []
+        self._batch = None
+        for req in pending:
+            if not req.future.done():
+                req.future.set_result(req.result(FINISH_ABORT))
+
+    async def health(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _load(self) -> tuple[torch.nn.Module, list[int]]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        if self.model_path is None:
+            raise EngineError("TransformersEngine needs a model path (or use TransformersEngine.from_model)")
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, attn_implementation=self.config.attn_implementation
+        )
+        eos: list[int] = []
+        try:
+            gen_eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id
+            eos += gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
+        except OSError:
+            pass
+        try:
+            tok_eos = AutoTokenizer.from_pretrained(self.model_path).eos_token_id
+            if tok_eos is not None:
+                eos.append(tok_eos)
+        except (OSError, ValueError):
+            pass
+        if model.config.eos_token_id is not None and not eos:
+            cfg_eos = model.config.eos_token_id
+            eos += cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]
+        return model, eos
+
+    def _adopt(self, model: torch.nn.Module, eos_token_ids: list[int]) -> None:
+        dtype = getattr(torch, self.config.dtype)
+        model = model.to(device=self.config.device, dtype=dtype).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = model
+        self.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
+        self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self._cache_kwarg = cache_kwarg(model)
+
+    # ---- requests ----------------------------------------------------------------------------------------------
+
+    async def generate(
+        self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None
+    ) -> GenerateOutput:
+        """Queue one request and wait for its completion (`session_id` is unused: there is one replica)."""
+        if self._task is None or self._wake is None:
+            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty; a generation needs at least one prompt token")
+        if len(prompt_ids) >= self.max_context:
+            raise ValueError(
+                f"prompt of {len(prompt_ids)} tokens does not fit the model's context of {self.max_context}; "
+                "shorten the prompt"
+            )
+        vocab = self.model.config.vocab_size
+        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
+            raise ValueError(f"prompt_ids must lie in [0, {vocab}); got ids outside it")
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
+        request = _Request(
+            prompt_ids=list(prompt_ids),
+            sampling=sampling,
+            future=asyncio.get_running_loop().create_future(),
+            stop_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids or ()),
+            generator=torch.Generator().manual_seed(seed),
+            max_total_len=self.max_context,
+        )
+        self._waiting.append(request)
+        self._wake.set()
+        return await request.future
+
+    async def update_weights(
+        self, state_dict: dict[str, torch.Tensor] | None = None, *, path: str | None = None
+    ) -> None:
+        """Copy new weights into the model in place.
+
+        Like SGLang's weight update, it waits for the running sequences to finish (new requests queue meanwhile),
+        so every completion is produced by one weight version. Partial state dicts are allowed; unknown names
+        or shape mismatches raise ValueError before anything is changed.
+        """
+        if (state_dict is None) == (path is None):
+            raise ValueError("pass exactly one of state_dict or path")
+        if self._task is None:
+            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
+        assert self._update_lock is not None and self._drained is not None and self._wake is not None
+        loop = asyncio.get_running_loop()
+        async with self._update_lock:
+            tensors = state_dict if state_dict is not None else await asyncio.to_thread(read_weights, path)
+            self._paused = True
+            self._wake.set()
+            try:
+                await self._drained.wait()
+                await loop.run_in_executor(self._executor, load_state_dict_in_place, self.model, tensors)
+                self.stats.weight_version += 1
+            finally:
+                self._paused = False
+                self._wake.set()
+
+    # ---- scheduler ---------------------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        assert self._wake is not None and self._drained is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_cancelled_waiting()
+            running = len(self._batch) if self._batch else 0
+            admit = bool(self._waiting) and not self._paused and running < self.config.max_batch_size
+            if running == 0:
+                self._drained.set()
+                if not admit:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+            newcomers = self._admit() if admit else []
+            if newcomers:
+                self._drained.clear()
+            cancelled = [i for i, r in enumerate(self._batch.rows) if r.future.done()] if self._batch else []
+            self._in_step = newcomers
+            try:
+                finished = await loop.run_in_executor(self._executor, self._step, newcomers, cancelled)
+            except Exception as exc:  # a failing forward fails its requests, never the engine
+                log.exception("engine step failed")
+                failed = newcomers + (self._batch.rows if self._batch else [])
+                self._batch = None
+                error = EngineError(f"generation failed inside the model: {exc!r}")
+                for req in failed:
+                    if not req.future.done():
+                        req.future.set_exception(error)
+                continue
+            finally:
+                self._in_step = []
+            for req in finished:
+                self.stats.requests_finished += 1
+                if not req.future.done():
+                    req.future.set_result(req.result())
+
+    def _drop_cancelled_waiting(self) -> None:
+        if any(r.future.done() for r in self._waiting):
+            self._waiting = deque(r for r in self._waiting if not r.future.done())
+
+    def _admit(self) -> list[_Request]:
+        room = self.config.max_batch_size - (len(self._batch) if self._batch else 0)
+        chosen: list[_Request] = []
+        longest = 0
+        while self._waiting and len(chosen) < room:
+            nxt = self._waiting[0]
+            padded = max(longest, len(nxt.prompt_ids)) * (len(chosen) + 1)
+            if chosen and padded > self.config.max_prefill_tokens:
+                break
+            longest = max(longest, len(nxt.prompt_ids))
+            chosen.append(self._waiting.popleft())
+        return chosen
+
+    # ---- worker thread -----------------------------------------------------------------------------------------
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any):
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kwarg: cache},
+        ).logits[:, -1, :]
+
+    def _step(self, newcomers: list[_Request], cancelled: list[int]) -> list[_Request]:
+        finished: list[_Request] = []
+        with torch.inference_mode():
+            if cancelled and self._batch is not None:
+                dead = set(cancelled)
+                self._batch.keep([i for i in range(len(self._batch)) if i not in dead])
+            if newcomers:
+                joined, done = self._prefill(newcomers)
+                finished += done
+                if joined is not None:
+                    if self._batch is None or len(self._batch) == 0:
+                        self._batch = joined
+                    else:
+                        self._batch.merge(joined)
+            if self._batch is not None and len(self._batch):
+                finished += self._decode(self._batch)
+            if self._batch is not None and len(self._batch) == 0:
+                self._batch = None
+        return finished
+
+    def _prefill(self, requests: list[_Request]) -> tuple[KVBatch | None, list[_Request]]:
+        device = self.config.device
+        width = max(len(r.prompt_ids) for r in requests)
+        ids = torch.zeros((len(requests), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(requests), width), dtype=torch.long, device=device)
+        for row, req in enumerate(requests):
+            n = len(req.prompt_ids)
+            ids[row, width - n :] = torch.tensor(req.prompt_ids, dtype=torch.long)
+            mask[row, width - n :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = new_cache(self.model)
+        logits = self._forward(ids, mask, positions, cache)
+        self.stats.prefill_passes += 1
+        self.stats.max_prefill_batch = max(self.stats.max_prefill_batch, len(requests))
+        batch = KVBatch(
+            rows=list(requests),
+            cache=cache,
+            mask=mask,
+            positions=mask.sum(-1),
+            last_tokens=torch.zeros(len(requests), dtype=torch.long, device=device),
+        )
+        done = self._sample_into(batch, logits)
+        return (batch if len(batch) else None), done
+
+    def _decode(self, batch: KVBatch) -> list[_Request]:
+        ones = torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=batch.mask.device)
+        batch.mask = torch.cat([batch.mask, ones], dim=1)
+        logits = self._forward(batch.last_tokens.unsqueeze(1), batch.mask, batch.positions.unsqueeze(1), batch.cache)
+        batch.positions = batch.positions + 1
+        self.stats.decode_steps += 1
+        self.stats.decode_batch_sizes[len(batch)] += 1
+        self.stats.max_decode_batch = max(self.stats.max_decode_batch, len(batch))
+        return self._sample_into(batch, logits)
+
+    def _sample_into(self, batch: KVBatch, logits: torch.Tensor) -> list[_Request]:
+        """Sample each row's next token, record it, and remove rows that finished."""
+        rows: list[_Request] = batch.rows
+        tokens, logprobs = sample_tokens(logits, [r.sampling for r in rows], [r.generator for r in rows])
+        self.stats.tokens_generated += len(tokens)
+        keep: list[int] = []
+        done: list[_Request] = []
+        for i, (req, token, logprob) in enumerate(zip(rows, tokens, logprobs, strict=True)):
+            req.add(token, logprob)
+            if req.finish_reason:
+                done.append(req)
+            else:
+                keep.append(i)
+        batch.last_tokens = torch.tensor(tokens, dtype=torch.long, device=batch.mask.device)
+        batch.keep(keep)
+        return done
