@@ -34,20 +34,40 @@ def _tools_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _quickstart(args: argparse.Namespace, console: Console) -> int:
-    from agentgym.quickstart import run_quickstart
+def _demo(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.demo import run_demo
 
-    return run_quickstart(console=console, seed=args.seed, episodes=args.episodes)
+    return run_demo(console=console, seed=args.seed, episodes=args.episodes)
+
+
+def _quickstart(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.quickstart import QuickstartSettings, run_quickstart
+
+    settings = QuickstartSettings(
+        run_dir=args.run_dir, seed=args.seed, model_size=args.model_size, rl_steps=args.rl_steps,
+        sft_epochs=args.sft_epochs, eval_rows=args.eval_rows, overrides=tuple(args.overrides),
+    )
+    return run_quickstart(settings, console)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    quick = sub.add_parser("quickstart", help="the main job on embedded defaults")
+    quick = sub.add_parser("quickstart", help="the main job: warm-up SFT then GRPO with a tool, on embedded defaults")
+    quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
     quick.add_argument("--seed", type=int, default=0)
-    quick.add_argument("--episodes", type=int, default=2)
+    quick.add_argument("--model-size", default="tiny", choices=["tiny", "small"])
+    quick.add_argument("--rl-steps", type=int, default=12)
+    quick.add_argument("--sft-epochs", type=int, default=6)
+    quick.add_argument("--eval-rows", type=int, default=64)
+    quick.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. actor_rollout_ref.rollout.n=4")
     quick.set_defaults(handler=_quickstart)
+
+    demo = sub.add_parser("demo", help="scripted multi-turn episodes of the arithmetic environment (no model)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--episodes", type=int, default=2)
+    demo.set_defaults(handler=_demo)
 
     tools = sub.add_parser("tools", help="inspect tool YAML registrations").add_subparsers(dest="tools_command", required=True)
     validate = tools.add_parser("validate", help="check a tool YAML file: syntax, classes, schemas, names")

@@ -51,9 +51,9 @@ async def test_turn_limit_stops_a_policy_that_never_answers():
     assert len(episode.tool_results) == 3
 
 
-def test_quickstart_command_prints_transcript_and_reward():
+def test_demo_command_prints_transcript_and_reward():
     out = subprocess.run(
-        [sys.executable, "-m", "agentgym", "quickstart", "--episodes", "2"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "agentgym", "demo", "--episodes", "2"], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
     assert "calculator" in out.stdout and "Correct!" in out.stdout and "is wrong" in out.stdout
