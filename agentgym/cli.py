@@ -50,6 +50,12 @@ def _quickstart(args: argparse.Namespace, console: Console) -> int:
     return run_quickstart(settings, console)
 
 
+def _rollout(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.rollout.collect import run_rollout_command
+
+    return run_rollout_command(args.config, args.overrides, args.out, console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,10 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--seed", type=int, default=0)
     quick.add_argument("--model-size", default="tiny", choices=["tiny", "small"])
     quick.add_argument("--rl-steps", type=int, default=12)
-    quick.add_argument("--sft-epochs", type=int, default=6)
+    quick.add_argument("--sft-epochs", type=int, default=10)
     quick.add_argument("--eval-rows", type=int, default=64)
     quick.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. actor_rollout_ref.rollout.n=4")
     quick.set_defaults(handler=_quickstart)
+
+    rollout = sub.add_parser("rollout", help="collect trajectories for a dataset with the configured engine and tools")
+    rollout.add_argument("--config", help="run YAML (verl key names)")
+    rollout.add_argument("--out", type=Path, default=Path("runs/rollout"))
+    rollout.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train_files=rows.parquet")
+    rollout.set_defaults(handler=_rollout)
 
     demo = sub.add_parser("demo", help="scripted multi-turn episodes of the arithmetic environment (no model)")
     demo.add_argument("--seed", type=int, default=0)

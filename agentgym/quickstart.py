@@ -24,10 +24,9 @@ from rich.table import Table
 
 from agentgym.config import load_config
 from agentgym.config.schema import AgentGymConfig
-from agentgym.env.episode import EpisodeLimits
 from agentgym.interactions.registry import load_interactions
-from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
-from agentgym.rollout.engines.base import SamplingParams
+from agentgym.rollout.agent_loop import AgentLoop
+from agentgym.rollout.collect import agent_loop_config
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl
@@ -45,8 +44,9 @@ class QuickstartSettings:
     seed: int = 0
     model_size: str = "tiny"
     sft_rows: int = 512
-    sft_epochs: int = 6
-    sft_lr: float = 2e-3
+    sft_epochs: int = 10
+    sft_batch_size: int = 32
+    sft_lr: float = 3e-3
     rl_steps: int = 12
     eval_rows: int = 64
     min_digits: int = 2
@@ -104,15 +104,7 @@ class Quickstart:
         )
 
     def loop(self, engine: Any, tokenizer: Any, cfg: AgentGymConfig, *, temperature: float) -> AgentLoop:
-        mt = cfg.actor_rollout_ref.rollout.multi_turn
-        limits = EpisodeLimits(
-            max_assistant_turns=mt.max_assistant_turns or 4,
-            max_user_turns=mt.max_user_turns or 2,
-            max_tool_response_chars=mt.max_tool_response_length,
-            tool_response_truncate_side=mt.tool_response_truncate_side,
-        )
-        sampling = SamplingParams(max_new_tokens=cfg.data.max_response_length, temperature=temperature, seed=self.s.seed)
-        config = AgentLoopConfig(limits=limits, sampling=sampling, max_response_tokens=cfg.data.max_response_length)
+        config = agent_loop_config(cfg, temperature=temperature, seed=self.s.seed)
         return AgentLoop(engine, tokenizer, self.tools, self.interactions, config)
 
     async def run(self) -> tuple[EvalResult, EvalResult]:
@@ -130,7 +122,10 @@ class Quickstart:
         tokenizer = AutoTokenizer.from_pretrained(init_path)
         console.print(f"[bold]1. model[/bold] {init_path}")
 
-        sft_cfg = self.config(init_path, "sft", [f"actor_rollout_ref.actor.optim.lr={s.sft_lr}"])
+        sft_cfg = self.config(
+            init_path, "sft", [f"actor_rollout_ref.actor.optim.lr={s.sft_lr}", f"data.train_batch_size={s.sft_batch_size}",
+                               f"actor_rollout_ref.actor.ppo_mini_batch_size={s.sft_batch_size}"]
+        )
         transcripts = await self.loop(
             ScriptedEngine(tokenizer, ideal_script(self.sft_rows, "sft-")), tokenizer, sft_cfg, temperature=1.0
         ).run_batch(self.sft_rows, group_prefix="sft-")
@@ -139,10 +134,10 @@ class Quickstart:
             raise RuntimeError(f"{len(bad)} warm-up transcripts did not solve their task; first: {bad[0].error or bad[0].messages}")
         write_jsonl(transcripts, s.run_dir / "sft_transcripts.jsonl")
         console.print(f"[bold]2. warm-up SFT[/bold] on {len(transcripts)} tool-use transcripts, {s.sft_epochs} epochs")
-        sft = SFTTrainer(sft_cfg, total_steps=s.sft_epochs * len(transcripts) // sft_cfg.data.train_batch_size)
+        sft = SFTTrainer(sft_cfg, total_steps=s.sft_epochs * len(transcripts) // s.sft_batch_size)
         started = time.perf_counter()
         try:
-            history = await sft.train(transcripts, batch_size=sft_cfg.data.train_batch_size, epochs=s.sft_epochs, shuffle_seed=s.seed)
+            history = await sft.train(transcripts, batch_size=s.sft_batch_size, epochs=s.sft_epochs, shuffle_seed=s.seed)
             state = (await sft.workers.call("actor_state_dict"))[0]
         finally:
             sft.close()
