@@ -47,13 +47,15 @@ class _OutputBudget:
                 self.exceeded.set()
 
 
-async def _feed(stream: Optional[asyncio.StreamWriter], data: Optional[bytes]) -> None:
+async def _feed(stream: Optional[asyncio.StreamWriter], prefix: bytes, data: Optional[bytes]) -> None:
     if stream is None:
         return
     try:
+        if prefix:
+            stream.write(prefix)
         if data:
             stream.write(data)
-            await stream.drain()
+        await stream.drain()
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:
@@ -75,14 +77,20 @@ async def run_process(
     preexec_fn: Optional[Callable[[], None]],
     kill_tree: Callable[[int], Awaitable[None]],
     new_session: bool = False,
+    gate: Optional[Callable[[int], None]] = None,
 ) -> ProcessOutcome:
-    """`kill_tree(pid)` must kill every process the child started (it is called on every exit path)."""
+    """`kill_tree(pid)` must kill every process the child started (it is called on every exit path).
+
+    With `gate`, the child must first read one line from stdin before doing anything: `gate(pid)` runs
+    in between (e.g. to place the child in its cgroup and set its rlimits), then the line and the real
+    stdin follow. This avoids preexec_fn, which forces a slow fork() of the whole server.
+    """
     budget = _OutputBudget(max_output_bytes, output_kill_bytes)
     out, err = bytearray(), bytearray()
     start = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE if stdin is not None or gate is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(env),
@@ -91,8 +99,15 @@ async def run_process(
         start_new_session=new_session,
         close_fds=True,
     )
+    if gate is not None:
+        try:
+            gate(proc.pid)
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
     io_tasks = [
-        asyncio.create_task(_feed(proc.stdin, stdin)),
+        asyncio.create_task(_feed(proc.stdin, b"\n" if gate is not None else b"", stdin)),
         asyncio.create_task(budget.drain(proc.stdout, out)),
         asyncio.create_task(budget.drain(proc.stderr, err)),
     ]
