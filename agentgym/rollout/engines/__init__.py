@@ -9,6 +9,7 @@ from agentgym.rollout.engines.base import (
     GenerateOutput,
     SamplingParams,
 )
+from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig, SGLangEngineStats
 from agentgym.rollout.engines.transformers_engine import EngineStats, TransformersEngine, TransformersEngineConfig
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "EngineError",
     "EngineStats",
     "GenerateOutput",
+    "SGLangEngine",
+    "SGLangEngineConfig",
+    "SGLangEngineStats",
     "SamplingParams",
     "TransformersEngine",
     "TransformersEngineConfig",

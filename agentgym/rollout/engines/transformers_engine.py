@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from agentgym.rollout.engines.sampling import sample_tokens
 from agentgym.rollout.engines.weights import load_state_dict_in_place, read_weights
 
 log = logging.getLogger(__name__)
+
+# transformers' loading switches process-wide init contexts (meta device, weight-init skipping): two loads in
+# parallel threads corrupt each other, so engines starting together load one at a time.
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -173,9 +178,10 @@ class TransformersEngine(EngineContextMixin):
 
         if self.model_path is None:
             raise EngineError("TransformersEngine needs a model path (or use TransformersEngine.from_model)")
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_path, attn_implementation=self.config.attn_implementation
-        )
+        with _LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_path, attn_implementation=self.config.attn_implementation
+            )
         eos: list[int] = []
         try:
             gen_eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id

@@ -1,0 +1,239 @@
+"""A test-only HTTP server that speaks SGLang's native API on loopback, backed by the tiny model.
+
+It answers `/generate` in SGLang's response format (field names and shapes from SGLang's tokenizer_manager and
+http_server), validates requests as SGLang does (unknown sampling params are a 400), simulates the radix cache's
+`cached_tokens`, and records every request so tests can see which server got what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from transformers import AutoTokenizer
+
+from agentgym.rollout.engines import SamplingParams, TransformersEngine
+
+# SGLang's SamplingParams arguments (python/sglang/srt/sampling/sampling_params.py).
+SGLANG_SAMPLING_KEYS = {
+    "max_new_tokens", "stop", "stop_token_ids", "stop_regex", "temperature", "top_p", "top_k", "min_p",
+    "frequency_penalty", "presence_penalty", "repetition_penalty", "min_new_tokens", "n", "json_schema", "regex",
+    "ebnf", "structural_tag", "ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim",
+    "custom_params", "stream_interval", "logit_bias", "sampling_seed",
+}
+# GenerateReqInput fields this server understands; others SGLang accepts are ignored here.
+GENERATE_KEYS = {
+    "text", "input_ids", "sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num",
+    "return_text_in_logprobs", "stream", "log_metrics", "lora_path", "session_params", "custom_logit_processor",
+}
+
+
+@dataclass
+class Recorded:
+    path: str
+    body: Any
+
+
+@dataclass
+class FakeSGLangServer:
+    model_path: str
+    port: int = 0
+    engine: TransformersEngine | None = None
+    requests: list[Recorded] = field(default_factory=list)
+    healthy: bool = True
+    fail_weight_updates: bool = False
+    weight_version: str = "default"
+    _runner: web.AppRunner | None = None
+    _seen: list[list[int]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def calls(self, path: str) -> list[Any]:
+        return [r.body for r in self.requests if r.path == path]
+
+    async def start(self) -> FakeSGLangServer:
+        if self.engine is None:
+            self.engine = TransformersEngine(self.model_path)
+            await self.engine.start()
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/health_generate", self._health)
+        app.router.add_get("/get_model_info", self._model_info)
+        app.router.add_route("*", "/generate", self._generate)
+        app.router.add_post("/update_weights_from_disk", self._update_weights)
+        app.router.add_route("*", "/flush_cache", self._flush_cache)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Close the listening socket and open connections: clients now get connection errors."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def close(self) -> None:
+        await self.stop()
+        if self.engine is not None:
+            await self.engine.close()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        self.requests.append(Recorded(request.path, None))
+        return web.Response(status=200 if self.healthy else 503)
+
+    async def _model_info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "model_path": self.model_path,
+                "tokenizer_path": self.model_path,
+                "is_generation": True,
+                "preferred_sampling_params": None,
+                "weight_version": self.weight_version,
+            }
+        )
+
+    async def _flush_cache(self, request: web.Request) -> web.Response:
+        self.requests.append(Recorded("/flush_cache", None))
+        self._seen.clear()
+        return web.Response(text="Cache flushed.\n")
+
+    async def _update_weights(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(Recorded("/update_weights_from_disk", body))
+        if self.fail_weight_updates:
+            return web.json_response(
+                {"success": False, "message": "Failed to update weights: injected failure", "num_paused_requests": 0},
+                status=400,
+            )
+        try:
+            await self.engine.update_weights(path=body["model_path"])
+        except Exception as exc:  # SGLang reports load failures in the body with status 400
+            return web.json_response({"success": False, "message": str(exc), "num_paused_requests": 0}, status=400)
+        self._seen.clear()  # SGLang flushes the radix cache after a weight update
+        if body.get("weight_version") is not None:
+            self.weight_version = body["weight_version"]
+        return web.json_response(
+            {"success": True, "message": "Succeeded to update model weights.", "num_paused_requests": 0}
+        )
+
+    def _error(self, message: str) -> web.Response:
+        return web.json_response({"error": {"message": message}}, status=400)
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(Recorded("/generate", body))
+        unknown = set(body) - GENERATE_KEYS
+        if unknown:
+            return self._error(f"unexpected GenerateReqInput fields {sorted(unknown)}")
+        params = body.get("sampling_params") or {}
+        bad = set(params) - SGLANG_SAMPLING_KEYS
+        if bad:
+            return self._error(f"SamplingParams.__init__() got unexpected keyword arguments {sorted(bad)}")
+        ids = body.get("input_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            return self._error("input_ids must be a list of token ids")
+        temperature = float(params.get("temperature", 1.0))
+        sampling = SamplingParams(
+            max_new_tokens=int(params.get("max_new_tokens", 128)),
+            temperature=temperature,
+            top_p=float(params.get("top_p", 1.0)),
+            top_k=int(params.get("top_k", -1)),
+            stop_token_ids=params.get("stop_token_ids"),
+            seed=params.get("sampling_seed"),
+        )
+        started = time.time()
+        try:
+            out = await self.engine.generate(ids, sampling)
+        except ValueError as exc:
+            return self._error(str(exc))
+        cached = max((_common_prefix(ids, seen) for seen in self._seen), default=0)
+        self._seen.append(ids + out.token_ids)
+        if out.finish_reason == "stop":
+            finish = {"type": "stop", "matched": out.token_ids[-1]}
+        elif out.finish_reason == "length":
+            finish = {"type": "length", "length": len(out.token_ids)}
+        else:
+            finish = {"type": "abort", "message": "Abort before prefill", "status_code": 500, "err_type": None}
+        meta: dict[str, Any] = {
+            "id": body.get("rid") or "generated-rid",
+            "finish_reason": finish,
+            "prompt_tokens": len(ids),
+            "weight_version": self.weight_version,
+            "total_retractions": 0,
+            "completion_tokens": len(out.token_ids),
+            "cached_tokens": cached,
+            "cached_tokens_details": None,
+            "dp_rank": None,
+            "e2e_latency": time.time() - started,
+        }
+        if body.get("return_logprob"):
+            meta["input_token_logprobs"] = [[None, ids[-1], None]]
+            meta["output_token_logprobs"] = [[lp, tok, None] for lp, tok in zip(out.logprobs, out.token_ids)]
+        skip = params.get("skip_special_tokens", True)
+        text = self.tokenizer.decode(out.token_ids, skip_special_tokens=skip)
+        return web.json_response({"text": text, "output_ids": out.token_ids, "meta_info": meta})
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class ReplayServer:
+    """Loopback server that answers `/generate` with recorded SGLang response bodies, in order."""
+
+    def __init__(self, responses: list[tuple[int, Any]]):
+        self.responses = list(responses)
+        self.requests: list[Any] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> ReplayServer:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/get_model_info", self._model_info)
+        app.router.add_post("/generate", self._generate)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def _model_info(self, request: web.Request) -> web.Response:
+        return web.json_response({"model_path": "recorded"})
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        self.requests.append(await request.json())
+        status, body = self.responses.pop(0)
+        return web.json_response(body, status=status) if not isinstance(body, str) else web.Response(
+            text=body, status=status
+        )
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def start_servers(model_path: str, n: int) -> list[FakeSGLangServer]:
+    return list(await asyncio.gather(*(FakeSGLangServer(str(model_path)).start() for _ in range(n))))
