@@ -8,8 +8,8 @@ whose message is meant to be shown to the model as that call's tool message.
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,7 +111,7 @@ class ToolCallParser(ABC):
         """
 
     def new_call_id(self) -> str:
-        return "call_" + uuid.uuid4().hex[:24]
+        return "call_" + os.urandom(12).hex()
 
 
 class TurnBuilder:
@@ -153,6 +153,29 @@ def skip_ws(text: str, pos: int) -> int:
 def decode_at(text: str, pos: int) -> tuple[Any, int]:
     """Decode the JSON value starting at `pos`; raises one of DECODE_ERRORS."""
     return _DECODER.raw_decode(text, pos)
+
+
+def decode_before(text: str, pos: int, marker: str) -> tuple[Any, int]:
+    """`decode_at(text, pos)`, computed inside a window that ends at the next `marker`.
+
+    The window grows (geometrically) only when the value runs past its end, e.g. a string holding the marker.
+    The result is the same as decoding the whole text, but a failure costs time in proportion to the window:
+    `json` locates every error by counting lines from the start of the document, which made a long run of
+    broken calls (a degenerate, repeating generation) quadratic.
+    """
+    limit = text.find(marker, pos)
+    while True:
+        window = text[pos:] if limit == -1 else text[pos:limit]
+        try:
+            value, end = _DECODER.raw_decode(window)
+        except json.JSONDecodeError as exc:
+            # An error this close to the cut may come from the cut itself (json checks escapes a few characters ahead).
+            maybe_cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(window.rstrip()) - 16
+            if limit == -1 or not maybe_cut:
+                raise
+            limit = text.find(marker, max(limit + 1, pos + 2 * (limit - pos)))
+            continue
+        return value, pos + end
 
 
 def dumps(value: Any) -> str:

@@ -14,7 +14,7 @@ from agentgym.rollout.parsers.base import (
     ToolCallLike,
     ToolCallParser,
     TurnBuilder,
-    decode_at,
+    decode_before,
     dumps,
     json_problem,
     normalize_call,
@@ -47,7 +47,7 @@ class HermesToolCallParser(ToolCallParser):
         """Read the block opening at `start`; return where the text after it begins."""
         body = skip_ws(text, start + len(OPEN))
         try:
-            value, end = decode_at(text, body)
+            value, end = decode_before(text, body, OPEN)
         except DECODE_ERRORS:
             return self._broken_block(text, start, body, turn)
         after = skip_ws(text, end)
@@ -80,10 +80,12 @@ class HermesToolCallParser(ToolCallParser):
 
 
 def _block_end(text: str, pos: int) -> tuple[int, bool]:
-    """End of a block whose JSON could not be trusted: after the next closing tag, or at the next opening tag
-    (or the end of the text) when the block is never closed. Second item: whether it was closed."""
-    close = text.find(CLOSE, pos)
+    """End of a block whose JSON could not be trusted: after its closing tag, or, when it is never closed, at the
+    next opening tag or the end of the text. Second item: whether it was closed. The search for the closing tag
+    stops at the next opening tag, which keeps a run of unclosed tags linear."""
     following = text.find(OPEN, pos)
-    if close != -1 and (following == -1 or close < following):
+    limit = following if following != -1 else len(text)
+    close = text.find(CLOSE, pos, limit)
+    if close != -1:
         return close + len(CLOSE), True
-    return (following if following != -1 else len(text)), False
+    return limit, False

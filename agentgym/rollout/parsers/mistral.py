@@ -11,8 +11,8 @@ tokens: the text must be decoded with special tokens kept.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import string
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from agentgym.rollout.parsers.base import (
     ToolCallLike,
     ToolCallParser,
     TurnBuilder,
-    decode_at,
+    decode_before,
     dumps,
     json_problem,
     line_col,
@@ -62,7 +62,12 @@ class MistralToolCallParser(ToolCallParser):
 
     def new_call_id(self) -> str:
         """Mistral's templates only accept ids of 9 letters or digits."""
-        return "".join(secrets.choice(_ID_ALPHABET) for _ in range(9))
+        number = int.from_bytes(os.urandom(8), "big")  # 64 random bits cover 9 base-62 digits (~54 bits)
+        digits = []
+        for _ in range(9):
+            number, digit = divmod(number, 62)
+            digits.append(_ID_ALPHABET[digit])
+        return "".join(digits)
 
     def _parse(self, text: str) -> ParseResult:
         turn = TurnBuilder(self)
@@ -88,7 +93,7 @@ class MistralToolCallParser(ToolCallParser):
             return item + 1
         while True:
             try:
-                value, end = decode_at(text, item)
+                value, end = decode_before(text, item, TOOL_CALLS)
             except DECODE_ERRORS:
                 return _unreadable(text, item, turn)
             after = skip_ws(text, end)
@@ -108,7 +113,7 @@ class MistralToolCallParser(ToolCallParser):
 
     def _parse_object(self, text: str, pos: int, turn: TurnBuilder) -> int:
         try:
-            value, end = decode_at(text, pos)
+            value, end = decode_before(text, pos, TOOL_CALLS)
         except DECODE_ERRORS:
             return _unreadable(text, pos, turn)
         turn.add(value, text[pos:end], arg_keys=_ARG_KEYS, call_id=_given_id(value))
@@ -139,7 +144,7 @@ class MistralToolCallParser(ToolCallParser):
             return stop
         problem = None
         try:
-            value, end = decode_at(text, args)
+            value, end = decode_before(text, args, TOOL_CALLS)
         except DECODE_ERRORS:
             value, end = None, _section_end(text, args)
             problem = json_problem(text[args:end])

@@ -1,4 +1,4 @@
-"""Choosing a parser by name, and the call shapes `format` accepts."""
+"""Choosing a parser by name, the call shapes `format` accepts, and behaviour every format shares."""
 
 from __future__ import annotations
 
@@ -66,3 +66,34 @@ def test_parsed_call_converts_to_the_openai_schema() -> None:
     openai = call.to_openai()
     assert (openai.id, openai.type, openai.function.name, openai.function.arguments) == (call.id, "function", "f", {"q": "ü"})
     assert call.arguments_json() == '{"q": "ü"}'
+
+
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [("hermes", "<tool_call>{"), ("hermes", '<tool_call>["'), ("mistral", "[TOOL_CALLS][{"), ("mistral_v13", "[TOOL_CALLS]f[ARGS]{")],
+)
+def test_a_degenerate_repetition_gives_one_error_per_attempt(name: str, unit: str) -> None:
+    result = get_parser(name).parse(unit * 5000)
+    assert result.calls == [] and [e.index for e in result.errors] == list(range(1, 5001))
+
+
+@pytest.mark.parametrize("name", ["hermes", "mistral", "mistral_v13"])
+def test_arguments_may_hold_many_copies_of_the_markup(name: str) -> None:
+    parser = get_parser(name)
+    arguments = {"s": "<tool_call>[TOOL_CALLS]</tool_call>[ARGS]" * 200, "t": ["<tool_call>"] * 50}
+    text = parser.format([{"name": "f", "arguments": arguments}] * 2, content="Both.")
+    result = parser.parse(text)
+    assert result.errors == [] and result.content == "Both."
+    assert [c.arguments for c in result.calls] == [arguments, arguments]
+
+
+@pytest.mark.parametrize("name", ["hermes", "mistral"])
+@pytest.mark.parametrize("piece", ["\x1f", "\ud83d\ude00", "😀", "\\", '"', "\n"])
+def test_escapes_right_before_markup_inside_a_string(name: str, piece: str) -> None:
+    """JSON escapes that end just before a marker, in the name and in the arguments."""
+    parser = get_parser(name)
+    markup = "<tool_call>" if name == "hermes" else "[TOOL_CALLS]"
+    arguments = {"k": piece + markup + piece}
+    result = parser.parse(parser.format([{"name": piece + markup, "arguments": arguments}]))
+    assert result.errors == []
+    assert [(c.name, c.arguments) for c in result.calls] == [(piece + markup, arguments)]
