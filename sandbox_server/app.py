@@ -102,12 +102,13 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.executor = executor or await start_runtime(settings)
+        app.state.executor.start_warm_pool()
         app.state.admission = AdmissionController(settings.max_concurrency, settings.max_queue,
                                                   settings.queue_timeout_s)
         try:
             yield
         finally:
-            app.state.executor.runner.close()
+            await app.state.executor.aclose()
 
     app = FastAPI(title="agentgym sandbox", version="0.1.0", lifespan=lifespan)
 

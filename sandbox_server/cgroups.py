@@ -104,6 +104,26 @@ class RunCgroup:
     def join_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
 
+    def set_memory_limit(self, limit_bytes: int) -> None:
+        if self.version == 2:
+            _write(self.memory_dir / "memory.max", str(limit_bytes))
+            return
+        limit, memsw = self.memory_dir / "memory.limit_in_bytes", self.memory_dir / "memory.memsw.limit_in_bytes"
+        # v1 requires limit <= memsw at every moment: raise memsw first, lower it last.
+        order = [limit, memsw]
+        if memsw.exists() and limit_bytes > (_read_int(limit) or 0):
+            order = [memsw, limit]
+        for path in order:
+            if path.exists():
+                _write(path, str(limit_bytes))
+
+    def reset_peak(self) -> None:
+        if self.version == 1:
+            try:
+                _write(self.memory_dir / "memory.max_usage_in_bytes", "0")
+            except OSError:
+                pass
+
     def pids(self) -> list[int]:
         return _read_pids(self.pids_dir / "cgroup.procs")
 
@@ -248,17 +268,14 @@ class CgroupManager:
         mem = self._bases["memory"] / run_name
         pids = self._bases["pids"] / run_name
         cpu = self._bases["cpu"] / run_name if "cpu" in self._bases else None
+        group = RunCgroup(self.version, mem, pids, cpu, dirs)
         if self.version == 2:
-            _write(mem / "memory.max", str(memory_bytes))
             for optional, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
                 if (mem / optional).exists():
                     _write(mem / optional, value)
-        else:
-            _write(mem / "memory.limit_in_bytes", str(memory_bytes))
-            if (mem / "memory.memsw.limit_in_bytes").exists():
-                _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        group.set_memory_limit(memory_bytes)
         _write(pids / "pids.max", str(pids_max))
-        return RunCgroup(self.version, mem, pids, cpu, dirs)
+        return group
 
     def close(self) -> None:
         for base in dict.fromkeys(self._bases.values()):

@@ -12,10 +12,11 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from .isolation import StepResult, StepRunner, base_env
+from .isolation import BwrapRunner, StepResult, StepRunner, base_env
 from .languages import LanguageSpec
 from .models import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, derive_run_status
 from .settings import SandboxSettings
+from .warm_pool import WarmPool, WarmSandbox
 
 
 class RequestRejected(ValueError):
@@ -49,8 +50,29 @@ class CodeExecutor:
         self.settings = settings
         self.runner = runner
         self.languages = languages
+        self.pool: Optional[WarmPool] = None
         settings.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.work_root, 0o711)
+
+    def start_warm_pool(self) -> None:
+        """Needs a running event loop; a no-op without isolation or with warm_pool_size=0."""
+        if not isinstance(self.runner, BwrapRunner) or self.settings.warm_pool_size <= 0:
+            return
+        self.pool = WarmPool(self.runner, self.settings.warm_pool_size,
+                             idle_memory_bytes=self.settings.memory_limit_bytes(-1),
+                             hold_timeout_s=self.settings.max_timeout_s)
+        for name in self.settings.warm_languages:
+            spec = self.languages.get(name)
+            if spec is not None and spec.compile is None:
+                self.pool.add_language(spec.name, spec.run_argv([]), self._env(spec))
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+        self.runner.close()
+
+    def _env(self, spec: LanguageSpec) -> dict[str, str]:
+        return {**base_env(self.settings, home="/tmp"), **spec.env}
 
     def check(self, request: RunCodeRequest) -> LanguageSpec:
         spec = self.languages.get(request.language)
@@ -71,12 +93,18 @@ class CodeExecutor:
 
     async def run_code(self, request: RunCodeRequest) -> RunCodeResponse:
         spec = self.check(request)
-        workdir = self.settings.work_root / f"run-{uuid.uuid4().hex}"
-        workdir.mkdir(mode=0o700)
+        warm: Optional[WarmSandbox] = None
+        if self.pool is not None and spec.compile is None and not request.args:
+            warm = self.pool.take(spec.name)
+        if warm is not None:
+            workdir = warm.workdir
+        else:
+            workdir = self.settings.work_root / f"run-{uuid.uuid4().hex}"
+            workdir.mkdir(mode=0o700)
         try:
             self._write_inputs(workdir, spec, request)
             self.runner.prepare_workdir(workdir)
-            env = {**base_env(self.settings, home="/tmp"), **spec.env}
+            env = self._env(spec)
             memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
             compile_result: Optional[CommandRunResult] = None
             run_result: Optional[CommandRunResult] = None
@@ -87,8 +115,12 @@ class CodeExecutor:
             if compile_result is None or (compile_result.status == CommandRunStatus.Finished
                                           and compile_result.return_code == 0):
                 stdin = request.stdin.encode() if request.stdin is not None else None
-                step = await self.runner.run_step(spec.run_argv(request.args), workdir=workdir, stdin=stdin,
-                                                  timeout=request.run_timeout, memory_bytes=memory, env=env)
+                if warm is not None and self.pool is not None:
+                    step = await self.pool.run(warm, stdin=stdin, timeout=request.run_timeout, memory_bytes=memory)
+                    warm = None
+                else:
+                    step = await self.runner.run_step(spec.run_argv(request.args), workdir=workdir, stdin=stdin,
+                                                      timeout=request.run_timeout, memory_bytes=memory, env=env)
                 run_result = to_command_result(step)
             files, notes = self._fetch(workdir, request.fetch_files)
             status, message = derive_run_status(compile_result, run_result)
@@ -98,6 +130,8 @@ class CodeExecutor:
                                    run_result=run_result, executor_pod_name=self.settings.executor_pod_name,
                                    files=files)
         finally:
+            if warm is not None and self.pool is not None:  # taken but not run (e.g. bad input files)
+                await self.pool.destroy(warm)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     def _write_inputs(self, workdir: Path, spec: LanguageSpec, request: RunCodeRequest) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 from .cgroups import CgroupManager, CgroupUnavailable, RunCgroup
-from .process import ProcessOutcome, kill_process_group, run_process
+from .process import ProcessOutcome, Spawned, kill_process_group, run_process, spawn, supervise
 from .settings import SandboxSettings
 
 SANDBOX_WORKDIR = "/workspace"
@@ -62,8 +62,13 @@ def base_env(settings: SandboxSettings, home: str) -> dict[str, str]:
     }
 
 
+def cpu_limit_s(timeout: float) -> int:
+    """RLIMIT_CPU per process: a little above the wall-clock limit, which normally fires first."""
+    return max(1, math.ceil(timeout)) + 1
+
+
 def _rlimits(settings: SandboxSettings, timeout: float) -> list[tuple[int, tuple[int, int]]]:
-    cpu = max(1, math.ceil(timeout)) + 1
+    cpu = cpu_limit_s(timeout)
     fsize = settings.file_size_limit_mb * 1024 * 1024
     return [
         (resource.RLIMIT_CORE, (0, 0)),
@@ -85,6 +90,9 @@ def _make_preexec(limits: list) -> Callable[[], None]:
 # drops root for good and becomes bwrap. sh + setpriv are exec'd from the server with vfork: much
 # cheaper than a Python preexec_fn, which forks the whole server process.
 _LAUNCH_SCRIPT = 'read -r _ || exit 111; exec "$@"'
+# Inside a held (warm) sandbox: the release line carries the request's CPU-seconds limit. Lowering a
+# limit needs no privilege, unlike prlimit(2) on another uid's process (CAP_SYS_RESOURCE).
+_HOLD_SCRIPT = 'read -r cpu || exit 111; ulimit -t "$cpu" || exit 112; exec "$@"'
 
 
 def _apply_limits(pid: int, join_files: Sequence[str], limits: list) -> None:
@@ -170,28 +178,49 @@ class BwrapRunner:
             args += ["--setenv", key, value]
         return args + ["--", *argv]
 
+    async def start(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], cg: RunCgroup,
+                    timeout: float, hold: bool = False) -> Spawned:
+        """Start `argv` confined in `cg`; with `hold`, it waits inside the sandbox for one more stdin line."""
+        limits = _rlimits(self.settings, timeout)
+        inner = ["/bin/sh", "-c", _HOLD_SCRIPT, "sandbox-run", *argv] if hold else list(argv)
+        return await spawn([*self._launcher, *self.bwrap_argv(inner, workdir, env)], env={}, cwd="/",
+                           max_output_bytes=self.settings.max_output_bytes,
+                           output_kill_bytes=self.settings.output_kill_bytes,
+                           gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
+
+    async def finish(self, spawned: Spawned, cg: RunCgroup, *, stdin: Optional[bytes], timeout: float,
+                     prefix: bytes = b"", cpu_before: float = 0.0) -> StepResult:
+        async def kill_tree(bwrap_pid: int) -> None:
+            # Spare bwrap's outer process: it reaps the namespace's init and exits by itself,
+            # so nothing is orphaned; the pid namespace dies with its init.
+            await cg.kill_all(spare=(bwrap_pid,))
+
+        outcome = await supervise(spawned, stdin=stdin, timeout=timeout, kill_tree=kill_tree, prefix=prefix)
+        cpu = cg.cpu_time_s()
+        result = StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
+                            oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes())
+        if outcome.return_code == 1 and not outcome.stdout and outcome.stderr.startswith(_BWRAP_SETUP_PREFIX):
+            result.setup_error = outcome.stderr.decode(errors="replace").strip()
+        return result
+
+    def new_cgroup(self, memory_bytes: int) -> RunCgroup:
+        return self.cgroups.create(f"run-{uuid.uuid4().hex}", memory_bytes, self.settings.pids_limit)
+
+    def arm(self, cg: RunCgroup, *, memory_bytes: int) -> float:
+        """Apply a request's memory limit to a held sandbox before releasing it; returns its CPU time so far.
+
+        The CPU-time limit travels in the release line (see _HOLD_SCRIPT).
+        """
+        cg.set_memory_limit(memory_bytes)
+        cg.reset_peak()
+        return cg.cpu_time_s() or 0.0
+
     async def run_step(self, argv: Sequence[str], *, workdir: Path, stdin: Optional[bytes], timeout: float,
                        memory_bytes: int, env: Mapping[str, str]) -> StepResult:
-        cg: RunCgroup = self.cgroups.create(f"run-{uuid.uuid4().hex}", memory_bytes, self.settings.pids_limit)
+        cg = self.new_cgroup(memory_bytes)
         try:
-            limits = _rlimits(self.settings, timeout)
-
-            async def kill_tree(bwrap_pid: int) -> None:
-                # Spare bwrap's outer process: it reaps the namespace's init and exits by itself,
-                # so nothing is orphaned; the pid namespace dies with its init.
-                await cg.kill_all(spare=(bwrap_pid,))
-
-            outcome = await run_process(
-                [*self._launcher, *self.bwrap_argv(argv, workdir, env)], env={}, cwd="/", stdin=stdin,
-                timeout=timeout, max_output_bytes=self.settings.max_output_bytes,
-                output_kill_bytes=self.settings.output_kill_bytes, preexec_fn=None, kill_tree=kill_tree,
-                gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
-            result = StepResult(outcome, cpu_time=cg.cpu_time_s(), oom_killed=cg.oom_kills() > 0,
-                                peak_memory_bytes=cg.peak_memory_bytes())
-            if (outcome.return_code == 1 and not outcome.stdout
-                    and outcome.stderr.startswith(_BWRAP_SETUP_PREFIX)):
-                result.setup_error = outcome.stderr.decode(errors="replace").strip()
-            return result
+            spawned = await self.start(argv, workdir=workdir, env=env, cg=cg, timeout=timeout)
+            return await self.finish(spawned, cg, stdin=stdin, timeout=timeout)
         finally:
             await cg.remove()
 

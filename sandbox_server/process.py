@@ -65,40 +65,58 @@ async def _feed(stream: Optional[asyncio.StreamWriter], prefix: bytes, data: Opt
             pass
 
 
-async def run_process(
+class Spawned:
+    """A started child whose stdout/stderr are already being drained; stdin stays open until `supervise`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, budget: _OutputBudget):
+        self.proc = proc
+        self.budget = budget
+        self.out, self.err = bytearray(), bytearray()
+        self.readers = [asyncio.create_task(budget.drain(proc.stdout, self.out)),
+                        asyncio.create_task(budget.drain(proc.stderr, self.err))]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def release_gate(self) -> None:
+        """Let a gated child (see `spawn`) go on; its stdin remains open."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"\n")
+
+    async def discard(self, kill_tree: Callable[[int], Awaitable[None]]) -> None:
+        await kill_tree(self.proc.pid)
+        try:
+            self.proc.kill()
+        except ProcessLookupError:
+            pass
+        await self.proc.wait()
+        for t in self.readers:
+            t.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+
+
+async def spawn(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
     cwd: Optional[str],
-    stdin: Optional[bytes],
-    timeout: float,
     max_output_bytes: int,
     output_kill_bytes: int,
-    preexec_fn: Optional[Callable[[], None]],
-    kill_tree: Callable[[int], Awaitable[None]],
+    preexec_fn: Optional[Callable[[], None]] = None,
     new_session: bool = False,
     gate: Optional[Callable[[int], None]] = None,
-) -> ProcessOutcome:
-    """`kill_tree(pid)` must kill every process the child started (it is called on every exit path).
+) -> Spawned:
+    """Start `argv` with all three pipes.
 
     With `gate`, the child must first read one line from stdin before doing anything: `gate(pid)` runs
-    in between (e.g. to place the child in its cgroup and set its rlimits), then the line and the real
-    stdin follow. This avoids preexec_fn, which forces a slow fork() of the whole server.
+    in between (e.g. to place the child in its cgroup and set its rlimits) and then the line is sent.
+    This avoids preexec_fn, which forces a slow fork() of the whole server.
     """
-    budget = _OutputBudget(max_output_bytes, output_kill_bytes)
-    out, err = bytearray(), bytearray()
-    start = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None or gate is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        preexec_fn=preexec_fn,
-        start_new_session=new_session,
-        close_fds=True,
-    )
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(env), cwd=cwd, preexec_fn=preexec_fn, start_new_session=new_session, close_fds=True)
+    spawned = Spawned(proc, _OutputBudget(max_output_bytes, output_kill_bytes))
     if gate is not None:
         try:
             gate(proc.pid)
@@ -106,11 +124,26 @@ async def run_process(
             proc.kill()
             await proc.wait()
             raise
-    io_tasks = [
-        asyncio.create_task(_feed(proc.stdin, b"\n" if gate is not None else b"", stdin)),
-        asyncio.create_task(budget.drain(proc.stdout, out)),
-        asyncio.create_task(budget.drain(proc.stderr, err)),
-    ]
+        spawned.release_gate()
+    return spawned
+
+
+async def supervise(
+    spawned: Spawned,
+    *,
+    stdin: Optional[bytes],
+    timeout: float,
+    kill_tree: Callable[[int], Awaitable[None]],
+    prefix: bytes = b"",
+) -> ProcessOutcome:
+    """Feed stdin, wait for exit or timeout or output flood, then kill the whole tree and collect output.
+
+    `kill_tree(pid)` must kill every process the child started (it is called on every exit path).
+    """
+    proc, budget = spawned.proc, spawned.budget
+    start = time.monotonic()
+    feeder = asyncio.create_task(_feed(proc.stdin, prefix, stdin))
+    io_tasks = [feeder, *spawned.readers]
     waiter = asyncio.create_task(proc.wait())
     flood = asyncio.create_task(budget.exceeded.wait())
     timed_out = False
@@ -139,11 +172,31 @@ async def run_process(
         return_code=None if timed_out else proc.returncode,
         timed_out=timed_out,
         execution_time=elapsed,
-        stdout=bytes(out),
-        stderr=bytes(err),
+        stdout=bytes(spawned.out),
+        stderr=bytes(spawned.err),
         output_truncated=budget.truncated,
         output_limit_killed=budget.exceeded.is_set() and not timed_out,
     )
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Optional[str],
+    stdin: Optional[bytes],
+    timeout: float,
+    max_output_bytes: int,
+    output_kill_bytes: int,
+    preexec_fn: Optional[Callable[[], None]],
+    kill_tree: Callable[[int], Awaitable[None]],
+    new_session: bool = False,
+    gate: Optional[Callable[[int], None]] = None,
+) -> ProcessOutcome:
+    spawned = await spawn(argv, env=env, cwd=cwd, max_output_bytes=max_output_bytes,
+                          output_kill_bytes=output_kill_bytes, preexec_fn=preexec_fn, new_session=new_session,
+                          gate=gate)
+    return await supervise(spawned, stdin=stdin, timeout=timeout, kill_tree=kill_tree)
 
 
 def kill_process_group(pid: int) -> None:

@@ -42,6 +42,9 @@ class SandboxSettings(BaseModel):
     max_request_bytes: int = Field(128 << 20, ge=1024, description="largest accepted request body")
     max_fetch_bytes: int = Field(64 << 20, ge=0, description="total size of fetch_files returned per run")
 
+    warm_pool_size: int = Field(2, ge=0, description="pre-started sandboxes kept ready per warm language")
+    warm_languages: list[str] = Field(["python"], description="languages served from the warm pool")
+
     work_root: Path = Field(default_factory=_default_work_root)
     sandbox_uid: int = Field(61000, ge=1, description="unprivileged host uid that runs user code")
     sandbox_gid: int = Field(61000, ge=1)

@@ -176,3 +176,13 @@ def test_insecure_mode_starts_and_runs(tmp_path):
         assert resp.run_result.stdout == "unconfined\n"
     finally:
         stop_server(server)
+
+
+def test_limits_follow_the_request_on_warm_and_cold_paths(run):
+    probe = "import resource, sys\nprint(resource.getrlimit(resource.RLIMIT_CPU)[0], sys.argv[1:])"
+    warm = run(code=probe, run_timeout=3)  # plain python runs come from the pre-started pool
+    cold = run(code=probe, run_timeout=7, args=["x", "y"])  # args force a freshly started sandbox
+    assert warm["run_result"]["stdout"] == "4 []\n"
+    assert cold["run_result"]["stdout"] == "8 ['x', 'y']\n"
+    bash = run(code="ulimit -t; ulimit -n; ulimit -c", language="bash", run_timeout=5)
+    assert bash["run_result"]["stdout"].split() == ["6", "1024", "0"]

@@ -22,6 +22,19 @@ print(json.dumps({'cwd': sorted(os.listdir('.')), 'tmp': os.listdir('/tmp'), 'sh
 """
 
 
+def _is_held_sandbox(pid: int) -> bool:
+    """Processes of a pre-started (warm) sandbox waiting for its request: bwrap and its waiting shell."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # already gone
+    return argv[0].endswith(b"bwrap") or (argv[0] == b"/bin/sh" and b"sandbox-run" in argv)
+
+
+def leftover_pids_of_uid(uid: int) -> list[int]:
+    return [p for p in host_pids_of_uid(uid) if not _is_held_sandbox(p)]
+
+
 def host_pids_of_uid(uid: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -44,10 +57,11 @@ def clean_after(sandbox_server: ServerProcess, run):
     yield
     assert sandbox_server.alive(), "the sandbox server died"
     deadline = time.monotonic() + 5
-    while host_pids_of_uid(sandbox_server.sandbox_uid) and time.monotonic() < deadline:
+    while leftover_pids_of_uid(sandbox_server.sandbox_uid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert host_pids_of_uid(sandbox_server.sandbox_uid) == [], "processes of the run survived it"
-    assert list(sandbox_server.work_root.iterdir()) == [], "a run's work dir was left behind"
+    assert leftover_pids_of_uid(sandbox_server.sandbox_uid) == [], "processes of the run survived it"
+    leftovers = [p.name for p in sandbox_server.work_root.iterdir() if not p.name.startswith("warm-")]
+    assert leftovers == [], "a run's work dir was left behind"
     out = run(code=CLEAN_PROBE)
     assert out["status"] == "Success", out
     state = json.loads(out["run_result"]["stdout"])
