@@ -45,7 +45,7 @@ def _quickstart(args: argparse.Namespace, console: Console) -> int:
 
     settings = QuickstartSettings(
         run_dir=args.run_dir, seed=args.seed, model_size=args.model_size, rl_steps=args.rl_steps,
-        sft_epochs=args.sft_epochs, eval_rows=args.eval_rows, overrides=tuple(args.overrides),
+        sft_epochs=args.sft_epochs, sft_rows=args.sft_rows, eval_rows=args.eval_rows, overrides=tuple(args.overrides),
     )
     return run_quickstart(settings, console)
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--model-size", default="tiny", choices=["tiny", "small"])
     quick.add_argument("--rl-steps", type=int, default=12)
     quick.add_argument("--sft-epochs", type=int, default=10)
+    quick.add_argument("--sft-rows", type=int, default=512)
     quick.add_argument("--eval-rows", type=int, default=64)
     quick.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. actor_rollout_ref.rollout.n=4")
     quick.set_defaults(handler=_quickstart)

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs agentgym and what it needs on a Debian/Ubuntu machine (CPU by default).
-#   bash scripts/install.sh          the library, the sandbox's isolation tools and language toolchains
-#   bash scripts/install.sh --test   also the test-only tools (Docker engine, debootstrap, Chromium)
+#   bash scripts/install.sh                  the library and the sandbox's isolation tools (python and bash code)
+#   bash scripts/install.sh --languages      also every language toolchain the sandbox serves
+#   bash scripts/install.sh --test           languages plus the test-only tools (Docker engine, debootstrap)
 # GPU machines: install the torch build for your CUDA first; this script keeps an installed torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=0
+languages=0
 for arg in "$@"; do
   case "$arg" in
-    --test) with_tests=1 ;;
-    *) echo "install.sh: unknown option '$arg' (use --test or nothing)" >&2; exit 2 ;;
+    --test) with_tests=1; languages=1 ;;
+    --languages) languages=1 ;;
+    *) echo "install.sh: unknown option '$arg' (use --languages, --test or nothing)" >&2; exit 2 ;;
   esac
 done
 
@@ -23,8 +26,8 @@ apt_packages() {
 }
 
 if command -v apt-get >/dev/null 2>&1; then
-  files=()
-  [ -f sandbox_server/apt-packages.txt ] && files+=(sandbox_server/apt-packages.txt)
+  files=(scripts/apt-packages-core.txt)
+  [ "$languages" = 1 ] && files+=(sandbox_server/apt-packages.txt)
   [ "$with_tests" = 1 ] && [ -f scripts/apt-packages-test.txt ] && files+=(scripts/apt-packages-test.txt)
   if [ "${#files[@]}" -gt 0 ]; then
     mapfile -t wanted < <(apt_packages "${files[@]}")
