@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from .sglang_test_server import ReplayServer, start_servers
 
-from agentgym.rollout.engines import EngineError, SamplingParams, TransformersEngine
+from agentgym.rollout.engines import Engine, EngineError, SamplingParams, TransformersEngine
 from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig
 from agentgym.rollout.engines.sglang_protocol import parse_generate_response
 from agentgym.rollout.engines.weights import read_weights
@@ -81,8 +81,10 @@ async def test_outputs_equal_the_model_run_directly(servers, tiny_model_dir, cha
         expected = [await direct.generate(p, GREEDY) for p in chat_prompts]
     async with SGLangEngine(fast_config([s.url for s in servers])) as engine:
         got = await asyncio.gather(*(engine.generate(p, GREEDY, session_id=f"s{i}") for i, p in enumerate(chat_prompts)))
-        assert await engine.health()
+        assert await engine.health() and isinstance(engine, Engine)
+        await engine.flush_cache()
         assert engine.server_info[servers[0].url]["model_path"] == str(tiny_model_dir)
+    assert all(s.calls("/flush_cache") for s in servers)
     for e, g in zip(expected, got):
         assert g.token_ids == e.token_ids and g.finish_reason == e.finish_reason
         assert g.logprobs == pytest.approx(e.logprobs, abs=1e-4)

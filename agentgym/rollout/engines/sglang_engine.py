@@ -132,11 +132,15 @@ class SGLangEngine(EngineContextMixin):
 
     # ---- generation ----------------------------------------------------------------------------------------
 
+    def _require_started(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
+        return self._client
+
     async def generate(
         self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None
     ) -> GenerateOutput:
-        if self._client is None:
-            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
+        self._require_started()
         if not prompt_ids:
             raise ValueError("prompt_ids is empty; a generation needs at least one prompt token")
         payload = generate_payload(
@@ -211,6 +215,7 @@ class SGLangEngine(EngineContextMixin):
         """
         if (state_dict is None) == (path is None):
             raise ValueError("pass exactly one of state_dict or path")
+        self._require_started()
         async with self._weights_lock:
             version = self.stats.weight_version + 1
             if state_dict is not None:
@@ -263,8 +268,8 @@ class SGLangEngine(EngineContextMixin):
 
     async def flush_cache(self) -> None:
         """Drop every healthy server's prefix cache."""
-        assert self._client is not None
-        await asyncio.gather(*(self._client.post(f"{u}/flush_cache") for u in self.urls if u in self.router.healthy))
+        client = self._require_started()
+        await asyncio.gather(*(client.post(f"{u}/flush_cache") for u in self.urls if u in self.router.healthy))
 
     # ---- health ----------------------------------------------------------------------------------------------
 
