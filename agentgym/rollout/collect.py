@@ -138,3 +138,28 @@ def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_d
         raise ConfigError("no dataset to roll out.", entry="data.train_files", fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")
     trajectories = asyncio.run(collect(cfg, read_rows(files), out_dir, console))
     return 0 if any(not t.failed for t in trajectories) else 1
+
+
+def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
+    """The trainer's default rollout side: `(collect(rows, step), engine)` from the run config.
+
+    The engine starts lazily inside the trainer's event loop; `actor_rollout_ref.rollout.n` samples per row form one
+    group, and group ids are fixed by the step so a seeded run repeats.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.actor_rollout_ref.model.tokenizer_path or cfg.actor_rollout_ref.model.path)
+    tools, interactions = load_environment(cfg)
+    engine = make_engine(cfg)
+    loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed))
+    started = asyncio.Lock()
+    state = {"running": False}
+
+    async def collect(rows: list[dict[str, Any]], step: int) -> list[Trajectory]:
+        async with started:
+            if not state["running"]:
+                await engine.start()
+                state["running"] = True
+        return await loop.run_batch(rows, n=cfg.actor_rollout_ref.rollout.n, group_prefix=f"step{step}-")
+
+    return collect, engine
