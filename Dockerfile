@@ -8,6 +8,7 @@
 #   EXTRA_CA_CERTS            PEM text of extra CAs trusted while pip downloads (a TLS-intercepting proxy), not kept
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
+LABEL org.agentgym.image=sandbox
 
 ARG DEBIAN_MIRROR=http://deb.debian.org/debian
 ARG DEBIAN_SECURITY_MIRROR=http://deb.debian.org/debian-security

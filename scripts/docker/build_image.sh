@@ -25,4 +25,6 @@ DOCKER_BUILDKIT=0 docker build --network host \
   --build-arg PIP_INDEX_URL="${m[PIP_INDEX_URL]}" \
   --build-arg EXTRA_CA_CERTS="$extra_ca" \
   -t "$TAG" "$@" "$root" >&2
+# Superseded builds of this image (untagged now) would otherwise pile up, 2 GB each, on a CI machine's engine.
+docker image prune -f --filter label=org.agentgym.image=sandbox >/dev/null || true
 echo "$TAG"

@@ -163,6 +163,22 @@ def test_no_nested_namespaces_or_mounts(compose_service: ComposeService) -> None
     assert_healthy(compose_service)
 
 
+def test_container_seccomp_profile_in_force(compose_service: ComposeService) -> None:
+    """Sandboxed code meets the container's profile: bpf refused (EPERM), io_uring absent (ENOSYS)."""
+    code = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+numbers = {"x86_64": (321, 425, 39), "aarch64": (280, 425, 172)}[os.uname().machine]
+for name, nr in zip(("bpf", "io_uring_setup", "getpid"), numbers):
+    ret = libc.syscall(nr, 0, 0, 0)
+    print(name, ret if ret >= 0 else -ctypes.get_errno())
+"""
+    out = run_code(compose_service, language="python", code=code)
+    lines = dict(line.split() for line in out["run_result"]["stdout"].splitlines())
+    assert lines["bpf"] == "-1" and lines["io_uring_setup"] == "-38", out
+    assert int(lines["getpid"]) > 0, out
+
+
 def test_server_runs_without_sys_admin(compose_service: ComposeService) -> None:
     """CAP_SYS_ADMIN is for container_init.sh only; the server (and so every sandbox) never holds it."""
     script = "for p in $(pgrep -f '[-]m sandbox_server --host'); do grep CapBnd /proc/$p/status; done"
