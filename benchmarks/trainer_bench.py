@@ -99,6 +99,7 @@ async def run(args) -> dict:
         f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={args.max_token_len * 2}",
         f"actor_rollout_ref.model.enable_gradient_checkpointing={str(args.grad_ckpt).lower()}",
         f"actor_rollout_ref.model.attn_implementation={args.attn}",
+        f"actor_rollout_ref.model.use_remove_padding={str(args.remove_padding).lower()}",
         "actor_rollout_ref.actor.optim.lr=1e-6", f"data.max_response_length={args.response_len * 2}",
     ]
     if args.device == "cuda":
@@ -150,6 +151,8 @@ def main() -> None:
     parser.add_argument("--max-token-len", type=int, default=4096, help="ppo_max_token_len_per_gpu")
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--remove-padding", action="store_true",
+                        help="one packed row per micro-batch (wants a varlen kernel: flash_attention_2 / flex_attention)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, default=None)

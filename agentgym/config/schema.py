@@ -61,7 +61,9 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
     override_config: dict[str, Any] = Field(default_factory=dict)
     enable_gradient_checkpointing: bool = False
-    use_remove_padding: bool = True
+    # True: one packed row per micro-batch (best with varlen attention, e.g. flash-attention); False: a padded
+    # batch of similar lengths (best with dense-mask SDPA, e.g. on CPU). verl's default is False too.
+    use_remove_padding: bool = False
     attn_implementation: str = "sdpa"
 
 

@@ -85,6 +85,7 @@ class MicroBatch:
     fields: dict[str, torch.Tensor]
     num_tokens: float = 1.0  # model tokens in the whole mini-batch (all ranks): token-mean denominator
     num_seqs: float = 1.0  # sequences in the whole mini-batch (all ranks): seq-mean denominator
+    attention_mask: torch.Tensor | None = None  # (b, L) when padded; None for one packed row
 
     @property
     def is_empty(self) -> bool:
@@ -102,7 +103,7 @@ class MicroBatch:
         return MicroBatch(
             move(self.input_ids), move(self.position_ids), move(self.logit_positions), move(self.labels),
             self.response_lens, self.sample_indices, {k: move(v) for k, v in self.fields.items()},
-            self.num_tokens, self.num_seqs,
+            self.num_tokens, self.num_seqs, None if self.attention_mask is None else move(self.attention_mask),
         )
 
 
@@ -113,12 +114,32 @@ def unflatten(flat: torch.Tensor, lens: Sequence[int]) -> torch.Tensor:
     return pad_sequence(list(torch.split(flat, list(lens))), batch_first=True)
 
 
-def pack(batch: SampleBatch, indices: Sequence[int], field_names: Sequence[str]) -> MicroBatch:
-    """Concatenate the chosen samples into one row with restarting position ids."""
+def pack(batch: SampleBatch, indices: Sequence[int], field_names: Sequence[str], padded: bool = False) -> MicroBatch:
+    """Concatenate the chosen samples into one row with restarting position ids (`padded=False`), or right-pad
+    them into a (b, max_len) batch with an attention mask. `logit_positions` index the flattened layout either way.
+
+    The packed row is the right layout with varlen attention kernels (flash-attention); with dense-mask SDPA
+    (CPU, no flash-attn) attention over a packed row costs O(T^2), so a padded batch of similar lengths is faster.
+    """
     if not indices:
         empty = torch.zeros(1, 0, dtype=torch.long)
         return MicroBatch(empty, empty.clone(), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
                           [], [], {n: torch.zeros(0) for n in field_names})
+    if padded:
+        width = max(batch.seq_lens[i] for i in indices)
+        ids = torch.zeros(len(indices), width, dtype=torch.long)
+        attn = torch.zeros(len(indices), width, dtype=torch.long)
+        logit_pos, labels = [], []
+        for row, i in enumerate(indices):
+            seq, p = batch.input_ids[i], batch.prompt_lens[i]
+            ids[row, : len(seq)] = seq
+            attn[row, : len(seq)] = 1
+            logit_pos.append(torch.arange(row * width + p - 1, row * width + len(seq) - 1, dtype=torch.long))
+            labels.append(seq[p:])
+        fields = {name: torch.cat([batch.fields[name][i] for i in indices]) for name in field_names}
+        positions = (attn.cumsum(-1) - 1).clamp_min(0)
+        return MicroBatch(ids, positions, torch.cat(logit_pos), torch.cat(labels),
+                          [batch.response_lens[i] for i in indices], list(indices), fields, attention_mask=attn)
     ids, pos, logit_pos, labels = [], [], [], []
     offset = 0
     for i in indices:
@@ -149,13 +170,23 @@ def balance_across_ranks(lengths: dict[int, int], world_size: int) -> list[list[
 
 
 def split_micro(
-    indices: Sequence[int], lengths: dict[int, int], max_token_len: int | None, micro_batch_size: int | None
+    indices: Sequence[int], lengths: dict[int, int], max_token_len: int | None, micro_batch_size: int | None,
+    padded: bool = False,
 ) -> list[list[int]]:
-    """Token-budget bins (first-fit decreasing) or fixed-size chunks. A sequence longer than the budget gets a
-    bin of its own rather than being cut (cutting would change what is learned)."""
+    """Token-budget bins (first-fit decreasing; for padded batches, runs of similar length whose padded size
+    b*max_len fits) or fixed-size chunks. A sequence longer than the budget gets a bin of its own rather than
+    being cut (cutting would change what is learned)."""
     if max_token_len is None:
         size = micro_batch_size or max(len(indices), 1)
         return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+    if padded:
+        runs: list[list[int]] = []
+        for idx in sorted(indices, key=lambda i: (-lengths[i], i)):
+            if runs and (len(runs[-1]) + 1) * lengths[runs[-1][0]] <= max_token_len:
+                runs[-1].append(idx)
+            else:
+                runs.append([idx])
+        return [sorted(r) for r in runs]
     bins: list[list[int]] = []
     loads: list[int] = []
     for idx in sorted(indices, key=lambda i: (-lengths[i], i)):
@@ -178,17 +209,18 @@ def plan_forward(
     max_token_len: int | None = None,
     micro_batch_size: int | None = None,
     indices: Sequence[int] | None = None,
+    padded: bool = False,
 ) -> list[list[MicroBatch]]:
     """Per rank, the micro-batches covering `indices` (default: the whole batch), same count on every rank."""
     indices = list(range(len(batch))) if indices is None else list(indices)
     lengths = {i: batch.seq_lens[i] for i in indices}
     shards = balance_across_ranks(lengths, world_size)
-    micro = [split_micro(shard, lengths, max_token_len, micro_batch_size) for shard in shards]
+    micro = [split_micro(shard, lengths, max_token_len, micro_batch_size, padded) for shard in shards]
     count = max(len(m) for m in micro)
     plans = []
     for rank_bins in micro:
         rank_bins = rank_bins + [[] for _ in range(count - len(rank_bins))]
-        plans.append([pack(batch, b, field_names) for b in rank_bins])
+        plans.append([pack(batch, b, field_names, padded) for b in rank_bins])
     return plans
 
 
@@ -215,6 +247,7 @@ def plan_update(
     max_token_len: int | None = None,
     micro_batch_size: int | None = None,
     shuffle_seed: int | None = None,
+    padded: bool = False,
 ) -> list[list[list[MicroBatch]]]:
     """[rank][mini-batch][micro-batch]; each micro-batch carries its mini-batch's global loss normalisers."""
     if "loss_mask" not in field_names:
@@ -224,7 +257,7 @@ def plan_update(
         num_tokens = float(sum(batch.fields["loss_mask"][i].sum().item() for i in mb_indices))
         num_seqs = float(len(mb_indices))
         plans = plan_forward(batch, field_names, world_size, max_token_len=max_token_len,
-                             micro_batch_size=micro_batch_size, indices=mb_indices)
+                             micro_batch_size=micro_batch_size, indices=mb_indices, padded=padded)
         for rank, micro in enumerate(plans):
             for m in micro:
                 m.num_tokens, m.num_seqs = max(num_tokens, 1.0), num_seqs

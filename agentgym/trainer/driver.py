@@ -101,9 +101,6 @@ class RLTrainer:
 
     def _check_config(self) -> None:
         cfg = self.config
-        if not cfg.actor_rollout_ref.model.use_remove_padding:
-            raise ConfigError("agentgym always packs sequences (no padding to the longest).",
-                              entry="actor_rollout_ref.model.use_remove_padding", fix="leave it true")
         if cfg.algorithm.adv_estimator == "gae" and not cfg.use_critic:
             raise ConfigError("adv_estimator=gae needs a critic.", entry="critic.enable", fix="set critic.enable=true")
 
@@ -132,9 +129,9 @@ class RLTrainer:
 
     # ---- one step on given trajectories ----
     async def _forward(self, batch: SampleBatch, method: str, max_len: int, micro: int | None, dynamic: bool,
-                       **kwargs) -> tuple[list, list]:
+                       padded: bool, **kwargs) -> tuple[list, list]:
         plans = plan_forward(batch, ["loss_mask"], self.world_size, max_token_len=max_len if dynamic else None,
-                             micro_batch_size=micro)
+                             micro_batch_size=micro, padded=padded)
         outs = await self.workers.call(method, [(p,) for p in plans], **kwargs)
         return plans, outs
 
@@ -147,6 +144,8 @@ class RLTrainer:
         arr = cfg.actor_rollout_ref
         timer = _Timer()
         metrics: dict[str, float] = {}
+        padded = not arr.model.use_remove_padding
+        critic_padded = not cfg.critic.model.use_remove_padding
         with timer.phase("step"):
             with timer.phase("reward"):
                 batch = SampleBatch.from_trajectories(trajectories)
@@ -157,7 +156,7 @@ class RLTrainer:
                     plans, outs = await self._forward(
                         batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
                         arr.rollout.log_prob_micro_batch_size_per_gpu, arr.rollout.log_prob_use_dynamic_bsz,
-                        role="actor", with_entropy=True)
+                        padded, role="actor", with_entropy=True)
                     batch.set_ragged("old_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
                     entropy = gather_outputs(plans, [[o["entropy"] for o in r] for r in outs], len(batch))
                     batch.set_ragged("entropy", entropy)
@@ -168,14 +167,14 @@ class RLTrainer:
                 with timer.phase("ref"):
                     plans, outs = await self._forward(
                         batch, "compute_log_prob", arr.ref.log_prob_max_token_len_per_gpu,
-                        arr.ref.log_prob_micro_batch_size_per_gpu, arr.ref.log_prob_use_dynamic_bsz, role="ref")
+                        arr.ref.log_prob_micro_batch_size_per_gpu, arr.ref.log_prob_use_dynamic_bsz, padded, role="ref")
                     batch.set_ragged("ref_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
             if cfg.use_critic:
                 with timer.phase("values"):
                     c = cfg.critic
                     plans, outs = await self._forward(
                         batch, "compute_values", c.forward_max_token_len_per_gpu or c.ppo_max_token_len_per_gpu,
-                        c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz)
+                        c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz, critic_padded)
                     batch.set_ragged("values", gather_outputs(plans, outs, len(batch)))
             with timer.phase("adv"):
                 self._compute_advantages(batch, scores, mask, metrics)
@@ -187,7 +186,8 @@ class RLTrainer:
                                         groups_per_minibatch=c.ppo_mini_batch_size or groups_per_mb,
                                         max_token_len=c.ppo_max_token_len_per_gpu if c.use_dynamic_bsz else None,
                                         micro_batch_size=c.ppo_micro_batch_size_per_gpu,
-                                        shuffle_seed=cfg.data.seed + step if c.shuffle else None)
+                                        shuffle_seed=cfg.data.seed + step if c.shuffle else None,
+                                        padded=critic_padded)
                     sums = await self.workers.call("update_critic", [(p,) for p in plans])
                     metrics.update(self._merge(sums))
             if step > cfg.trainer.critic_warmup:
@@ -196,7 +196,8 @@ class RLTrainer:
                     plans = plan_update(batch, fields, self.world_size, groups_per_minibatch=groups_per_mb,
                                         max_token_len=arr.actor.ppo_max_token_len_per_gpu if arr.actor.use_dynamic_bsz else None,
                                         micro_batch_size=arr.actor.ppo_micro_batch_size_per_gpu,
-                                        shuffle_seed=cfg.data.seed + step if arr.actor.shuffle else None)
+                                        shuffle_seed=cfg.data.seed + step if arr.actor.shuffle else None,
+                                        padded=padded)
                     sums = await self.workers.call("update_actor", [(p,) for p in plans])
                     metrics.update(self._merge(sums))
         total_tokens = sum(batch.seq_lens)

@@ -71,7 +71,8 @@ class SFTTrainer:
             plans = plan_update(batch, ["loss_mask"], self.workers.world_size, groups_per_minibatch=batch_size,
                                 max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
                                 micro_batch_size=actor.ppo_micro_batch_size_per_gpu,
-                                shuffle_seed=None if shuffle_seed is None else shuffle_seed + epoch)
+                                shuffle_seed=None if shuffle_seed is None else shuffle_seed + epoch,
+                                padded=not self.config.actor_rollout_ref.model.use_remove_padding)
             sums = MetricSums()
             for part in await self.workers.call("update_sft", [(p,) for p in plans]):
                 sums.merge(part)

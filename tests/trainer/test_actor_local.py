@@ -44,15 +44,17 @@ async def _updated_weights(config, trajectories):
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
-async def test_micro_batching_and_checkpointing_do_not_change_the_update(config_for, trajectories, mode):
+async def test_micro_batching_layout_and_checkpointing_do_not_change_the_update(config_for, trajectories, mode):
     # Adam's first step is ~lr*sign(grad): float noise on near-zero gradients would flip signs, so a large eps
     # makes the step proportional to the gradient and the comparison a comparison of gradients.
     common = ("trainer.use_ray=false", f"actor_rollout_ref.actor.loss_agg_mode={mode}", "actor_rollout_ref.actor.optim.eps=1.0",
               "actor_rollout_ref.actor.use_kl_loss=true", "actor_rollout_ref.actor.entropy_coeff=0.01")
+    # padded batch in one piece vs packed rows of <= 8 tokens (with activation checkpointing) vs padded singletons
     whole = await _updated_weights(config_for(*common, "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=1000"),
                                    trajectories)
     split = await _updated_weights(
         config_for(*common, "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=8",
+                   "actor_rollout_ref.model.use_remove_padding=true",
                    "actor_rollout_ref.model.enable_gradient_checkpointing=true"), trajectories)
     fixed = await _updated_weights(
         config_for(*common, "actor_rollout_ref.actor.use_dynamic_bsz=false",

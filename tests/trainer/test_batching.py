@@ -71,3 +71,16 @@ def test_minibatches_keep_groups_and_carry_global_normalisers(trajectories):
     first_mb = [m for rank in plans for m in rank[0] if not m.is_empty]
     assert {m.num_tokens for m in first_mb} == {7.0}  # group a: 4 + 3 model tokens
     assert {m.num_seqs for m in first_mb} == {2.0}
+
+
+def test_padded_layout_matches_packed_positions(trajectories):
+    batch = SampleBatch.from_trajectories(trajectories)
+    (micro,) = plan_forward(batch, ["loss_mask"], 1, padded=True)[0]
+    assert micro.input_ids.shape == (4, 8) and micro.attention_mask.sum() == sum(batch.seq_lens)
+    flat = micro.input_ids.reshape(-1)
+    assert torch.equal(flat[micro.logit_positions + 1], micro.labels)
+    assert micro.position_ids[2].tolist() == list(range(8))
+    # padded token-budget bins: runs of similar length whose b * max_len fits
+    lengths = {0: 8, 1: 7, 2: 3, 3: 3, 4: 2}
+    bins = split_micro(list(lengths), lengths, 9, None, padded=True)
+    assert bins == [[0], [1], [2, 3, 4]]

@@ -102,9 +102,14 @@ def forward_policy(
         tie = logits.sum() * 0.0
         empty = tie.reshape(1)[:0]
         return empty, (empty if with_entropy else None)
-    out = model(input_ids=micro.input_ids, position_ids=micro.position_ids, use_cache=False,
-                logits_to_keep=micro.logit_positions)
-    logits = out.logits[0]
+    if micro.attention_mask is None:
+        out = model(input_ids=micro.input_ids, position_ids=micro.position_ids, use_cache=False,
+                    logits_to_keep=micro.logit_positions)
+        logits = out.logits[0]
+    else:
+        out = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask,
+                    position_ids=micro.position_ids, use_cache=False)
+        logits = out.logits.reshape(-1, out.logits.shape[-1])[micro.logit_positions]
     if temperature != 1.0:
         logits = logits / temperature
     log_probs = logprobs_from_logits(logits, micro.labels)
@@ -118,8 +123,9 @@ def forward_values(model: nn.Module, micro: MicroBatch) -> torch.Tensor:
     if micro.is_empty:
         ids, pos = _dummy_inputs(device)
         return (model(input_ids=ids, position_ids=pos, use_cache=False).logits.sum() * 0.0).reshape(1)[:0]
-    out = model(input_ids=micro.input_ids, position_ids=micro.position_ids, use_cache=False)
-    return out.logits[0, micro.logit_positions, 0].float()
+    out = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids,
+                use_cache=False)
+    return out.logits.reshape(-1)[micro.logit_positions].float()
 
 
 def world() -> tuple[int, int]:
