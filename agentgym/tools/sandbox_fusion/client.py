@@ -127,26 +127,12 @@ class SandboxClient:
     async def run_code(self, request: RunCodeRequest, *, request_timeout: float, deadline: float) -> CallResult:
         payload = request.model_dump_json().encode()
         state = _CallState(deadline=deadline)
-
-        def stop(retry_state) -> bool:
-            if retry_state.attempt_number >= self._retry.max_retries + 1:
-                return True
-            if state.deadline_at is not None and time.monotonic() + retry_state.upcoming_sleep >= state.deadline_at:
-                state.stopped_by_deadline = True
-                return True
-            return False
-
-        backoff = wait_random_exponential(multiplier=self._retry.initial_backoff, max=self._retry.max_backoff)
-
-        def wait(retry_state) -> float:
-            exc = retry_state.outcome.exception()
-            return max(backoff(retry_state), getattr(exc, "retry_after", 0.0))
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retryable), stop=stop, wait=wait, reraise=True
-        )
         try:
-            response = await retrying(self._attempt, payload, request_timeout, state)
+            try:
+                # Most calls succeed at once: the retry machinery is only built for those that do not.
+                response = await self._attempt(payload, request_timeout, state)
+            except _Retryable as first_failure:
+                response = await self._retry_after(first_failure, payload, request_timeout, state)
             return CallResult(response, None, None, state.attempts, state.queue_wait, state.http_status)
         except _Retryable as exc:
             outcome = Outcome.DEADLINE_EXCEEDED if state.stopped_by_deadline else exc.outcome
@@ -164,11 +150,46 @@ class SandboxClient:
                 None, reason, Outcome.DEADLINE_EXCEEDED, state.attempts, state.queue_wait, state.http_status
             )
 
+    async def _retry_after(
+        self, first_failure: _Retryable, payload: bytes, request_timeout: float, state: "_CallState"
+    ) -> RunCodeResponse:
+        """Retry with tenacity; its first 'attempt' replays the failure already met, so its counting and backoff
+        are exactly those of a loop that made every attempt itself."""
+        pending: Optional[_Retryable] = first_failure
+
+        async def attempt() -> RunCodeResponse:
+            nonlocal pending
+            if pending is not None:
+                failure, pending = pending, None
+                raise failure
+            return await self._attempt(payload, request_timeout, state)
+
+        def stop(retry_state) -> bool:
+            if retry_state.attempt_number >= self._retry.max_retries + 1:
+                return True
+            if state.deadline_at is not None and time.monotonic() + retry_state.upcoming_sleep >= state.deadline_at:
+                state.stopped_by_deadline = True
+                return True
+            return False
+
+        backoff = wait_random_exponential(multiplier=self._retry.initial_backoff, max=self._retry.max_backoff)
+
+        def wait(retry_state) -> float:
+            exc = retry_state.outcome.exception()
+            return max(backoff(retry_state), getattr(exc, "retry_after", 0.0))
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(_Retryable), stop=stop, wait=wait, reraise=True)
+        return await retrying(attempt)
+
     async def _attempt(self, payload: bytes, request_timeout: float, state: "_CallState") -> RunCodeResponse:
         waited_from = time.monotonic()
         slot = self._slot()
         try:
-            await asyncio.wait_for(slot.acquire(), state.remaining())
+            remaining = state.remaining()
+            if remaining is None:
+                await slot.acquire()
+            else:
+                await asyncio.wait_for(slot.acquire(), remaining)
         except asyncio.TimeoutError:
             raise _DeadlineReached(f"no worker slot came free within the call's deadline of {state.deadline:g} s") from None
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
@@ -61,11 +61,20 @@ class CallMetrics:
         return max(0, self.attempts - 1)
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["outcome"] = self.outcome.value
-        d["retries"] = self.retries
-        d["infrastructure_failure"] = self.outcome.is_infrastructure_failure
-        return d
+        # Spelled out: dataclasses.asdict deep-copies and costs more than the rest of the tool's bookkeeping.
+        return {
+            "outcome": self.outcome.value,
+            "latency_s": self.latency_s,
+            "queue_wait_s": self.queue_wait_s,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "language": self.language,
+            "http_status": self.http_status,
+            "execution_time_s": self.execution_time_s,
+            "output_truncated": self.output_truncated,
+            "error": self.error,
+            "infrastructure_failure": self.outcome.is_infrastructure_failure,
+        }
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
