@@ -146,16 +146,20 @@ class RunCgroup:
         return None if ns is None else ns / 1e9
 
     async def kill_all(self, spare: Iterable[int] = ()) -> None:
-        """SIGKILL every process in the group (except `spare`), looping until no new ones appear."""
-        spared = set(spare)
-        if self.version == 2 and not spared and (self.pids_dir / "cgroup.kill").exists():
+        """SIGKILL every process in the group (except `spare`) until a pass finds none not yet signalled.
+
+        A SIGKILLed process never runs user code again, so once this returns the run can no longer act,
+        even while the kernel is still tearing its processes (and namespaces) down.
+        """
+        signalled = set(spare)
+        if self.version == 2 and not signalled and (self.pids_dir / "cgroup.kill").exists():
             try:
                 _write(self.pids_dir / "cgroup.kill", "1")
                 return
             except OSError:
                 pass
-        for _ in range(200):
-            victims = [p for p in self.pids() if p not in spared]
+        for _ in range(1000):
+            victims = [p for p in self.pids() if p not in signalled]
             if not victims:
                 return
             for pid in victims:
@@ -163,12 +167,13 @@ class RunCgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            await asyncio.sleep(0.001)
+            signalled.update(victims)
+            await asyncio.sleep(0)
 
     async def remove(self) -> None:
         """Kill stragglers and delete the group; retries while the kernel finishes tearing tasks down."""
-        for attempt in range(500):
-            if self.pids():
+        for attempt in range(1000):
+            if attempt % 10 == 0 and self.pids():
                 await self.kill_all()
             busy = False
             for d in self.dirs:

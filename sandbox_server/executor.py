@@ -51,6 +51,7 @@ class CodeExecutor:
         self.runner = runner
         self.languages = languages
         self.pool: Optional[WarmPool] = None
+        self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.work_root, 0o711)
 
@@ -69,6 +70,9 @@ class CodeExecutor:
     async def aclose(self) -> None:
         if self.pool is not None:
             await self.pool.aclose()
+        await self.runner.drain()
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self.runner.close()
 
     def _env(self, spec: LanguageSpec) -> dict[str, str]:
@@ -132,7 +136,10 @@ class CodeExecutor:
         finally:
             if warm is not None and self.pool is not None:  # taken but not run (e.g. bad input files)
                 await self.pool.destroy(warm)
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            # Every process of the run is SIGKILLed by now; deleting its files need not delay the answer.
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(shutil.rmtree, workdir, True))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
 
     def _write_inputs(self, workdir: Path, spec: LanguageSpec, request: RunCodeRequest) -> None:
         for rel, content in request.files.items():

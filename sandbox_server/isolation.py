@@ -10,6 +10,7 @@ further user namespaces.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import resource
@@ -46,6 +47,8 @@ class StepRunner(Protocol):
                        memory_bytes: int, env: Mapping[str, str]) -> StepResult: ...
 
     def prepare_workdir(self, workdir: Path) -> None: ...
+
+    async def drain(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -126,6 +129,7 @@ class BwrapRunner:
         self.cgroups = cgroups
         self.bwrap = bwrap
         self._layout = _root_layout()
+        self._cleanups: set[asyncio.Task] = set()
         self._launcher = [sh, "-c", _LAUNCH_SCRIPT, "sandbox-launch", setpriv,
                           f"--reuid={settings.sandbox_uid}", f"--regid={settings.sandbox_gid}", "--clear-groups",
                           "--"]
@@ -215,6 +219,13 @@ class BwrapRunner:
         cg.reset_peak()
         return cg.cpu_time_s() or 0.0
 
+    def remove_later(self, cg: RunCgroup) -> None:
+        """Delete a finished step's cgroup off the request path: its processes are already SIGKILLed,
+        but the kernel may still be tearing down their namespaces (mount teardown waits for RCU)."""
+        task = asyncio.get_running_loop().create_task(cg.remove())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
     async def run_step(self, argv: Sequence[str], *, workdir: Path, stdin: Optional[bytes], timeout: float,
                        memory_bytes: int, env: Mapping[str, str]) -> StepResult:
         cg = self.new_cgroup(memory_bytes)
@@ -222,7 +233,11 @@ class BwrapRunner:
             spawned = await self.start(argv, workdir=workdir, env=env, cg=cg, timeout=timeout)
             return await self.finish(spawned, cg, stdin=stdin, timeout=timeout)
         finally:
-            await cg.remove()
+            self.remove_later(cg)
+
+    async def drain(self) -> None:
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
     def close(self) -> None:
         self.cgroups.close()
@@ -249,6 +264,9 @@ class InsecureRunner:
             max_output_bytes=self.settings.max_output_bytes, output_kill_bytes=self.settings.output_kill_bytes,
             preexec_fn=preexec, kill_tree=kill_tree, new_session=True)
         return StepResult(outcome)
+
+    async def drain(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -75,7 +75,7 @@ class WarmPool:
             return await self.runner.finish(sandbox.spawned, sandbox.cg, stdin=stdin, timeout=timeout,
                                             prefix=release, cpu_before=cpu_before)
         finally:
-            await sandbox.cg.remove()
+            self.runner.remove_later(sandbox.cg)
 
     async def destroy(self, sandbox: WarmSandbox) -> None:
         await sandbox.spawned.discard(lambda pid: sandbox.cg.kill_all())
