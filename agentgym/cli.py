@@ -56,6 +56,14 @@ def _rollout(args: argparse.Namespace, console: Console) -> int:
     return run_rollout_command(args.config, args.overrides, args.out, console)
 
 
+def _plot(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.trainer.plot import plot_run
+
+    for png in plot_run(args.run_dir, args.out):
+        console.print(f"wrote {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--seed", type=int, default=0)
     quick.add_argument("--model-size", default="tiny", choices=["tiny", "small"])
     quick.add_argument("--rl-steps", type=int, default=12)
-    quick.add_argument("--sft-epochs", type=int, default=10)
-    quick.add_argument("--sft-rows", type=int, default=512)
+    quick.add_argument("--sft-epochs", type=int, default=8)
+    quick.add_argument("--sft-rows", type=int, default=256)
     quick.add_argument("--eval-rows", type=int, default=64)
     quick.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. actor_rollout_ref.rollout.n=4")
     quick.set_defaults(handler=_quickstart)
@@ -76,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--out", type=Path, default=Path("runs/rollout"))
     rollout.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train_files=rows.parquet")
     rollout.set_defaults(handler=_rollout)
+
+    plot = sub.add_parser("plot", help="draw reward and KL curves of a run directory to PNG")
+    plot.add_argument("run_dir", type=Path)
+    plot.add_argument("--out", type=Path, default=None)
+    plot.set_defaults(handler=_plot)
 
     demo = sub.add_parser("demo", help="scripted multi-turn episodes of the arithmetic environment (no model)")
     demo.add_argument("--seed", type=int, default=0)

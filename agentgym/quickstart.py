@@ -43,10 +43,10 @@ class QuickstartSettings:
     run_dir: Path
     seed: int = 0
     model_size: str = "tiny"
-    sft_rows: int = 512
-    sft_epochs: int = 10
-    sft_batch_size: int = 32
-    sft_lr: float = 3e-3
+    sft_rows: int = 256
+    sft_epochs: int = 8
+    sft_batch_size: int = 16
+    sft_lr: float = 2e-3
     rl_steps: int = 12
     eval_rows: int = 64
     min_digits: int = 2

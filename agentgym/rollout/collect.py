@@ -140,26 +140,42 @@ def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_d
     return 0 if any(not t.failed for t in trajectories) else 1
 
 
+class _StartedOnFirstUse:
+    """The engine as the trainer sees it: started inside the trainer's event loop by whichever comes first,
+    the initial weight sync or the first collection."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self._lock: asyncio.Lock | None = None
+        self._started = False
+
+    async def ensure_started(self) -> Any:
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if not self._started:
+                await self.engine.start()
+                self._started = True
+        return self.engine
+
+    async def update_weights(self, state_dict: Any = None, *, path: str | None = None) -> None:
+        await (await self.ensure_started()).update_weights(state_dict, path=path)
+
+
 def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
     """The trainer's default rollout side: `(collect(rows, step), engine)` from the run config.
 
-    The engine starts lazily inside the trainer's event loop; `actor_rollout_ref.rollout.n` samples per row form one
-    group, and group ids are fixed by the step so a seeded run repeats.
+    `actor_rollout_ref.rollout.n` samples per row form one group, and group ids are fixed by the step so a seeded
+    run repeats.
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.actor_rollout_ref.model.tokenizer_path or cfg.actor_rollout_ref.model.path)
     tools, interactions = load_environment(cfg)
-    engine = make_engine(cfg)
-    loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed))
-    started = asyncio.Lock()
-    state = {"running": False}
+    engine = _StartedOnFirstUse(make_engine(cfg))
+    loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed))
 
     async def collect(rows: list[dict[str, Any]], step: int) -> list[Trajectory]:
-        async with started:
-            if not state["running"]:
-                await engine.start()
-                state["running"] = True
+        await engine.ensure_started()
         return await loop.run_batch(rows, n=cfg.actor_rollout_ref.rollout.n, group_prefix=f"step{step}-")
 
     return collect, engine

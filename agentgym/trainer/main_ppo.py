@@ -1,7 +1,8 @@
 """`python -m agentgym.trainer.main_ppo [CONFIG.yaml] key=value ...`: an RL run from one YAML plus dotted overrides.
 
 The rollout side is a factory `make_rollout(config) -> (collect, engine)`: pass it to `main()`/`run_ppo()` from
-Python, or name it on the command line with `--rollout package.module:function`.
+Python, or name it on the command line with `--rollout package.module:function`. Without either, the default is the
+agent loop built from the config (`agentgym.rollout.collect:make_rollout`: model, tools, interaction, engine).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from agentgym.trainer.data import read_rows
 from agentgym.trainer.driver import CollectFn, RLTrainer, WeightReceiver
 
 RolloutFactory = Callable[[AgentGymConfig], "tuple[CollectFn, WeightReceiver | None]"]
+
+
+DEFAULT_ROLLOUT = "agentgym.rollout.collect:make_rollout"
 
 
 def parse_args(argv: Sequence[str]) -> tuple[str | None, list[str], str | None]:
@@ -86,6 +90,8 @@ def main(argv: Sequence[str] | None = None, *, make_rollout: RolloutFactory | No
         config = load_config(path, overrides)
         if rollout_spec is not None:
             make_rollout = import_factory(rollout_spec)
+        elif make_rollout is None:
+            make_rollout = import_factory(DEFAULT_ROLLOUT)
         run_ppo(config, make_rollout=make_rollout)
     except AgentGymError as exc:
         print(f"error: {exc}", file=sys.stderr)

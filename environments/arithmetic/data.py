@@ -8,10 +8,7 @@ from typing import Any
 
 from agentgym.tools.arithmetic import evaluate, format_number
 
-SYSTEM_PROMPT = (
-    "You are a careful assistant. Use the calculator tool for arithmetic. "
-    "When you know the result, reply with the final answer as \\boxed{number}."
-)
+SYSTEM_PROMPT = "Use the calculator for arithmetic. Give the final answer as \\boxed{number}."
 
 _TEMPLATES = [
     ("A warehouse holds {a} boxes with {b} items each. {c} items are shipped out. How many items remain?", "{a}*{b}-{c}"),
@@ -58,7 +55,6 @@ def make_rows(cfg: ArithmeticTaskConfig) -> list[dict[str, Any]]:
                     "split": cfg.split,
                     "index": index,
                     "expression": expression,
-                    "tools_kwargs": {},
                     "interaction_kwargs": {"name": "math_feedback", "ground_truth": answer},
                 },
             }
