@@ -5,18 +5,32 @@ from __future__ import annotations
 import pytest
 
 
+def _ray_init(ray) -> None:
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    except Exception:  # a start under heavy load can time out once; a second try gets a clean slate
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+
+
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for the whole session; reused if another area's tests already started one."""
+def _ray_session():
     import ray
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False)
-        started = True
-    yield ray
+    started = not ray.is_initialized()
     if started:
+        _ray_init(ray)
+    yield ray
+    if started and ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """One local Ray for the session (reused if another area's tests started one; restarted if one shut it down)."""
+    if not _ray_session.is_initialized():
+        _ray_init(_ray_session)
+    return _ray_session
 
 
 @pytest.fixture

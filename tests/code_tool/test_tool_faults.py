@@ -237,3 +237,32 @@ async def test_global_rate_limit_goes_through_ray(fault_server, ray_local):
     from agentgym.tools.rate_limit import global_limiter_actor_name
 
     assert ray_local.get_actor(global_limiter_actor_name(f"test-tool-{fault_server.port}")) is not None
+
+
+_NO_RAY_CHILD = """
+import asyncio, logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(message)s")
+from agentgym.tools.sandbox_fusion import SandboxFusionTool, aclose_http_sessions
+
+async def main():
+    tool = SandboxFusionTool({"sandbox_fusion_url": sys.argv[1], "rate_limit": 100}, None)
+    iid, _ = await tool.create()
+    for _ in range(2):
+        resp, _, m = await tool.execute(iid, {"code": "# fault: ok\\nfine"})
+        print("OUTCOME", m["outcome"])
+    await aclose_http_sessions()
+
+asyncio.run(main())
+"""
+
+
+def test_global_rate_limit_without_ray_falls_back_to_the_process_bucket_and_says_so(fault_server):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_RAY_CHILD, fault_server.url], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("OUTCOME success") == 2
+    assert out.stdout.count("this process is not connected to Ray") == 1
