@@ -105,23 +105,10 @@ class RLTrainer:
             raise ConfigError("adv_estimator=gae needs a critic.", entry="critic.enable", fix="set critic.enable=true")
 
     def start_workers(self) -> None:
-        if self.workers is not None:
-            return
-        from agentgym.trainer.workers import LocalWorkerGroup, RayWorkerGroup
+        if self.workers is None:
+            from agentgym.trainer.workers import start_worker_group
 
-        cfg = self.config
-        if cfg.trainer.use_ray:
-            import ray
-
-            if not ray.is_initialized():
-                init = cfg.ray_kwargs.ray_init
-                ray.init(num_cpus=init.num_cpus, address=init.address, include_dashboard=False)
-            self.workers = RayWorkerGroup(cfg, cfg.world_size, total_steps=self.total_steps)
-        else:
-            if cfg.world_size != 1:
-                raise ConfigError(f"trainer.use_ray=false runs one rank but the config asks for {cfg.world_size}.",
-                                  entry="trainer.n_gpus_per_node", fix="set trainer.use_ray=true or n_gpus_per_node=1")
-            self.workers = LocalWorkerGroup(cfg, total_steps=self.total_steps)
+            self.workers = start_worker_group(self.config, total_steps=self.total_steps)
 
     @property
     def world_size(self) -> int:

@@ -44,20 +44,10 @@ class SFTTrainer:
         self.total_steps = total_steps
 
     def start_workers(self) -> None:
-        if self.workers is not None:
-            return
-        from agentgym.trainer.workers import LocalWorkerGroup, RayWorkerGroup
+        if self.workers is None:
+            from agentgym.trainer.workers import start_worker_group
 
-        cfg = self.config
-        if cfg.trainer.use_ray:
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(num_cpus=cfg.ray_kwargs.ray_init.num_cpus, address=cfg.ray_kwargs.ray_init.address,
-                         include_dashboard=False)
-            self.workers = RayWorkerGroup(cfg, cfg.world_size, total_steps=self.total_steps, roles=("actor",))
-        else:
-            self.workers = LocalWorkerGroup(cfg, total_steps=self.total_steps, roles=("actor",))
+            self.workers = start_worker_group(self.config, total_steps=self.total_steps, roles=("actor",))
 
     async def train(self, trajectories: Sequence[Trajectory], *, batch_size: int, epochs: int = 1,
                     shuffle_seed: int | None = None) -> list[dict[str, float]]:

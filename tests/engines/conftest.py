@@ -8,17 +8,6 @@ from agentgym.rollout.engines import TransformersEngine, TransformersEngineConfi
 
 
 @pytest.fixture(scope="session")
-def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Same folder as tests/models uses: one build per session whichever folder runs first.
-    return tmp_path_factory.getbasetemp() / "agentgym-models"
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(model_cache_dir: Path) -> Path:
-    return build_tiny_model(model_cache_dir, size="tiny", seed=0)
-
-
-@pytest.fixture(scope="session")
 def other_tiny_model_dir(model_cache_dir: Path) -> Path:
     return build_tiny_model(model_cache_dir, size="tiny", seed=1)
 

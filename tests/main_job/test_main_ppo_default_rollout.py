@@ -4,12 +4,11 @@ import json
 import subprocess
 import sys
 
-from agentgym.models import build_tiny_model
 from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 
-def test_main_ppo_trains_with_the_default_agent_loop(tmp_path):
-    model = build_tiny_model(tmp_path / "models", size="tiny", seed=0)
+def test_main_ppo_trains_with_the_default_agent_loop(tmp_path, tiny_model_dir):
+    model = tiny_model_dir
     rows = tmp_path / "rows.parquet"
     subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
     run_dir = tmp_path / "run"

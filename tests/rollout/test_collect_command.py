@@ -4,26 +4,18 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from agentgym.models import build_tiny_model
 from agentgym.rollout.trajectory_io import read_parquet
 from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("models"), size="tiny", seed=0)
-
-
-def test_rollout_command_writes_trajectories_and_summary(model_dir, tmp_path):
+def test_rollout_command_writes_trajectories_and_summary(tiny_model_dir, tmp_path):
     rows = tmp_path / "rows.jsonl"
     subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(rows), "--rows", "3"], check=True)
     out = tmp_path / "out"
     result = subprocess.run(
         [
             sys.executable, "-m", "agentgym", "rollout", "--out", str(out),
-            f"actor_rollout_ref.model.path={model_dir}",
+            f"actor_rollout_ref.model.path={tiny_model_dir}",
             f"data.train_files={rows}",
             "data.max_response_length=48",
             "actor_rollout_ref.rollout.n=2",

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, Sequence
 
 from agentgym.config.schema import AgentGymConfig
+from agentgym.errors import ConfigError
 from agentgym.trainer.workers.worker import TrainWorker
 
 
@@ -61,3 +62,21 @@ class RayWorkerGroup:
         finally:
             for actor in self.actors:
                 ray.kill(actor)
+
+
+def start_worker_group(config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None):
+    """The ranks a run asks for: Ray actors (starting a local Ray when none is connected) or one in-process rank."""
+    if config.trainer.use_ray:
+        import ray
+
+        if not ray.is_initialized():
+            init = config.ray_kwargs.ray_init
+            ray.init(num_cpus=init.num_cpus, address=init.address, include_dashboard=False)
+        return RayWorkerGroup(config, config.world_size, total_steps=total_steps, roles=roles)
+    if config.world_size != 1:
+        raise ConfigError(
+            f"trainer.use_ray=false runs one rank but the config asks for {config.world_size}.",
+            entry="trainer.n_gpus_per_node",
+            fix="set trainer.use_ray=true or n_gpus_per_node=1",
+        )
+    return LocalWorkerGroup(config, total_steps=total_steps, roles=roles)
