@@ -29,6 +29,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-queue", type=int, default=None, help="requests allowed to wait; beyond that 503")
     p.add_argument("--default-memory-mb", type=int, default=None, help="memory limit when a request sends -1")
     p.add_argument("--work-root", type=Path, default=None, help="parent dir of per-run work dirs (tmpfs advised)")
+    p.add_argument("--warm-pool-size", type=int, default=None,
+                   help="pre-started python sandboxes kept ready (0 disables the warm pool)")
     p.add_argument("--sandbox-uid", type=int, default=None, help="host uid (and gid) that runs user code")
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
@@ -39,7 +41,7 @@ def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
         "host": args.host, "port": args.port, "isolation": not args.insecure_no_isolation,
         "max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
         "default_memory_limit_mb": args.default_memory_mb, "work_root": args.work_root,
-        "sandbox_uid": args.sandbox_uid, "sandbox_gid": args.sandbox_uid,
+        "sandbox_uid": args.sandbox_uid, "sandbox_gid": args.sandbox_uid, "warm_pool_size": args.warm_pool_size,
     }
     return SandboxSettings(**{k: v for k, v in overrides.items() if v is not None})
 

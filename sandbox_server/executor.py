@@ -64,7 +64,11 @@ class CodeExecutor:
                              hold_timeout_s=self.settings.max_timeout_s)
         for name in self.settings.warm_languages:
             spec = self.languages.get(name)
-            if spec is not None and spec.compile is None:
+            if spec is None or spec.compile is not None:
+                continue
+            if spec.preload is not None and self.settings.warm_preload:
+                self.pool.add_language(spec.name, spec.preload, self._env(spec), self_gated=True)
+            else:
                 self.pool.add_language(spec.name, spec.run_argv([]), self._env(spec))
 
     async def aclose(self) -> None:

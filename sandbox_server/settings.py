@@ -44,6 +44,7 @@ class SandboxSettings(BaseModel):
 
     warm_pool_size: int = Field(2, ge=0, description="pre-started sandboxes kept ready per warm language")
     warm_languages: list[str] = Field(["python"], description="languages served from the warm pool")
+    warm_preload: bool = Field(True, description="warm python sandboxes start the interpreter ahead of time")
 
     work_root: Path = Field(default_factory=_default_work_root)
     sandbox_uid: int = Field(61000, ge=1, description="unprivileged host uid that runs user code")

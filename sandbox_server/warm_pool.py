@@ -41,14 +41,16 @@ class WarmPool:
         self.size = size
         self.idle_memory_bytes = idle_memory_bytes
         self.hold_timeout_s = hold_timeout_s
-        self._specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self._specs: dict[str, tuple[list[str], dict[str, str], bool]] = {}
         self._ready: dict[str, list[WarmSandbox]] = {}
         self._pending: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
 
-    def add_language(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
-        self._specs[name] = (list(argv), dict(env))
+    def add_language(self, name: str, argv: Sequence[str], env: Mapping[str, str], self_gated: bool = False) -> None:
+        """`self_gated`: argv itself waits for the release line (a preloaded interpreter); otherwise a
+        shell inside the sandbox waits for it and then execs argv."""
+        self._specs[name] = (list(argv), dict(env), self_gated)
         self._ready[name] = []
         self._pending[name] = 0
         self._top_up(name)
@@ -94,7 +96,7 @@ class WarmPool:
         task.add_done_callback(self._tasks.discard)
 
     async def _create(self, name: str) -> None:
-        argv, env = self._specs[name]
+        argv, env, self_gated = self._specs[name]
         workdir = self.runner.settings.work_root / f"warm-{uuid.uuid4().hex}"
         cg: Optional[RunCgroup] = None
         try:
@@ -102,7 +104,7 @@ class WarmPool:
             self.runner.prepare_workdir(workdir)
             cg = self.runner.new_cgroup(self.idle_memory_bytes)
             spawned = await self.runner.start(argv, workdir=workdir, env=env, cg=cg, timeout=self.hold_timeout_s,
-                                              hold=True)
+                                              hold=not self_gated)
             sandbox = WarmSandbox(spawned, cg, workdir)
             if self._closed:
                 await self.destroy(sandbox)

@@ -186,3 +186,36 @@ def test_limits_follow_the_request_on_warm_and_cold_paths(run):
     assert cold["run_result"]["stdout"] == "8 ['x', 'y']\n"
     bash = run(code="ulimit -t; ulimit -n; ulimit -c", language="bash", run_timeout=5)
     assert bash["run_result"]["stdout"].split() == ["6", "1024", "0"]
+
+
+SEMANTICS_PROBES = [
+    "import sys, os\nprint(__name__, __file__, sys.argv, sys.path[0], os.getcwd())",
+    "import sys\nprint(sys.stdin.readline().strip()[::-1]); print(input())",
+    "raise KeyError('k')",
+    "def f():\n    1 / 0\ntry:\n    f()\nexcept Exception as e:\n    raise ValueError('wrapped') from e",
+    "import warnings\nwarnings.warn('careful')\nprint(__builtins__.__name__, __spec__, __package__)",
+    "def f(:\n    pass",
+    "import sys\nprint('bye'); sys.exit(7)",
+    "import sys\nsys.exit('fatal message')",
+    "import os\nos.write(0 if False else 1, b'raw\\n')\nimport os; print(len(os.read(0, 100)))",
+    "import pickle\nclass A: pass\nprint(type(pickle.loads(pickle.dumps(A()))).__module__)",
+    "import multiprocessing as mp\n\ndef sq(x):\n    return x * x\n\nif __name__ == '__main__':\n"
+    "    with mp.Pool(2) as p:\n        print(p.map(sq, range(5)))",
+]
+
+
+@pytest.mark.parametrize("code", SEMANTICS_PROBES)
+def test_warm_python_behaves_like_a_fresh_interpreter(code, sandbox_server, cold_server):
+    """The pre-started interpreter must be indistinguishable from `python3 main.py`."""
+    payload = {"code": code, "language": "python", "stdin": "abc\ndef\n"}
+    warm = httpx.post(f"{sandbox_server.url}/run_code", json=payload, timeout=60).json()["run_result"]
+    cold = httpx.post(f"{cold_server.url}/run_code", json=payload, timeout=60).json()["run_result"]
+    assert (warm["return_code"], warm["stdout"], warm["stderr"]) == \
+        (cold["return_code"], cold["stdout"], cold["stderr"])
+
+
+@pytest.fixture(scope="module")
+def cold_server():
+    server = start_server("--warm-pool-size", "0")
+    yield server
+    stop_server(server)

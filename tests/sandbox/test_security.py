@@ -22,17 +22,37 @@ print(json.dumps({'cwd': sorted(os.listdir('.')), 'tmp': os.listdir('/tmp'), 'sh
 """
 
 
-def _is_held_sandbox(pid: int) -> bool:
-    """Processes of a pre-started (warm) sandbox waiting for its request: bwrap and its waiting shell."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # already gone
-    return argv[0].endswith(b"bwrap") or (argv[0] == b"/bin/sh" and b"sandbox-run" in argv)
+def _proc_info(pid: int) -> tuple[int, str, bytes]:
+    """(parent pid, pids-cgroup path, argv[0]) of a process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    cgroup = ""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if "pids" in ctrls.split(",") or (ctrls == "" and not cgroup):
+            cgroup = path
+    return ppid, cgroup, Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
 
 
-def leftover_pids_of_uid(uid: int) -> list[int]:
-    return [p for p in host_pids_of_uid(uid) if not _is_held_sandbox(p)]
+def leftover_pids_of_uid(uid: int, server_pid: int) -> list[int]:
+    """Processes of the sandbox uid, minus pre-started (warm) sandboxes still waiting for a request.
+
+    A waiting sandbox is a cgroup of at most 3 processes whose outer bwrap is the server's own child;
+    once a run ends its outer bwrap has exited, so anything left in its cgroup counts as a leftover.
+    """
+    groups: dict[str, list[tuple[int, int, bytes]]] = {}
+    for pid in host_pids_of_uid(uid):
+        try:
+            ppid, cgroup, exe = _proc_info(pid)
+        except OSError:
+            continue
+        groups.setdefault(cgroup, []).append((pid, ppid, exe))
+    leftovers = []
+    for members in groups.values():
+        held = len(members) <= 3 and any(ppid == server_pid and exe.endswith(b"bwrap") for _, ppid, exe in members)
+        if not held:
+            leftovers += [pid for pid, _, _ in members]
+    return leftovers
 
 
 def host_pids_of_uid(uid: int) -> list[int]:
@@ -57,11 +77,16 @@ def clean_after(sandbox_server: ServerProcess, run):
     yield
     assert sandbox_server.alive(), "the sandbox server died"
     deadline = time.monotonic() + 5
-    while leftover_pids_of_uid(sandbox_server.sandbox_uid) and time.monotonic() < deadline:
+    uid, server_pid = sandbox_server.sandbox_uid, sandbox_server.proc.pid
+    while leftover_pids_of_uid(uid, server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert leftover_pids_of_uid(sandbox_server.sandbox_uid) == [], "processes of the run survived it"
-    leftovers = [p.name for p in sandbox_server.work_root.iterdir() if not p.name.startswith("warm-")]
-    assert leftovers == [], "a run's work dir was left behind"
+    assert leftover_pids_of_uid(uid, server_pid) == [], "processes of the run survived it"
+    def leftover_dirs() -> list[str]:  # removal happens just after the answer, so allow it a moment
+        return [p.name for p in sandbox_server.work_root.iterdir() if not p.name.startswith("warm-")]
+
+    while leftover_dirs() and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
+    assert leftover_dirs() == [], "a run's work dir was left behind"
     out = run(code=CLEAN_PROBE)
     assert out["status"] == "Success", out
     state = json.loads(out["run_result"]["stdout"])
