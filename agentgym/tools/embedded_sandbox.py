@@ -201,7 +201,9 @@ class EmbeddedSandbox:
                     logger.info("embedded sandbox server ready at %s (pid %d)", url, proc.pid)
                     return True
         if not self._stopping:
-            self._last_error = f"`{' '.join(cmd)}` did not print its URL and answer /v1/ping within {self.startup_timeout:g} s"
+            self._last_error = (
+                f"`{' '.join(cmd)}` did not print its URL and answer /v1/ping within {self.startup_timeout:g} s"
+            )
         _terminate_group(proc, 2.0)
         return False
 

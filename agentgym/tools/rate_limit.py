@@ -56,7 +56,7 @@ class GcraSchedule:
         self.burst = int(self.burst)
 
     def reserve(self, now: float, max_delay: Optional[float] = None) -> Optional[float]:
-        """Take the next free token and return how long after `now` it is free; None (nothing taken) if later than max_delay."""
+        """Take the next free token; return its delay after `now`, or None (nothing taken) if past max_delay."""
         interval = 1.0 / self.rate
         tat = max(self.tat, now)
         free_at = tat - (self.burst - 1) * interval
@@ -142,7 +142,9 @@ class GlobalTokenBucket:
         self.burst = int(burst)
         self._max_batch = max_batch
         self._actor = None
-        self._pending: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Waiter]]" = weakref.WeakKeyDictionary()
+        self._pending: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Waiter]]" = (
+            weakref.WeakKeyDictionary()
+        )
         self._pumps: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
 
     @property

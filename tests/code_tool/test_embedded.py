@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -87,8 +86,9 @@ async def test_a_server_that_cannot_start_gives_the_model_an_error_with_the_reas
     started = time.monotonic()
     resp, _, m = await run(tool, "print(1)")
     assert m["outcome"] == "unavailable" and m["infrastructure_failure"]
-    assert "unrecognized arguments: --no-such-flag" in resp.text
-    assert "set sandbox_fusion_url" in resp.text
+    assert resp.text.startswith("Sandbox error: the code could not be run (the sandbox server could not be started)")
+    assert "unrecognized arguments: --no-such-flag" in m["error"]
+    assert "set sandbox_fusion_url" in m["error"]
     assert time.monotonic() - started < 20
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agentgym.tools.sandbox_fusion import Outcome, SandboxFusionTool
+from agentgym.tools.sandbox_fusion import SandboxFusionTool
 
 
 def make_tool(server, **overrides) -> SandboxFusionTool:

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable, Optional
 
 import aiohttp
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from agentgym.tools.rate_limit import AsyncRateLimiter, RateLimitTimeout
 from agentgym.tools.sandbox_fusion.http import SharedHttpSessions
@@ -191,13 +191,16 @@ class SandboxClient:
             else:
                 await asyncio.wait_for(slot.acquire(), remaining)
         except asyncio.TimeoutError:
-            raise _DeadlineReached(f"no worker slot came free within the call's deadline of {state.deadline:g} s") from None
+            raise _DeadlineReached(
+                f"no worker slot came free within the call's deadline of {state.deadline:g} s"
+            ) from None
         try:
             try:
                 await self._limiter.acquire(timeout=state.remaining())
             except RateLimitTimeout:
                 raise _DeadlineReached(
-                    f"the rate limit ({self._limiter.rate:g}/s) had no slot within the call's deadline of {state.deadline:g} s"
+                    f"the rate limit ({self._limiter.rate:g}/s) had no slot within the call's deadline "
+                    f"of {state.deadline:g} s"
                 ) from None
             state.queue_wait += time.monotonic() - waited_from
             state.admitted()
@@ -229,7 +232,9 @@ class SandboxClient:
                 return resp.status, _retry_after_seconds(resp.headers.get("Retry-After")), body
         except (asyncio.TimeoutError, TimeoutError):
             if cut_by_deadline:
-                raise _DeadlineReached(f"the sandbox did not answer within the call's deadline of {deadline:g} s") from None
+                raise _DeadlineReached(
+                    f"the sandbox did not answer within the call's deadline of {deadline:g} s"
+                ) from None
             raise _Retryable(Outcome.UNAVAILABLE, f"the sandbox did not answer within {timeout:g} s") from None
         except aiohttp.ClientError as exc:
             raise _Retryable(Outcome.UNAVAILABLE, f"could not reach the sandbox at {url}: {exc!r}") from None
@@ -253,7 +258,8 @@ class SandboxClient:
                 Outcome.BAD_RESPONSE, f"the sandbox's answer is not Sandbox Fusion JSON: {_snippet(body)!r}", status
             ) from None
         if response.status == "SandboxError":
-            raise _Retryable(Outcome.SANDBOX_ERROR, f"the sandbox failed internally: {response.message[:_SNIPPET]}", status)
+            reason = f"the sandbox failed internally: {response.message[:_SNIPPET]}"
+            raise _Retryable(Outcome.SANDBOX_ERROR, reason, status)
         return response
 
 

@@ -108,7 +108,9 @@ class SandboxFusionToolConfig(BaseModel):
         return None if self.sandbox_fusion_url is None else run_code_endpoint(self.sandbox_fusion_url)
 
     @classmethod
-    def from_tool_config(cls, config: dict[str, Any] | None, *, tool: str = "SandboxFusionTool") -> "SandboxFusionToolConfig":
+    def from_tool_config(
+        cls, config: dict[str, Any] | None, *, tool: str = "SandboxFusionTool"
+    ) -> "SandboxFusionToolConfig":
         """Validate a YAML `config:` mapping; every problem is reported with its key and a fix."""
         try:
             return cls.model_validate(dict(config or {}))

@@ -1,9 +1,9 @@
 """The process's HTTP client for sandbox calls: one pooled keep-alive aiohttp session per event loop.
 
 aiohttp won over httpx in benchmarks/code_tool_bench.py: on a 2-core machine, 3-4x lower p50 at 1 in flight and
-4-8x the calls/s at 16 and 128 in flight. A session belongs to the loop that made it, so a process running several loops (tests, a
-thread with its own loop) gets one session per loop; each is closed by `aclose_current_loop`, or dropped with its
-loop.
+4-8x the calls/s at 16 and 128 in flight. A session belongs to the loop that made it, so a process running several
+loops (tests, a thread with its own loop) gets one session per loop; each is closed by `aclose_current_loop`, or
+dropped with its loop.
 """
 
 from __future__ import annotations

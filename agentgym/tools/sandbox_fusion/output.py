@@ -91,14 +91,22 @@ def render_response(response: RunCodeResponse, limits: Limits) -> Rendered:
         c = response.compile_result
         assert c is not None
         if outcome is Outcome.COMPILE_TIMEOUT:
-            lines.append(f"Compilation timed out: it was stopped after {_seconds(limits.compile_timeout)}. The program did not run.")
+            lines.append(
+                f"Compilation timed out: it was stopped after {_seconds(limits.compile_timeout)}. "
+                "The program did not run."
+            )
         elif outcome is Outcome.MEMORY_LIMIT:
-            lines.append(f"Compilation exceeded the memory limit of {limits.memory_limit_mb} MB and was stopped. The program did not run.")
+            lines.append(
+                f"Compilation exceeded the memory limit of {limits.memory_limit_mb} MB and was stopped. "
+                "The program did not run."
+            )
         else:
             code = f" (exit code {c.return_code})" if c.return_code is not None else ""
             lines.append(f"Compilation failed{code}. The program did not run.")
         shown_result = c
-        parts, truncated = _streams(c, limits.max_output_chars, stdout_label="compiler stdout", stderr_label="compiler stderr")
+        parts, truncated = _streams(
+            c, limits.max_output_chars, stdout_label="compiler stdout", stderr_label="compiler stderr"
+        )
     else:
         r = response.run_result
         if outcome is Outcome.TIMEOUT:
@@ -107,7 +115,9 @@ def render_response(response: RunCodeResponse, limits: Limits) -> Rendered:
                 "stopped."
             )
         elif outcome is Outcome.MEMORY_LIMIT:
-            lines.append(f"Memory limit exceeded: the program used more than {limits.memory_limit_mb} MB and was stopped.")
+            lines.append(
+                f"Memory limit exceeded: the program used more than {limits.memory_limit_mb} MB and was stopped."
+            )
         elif r is None:
             lines.append(f"The sandbox did not run the program: {response.message or response.status}.")
         elif r.return_code is not None:
@@ -125,7 +135,7 @@ def render_response(response: RunCodeResponse, limits: Limits) -> Rendered:
 
 
 def render_failure(outcome: Outcome, reason: str) -> Rendered:
-    """No result. A refused request (unknown language, bad file) is the call's to fix; anything else is the sandbox's."""
+    """No result. A refused request (unknown language, bad file) is the call's to fix; the rest is the sandbox's."""
     if outcome is Outcome.REJECTED:
         text = f"The sandbox refused to run the code ({reason})."
     else:

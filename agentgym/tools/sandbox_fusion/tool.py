@@ -122,19 +122,25 @@ class SandboxFusionTool(BaseTool):
         self._instances[instance_id] = {"ground_truth": ground_truth, "calls": 0}
         return instance_id, ToolResponse()
 
-    async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs: Any) -> tuple[ToolResponse, float, dict]:
+    async def execute(
+        self, instance_id: str, parameters: dict[str, Any], **kwargs: Any
+    ) -> tuple[ToolResponse, float, dict]:
         """Run `parameters["code"]`; `language` and `timeout` may come from the call or the row's execute_kwargs
         (the call wins), `stdin` and `files` from execute_kwargs."""
         started = time.monotonic()
         s = self.settings
         language = str(parameters.get("language") or kwargs.get("language") or s.default_language)
+        error: Optional[str] = None
         try:
-            rendered, result, run_timeout = await self._run(parameters, kwargs, language)
+            rendered, result = await self._run(parameters, kwargs, language)
         except EmbeddedSandboxError as exc:
-            rendered, result = render_failure(Outcome.UNAVAILABLE, str(exc)), None
+            # The model gets the gist; the server's output (the cause) goes to the metrics and the log.
+            rendered = render_failure(Outcome.UNAVAILABLE, "the sandbox server could not be started")
+            result, error = None, str(exc)
         except Exception as exc:  # a bug of ours must not end the rollout; it is logged and counted
             logger.exception("code tool failed on its own side")
-            rendered, result = render_failure(Outcome.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"), None
+            error = f"{type(exc).__name__}: {exc}"
+            rendered, result = render_failure(Outcome.INTERNAL_ERROR, error), None
         metrics = CallMetrics(
             outcome=rendered.outcome,
             latency_s=time.monotonic() - started,
@@ -148,7 +154,7 @@ class SandboxFusionTool(BaseTool):
                 else None
             ),
             output_truncated=rendered.truncated,
-            error=(result.error if result else (rendered.text if rendered.outcome.is_infrastructure_failure else None)),
+            error=result.error if result else error,
         )
         self._metrics.record(metrics)
         if instance_id in self._instances:
@@ -157,14 +163,15 @@ class SandboxFusionTool(BaseTool):
 
     async def _run(
         self, parameters: dict[str, Any], kwargs: dict[str, Any], language: str
-    ) -> tuple[Rendered, Optional[CallResult], float]:
+    ) -> tuple[Rendered, Optional[CallResult]]:
         s = self.settings
         code = parameters.get("code")
         if code is None or (isinstance(code, str) and not code.strip()):
             return (
-                Rendered("No code given: pass the program to run in the `code` argument.", Outcome.INVALID_ARGUMENTS, False),
+                Rendered(
+                    "No code given: pass the program to run in the `code` argument.", Outcome.INVALID_ARGUMENTS, False
+                ),
                 None,
-                s.default_timeout,
             )
         if not isinstance(code, str):
             code = str(code)  # verl does the same for numbers and the like
@@ -185,9 +192,9 @@ class SandboxFusionTool(BaseTool):
         )
         if result.response is None:
             assert result.error_outcome is not None and result.error is not None
-            return render_failure(result.error_outcome, result.error), result, run_timeout
+            return render_failure(result.error_outcome, result.error), result
         limits = Limits(run_timeout, compile_timeout, s.memory_limit_mb, s.max_output_chars)
-        return render_response(result.response, limits), result, run_timeout
+        return render_response(result.response, limits), result
 
     async def calc_reward(self, instance_id: str, **kwargs: Any) -> float:
         return 0.0
