@@ -19,6 +19,9 @@ from .settings import SandboxSettings
 from .warm_pool import WarmPool, WarmSandbox
 
 
+_WARM_MIN_MEMORY = 64 << 20
+
+
 class RequestRejected(ValueError):
     """The request cannot be run as sent (answered with 422 and this message)."""
 
@@ -102,7 +105,9 @@ class CodeExecutor:
     async def run_code(self, request: RunCodeRequest) -> RunCodeResponse:
         spec = self.check(request)
         warm: Optional[WarmSandbox] = None
-        if self.pool is not None and spec.compile is None and not request.args:
+        memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
+        # A held interpreter already uses some memory; tiny limits go the cold way (and OOM there).
+        if self.pool is not None and spec.compile is None and not request.args and memory >= _WARM_MIN_MEMORY:
             warm = self.pool.take(spec.name)
         if warm is not None:
             workdir = warm.workdir
@@ -113,7 +118,6 @@ class CodeExecutor:
             self._write_inputs(workdir, spec, request)
             self.runner.prepare_workdir(workdir)
             env = self._env(spec)
-            memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
             compile_result: Optional[CommandRunResult] = None
             run_result: Optional[CommandRunResult] = None
             if spec.compile is not None:

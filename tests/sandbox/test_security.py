@@ -348,3 +348,10 @@ def test_64_concurrent_hostile_runs(sandbox_url):
         assert body["status"] in ("Success", "Failed"), body
         if i % 8 == 0:
             assert body["run_result"]["stdout"] == f"{i * 3}\n"
+
+
+@pytest.mark.parametrize("memory_mb", [4, 32])
+def test_tiny_memory_limit_is_reported_not_crashed(run, memory_mb):
+    out = run(code="x = bytearray(100 * 2**20)\nprint('fits')", memory_limit_MB=memory_mb)
+    assert out["status"] == "Failed", out
+    assert out["run_result"]["memory_limit_exceeded"] is True
