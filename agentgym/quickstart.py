@@ -43,14 +43,14 @@ class QuickstartSettings:
     run_dir: Path
     seed: int = 0
     model_size: str = "tiny"
-    sft_rows: int = 256
-    sft_epochs: int = 8
+    sft_rows: int = 512
+    sft_epochs: int = 12
     sft_batch_size: int = 16
     sft_lr: float = 2e-3
     rl_steps: int = 12
     eval_rows: int = 64
-    min_digits: int = 2
-    max_digits: int = 3
+    min_digits: int = 1
+    max_digits: int = 2
     overrides: tuple[str, ...] = ()
 
 
