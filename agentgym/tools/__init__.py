@@ -22,5 +22,6 @@ __all__ = [
     "OpenAIFunctionSchema",
     "OpenAIFunctionToolCall",
     "OpenAIFunctionToolSchema",
+    "SandboxFusionTool",
     "ToolResponse",
 ]
