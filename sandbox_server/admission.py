@@ -22,7 +22,9 @@ class AdmissionController:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self.waiting >= self.max_queue:
+        # Counted, not read off the semaphore: a request admitted in this same event-loop tick has not taken its
+        # slot yet, so `locked()` would let simultaneous arrivals past the queue bound.
+        if self.running + self.waiting >= self.max_concurrency + self.max_queue:
             raise Overloaded(f"{self.running} runs in progress and {self.waiting} queued "
                              f"(max_concurrency={self.max_concurrency}, max_queue={self.max_queue}); retry later")
         self.waiting += 1

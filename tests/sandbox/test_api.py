@@ -168,6 +168,20 @@ def test_overload_answers_503_quickly():
         stop_server(server)
 
 
+def test_queue_bound_holds_for_simultaneous_arrivals():
+    server = start_server("--max-concurrency", "1", "--max-queue", "0")
+    try:
+        async def scenario():
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+                req = {"code": "import time; time.sleep(1)", "language": "python"}
+                return await asyncio.gather(*(c.post("/run_code", json=req) for _ in range(4)))
+
+        codes = sorted(r.status_code for r in asyncio.run(scenario()))
+        assert codes == [200, 503, 503, 503]
+    finally:
+        stop_server(server)
+
+
 def test_refuses_to_start_without_bubblewrap(tmp_path):
     env = dict(os.environ, PATH=str(tmp_path))  # no bwrap on PATH
     with pytest.raises(RuntimeError, match="refusing to start.*bubblewrap"):
@@ -224,3 +238,18 @@ def cold_server():
     server = start_server("--warm-pool-size", "0")
     yield server
     stop_server(server)
+
+
+def test_work_dirs_are_removed_on_shutdown_and_stale_ones_at_start(tmp_path):
+    work_root = tmp_path / "runs"
+    stale = work_root / "server-999999999" / "run-leftover"
+    stale.mkdir(parents=True)
+    server = start_server("--work-root", str(work_root))
+    try:
+        assert not stale.parent.exists()
+        resp = sf.run_code(_req("print('x')"), endpoint=server.url, max_attempts=1)
+        assert resp.status == sf.RunStatus.Success
+        assert [p.name for p in work_root.iterdir()] == [f"server-{server.proc.pid}"]
+    finally:
+        stop_server(server)
+    assert list(work_root.iterdir()) == []
