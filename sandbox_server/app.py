@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import tempfile
 import traceback
 from contextlib import asynccontextmanager
@@ -64,9 +66,22 @@ class _TooLarge(Exception):
     pass
 
 
+def claim_run_root(work_root: Path) -> Path:
+    """This server's own dir under the shared work root; dirs of servers that died are removed."""
+    work_root.mkdir(parents=True, exist_ok=True)
+    os.chmod(work_root, 0o711)
+    for sibling in work_root.glob("server-*"):
+        pid = sibling.name.partition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(sibling, ignore_errors=True)
+    run_root = work_root / f"server-{os.getpid()}"
+    run_root.mkdir(exist_ok=True)
+    os.chmod(run_root, 0o711)
+    return run_root
+
+
 async def self_test(runner: StepRunner, settings: SandboxSettings) -> None:
     """Run one trivial sandboxed command so a broken setup fails at start, not on the first request."""
-    settings.work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.work_root) as tmp:
         workdir = Path(tmp)
         runner.prepare_workdir(workdir)
@@ -82,6 +97,8 @@ async def self_test(runner: StepRunner, settings: SandboxSettings) -> None:
 
 
 async def start_runtime(settings: SandboxSettings) -> CodeExecutor:
+    """Set up isolation, self-test it, and return the executor (which then owns `work_root/server-<pid>`)."""
+    settings = settings.model_copy(update={"work_root": claim_run_root(settings.work_root)})
     runner = make_runner(settings)
     try:
         await self_test(runner, settings)

@@ -81,6 +81,7 @@ class CodeExecutor:
         while self._cleanups:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self.runner.close()
+        await asyncio.to_thread(shutil.rmtree, self.settings.work_root, True)
 
     def _env(self, spec: LanguageSpec) -> dict[str, str]:
         return {**base_env(self.settings, home="/tmp"), **spec.env}

@@ -144,6 +144,11 @@ class BwrapRunner:
         if bwrap is None:
             raise IsolationUnavailable(f"bubblewrap ({settings.bwrap_path!r}) is not installed; "
                                        "install the Debian package 'bubblewrap'")
+        for d in (settings.work_root, *settings.work_root.parents):
+            if d.exists() and not os.stat(d).st_mode & 0o001:
+                raise IsolationUnavailable(
+                    f"the work root {settings.work_root} is not reachable by the sandbox uid: {d} is not "
+                    "world-traversable (o+x); choose a --work-root whose parents are, e.g. /dev/shm/...")
         setpriv, sh = shutil.which("setpriv"), shutil.which("sh") or "/bin/sh"
         if setpriv is None:
             raise IsolationUnavailable("setpriv is not installed; install the Debian package 'util-linux'")

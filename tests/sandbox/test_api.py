@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -240,8 +242,15 @@ def cold_server():
     stop_server(server)
 
 
-def test_work_dirs_are_removed_on_shutdown_and_stale_ones_at_start(tmp_path):
-    work_root = tmp_path / "runs"
+def test_unreachable_work_root_is_refused_clearly(tmp_path):
+    # pytest's tmp dirs are 0700: the sandbox uid could not enter a work dir below them.
+    with pytest.raises(RuntimeError, match="not reachable by the sandbox uid"):
+        start_server("--work-root", str(tmp_path / "runs"), timeout=30)
+
+
+def test_work_dirs_are_removed_on_shutdown_and_stale_ones_at_start():
+    work_root = Path(tempfile.mkdtemp(prefix="agentgym-sandbox-test-", dir="/dev/shm"))
+    os.chmod(work_root, 0o711)
     stale = work_root / "server-999999999" / "run-leftover"
     stale.mkdir(parents=True)
     server = start_server("--work-root", str(work_root))
@@ -253,3 +262,4 @@ def test_work_dirs_are_removed_on_shutdown_and_stale_ones_at_start(tmp_path):
     finally:
         stop_server(server)
     assert list(work_root.iterdir()) == []
+    work_root.rmdir()

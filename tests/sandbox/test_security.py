@@ -82,7 +82,8 @@ def clean_after(sandbox_server: ServerProcess, run):
         time.sleep(0.05)
     assert leftover_pids_of_uid(uid, server_pid) == [], "processes of the run survived it"
     def leftover_dirs() -> list[str]:  # removal happens just after the answer, so allow it a moment
-        return [p.name for p in sandbox_server.work_root.iterdir() if not p.name.startswith("warm-")]
+        run_root = sandbox_server.work_root / f"server-{server_pid}"
+        return [p.name for p in run_root.iterdir() if not p.name.startswith("warm-")]
 
     while leftover_dirs() and time.monotonic() < deadline + 5:
         time.sleep(0.05)
