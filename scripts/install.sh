@@ -45,6 +45,14 @@ else
   echo "install.sh: no apt-get here; install bubblewrap and the language toolchains listed in sandbox_server/apt-packages.txt yourself." >&2
 fi
 
+# TypeScript needs Node's type declarations; Debian's nodejs ships them, other builds (NodeSource) do not.
+if [ "$languages" = 1 ] && command -v tsc >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  if [ ! -d /usr/share/nodejs/@types/node ] && [ ! -d "$(npm root -g 2>/dev/null)/@types/node" ]; then
+    echo "install.sh: installing @types/node for the TypeScript sandbox"
+    $SUDO npm install -g --silent @types/node@20 >/dev/null
+  fi
+fi
+
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "install.sh: installing the CPU build of torch (torch==2.13.0)"
   "$PY" -m pip install -q torch==2.13.0
