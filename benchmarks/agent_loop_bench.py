@@ -80,6 +80,7 @@ async def run(episodes: int, concurrency: int, slow_tool_s: float) -> None:
     print(f"episodes={episodes} concurrency={concurrency} assistant_turns/episode={turns:.2f} failed={failed}")
     print(f"trajectories/s={episodes / wall:.1f}  wall={wall:.2f}s  engine share={engine.seconds / wall:.1%}  "
           f"environment-layer share={1 - engine.seconds / wall:.1%}")
+    print(f"environment layer alone (wall minus time inside the engine): {episodes / (wall - engine.seconds):.1f} trajectories/s")
 
     # Overlap: a tenth of the episodes hit a slow tool first; count engine calls made during that sleep.
     engine.call_times.clear()
