@@ -64,6 +64,14 @@ def _plot(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace, console: Console) -> int:
+    from agentgym.viewer import write_view
+
+    out = write_view(args.run_dir, args.out, tokenizer_path=args.tokenizer, limit=args.limit)
+    console.print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir", type=Path)
     plot.add_argument("--out", type=Path, default=None)
     plot.set_defaults(handler=_plot)
+
+    view = sub.add_parser("view", help="write a static HTML page showing a run's trajectories turn by turn")
+    view.add_argument("run_dir", type=Path)
+    view.add_argument("--out", type=Path, default=None)
+    view.add_argument("--tokenizer", type=Path, default=None, help="model dir whose tokenizer decodes the token view")
+    view.add_argument("--limit", type=int, default=200, help="trajectories shown per file")
+    view.set_defaults(handler=_view)
 
     demo = sub.add_parser("demo", help="scripted multi-turn episodes of the arithmetic environment (no model)")
     demo.add_argument("--seed", type=int, default=0)

@@ -216,5 +216,8 @@ def run_quickstart(settings: QuickstartSettings, console: Console) -> int:
             console.print(f"plot: {png}")
     except Exception as exc:  # a missing plot must not hide the results above
         console.print(f"[yellow]no plot: {exc}[/yellow]")
+    from agentgym.viewer import write_view
+
+    console.print(f"trajectory viewer: {write_view(settings.run_dir, limit=50)}")
     console.print(f"run directory: {settings.run_dir} ({summary['seconds']:.0f}s)")
     return 0

@@ -31,3 +31,4 @@ def test_quickstart_runs_every_stage(tmp_path):
     assert len(read_jsonl(run_dir / "eval_after.jsonl")) == 4
     assert (run_dir / "rl" / "metrics.jsonl").exists()
     assert (run_dir / "reward.png").stat().st_size > 1000
+    assert 'class="trained"' in (run_dir / "view.html").read_text()
