@@ -26,6 +26,7 @@ class ArithmeticTaskConfig:
     min_digits: int = 3
     max_digits: int = 5
     split: str = "train"
+    system_prompt: str = SYSTEM_PROMPT
 
 
 def _number(rng: random.Random, cfg: ArithmeticTaskConfig) -> int:
@@ -46,7 +47,7 @@ def make_rows(cfg: ArithmeticTaskConfig) -> list[dict[str, Any]]:
             {
                 "data_source": "agentgym/arithmetic",
                 "prompt": [
-                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "system", "content": cfg.system_prompt},
                     {"role": "user", "content": question.format(**values)},
                 ],
                 "ability": "math",
