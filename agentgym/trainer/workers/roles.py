@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from agentgym.config.schema import ActorConfig, CriticConfig, FSDPConfig, ModelConfig, OptimConfig
 from agentgym.trainer.algorithms.kl import kl_penalty
