@@ -24,6 +24,7 @@ from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
 from agentgym.tools.registry import build_tools, load_tool_specs
+from agentgym.tools.sandbox_fusion import aclose_http_sessions
 
 
 def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, seed: int | None = None) -> AgentLoopConfig:
@@ -120,6 +121,7 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("rollout", total=len(rows) * n)
             trajectories = await loop.run_batch(rows, n=n, on_done=lambda _: progress.advance(task))
+    await aclose_http_sessions()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajectories, out_dir / "trajectories.jsonl")
     write_parquet(trajectories, out_dir / "trajectories.parquet")

@@ -11,6 +11,7 @@ from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
+from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from environments import code_arith, codegen
 from environments.arithmetic.data import ArithmeticTaskConfig
 from environments.arithmetic.solver import ideal_script
@@ -43,7 +44,9 @@ async def episode(row, replies):
             messages.append({"role": "user", "content": turn.content})
             if turn.should_terminate:
                 break
-        return turns, (await session.scores()).interaction_score
+        score = (await session.scores()).interaction_score
+    await aclose_http_sessions()
+    return turns, score
 
 
 def test_codegen_reward_runs_hidden_tests_in_the_sandbox():
@@ -85,7 +88,14 @@ def test_code_arith_ideal_policy_solves_tasks_through_the_sandbox():
     tools = build_tools(load_tool_specs(code_arith.TOOL_CONFIG))
     engine = ScriptedEngine(tokenizer, ideal_script(rows, "ca-", code_arith.code_call))
     loop = AgentLoop(engine, tokenizer, tools, load_interactions(code_arith.INTERACTION_CONFIG))
-    trajs = asyncio.run(loop.run_batch(rows, group_prefix="ca-"))
+
+    async def run():
+        try:
+            return await loop.run_batch(rows, group_prefix="ca-")
+        finally:
+            await aclose_http_sessions()
+
+    trajs = asyncio.run(run())
     for traj in trajs:
         assert traj.error is None and traj.final_score == 1.0
         tool_reply = next(m["content"] for m in traj.messages if m["role"] == "tool")
