@@ -15,7 +15,7 @@ from uuid import uuid4
 
 from agentgym.interactions.base import BaseInteraction
 from agentgym.tools.base_tool import BaseTool
-from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
+from agentgym.tools.schemas import ToolResponse
 from agentgym.tools.validation import argument_errors, format_argument_error
 
 
@@ -125,9 +125,6 @@ class Session:
                 "set extra_info.interaction_kwargs.name to one of them or register it in the interaction config."
             )
         return interactions[name]
-
-    def tool_schemas(self) -> list[OpenAIFunctionToolSchema]:
-        return [tool.tool_schema for tool in self.tools.values()]
 
     async def __aenter__(self) -> "Session":
         await self.start()

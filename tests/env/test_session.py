@@ -182,3 +182,16 @@ def test_row_naming_unregistered_tool_is_rejected():
 def test_row_naming_unknown_interaction_is_rejected():
     with pytest.raises(ValueError, match=r"asks for interaction `tutor` but the registered interactions are \[\]"):
         Session({}, extra_info={"interaction_kwargs": {"name": "tutor"}})
+
+
+async def test_one_failing_release_does_not_skip_the_others():
+    class BadRelease(RecordingTool):
+        async def release(self, instance_id, **kwargs):
+            raise OSError("cannot delete sandbox")
+
+    bad, good = BadRelease("bad"), RecordingTool("good")
+    session = Session({"bad": bad, "good": good})
+    async with session:
+        await session.run_calls([Call("bad", {"x": 1}), Call("good", {"x": 1})])
+    assert good.released == good.created
+    assert [str(e) for e in session.release_errors] == ["cannot delete sandbox"]

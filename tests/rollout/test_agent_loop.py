@@ -10,7 +10,6 @@ from agentgym.env.episode import EpisodeLimits
 from agentgym.interactions.registry import load_interactions
 from agentgym.models import chat_text, tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
-from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory_io import read_jsonl, read_parquet, write_jsonl, write_parquet
 from agentgym.tools.registry import build_tools, load_tool_specs

@@ -1,6 +1,5 @@
 """`agentgym rollout`: a real engine (the tiny model, loaded from disk), real tools and a dataset file."""
 
-import json
 import subprocess
 import sys
 
