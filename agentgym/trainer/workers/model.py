@@ -10,6 +10,13 @@ from agentgym.config.schema import FSDPConfig, ModelConfig
 from agentgym.errors import ConfigError
 from agentgym.trainer.algorithms.losses import entropy_from_logits, logprobs_from_logits
 from agentgym.trainer.batching import MicroBatch
+from agentgym.trainer.workers.fast_forward import (
+    HeadRequest,
+    install_logprob_head,
+    logprob_head,
+    segment_bounds,
+    use_varlen_attention,
+)
 
 _DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -51,6 +58,11 @@ def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: b
         raise ConfigError(f"cannot load a model from '{model_cfg.path}': {exc}",
                           fix="point the model path at a directory written by save_pretrained") from exc
     model.config.use_cache = False
+    if not value_head:
+        install_logprob_head(model)
+    if model_cfg.use_remove_padding and model_cfg.attn_implementation == "sdpa":
+        # Packed rows under dense-mask SDPA cost O(T^2) in the row length; per-sequence attention is exact and cheaper.
+        use_varlen_attention(model)
     if model_cfg.enable_gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -102,13 +114,17 @@ def forward_policy(
         tie = logits.sum() * 0.0
         empty = tie.reshape(1)[:0]
         return empty, (empty if with_entropy else None)
+    head = logprob_head(model)
+    if head is not None:
+        request = HeadRequest(micro.logit_positions, micro.labels, temperature, with_entropy)
+        with head.request(request):
+            out = model(**_model_inputs(micro), use_cache=False).logits[0]
+        return out[:, 0], (out[:, 1] if with_entropy else None)
     if micro.attention_mask is None:
-        out = model(input_ids=micro.input_ids, position_ids=micro.position_ids, use_cache=False,
-                    logits_to_keep=micro.logit_positions)
+        out = model(**_model_inputs(micro), use_cache=False, logits_to_keep=micro.logit_positions)
         logits = out.logits[0]
     else:
-        out = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask,
-                    position_ids=micro.position_ids, use_cache=False)
+        out = model(**_model_inputs(micro), use_cache=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1])[micro.logit_positions]
     if temperature != 1.0:
         logits = logits / temperature
@@ -117,14 +133,24 @@ def forward_policy(
     return log_probs, entropy
 
 
+def _model_inputs(micro: MicroBatch) -> dict:
+    """Model kwargs for a micro-batch: a padded batch with its mask, or one packed row with its sequence bounds
+    (flash-attention's kwarg names, read by varlen attention; dense-mask SDPA ignores them)."""
+    if micro.attention_mask is not None:
+        return dict(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids)
+    cu = segment_bounds(micro.position_ids)
+    max_len = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
+    return dict(input_ids=micro.input_ids, position_ids=micro.position_ids, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                max_length_q=max_len, max_length_k=max_len)
+
+
 def forward_values(model: nn.Module, micro: MicroBatch) -> torch.Tensor:
     """Critic value of the state before each response token (read at the preceding position), flat (N,)."""
     device = next(model.parameters()).device
     if micro.is_empty:
         ids, pos = _dummy_inputs(device)
         return (model(input_ids=ids, position_ids=pos, use_cache=False).logits.sum() * 0.0).reshape(1)[:0]
-    out = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids,
-                use_cache=False)
+    out = model(**_model_inputs(micro), use_cache=False)
     return out.logits.reshape(-1)[micro.logit_positions].float()
 
 
