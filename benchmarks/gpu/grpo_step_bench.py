@@ -272,9 +272,18 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
 
 
 async def update_only(args, model_path: Path, params: int, vocab: int) -> dict:
-    config = load_config(None, trainer_overrides(args, model_path))
-    group = LocalWorkerGroup(config, total_steps=args.warmup + args.update_steps, roles=("actor",),
-                             distributed=args.device == "cuda")
+    overrides = trainer_overrides(args, model_path)
+    if args.ray:  # the Ray driver path: one Ray actor per GPU, FSDP2 across them
+        overrides = [o for o in overrides if not o.startswith("trainer.use_ray")]
+        overrides += ["trainer.use_ray=true", f"trainer.n_gpus_per_node={args.gpus}"]
+        config = load_config(None, overrides)
+        from agentgym.trainer.workers import start_worker_group
+
+        group = start_worker_group(config, total_steps=args.warmup + args.update_steps, roles=("actor",))
+    else:
+        config = load_config(None, overrides)
+        group = LocalWorkerGroup(config, total_steps=args.warmup + args.update_steps, roles=("actor",),
+                                 distributed=args.device == "cuda")
     trainer = RLTrainer(config, workers=group)
     results = []
     try:
@@ -298,14 +307,15 @@ async def update_only(args, model_path: Path, params: int, vocab: int) -> dict:
     tokens = sum(m["perf/total_tokens"] for m in results)
     update_s = sum(m["timing_s/update_actor"] for m in results)
     return {
+        "workers": "ray" if args.ray else "in-process", "world_size": args.gpus if args.ray else 1,
         "steps": len(results), "sequences_per_step": args.prompts * args.n,
         "tokens_per_step": tokens / len(results),
         "update_s": update_s / len(results),
         "update_tokens_per_s": tokens / update_s,
-        "update_mfu": 6 * params * tokens / update_s / peak if peak else None,
+        "update_mfu": 6 * params * tokens / update_s / peak / (args.gpus if args.ray else 1) if peak else None,
         "old_log_prob_tokens_per_s": tokens / sum(m["timing_s/old_log_prob"] for m in results),
         "grad_norm": results[-1]["actor/grad_norm"],
-        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" and not args.ray else None,
     }
 
 
@@ -327,6 +337,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="measured full GRPO steps")
     parser.add_argument("--update-steps", type=int, default=3, help="measured update-only steps")
     parser.add_argument("--skip-rl", action="store_true")
+    parser.add_argument("--ray", action="store_true", help="update-only through Ray actors (trainer.use_ray=true)")
+    parser.add_argument("--gpus", type=int, default=1, help="with --ray: ranks (one GPU each)")
+    parser.add_argument("--tag", default="", help="suffix of the output file name")
     parser.add_argument("--skip-update", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--out", default=os.environ.get("OUT"))
@@ -348,7 +361,7 @@ def main() -> None:
         print("grpo-step", json.dumps(summary["grpo_step"]), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"ours_{args.size}.json").write_text(json.dumps(summary, indent=2))
+        (Path(args.out) / f"ours_{args.size}{args.tag}.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

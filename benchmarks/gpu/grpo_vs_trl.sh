@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Our GRPO step (multi-turn rollout with the code tool, old log-probs, FSDP2 update) vs TRL's GRPOTrainer, same
+# model shapes, batch and lengths, on the device machine. Run from the repository root:
+#   bash benchmarks/gpu/grpo_vs_trl.sh [STAGE ...]      stages: ours-SIZE trl-SIZE ray-SIZE (default: all for 0.5b 1.5b)
+# Set-up (every call): installs the wheels carried in .whl/ into /tmp/site (pydantic, jsonschema, fastapi, uvicorn,
+# tenacity, trl, datasets, ...). Ray travels in two halves (.whl/ray/ray.part00 in one call, ray.part01 in the
+# next call to the same warm machine); each half is kept in /tmp/ray_parts and, once both are there, joined and
+# installed. If TRL does not import with the image's transformers, .whl/tf/ (a newer transformers) is used for
+# the TRL runs only. Results: $OUT/*.json, one log per stage, a table at the end.
+set -uo pipefail
+FINAL="${OUT:-/tmp/grpo_vs_trl_out}"
+OUT=/tmp/grpo_vs_trl_work  # everything here; $OUT (few files come back) gets summary, versions and one archive
+mkdir -p "$OUT" "$FINAL" /tmp/site /tmp/ray_parts
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export AGENTGYM_MODEL_DIR=/tmp/agentgym_models
+PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade"
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PIP --target /tmp/site .whl/*.whl 2>&1 | grep -v -i "warning" | tail -3
+fi
+cp -n .whl/ray/ray.part* /tmp/ray_parts/ 2>/dev/null || true
+if [ -f /tmp/ray_parts/ray.part00 ] && [ -f /tmp/ray_parts/ray.part01 ] && [ ! -d /tmp/site/ray ]; then
+  cat /tmp/ray_parts/ray.part00 /tmp/ray_parts/ray.part01 > /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+  md5sum /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+  $PIP --target /tmp/site /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl 2>&1 | grep -v -i warning | tail -3
+fi
+export PYTHONPATH="/tmp/site:$PWD"
+TRL_PYTHONPATH="$PYTHONPATH"
+if ! python3 -c "from trl import GRPOTrainer" >"$OUT/trl_import.txt" 2>&1; then
+  if ls .whl/tf/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site_tf/transformers ]; then
+    mkdir -p /tmp/site_tf && $PIP --target /tmp/site_tf .whl/tf/*.whl 2>&1 | grep -v -i warning | tail -3
+  fi
+  if [ -d /tmp/site_tf/transformers ]; then
+    TRL_PYTHONPATH="/tmp/site_tf:$PYTHONPATH"
+    echo "TRL needs a newer transformers than the image's: TRL runs use $(ls /tmp/site_tf | grep dist-info)" | tee -a "$OUT/trl_import.txt"
+  fi
+fi
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+  PYTHONPATH="$TRL_PYTHONPATH" python3 -c "import trl, transformers, datasets; print('TRL run: trl', trl.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__)"
+  python3 -c "import ray; print('ray', ray.__version__)" 2>/dev/null || echo "ray: not installed (yet)"
+} 2>&1 | tee "$OUT/versions.txt"
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(ours-0.5b trl-0.5b ours-1.5b trl-1.5b ray-0.5b)
+for stage in "${stages[@]}"; do
+  kind=${stage%%-*}; size=${stage#*-}
+  echo "=== $stage"
+  case "$kind" in
+    ours) timeout 420 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --out "$OUT" ;;
+    upd)  timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --tag _update --out "$OUT" ;;
+    trl)  PYTHONPATH="$TRL_PYTHONPATH" timeout 420 python3 benchmarks/gpu/trl_grpo_bench.py --size "$size" --out "$OUT" ;;
+    ray)  python3 -c "import ray" 2>/dev/null || { echo "ray not installed: skipped"; continue; }
+          timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --ray --update-steps 2 --tag _ray --out "$OUT" ;;
+    *) echo "unknown stage $stage" ;;
+  esac > "$OUT/log_$stage.txt" 2>&1
+  echo "rc=$? (log: log_$stage.txt)"; grep -E "^(update-only|grpo-step|trl) |Error|error:" "$OUT/log_$stage.txt" | tail -5
+done
+python3 benchmarks/gpu/summarize.py "$OUT" | tee "$OUT/summary.md"
+cp "$OUT/summary.md" "$OUT/versions.txt" "$FINAL/" 2>/dev/null
+tar czf "$FINAL/results.tgz" -C "$OUT" .
