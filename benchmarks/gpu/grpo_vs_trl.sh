@@ -51,7 +51,7 @@ for stage in "${stages[@]}"; do
   case "$kind" in
     ours) timeout 420 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --out "$OUT" ;;
     upd)  timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --tag _update --out "$OUT" ;;
-    trl)  PYTHONPATH="$TRL_PYTHONPATH" timeout 420 python3 benchmarks/gpu/trl_grpo_bench.py --size "$size" --out "$OUT" ;;
+    trl)  PYTHONPATH="$TRL_PYTHONPATH" timeout 230 python3 benchmarks/gpu/trl_grpo_bench.py --size "$size" --out "$OUT" ;;
     ray)  python3 -c "import ray" 2>/dev/null || { echo "ray not installed: skipped"; continue; }
           timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --ray --update-steps 2 --tag _ray --out "$OUT" ;;
     *) echo "unknown stage $stage" ;;

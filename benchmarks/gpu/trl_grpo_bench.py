@@ -57,16 +57,16 @@ def main() -> None:
     model_path, params = build_model(args.size, Path(os.environ.get("AGENTGYM_MODEL_DIR", workdir / "models")))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
-    # Prompts of exactly prompt_len tokens: decode random ids of the tokenizer's plain vocabulary and keep those
-    # that re-encode to the same length.
+    # Prompts of about prompt_len tokens (random plain-vocabulary text cut to prompt_len ids; re-encoding the
+    # decoded text may merge a few pieces, and TRL left-pads to the longest, so token counts come from the masks).
     rng = random.Random(0)
-    plain = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)]
+    special = set(tokenizer.all_special_ids)
+    plain = [i for i in range(len(tokenizer)) if i not in special]
     prompts = []
-    while len(prompts) < args.prompts * (args.warmup + args.steps + 1):
-        ids = [rng.choice(plain) for _ in range(args.prompt_len)]
-        text = tokenizer.decode(ids)
-        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) == args.prompt_len:
-            prompts.append(text)
+    for _ in range(args.prompts * (args.warmup + args.steps + 1)):
+        ids = [rng.choice(plain) for _ in range(args.prompt_len * 2)]
+        cut = tokenizer(tokenizer.decode(ids), add_special_tokens=False)["input_ids"][: args.prompt_len]
+        prompts.append(tokenizer.decode(cut))
     dataset = datasets.Dataset.from_dict({"prompt": prompts})
 
     def reward(completions, **kwargs):
