@@ -119,6 +119,8 @@ class MultiTurnConfig(Section):
     use_inference_chat_template: bool = False
     tokenization_sanity_check_mode: Literal["strict", "ignore_strippable", "disable"] = "strict"
     format: str = "hermes"
+    # ours: False renders prompts without the tools' JSON schemas (for models trained from scratch)
+    tool_schemas_in_prompt: bool = True
 
 
 class AgentConfig(Section):

@@ -38,6 +38,9 @@ class AgentLoopConfig:
     parser: str = "hermes"
     max_concurrent_episodes: int = 256
     generate_timeout_s: float = 300.0
+    # False leaves the tools' JSON schemas out of the rendered system turn: a model trained from scratch never
+    # learned to read them, and for a tiny model they are most of every prompt's tokens.
+    tool_schemas_in_prompt: bool = True
 
 
 class _TokenTrack:
@@ -108,6 +111,8 @@ class AgentLoop:
         self.config = config or AgentLoopConfig()
         self.parser = get_parser(self.config.parser)
         self.tool_dicts = [tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
+        if not self.config.tool_schemas_in_prompt:
+            self.tool_dicts = None
         end_of_turn = tokenizer.eos_token
         self.end_of_turn_id = tokenizer.convert_tokens_to_ids(end_of_turn)
         self._fast_delta, self._delta_checks = True, 0

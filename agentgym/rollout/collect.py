@@ -50,6 +50,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
         max_prompt_tokens=cfg.data.max_prompt_length,
         parser=mt.format,
         max_concurrent_episodes=rollout.max_num_seqs,
+        tool_schemas_in_prompt=mt.tool_schemas_in_prompt,
     )
 
 

@@ -86,6 +86,20 @@ async def test_trajectory_is_token_exact_and_decodes_to_the_conversation(tokeniz
     assert rendered.startswith(decoded) and rendered[len(decoded):] == "\n"
 
 
+async def test_prompt_without_tool_schemas_still_runs_the_tools(tokenizer):
+    with_schemas = await make_loop(tokenizer, ScriptedEngine(tokenizer, solver)).run_batch(rows(1))
+    loop = make_loop(tokenizer, ScriptedEngine(tokenizer, solver), tool_schemas_in_prompt=False)
+    [traj] = await loop.run_batch(rows(1))
+    assert traj.final_score == 1.0 and traj.num_tool_calls == 1
+    prompt = tokenizer.decode(traj.prompt_ids)
+    assert "<tools>" not in prompt and "<tools>" in tokenizer.decode(with_schemas[0].prompt_ids)
+    assert len(traj.prompt_ids) < len(with_schemas[0].prompt_ids) // 2
+    assert traj.response_ids == with_schemas[0].response_ids
+    assert tokenizer.decode(traj.prompt_ids + traj.response_ids, skip_special_tokens=False) == chat_text(
+        tokenizer, traj.messages[:-1], None
+    )[:-1]
+
+
 async def test_batch_keeps_going_when_one_episode_fails(tokenizer):
     data = rows(3)
     data[1]["prompt"][1]["content"] = "boom"
