@@ -32,20 +32,26 @@ def sample_tokens(
     """Pick one token per row of `logits` [B, V] and return it with its logprob.
 
     The logprob is `log_softmax(logits / temperature)` at the chosen token, before top-k/top-p filtering (the
-    convention in `engines.base`); greedy rows use temperature 1 for it.
+    convention in `engines.base`); greedy rows use temperature 1 for it. Sampling is Gumbel-max with noise from
+    each row's own generator, which lives on the logits' device: the whole batch leaves the device once, as two
+    short lists, instead of one vocabulary-sized copy per row.
     """
     logits = logits.float()
     temperatures = torch.tensor(
         [1.0 if p.greedy else p.temperature for p in params], dtype=logits.dtype, device=logits.device
     ).unsqueeze(1)
     logprobs = torch.log_softmax(logits / temperatures, dim=-1)
-    tokens: list[int] = []
-    for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
-        if p.greedy:
-            tokens.append(int(torch.argmax(logprobs[row])))
-            continue
-        probs = filter_top_k_top_p(logprobs[row].exp(), p.top_k, p.top_p)
-        tokens.append(int(torch.multinomial(probs.cpu(), 1, generator=generator)))
-    index = torch.tensor(tokens, device=logprobs.device)
+    scores = logprobs
+    sampled = [row for row, p in enumerate(params) if not p.greedy]
+    if sampled:
+        scores = logprobs.clone()
+        for row in sampled:
+            p = params[row]
+            if p.top_k != -1 or p.top_p < 1.0:
+                kept = filter_top_k_top_p(logprobs[row].exp(), p.top_k, p.top_p) > 0
+                scores[row].masked_fill_(~kept, float("-inf"))
+            uniform = torch.rand(scores.shape[1], generator=generators[row], device=scores.device, dtype=scores.dtype)
+            scores[row] -= torch.log(-torch.log(uniform.clamp_(min=torch.finfo(scores.dtype).tiny)))
+    index = scores.argmax(dim=-1)
     chosen = logprobs.gather(1, index.unsqueeze(1)).squeeze(1)
-    return tokens, chosen.tolist()
+    return index.tolist(), chosen.tolist()

@@ -233,7 +233,7 @@ class TransformersEngine(EngineContextMixin):
             sampling=sampling,
             future=asyncio.get_running_loop().create_future(),
             stop_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids or ()),
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator(device=self.config.device).manual_seed(seed),
             max_total_len=self.max_context,
         )
         self._waiting.append(request)
