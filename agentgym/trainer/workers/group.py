@@ -43,8 +43,9 @@ class RayWorkerGroup:
             use_gpu = config.trainer.device != "cpu" and torch.cuda.is_available()
         remote_cls = ray.remote(TrainWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
         self.world_size = world_size
-        self.actors = [remote_cls.remote(config, rank, world_size, num_threads=cpus_per_worker)
-                       for rank in range(world_size)]
+        # Ray starts actors with one intra-op thread; on CPU the ranks are the compute, so they share the node's cores.
+        threads = cpus_per_worker if use_gpu else max(cpus_per_worker, int(ray.cluster_resources().get("CPU", 1)) // world_size)
+        self.actors = [remote_cls.remote(config, rank, world_size, num_threads=threads) for rank in range(world_size)]
         address = ray.get(self.actors[0].address.remote())
         init = f"tcp://{address}" if world_size > 1 or use_gpu else None
         ray.get([a.setup.remote(init, total_steps, roles) for a in self.actors])
