@@ -71,3 +71,22 @@ def make_rows(cfg: CodegenTaskConfig) -> list[dict[str, Any]]:
             },
         })
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m environments.codegen.data --out rows.jsonl [--rows N] [--seed S] [--split train]"""
+    from environments.code_arith.data import task_data_cli  # the shared --out/--rows/--seed/--split writer
+
+    task_data_cli(
+        lambda num_rows, seed, split: make_rows(CodegenTaskConfig(num_rows=num_rows, seed=seed, split=split)),
+        prog="python -m environments.codegen.data",
+        description="write function-writing task rows (hidden tests included) in verl's dataset layout",
+        default_rows=CodegenTaskConfig.num_rows,
+        argv=argv,
+        suffixes=(".jsonl",),
+        why=" (the hidden tests' values mix ints, lists and strings, which one Parquet column cannot hold)",
+    )
+
+
+if __name__ == "__main__":
+    main()
