@@ -43,10 +43,10 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 def _quickstart(args: argparse.Namespace, console: Console) -> int:
     from agentgym.quickstart import QuickstartSettings, run_quickstart
 
-    settings = QuickstartSettings(
-        run_dir=args.run_dir, seed=args.seed, model_size=args.model_size, rl_steps=args.rl_steps,
-        sft_epochs=args.sft_epochs, sft_rows=args.sft_rows, eval_rows=args.eval_rows, overrides=tuple(args.overrides),
-    )
+    given = {name: getattr(args, name) for name in ("seed", "environment", "model_size", "rl_steps", "sft_epochs",
+                                                    "sft_rows", "direct_share", "eval_rows")}
+    settings = QuickstartSettings(run_dir=args.run_dir, overrides=tuple(args.overrides),
+                                  **{name: value for name, value in given.items() if value is not None})
     return run_quickstart(settings, console)
 
 
@@ -78,12 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = sub.add_parser("quickstart", help="the main job: warm-up SFT then GRPO with a tool, on embedded defaults")
     quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
-    quick.add_argument("--seed", type=int, default=0)
-    quick.add_argument("--model-size", default="tiny", choices=["tiny", "small"])
-    quick.add_argument("--rl-steps", type=int, default=12)
-    quick.add_argument("--sft-epochs", type=int, default=12)
-    quick.add_argument("--sft-rows", type=int, default=512)
-    quick.add_argument("--eval-rows", type=int, default=64)
+    # Unset options take QuickstartSettings' defaults.
+    quick.add_argument("--seed", type=int)
+    quick.add_argument("--environment", choices=["code_arith", "arithmetic"],
+                       help="code_arith (default): the code interpreter in the sandbox; arithmetic: the calculator")
+    quick.add_argument("--model-size", choices=["mini", "tiny", "small"])
+    quick.add_argument("--rl-steps", type=int)
+    quick.add_argument("--sft-epochs", type=int)
+    quick.add_argument("--sft-rows", type=int)
+    quick.add_argument("--direct-share", type=float, help="share of warm-up demonstrations that skip the tool")
+    quick.add_argument("--eval-rows", type=int)
     quick.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. actor_rollout_ref.rollout.n=4")
     quick.set_defaults(handler=_quickstart)
 

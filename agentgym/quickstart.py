@@ -1,11 +1,11 @@
 """The main job: teach a small locally built model to use a tool, end to end, on one CPU machine.
 
 1. Build a small Qwen2-architecture model and its tokenizer from scratch (no downloads).
-2. Warm-up SFT on tool-use transcripts of the arithmetic environment, rendered token-exact by the agent loop
-   from the ideal policy (call the calculator with the task's expression, answer with its result).
-3. GRPO with the calculator tool and the teacher interaction: rollouts by the in-process engine, updates by
-   the FSDP actor in a local Ray worker, weights synced back to the engine after every step.
-4. Held-out accuracy before and after RL (greedy), the share of episodes that used the tool correctly,
+2. Warm-up SFT on tool-use transcripts of an arithmetic environment, rendered token-exact by the agent loop
+   from the ideal policy (run the task's expression in the tool, answer with its result).
+3. GRPO with the code interpreter (the sandbox; or the calculator) and the teacher interaction: rollouts by the
+   in-process engine, updates by the FSDP actor in a local Ray worker, weights synced back after every step.
+4. Held-out accuracy before and after RL (greedy and sampled), the share of episodes that used the tool correctly,
    trajectories, metrics and a reward-curve PNG in the run directory.
 """
 
@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,24 +33,45 @@ from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl
 from agentgym.tools.registry import build_tools, load_tool_specs
-from environments.arithmetic import ENV_DIR, INTERACTION_CONFIG, TOOL_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
-from environments.arithmetic.solver import ideal_script
+from agentgym.tools.sandbox_fusion import aclose_http_sessions
+import environments.arithmetic as arithmetic
+import environments.code_arith as code_arith
+from environments.arithmetic.data import ArithmeticTaskConfig
+from environments.arithmetic.data import make_rows as calculator_rows
+from environments.arithmetic.solver import calculator_call, ideal_script
 
-TRAIN_CONFIG = ENV_DIR / "quickstart.yaml"
+TRAIN_CONFIG = arithmetic.ENV_DIR / "quickstart.yaml"
+
+
+@dataclass(frozen=True)
+class QuickstartEnvironment:
+    """What the main job needs of an environment: its tools, its rows and the ideal policy's tool call."""
+
+    tool_config: Path
+    make_rows: Callable[[ArithmeticTaskConfig], list[dict[str, Any]]]
+    make_call: Callable[[str], dict[str, Any]]
+
+
+ENVIRONMENTS = {
+    "code_arith": QuickstartEnvironment(code_arith.TOOL_CONFIG, code_arith.make_rows, code_arith.code_call),
+    "arithmetic": QuickstartEnvironment(arithmetic.TOOL_CONFIG, calculator_rows, calculator_call),
+}
 
 
 @dataclass(frozen=True)
 class QuickstartSettings:
     run_dir: Path
     seed: int = 0
-    model_size: str = "tiny"
-    sft_rows: int = 512
+    environment: str = "code_arith"
+    model_size: str = "mini"
+    sft_rows: int = 2048
     sft_epochs: int = 12
+    # share of warm-up demonstrations that answer from memory instead of calling the tool
+    direct_share: float = 0.5
     sft_batch_size: int = 16
     sft_lr: float = 2e-3
-    rl_steps: int = 12
-    eval_rows: int = 64
+    rl_steps: int = 40
+    eval_rows: int = 256
     min_digits: int = 1
     max_digits: int = 2
     overrides: tuple[str, ...] = ()
@@ -63,10 +86,14 @@ class EvalResult:
     trajectories: list[Trajectory]
 
 
+def question(row: dict[str, Any]) -> str:
+    return row["prompt"][-1]["content"]
+
+
 def tool_used_correctly(traj: Trajectory) -> bool:
-    """At least one tool call ran without error and returned the task's answer."""
+    """At least one tool call printed the task's answer as the last line of its output."""
     truth = str((traj.extra_info.get("interaction_kwargs") or {}).get("ground_truth"))
-    return any(m["role"] == "tool" and (m.get("content") or "").strip() == truth for m in traj.messages)
+    return any(m["role"] == "tool" and (m.get("content") or "").strip().splitlines()[-1:] == [truth] for m in traj.messages)
 
 
 def evaluate(trajs: Sequence[Trajectory]) -> EvalResult:
@@ -84,12 +111,21 @@ class Quickstart:
     def __init__(self, settings: QuickstartSettings, console: Console):
         self.s = settings
         self.console = console
-        self.tools = build_tools(load_tool_specs(TOOL_CONFIG))
-        self.interactions = load_interactions(INTERACTION_CONFIG)
+        if settings.environment not in ENVIRONMENTS:
+            raise ValueError(f"unknown quickstart environment {settings.environment!r}; choose one of {sorted(ENVIRONMENTS)}")
+        if not 0.0 <= settings.direct_share <= 1.0:
+            raise ValueError(f"direct_share is the share of warm-up demonstrations without a tool call, a number "
+                             f"from 0 to 1; got {settings.direct_share}")
+        self.env = env = ENVIRONMENTS[settings.environment]
+        self.tools = build_tools(load_tool_specs(env.tool_config))
+        self.interactions = load_interactions(arithmetic.INTERACTION_CONFIG)
         task = dict(min_digits=settings.min_digits, max_digits=settings.max_digits, seed=settings.seed)
-        self.sft_rows = make_rows(ArithmeticTaskConfig(num_rows=settings.sft_rows, split="sft", **task))
-        self.train_rows = make_rows(ArithmeticTaskConfig(num_rows=256, split="train", **task))
-        self.eval_rows = make_rows(ArithmeticTaskConfig(num_rows=settings.eval_rows, split="test", **task))
+        self.eval_rows = env.make_rows(ArithmeticTaskConfig(num_rows=settings.eval_rows, split="test", **task))
+        held_out = {question(row) for row in self.eval_rows}
+        self.sft_rows = [r for r in env.make_rows(ArithmeticTaskConfig(num_rows=settings.sft_rows, split="sft", **task))
+                         if question(r) not in held_out]
+        self.train_rows = [r for r in env.make_rows(ArithmeticTaskConfig(num_rows=1024, split="train", **task))
+                           if question(r) not in held_out]
 
     def config(self, model_path: Path, stage: str, extra: Sequence[str] = ()) -> AgentGymConfig:
         return load_config(
@@ -107,7 +143,7 @@ class Quickstart:
         config = agent_loop_config(cfg, temperature=temperature, seed=self.s.seed)
         return AgentLoop(engine, tokenizer, self.tools, self.interactions, config)
 
-    async def run(self) -> tuple[EvalResult, EvalResult]:
+    async def run(self) -> dict[str, dict[str, EvalResult]]:
         from transformers import AutoTokenizer
 
         from agentgym.models import build_tiny_model
@@ -124,16 +160,22 @@ class Quickstart:
 
         sft_cfg = self.config(
             init_path, "sft", [f"actor_rollout_ref.actor.optim.lr={s.sft_lr}", f"data.train_batch_size={s.sft_batch_size}",
-                               f"actor_rollout_ref.actor.ppo_mini_batch_size={s.sft_batch_size}"]
+                               f"actor_rollout_ref.actor.ppo_mini_batch_size={s.sft_batch_size}",
+                               "actor_rollout_ref.actor.optim.lr_warmup_steps=50",
+                               "actor_rollout_ref.actor.optim.warmup_style=cosine",
+                               "actor_rollout_ref.actor.optim.min_lr_ratio=0.1"]
         )
-        transcripts = await self.loop(
-            ScriptedEngine(tokenizer, ideal_script(self.sft_rows, "sft-")), tokenizer, sft_cfg, temperature=1.0
-        ).run_batch(self.sft_rows, group_prefix="sft-")
+        direct = set(random.Random(s.seed).sample(range(len(self.sft_rows)), round(s.direct_share * len(self.sft_rows))))
+        script = ideal_script(self.sft_rows, "sft-", self.env.make_call, direct_rows=direct)
+        transcripts = await self.loop(ScriptedEngine(tokenizer, script), tokenizer, sft_cfg, temperature=1.0).run_batch(
+            self.sft_rows, group_prefix="sft-"
+        )
         bad = [t for t in transcripts if t.failed or t.final_score < 1.0]
         if bad:
             raise RuntimeError(f"{len(bad)} warm-up transcripts did not solve their task; first: {bad[0].error or bad[0].messages}")
         write_jsonl(transcripts, s.run_dir / "sft_transcripts.jsonl")
-        console.print(f"[bold]2. warm-up SFT[/bold] on {len(transcripts)} tool-use transcripts, {s.sft_epochs} epochs")
+        console.print(f"[bold]2. warm-up SFT[/bold] on {len(transcripts)} transcripts ({len(direct)} answer from memory, "
+                      f"the rest call the tool), {s.sft_epochs} epochs")
         sft = SFTTrainer(sft_cfg, total_steps=s.sft_epochs * len(transcripts) // s.sft_batch_size)
         started = time.perf_counter()
         try:
@@ -150,10 +192,19 @@ class Quickstart:
         await engine.start()
         try:
             greedy = self.loop(engine, tokenizer, rl_cfg, temperature=0.0)
-            before = evaluate(await greedy.run_batch(self.eval_rows, group_prefix="eval-"))
-            console.print(f"[bold]3. held-out before RL[/bold]: accuracy {before.accuracy:.1%}, tool used correctly {before.tool_use_correct:.1%}")
-
             sampler = self.loop(engine, tokenizer, rl_cfg, temperature=rl_cfg.actor_rollout_ref.rollout.temperature)
+
+            async def held_out(stage: str) -> dict[str, EvalResult]:
+                results = {}
+                for mode, loop in (("greedy", greedy), ("sampled", sampler)):
+                    results[mode] = evaluate(await loop.run_batch(self.eval_rows, group_prefix="eval-"))
+                    suffix = "" if mode == "greedy" else "_sampled"
+                    write_jsonl(results[mode].trajectories, s.run_dir / f"eval_{stage}{suffix}.jsonl")
+                return results
+
+            before = await held_out("before")
+            console.print(f"[bold]3. held-out before RL[/bold]: accuracy {before['greedy'].accuracy:.1%} greedy, "
+                          f"{before['sampled'].accuracy:.1%} sampled; tool used correctly {before['greedy'].tool_use_correct:.1%}")
             rollouts = s.run_dir / "rl_trajectories.jsonl"
             rollouts.unlink(missing_ok=True)
 
@@ -170,12 +221,11 @@ class Quickstart:
             finally:
                 tracker.close()
                 trainer.close()
-            after = evaluate(await greedy.run_batch(self.eval_rows, group_prefix="eval-"))
+            after = await held_out("after")
         finally:
             await engine.close()
-        write_jsonl(before.trajectories, s.run_dir / "eval_before.jsonl")
-        write_jsonl(after.trajectories, s.run_dir / "eval_after.jsonl")
-        return before, after
+            await aclose_http_sessions()
+        return {"before": before, "after": after}
 
 
 def save_model(init_path: Path, state_dict: dict[str, Any], out: Path) -> Path:
@@ -195,19 +245,20 @@ def save_model(init_path: Path, state_dict: dict[str, Any], out: Path) -> Path:
 
 def run_quickstart(settings: QuickstartSettings, console: Console) -> int:
     started = time.perf_counter()
-    before, after = asyncio.run(Quickstart(settings, console).run())
-    table = Table(title=f"held-out results ({settings.eval_rows} tasks, greedy)")
-    for column in ("", "accuracy", "first-try accuracy", "tool used correctly", "mean reward"):
+    results = asyncio.run(Quickstart(settings, console).run())
+    table = Table(title=f"held-out results ({settings.eval_rows} tasks never trained on)")
+    for column in ("", "decoding", "accuracy", "first-try accuracy", "tool used correctly", "mean reward"):
         table.add_column(column)
-    for name, result in (("after SFT, before RL", before), ("after RL", after)):
-        table.add_row(name, f"{result.accuracy:.1%}", f"{result.first_try_accuracy:.1%}", f"{result.tool_use_correct:.1%}", f"{result.mean_reward:.3f}")
+    for stage, name in (("before", "after SFT, before RL"), ("after", "after RL")):
+        for mode, result in results[stage].items():
+            table.add_row(name, mode, f"{result.accuracy:.1%}", f"{result.first_try_accuracy:.1%}",
+                          f"{result.tool_use_correct:.1%}", f"{result.mean_reward:.3f}")
     console.print(table)
-    summary = {
-        "before": {k: v for k, v in vars(before).items() if k != "trajectories"},
-        "after": {k: v for k, v in vars(after).items() if k != "trajectories"},
-        "seconds": time.perf_counter() - started,
-        "settings": {k: str(v) for k, v in vars(settings).items()},
+    summary: dict[str, Any] = {
+        f"{stage}{'' if mode == 'greedy' else '_sampled'}": {k: v for k, v in vars(result).items() if k != "trajectories"}
+        for stage, by_mode in results.items() for mode, result in by_mode.items()
     }
+    summary.update(seconds=time.perf_counter() - started, settings={k: str(v) for k, v in vars(settings).items()})
     (settings.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     try:
         from agentgym.trainer.plot import plot_run
