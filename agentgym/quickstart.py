@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agentgym.config import load_config
@@ -178,11 +179,19 @@ class Quickstart:
                       f"the rest call the tool), {s.sft_epochs} epochs")
         sft = SFTTrainer(sft_cfg, total_steps=s.sft_epochs * len(transcripts) // s.sft_batch_size)
         started = time.perf_counter()
-        try:
-            history = await sft.train(transcripts, batch_size=s.sft_batch_size, epochs=s.sft_epochs, shuffle_seed=s.seed)
-            state = (await sft.workers.call("actor_state_dict"))[0]
-        finally:
-            sft.close()
+        with Progress("[bold]warm-up SFT", BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                      TimeElapsedColumn(), console=console) as progress:
+            bar = progress.add_task("sft", total=s.sft_epochs, loss="")
+
+            def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
+                progress.update(bar, completed=epoch + 1, loss=f"loss {metrics.get('sft/loss', float('nan')):.3f}")
+
+            try:
+                history = await sft.train(transcripts, batch_size=s.sft_batch_size, epochs=s.sft_epochs,
+                                          shuffle_seed=s.seed, on_epoch=epoch_done)
+                state = (await sft.workers.call("actor_state_dict"))[0]
+            finally:
+                sft.close()
         console.print("   SFT loss per epoch: " + ", ".join(f"{h.get('sft/loss', float('nan')):.3f}" for h in history)
                       + f" ({time.perf_counter() - started:.0f}s)")
         sft_path = save_model(init_path, state, s.run_dir / "models" / "sft")

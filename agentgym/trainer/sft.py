@@ -50,8 +50,10 @@ class SFTTrainer:
             self.workers = start_worker_group(self.config, total_steps=self.total_steps, roles=("actor",))
 
     async def train(self, trajectories: Sequence[Trajectory], *, batch_size: int, epochs: int = 1,
-                    shuffle_seed: int | None = None) -> list[dict[str, float]]:
-        """Returns one metrics dict per epoch (`sft/loss` is the mean of the per-step token-mean NLL)."""
+                    shuffle_seed: int | None = None,
+                    on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        """Returns one metrics dict per epoch (`sft/loss` is the mean of the per-step token-mean NLL);
+        `on_epoch(epoch, metrics)` is called as each epoch ends, for progress displays."""
         self.start_workers()
         batch = SampleBatch.from_trajectories(trajectories)
         batch.group_ids = [t.uid for t in trajectories]
@@ -67,6 +69,8 @@ class SFTTrainer:
             for part in await self.workers.call("update_sft", [(p,) for p in plans]):
                 sums.merge(part)
             history.append(sums.mean())
+            if on_epoch is not None:
+                on_epoch(epoch, history[-1])
         return history
 
     def close(self) -> None:

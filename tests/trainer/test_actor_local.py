@@ -78,9 +78,11 @@ async def test_sft_learns_model_tokens_and_ignores_masked_ones(config_for):
     sft = SFTTrainer(cfg)
     data = _sft_data([40, 41])
     before = await sequence_logprobs((sft.start_workers(), sft.workers)[1], data)
-    history = await sft.train(data, batch_size=2, epochs=5)
+    seen = []
+    history = await sft.train(data, batch_size=2, epochs=5, on_epoch=lambda epoch, metrics: seen.append((epoch, metrics)))
     after = await sequence_logprobs(sft.workers, data)
     assert history[-1]["sft/loss"] < history[0]["sft/loss"]
+    assert seen == list(enumerate(history))
     assert (after > before).all()
     weights_a = (await sft.workers.call("actor_state_dict"))[0]
     sft.close()
