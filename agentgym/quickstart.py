@@ -66,11 +66,11 @@ class QuickstartSettings:
     environment: str = "code_arith"
     model_size: str = "mini"
     sft_rows: int = 2048
-    sft_epochs: int = 12
+    sft_epochs: int = 16
     # share of warm-up demonstrations that answer from memory instead of calling the tool
     direct_share: float = 0.5
     sft_batch_size: int = 16
-    sft_lr: float = 2e-3
+    sft_lr: float = 3e-3
     rl_steps: int = 40
     eval_rows: int = 256
     min_digits: int = 1

@@ -193,6 +193,8 @@ class RLTrainer:
         metrics.update(_stats("prompt_length", torch.tensor(batch.prompt_lens, dtype=torch.float32)))
         metrics["response/model_tokens"] = float(batch.num_model_tokens())
         metrics["response/failed_fraction"] = float(np.mean([t.failed for t in trajectories]))
+        metrics["rollout/tool_calls/mean"] = float(np.mean([t.num_tool_calls for t in trajectories]))
+        metrics["rollout/tool_use_share"] = float(np.mean([t.num_tool_calls > 0 for t in trajectories]))
         metrics["perf/total_tokens"] = float(total_tokens)
         for name, seconds in timer.times.items():
             metrics[f"timing_s/{name}"] = seconds

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from agentgym.trainer.tracking import read_metrics
 
-REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
+REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean", "rollout/tool_use_share")
 KL_KEYS = ("actor/kl_loss", "actor/reward_kl", "actor/ppo_kl")
 
 

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 _CONSOLE_KEYS = (
-    "critic/score/mean", "critic/advantages/mean", "actor/entropy", "actor/kl_loss", "actor/reward_kl",
+    "critic/score/mean", "rollout/tool_use_share", "critic/advantages/mean", "actor/entropy", "actor/kl_loss", "actor/reward_kl",
     "actor/pg_loss", "actor/pg_clipfrac", "actor/grad_norm", "critic/vf_loss", "response_length/mean",
     "perf/update_tokens_per_s", "timing_s/step",
 )

@@ -24,8 +24,11 @@ async def sequence_logprobs(workers, trajectories) -> torch.Tensor:
 async def test_grpo_step_raises_logprob_of_rewarded_responses(config_for, trajectories):
     trainer = RLTrainer(config_for("trainer.use_ray=false", "algorithm.adv_estimator=grpo"))
     trainer.start_workers()
+    trajectories[0].num_tool_calls = 3
     before = await sequence_logprobs(trainer.workers, trajectories)
     metrics = await trainer.train_step(trajectories)
+    assert metrics["rollout/tool_calls/mean"] == pytest.approx(3 / len(trajectories))
+    assert metrics["rollout/tool_use_share"] == pytest.approx(1 / len(trajectories))
     after = await sequence_logprobs(trainer.workers, trajectories)
     rewarded = torch.tensor([t.reward > 0 for t in trajectories])
     assert (after[rewarded] > before[rewarded]).all(), (before, after)
