@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu/grpo_vs_trl.sh [STAGE ...]
 # stages: upd-SIZE (our update on the TRL-shaped batch), trl-SIZE (TRL GRPOTrainer, same batch), rl-SIZE (a small
 # full multi-turn GRPO step with the code tool), ours-SIZE (both of ours at the default batch: slow rollout),
-# ray-SIZE (our update through Ray actors). Default: upd-0.5b trl-0.5b upd-1.5b trl-1.5b rl-0.5b ray-0.5b
+# ray-SIZE (our update through Ray actors), rlbig-SIZE (the multi-turn rollout at 8 prompts x 8 samples, no update). Default: upd-0.5b trl-0.5b upd-1.5b trl-1.5b rl-0.5b ray-0.5b
 # Set-up (every call): installs the wheels carried in .whl/ into /tmp/site (pydantic, jsonschema, fastapi, uvicorn,
 # tenacity, trl, datasets, ...). Ray travels in two halves (.whl/ray/ray.part00 in one call, ray.part01 in the
 # next call to the same warm machine); each half is kept in /tmp/ray_parts and, once both are there, joined and
@@ -55,6 +55,8 @@ for stage in "${stages[@]}"; do
     ours) timeout 420 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --out "$OUT" ;;
     rl)   timeout 200 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-update --prompts 2 --n 4 --warmup 0 \
             --steps 1 --turn-tokens 64 --tag _rl --out "$OUT" ;;
+    rlbig) timeout 120 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-update --prompts 8 --n 8 --warmup 0 \
+            --steps 1 --turn-tokens 128 --tag _rlbig --out "$OUT" ;;
     upd)  timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --tag _update --out "$OUT" ;;
     trl)  PYTHONPATH="$TRL_PYTHONPATH" timeout 230 python3 benchmarks/gpu/trl_grpo_bench.py --size "$size" --out "$OUT" ;;
     ray)  python3 -c "import ray" 2>/dev/null || { echo "ray not installed: skipped"; continue; }
