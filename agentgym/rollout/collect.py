@@ -139,7 +139,7 @@ def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_d
     files = cfg.data.val_files or cfg.data.train_files
     if not files:
         raise ConfigError("no dataset to roll out.", entry="data.train_files", fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")
-    trajectories = asyncio.run(collect(cfg, read_rows(files), out_dir, console))
+    trajectories = asyncio.run(collect(cfg, read_rows(files, prompt_key=cfg.data.prompt_key), out_dir, console))
     return 0 if any(not t.failed for t in trajectories) else 1
 
 

@@ -11,8 +11,13 @@ from typing import Any
 from agentgym.errors import ConfigError
 
 
-def read_rows(files: str | Sequence[str] | None) -> list[dict[str, Any]]:
-    """verl-style dataset rows from parquet or JSON-lines files (in the order given)."""
+def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") -> list[dict[str, Any]]:
+    """verl-style dataset rows from parquet or JSON-lines files (in the order given).
+
+    The chat messages are read from `prompt_key` (verl's `data.prompt_key`) and stored under `prompt`, the key the
+    agent loop reads; a row without them, or with something other than a list of role/content messages, stops
+    the run with the file and row named, before any rollout starts.
+    """
     if files is None:
         return []
     paths = [files] if isinstance(files, str) else list(files)
@@ -25,14 +30,28 @@ def read_rows(files: str | Sequence[str] | None) -> list[dict[str, Any]]:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            rows.extend(pq.read_table(path).to_pylist())
+            found = pq.read_table(path).to_pylist()
         elif path.suffix in (".jsonl", ".json"):
             with path.open() as f:
-                rows.extend(json.loads(line) for line in f if line.strip())
+                found = [json.loads(line) for line in f if line.strip()]
         else:
             raise ConfigError(f"cannot read dataset file {path}: unknown extension '{path.suffix}'.",
                               entry="data.train_files", fix="use .parquet or .jsonl")
+        rows.extend(_with_prompt(row, prompt_key, path, index) for index, row in enumerate(found))
     return rows
+
+
+def _with_prompt(row: dict[str, Any], prompt_key: str, path: Path, index: int) -> dict[str, Any]:
+    if prompt_key not in row:
+        raise ConfigError(f"row {index} of {path} has no '{prompt_key}' column (it has: {', '.join(sorted(row))}).",
+                          entry="data.prompt_key", fix="set data.prompt_key to the column that holds the chat messages")
+    messages = row[prompt_key]
+    if not (isinstance(messages, list) and messages
+            and all(isinstance(m, dict) and "role" in m and "content" in m for m in messages)):
+        raise ConfigError(f"row {index} of {path}: '{prompt_key}' must be a non-empty list of chat messages "
+                          f"({{'role': ..., 'content': ...}}); got {str(messages)[:120]!r}.", entry="data.prompt_key",
+                          fix="store each prompt as a list of messages, e.g. [{'role': 'user', 'content': 'What is 2+2?'}]")
+    return row if prompt_key == "prompt" else {**row, "prompt": messages}
 
 
 class PromptBatches:

@@ -69,7 +69,7 @@ async def run_ppo_async(
     if collect is None:
         raise ConfigError("no rollout is wired to the trainer.",
                           fix="pass make_rollout=... (or --rollout module:function) returning (collect, engine)")
-    rows = list(dataset) if dataset is not None else read_rows(config.data.train_files)
+    rows = list(dataset) if dataset is not None else read_rows(config.data.train_files, prompt_key=config.data.prompt_key)
     if not rows:
         raise ConfigError("no training rows.", entry="data.train_files", fix="point data.train_files at a dataset file")
     trainer = RLTrainer(config, collect=collect, engine=engine, dataset=rows)

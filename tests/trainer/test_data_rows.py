@@ -1,0 +1,34 @@
+"""Dataset rows: verl's `data.prompt_key` picks the messages column; malformed rows stop the run with a clear error."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from agentgym.errors import ConfigError
+from agentgym.trainer.data import read_rows
+
+MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
+
+
+def test_prompt_key_names_the_messages_column_in_parquet_and_jsonl(tmp_path):
+    pq.write_table(pa.Table.from_pylist([{"chat": MESSAGES, "extra_info": {"index": 0}}]), tmp_path / "a.parquet")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"chat": MESSAGES, "extra_info": {"index": 1}}) + "\n")
+    rows = read_rows([str(tmp_path / "a.parquet"), str(tmp_path / "b.jsonl")], prompt_key="chat")
+    assert [r["prompt"] for r in rows] == [MESSAGES, MESSAGES]
+    assert [r["extra_info"]["index"] for r in rows] == [0, 1] and rows[0]["chat"] == MESSAGES
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"question": "What is 2+2?"}, "row 1 of .* has no 'prompt' column \\(it has: question\\)"),
+    ({"prompt": "What is 2+2?"}, "row 1 of .*'prompt' must be a non-empty list of chat messages"),
+    ({"prompt": []}, "must be a non-empty list"),
+    ({"prompt": [{"content": "hi"}]}, "must be a non-empty list"),
+])
+def test_malformed_rows_are_refused_naming_file_and_row(tmp_path, row, message):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"prompt": MESSAGES}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        read_rows(str(path))
+    assert "data.prompt_key" in str(info.value)
