@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agentgym.tools.arithmetic import evaluate, format_number
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="train")
     args = parser.parse_args(argv)
     rows = make_rows(ArithmeticTaskConfig(num_rows=args.rows, seed=args.seed, split=args.split))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.out.endswith(".jsonl"):
         with open(args.out, "w") as out:
             out.writelines(json.dumps(row) + "\n" for row in rows)
