@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from agentgym.tools.arithmetic import evaluate, format_number
@@ -66,26 +65,15 @@ def make_rows(cfg: ArithmeticTaskConfig) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     """python -m environments.arithmetic.data --out rows.parquet [--rows N] [--seed S] [--split train]"""
-    import argparse
-    import json
+    from environments.data_cli import task_data_cli
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    parser = argparse.ArgumentParser(description="write arithmetic task rows in verl's dataset layout")
-    parser.add_argument("--out", required=True, help="a .parquet or .jsonl path")
-    parser.add_argument("--rows", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", default="train")
-    args = parser.parse_args(argv)
-    rows = make_rows(ArithmeticTaskConfig(num_rows=args.rows, seed=args.seed, split=args.split))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    if args.out.endswith(".jsonl"):
-        with open(args.out, "w") as out:
-            out.writelines(json.dumps(row) + "\n" for row in rows)
-    else:
-        pq.write_table(pa.Table.from_pylist(rows), args.out)
-    print(f"wrote {len(rows)} rows to {args.out}")
+    task_data_cli(
+        lambda num_rows, seed, split: make_rows(ArithmeticTaskConfig(num_rows=num_rows, seed=seed, split=split)),
+        prog="python -m environments.arithmetic.data",
+        description="write arithmetic task rows in verl's dataset layout",
+        default_rows=ArithmeticTaskConfig.num_rows,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -1,54 +1,12 @@
-"""`python -m environments.code_arith.data --out rows.parquet`: arithmetic's tasks with the code interpreter's prompt.
-
-Also holds `task_data_cli`, the small command line every environment's data module shares: it parses
-`--out/--rows/--seed/--split`, builds the rows and writes them as Parquet or JSON lines (verl's dataset layout).
-"""
+"""`python -m environments.code_arith.data --out rows.parquet`: arithmetic's tasks with the code interpreter's prompt."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 from environments.arithmetic.data import ArithmeticTaskConfig
 from environments.code_arith import make_rows
-
-RowsFor = Callable[[int, int, str], list[dict[str, Any]]]  # (num_rows, seed, split) -> rows
-
-
-def write_rows(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
-    """Rows to `out`: JSON lines when it ends in .jsonl, else Parquet; parent folders are created."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".jsonl":
-        with path.open("w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(list(rows)), path)
-    return path
-
-
-def task_data_cli(rows_for: RowsFor, *, prog: str, description: str, default_rows: int,
-                  argv: Sequence[str] | None = None, suffixes: tuple[str, ...] = (".parquet", ".jsonl"),
-                  why: str = "") -> Path:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--out", required=True, help=f"a {' or '.join(suffixes)} path")
-    parser.add_argument("--rows", type=int, default=default_rows)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", default="train")
-    args = parser.parse_args(argv)
-    if not args.out.endswith(suffixes):
-        parser.error(f"--out must end in {' or '.join(suffixes)}{why}")
-    rows = rows_for(args.rows, args.seed, args.split)
-    path = write_rows(rows, args.out)
-    print(f"wrote {len(rows)} rows to {path}")
-    return path
+from environments.data_cli import task_data_cli
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -75,7 +75,7 @@ def make_rows(cfg: CodegenTaskConfig) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     """python -m environments.codegen.data --out rows.jsonl [--rows N] [--seed S] [--split train]"""
-    from environments.code_arith.data import task_data_cli  # the shared --out/--rows/--seed/--split writer
+    from environments.data_cli import task_data_cli
 
     task_data_cli(
         lambda num_rows, seed, split: make_rows(CodegenTaskConfig(num_rows=num_rows, seed=seed, split=split)),
