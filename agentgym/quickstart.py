@@ -87,6 +87,11 @@ class EvalResult:
     trajectories: list[Trajectory]
 
 
+def eval_name(stage: str, mode: str) -> str:
+    """The held-out evaluation's name in summary.json and its file, eval_<name>.jsonl: greedy is the plain one."""
+    return stage if mode == "greedy" else f"{stage}_{mode}"
+
+
 def question(row: dict[str, Any]) -> str:
     return row["prompt"][-1]["content"]
 
@@ -207,8 +212,7 @@ class Quickstart:
                 results = {}
                 for mode, loop in (("greedy", greedy), ("sampled", sampler)):
                     results[mode] = evaluate(await loop.run_batch(self.eval_rows, group_prefix="eval-"))
-                    suffix = "" if mode == "greedy" else "_sampled"
-                    write_jsonl(results[mode].trajectories, s.run_dir / f"eval_{stage}{suffix}.jsonl")
+                    write_jsonl(results[mode].trajectories, s.run_dir / f"eval_{eval_name(stage, mode)}.jsonl")
                 return results
 
             before = await held_out("before")
@@ -264,7 +268,7 @@ def run_quickstart(settings: QuickstartSettings, console: Console) -> int:
                           f"{result.tool_use_correct:.1%}", f"{result.mean_reward:.3f}")
     console.print(table)
     summary: dict[str, Any] = {
-        f"{stage}{'' if mode == 'greedy' else '_sampled'}": {k: v for k, v in vars(result).items() if k != "trajectories"}
+        eval_name(stage, mode): {k: v for k, v in vars(result).items() if k != "trajectories"}
         for stage, by_mode in results.items() for mode, result in by_mode.items()
     }
     summary.update(seconds=time.perf_counter() - started, settings={k: str(v) for k, v in vars(settings).items()})

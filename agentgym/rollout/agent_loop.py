@@ -110,9 +110,8 @@ class AgentLoop:
         self.interactions = dict(interactions or {})
         self.config = config or AgentLoopConfig()
         self.parser = get_parser(self.config.parser)
-        self.tool_dicts = [tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
-        if not self.config.tool_schemas_in_prompt:
-            self.tool_dicts = None
+        self.tool_dicts = ([tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
+                           if self.config.tool_schemas_in_prompt else None)
         end_of_turn = tokenizer.eos_token
         self.end_of_turn_id = tokenizer.convert_tokens_to_ids(end_of_turn)
         self._fast_delta, self._delta_checks = True, 0
