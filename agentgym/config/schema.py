@@ -87,6 +87,9 @@ class ActorConfig(Section):
     shuffle: bool = False
     grad_clip: float = 1.0
     recompute_old_log_prob: bool = True
+    # torch.compile each transformer block (fuses the elementwise work between matmuls). None: on when the trainer
+    # runs on CUDA, off on CPU (compiling there costs more than it saves on small models).
+    use_torch_compile: bool | None = None
     optim: OptimConfig = Field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     fsdp_config: FSDPConfig = Field(default_factory=FSDPConfig)
@@ -96,6 +99,7 @@ class RefConfig(Section):
     log_prob_micro_batch_size_per_gpu: int | None = None
     log_prob_use_dynamic_bsz: bool = True
     log_prob_max_token_len_per_gpu: int = 16384
+    use_torch_compile: bool | None = None
     fsdp_config: FSDPConfig = Field(default_factory=FSDPConfig)
 
 

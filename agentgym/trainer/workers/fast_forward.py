@@ -40,7 +40,7 @@ class HeadRequest:
     with_entropy: bool = False
 
 
-def _head_chunk(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor, labels: torch.Tensor,
+def head_chunk(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor, labels: torch.Tensor,
                 temperature: float, with_entropy: bool) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias).float()
     if temperature != 1.0:
@@ -58,6 +58,8 @@ class LogprobLinear(nn.Linear):
     """An `nn.Linear` LM head that, while a `HeadRequest` is set, returns (1, N, 1|2) [log-prob, entropy]."""
 
     _agentgym_request: HeadRequest | None = None
+    # The per-chunk computation; `compile_model` swaps in a compiled one (fuses cast, log-sum-exp and gather).
+    chunk_fn = staticmethod(head_chunk)
 
     @contextlib.contextmanager
     def request(self, req: HeadRequest):
@@ -81,7 +83,8 @@ class LogprobLinear(nn.Linear):
         for start in range(0, flat.shape[0], chunk):
             args = (self.weight, self.bias, flat[start:start + chunk], req.labels[start:start + chunk],
                     req.temperature, req.with_entropy)
-            pieces.append(checkpoint(_head_chunk, *args, use_reentrant=False) if grad else _head_chunk(*args))
+            fn = self.chunk_fn
+            pieces.append(checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args))
         if not pieces:
             width = 2 if req.with_entropy else 1
             return (flat.sum() * 0.0 + self.weight.sum() * 0.0).reshape(1, 1, 1).expand(1, 0, width)
@@ -215,7 +218,14 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         out = kernel(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), cu, int(max_len),
                      scaling)
         return out.unsqueeze(0), None
-    return _loop_attention(query, key, value, _bounds_list(cu), scaling), None
+    return _per_sequence_attention(query, key, value, cu, scaling), None
+
+
+@torch.compiler.disable
+def _per_sequence_attention(query, key, value, cu, scaling):
+    """The fallback's Python loop over sequences stays eager inside compiled blocks (its host bounds would
+    otherwise become guards and recompile every micro-batch)."""
+    return _loop_attention(query, key, value, _bounds_list(cu), scaling)
 
 
 def register_varlen_attention() -> bool:
@@ -224,6 +234,8 @@ def register_varlen_attention() -> bool:
     except ImportError:
         return False
     AttentionInterface.register(VARLEN_ATTENTION, varlen_attention)
+    if torch.cuda.is_available():
+        _varlen_kernel()  # resolve (and self-check) now, not inside a torch.compile trace
     return True
 
 

@@ -4,19 +4,47 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import torch
+
 
 class MetricSums:
-    """name -> (weighted sum, weight); `mean()` gives the weighted mean. Plain floats so it pickles through Ray."""
+    """name -> (weighted sum, weight); `mean()` gives the weighted mean. Exported as plain floats (pickles through
+    Ray).
+
+    Device tensors can be added with `add_device` without a host sync: each `float(tensor)` per micro-batch would
+    stall the GPU until the host launches the next forward; the pending values are read in one transfer on
+    `flush` (called by `export` and `mean`, or before anything that syncs anyway).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._pending: list[tuple[str, torch.Tensor, torch.Tensor | float]] = []
 
     def add(self, name: str, value: float, weight: float = 1.0) -> None:
         entry = self.sums[name]
         entry[0] += float(value) * weight
         entry[1] += weight
 
+    def add_device(self, name: str, value: torch.Tensor, weight: torch.Tensor | float = 1.0) -> None:
+        """Like `add` for a scalar tensor (and weight); a weight of 0 adds to the sum only."""
+        self._pending.append((name, value.detach(), weight.detach() if isinstance(weight, torch.Tensor) else weight))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        device = self._pending[0][1].device
+        rows = [torch.stack([v.reshape(()).float(), torch.as_tensor(w, dtype=torch.float32, device=device).reshape(())])
+                for _, v, w in self._pending]
+        values = torch.stack(rows).tolist()
+        for (name, _, _), (value, weight) in zip(self._pending, values):
+            entry = self.sums[name]
+            entry[0] += value * (weight if weight != 0 else 1.0)
+            entry[1] += weight
+        self._pending.clear()
+
     def merge(self, other: "MetricSums | dict[str, list[float]]") -> "MetricSums":
+        if isinstance(other, MetricSums):
+            other.flush()
         items = other.sums.items() if isinstance(other, MetricSums) else other.items()
         for name, (total, weight) in items:
             entry = self.sums[name]
@@ -25,7 +53,9 @@ class MetricSums:
         return self
 
     def export(self) -> dict[str, list[float]]:
+        self.flush()
         return {k: list(v) for k, v in self.sums.items()}
 
     def mean(self) -> dict[str, float]:
+        self.flush()
         return {k: (t / w if w else 0.0) for k, (t, w) in self.sums.items()}

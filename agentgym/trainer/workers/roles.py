@@ -18,6 +18,7 @@ from agentgym.trainer.algorithms.kl import kl_penalty
 from agentgym.trainer.algorithms.losses import agg_loss, compute_policy_loss, compute_value_loss
 from agentgym.trainer.algorithms.masked import masked_mean
 from agentgym.trainer.batching import MicroBatch, unflatten
+from agentgym.trainer.workers.compile import compile_model
 from agentgym.trainer.workers.metrics_acc import MetricSums
 from agentgym.trainer.workers.model import (
     forward_policy,
@@ -42,12 +43,15 @@ class ModelRole:
         optim_cfg: OptimConfig | None = None,
         total_steps: int = 1,
         value_head: bool = False,
+        use_torch_compile: bool | None = None,
     ) -> None:
         self.device = device
         self.rank, self.world_size = world()
         self.sharded = torch.distributed.is_available() and torch.distributed.is_initialized()
         model = load_hf_model(model_cfg, fsdp_cfg, value_head=value_head)
         model.to(device)
+        if use_torch_compile if use_torch_compile is not None else device.type == "cuda":
+            compile_model(model)  # before sharding: FSDP2 renames the block classes
         if self.sharded:
             model = shard_with_fsdp2(model, fsdp_cfg)
         self.model = model
@@ -170,21 +174,21 @@ class PolicyRole(ModelRole):
                         loss_agg_mode=cfg.loss_agg_mode, **agg,
                     )
                     loss = out.loss
-                    tokens = float(mask.sum())
+                    tokens = mask.sum()
                     if need_entropy:
                         ent = unflatten(entropy, lens)
                         loss = loss - cfg.entropy_coeff * agg_loss(ent, mask, cfg.loss_agg_mode, **agg)
-                        sums.add("actor/entropy_update", float(masked_mean(ent.detach(), mask)), tokens)
+                        sums.add_device("actor/entropy_update", masked_mean(ent.detach(), mask), tokens)
                     if cfg.use_kl_loss:
                         kl = kl_penalty(logp, micro.padded("ref_log_probs"), cfg.kl_loss_type)
                         kl_loss = agg_loss(kl, mask, cfg.loss_agg_mode, **agg)
                         loss = loss + cfg.kl_loss_coef * kl_loss
-                        sums.add("actor/kl_loss", float(masked_mean(kl.detach(), mask)), tokens)
+                        sums.add_device("actor/kl_loss", masked_mean(kl.detach(), mask), tokens)
                     (loss * self.world_size).backward()
-                    sums.sums["actor/pg_loss"][0] += float(out.loss.detach())
-                    sums.add("actor/pg_clipfrac", float(out.clipfrac), tokens)
-                    sums.add("actor/pg_clipfrac_lower", float(out.clipfrac_lower), tokens)
-                    sums.add("actor/ppo_kl", float(out.ppo_kl), tokens)
+                    sums.add_device("actor/pg_loss", out.loss, 0.0)
+                    sums.add_device("actor/pg_clipfrac", out.clipfrac, tokens)
+                    sums.add_device("actor/pg_clipfrac_lower", out.clipfrac_lower, tokens)
+                    sums.add_device("actor/ppo_kl", out.ppo_kl, tokens)
                 sums.sums["actor/pg_loss"][1] += 1.0 / self.world_size
                 sums.add("actor/grad_norm", self.optimizer_step(cfg.grad_clip), 1.0 / self.world_size)
         sums.add("actor/lr", self.scheduler.get_last_lr()[0], 1.0 / self.world_size)
@@ -206,7 +210,7 @@ class PolicyRole(ModelRole):
                 mask = micro.fields["loss_mask"]
                 loss = -(log_probs * mask).sum() / micro.num_tokens
                 (loss * self.world_size).backward()
-                sums.sums["sft/loss"][0] += float(loss.detach())
+                sums.add_device("sft/loss", loss, 0.0)
             sums.sums["sft/loss"][1] += 1.0 / self.world_size
             sums.add("sft/grad_norm", self.optimizer_step(grad_clip), 1.0 / self.world_size)
         sums.add("sft/lr", self.scheduler.get_last_lr()[0], 1.0 / self.world_size)
@@ -245,10 +249,10 @@ class ValueRole(ModelRole):
                         num_tokens=micro.num_tokens, num_seqs=micro.num_seqs, loss_scale_factor=loss_scale_factor,
                     )
                     (loss * self.world_size).backward()
-                    tokens = float(mask.sum())
-                    sums.sums["critic/vf_loss"][0] += float(loss.detach())
-                    sums.add("critic/vf_clipfrac", float(clipfrac), tokens)
-                    sums.add("critic/vpred_mean", float(masked_mean(vpred.detach(), mask)), tokens)
+                    tokens = mask.sum()
+                    sums.add_device("critic/vf_loss", loss, 0.0)
+                    sums.add_device("critic/vf_clipfrac", clipfrac, tokens)
+                    sums.add_device("critic/vpred_mean", masked_mean(vpred.detach(), mask), tokens)
                 sums.sums["critic/vf_loss"][1] += 1.0 / self.world_size
                 sums.add("critic/grad_norm", self.optimizer_step(cfg.grad_clip), 1.0 / self.world_size)
         sums.add("critic/lr", self.scheduler.get_last_lr()[0], 1.0 / self.world_size)

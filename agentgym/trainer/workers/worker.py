@@ -73,9 +73,10 @@ class TrainWorker:
         torch.manual_seed(cfg.data.seed)
         if "actor" in roles:
             self.actor = PolicyRole(arr.model, arr.actor.fsdp_config, device=self.device, optim_cfg=arr.actor.optim,
-                                    total_steps=total_steps)
+                                    total_steps=total_steps, use_torch_compile=arr.actor.use_torch_compile)
         if "ref" in roles:
-            self.ref = PolicyRole(arr.model, arr.ref.fsdp_config, device=self.device)
+            self.ref = PolicyRole(arr.model, arr.ref.fsdp_config, device=self.device,
+                                  use_torch_compile=arr.ref.use_torch_compile)
         if "critic" in roles:
             critic_model = cfg.critic.model
             if critic_model.path is None:

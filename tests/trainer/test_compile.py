@@ -1,0 +1,76 @@
+"""`use_torch_compile`: compiled blocks and head give the eager log-probs, entropies and gradients, share one
+graph across identical layers, and leave parameter names alone. Runs through AOTAutograd with the eager backend
+(Inductor's CPU code generation takes minutes on the CI machine; the GPU runs in benchmarks/ use Inductor)."""
+
+import pytest
+import torch
+from torch._dynamo.backends.debugging import aot_eager
+
+from agentgym.config import load_config
+from agentgym.trainer.batching import pack
+from agentgym.trainer.workers.compile import compile_model
+from agentgym.trainer.workers.model import forward_policy, load_hf_model
+
+from .test_fast_forward import _batch, _load
+
+
+class CountingBackend:
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return aot_eager(gm, example_inputs)
+
+
+@pytest.mark.parametrize("with_entropy", [False, True])
+def test_compiled_model_matches_eager(tiny_model_path, with_entropy):
+    torch._dynamo.reset()
+    batch = _batch()
+    micro = pack(batch, list(range(len(batch))), ["loss_mask"], padded=False)
+    eager = _load(tiny_model_path, remove_padding=True)
+    compiled = _load(tiny_model_path, remove_padding=True)
+    names = list(compiled.state_dict())
+    backend = CountingBackend()
+    layers = compiled.config.num_hidden_layers
+    assert layers > 1
+    assert compile_model(compiled, backend=backend) == layers
+    assert list(compiled.state_dict()) == names
+
+    results = []
+    for model in (eager, compiled):
+        lp, ent = forward_policy(model, micro, temperature=0.8, with_entropy=with_entropy)
+        weights = torch.linspace(-1, 1, lp.numel())
+        (lp * weights).sum().add(ent.sum() if with_entropy else 0).backward()
+        results.append((lp, ent, {n: p.grad for n, p in model.named_parameters()}))
+    (lp_e, ent_e, grads_e), (lp_c, ent_c, grads_c) = results
+    torch.testing.assert_close(lp_c, lp_e, rtol=1e-5, atol=1e-5)
+    if with_entropy:
+        torch.testing.assert_close(ent_c, ent_e, rtol=1e-5, atol=1e-5)
+    for name, grad in grads_e.items():
+        torch.testing.assert_close(grads_c[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert backend.graphs > 0
+
+
+def test_layers_share_one_compilation(tiny_model_path):
+    """Twice the layers, the same number of graphs: identical blocks reuse one compiled function."""
+    micro = pack(_batch(), list(range(4)), ["loss_mask"], padded=False)
+    counts = []
+    for extra in ([], ["actor_rollout_ref.model.override_config={num_hidden_layers: 4, layer_types: [full_attention, full_attention, full_attention, full_attention]}"]):
+        torch._dynamo.reset()
+        cfg = load_config(None, [f"actor_rollout_ref.model.path={tiny_model_path}",
+                                 "actor_rollout_ref.model.use_remove_padding=true"] + extra)
+        model = load_hf_model(cfg.actor_rollout_ref.model, cfg.actor_rollout_ref.actor.fsdp_config)
+        backend = CountingBackend()
+        compile_model(model, backend=backend)
+        lp, _ = forward_policy(model, micro)
+        lp.sum().backward()
+        counts.append((model.config.num_hidden_layers, backend.graphs))
+    (layers_a, graphs_a), (layers_b, graphs_b) = counts
+    assert layers_b == 2 * layers_a
+    assert graphs_a == graphs_b > 0
+
+
+def test_compile_refuses_a_model_without_blocks():
+    with pytest.raises(ValueError, match="use_torch_compile=false"):
+        compile_model(torch.nn.Linear(3, 3))
