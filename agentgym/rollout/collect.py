@@ -62,6 +62,36 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
     return tools, interactions
 
 
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def transformers_engine_config(cfg: AgentGymConfig) -> Any:
+    """The in-process engine runs where the trainer runs: on CUDA in `rollout.dtype` with torch's own threading, on
+    CPU in fp32 on one thread; `rollout.engine_kwargs.transformers` overrides any field."""
+    import dataclasses
+
+    import torch
+
+    from agentgym.rollout.engines.transformers_engine import TransformersEngineConfig
+
+    rollout = cfg.actor_rollout_ref.rollout
+    kwargs = dict(rollout.engine_kwargs.get("transformers") or {})
+    fields = {f.name for f in dataclasses.fields(TransformersEngineConfig)}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ConfigError(f"unknown transformers engine option(s) {unknown}.",
+                          entry="actor_rollout_ref.rollout.engine_kwargs.transformers",
+                          fix=f"use only {sorted(fields)}")
+    device = cfg.trainer.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs.setdefault("device", device)
+    if kwargs["device"] != "cpu":
+        kwargs.setdefault("dtype", _TORCH_DTYPES.get(rollout.dtype, rollout.dtype))
+        kwargs.setdefault("intra_op_threads", None)
+    return TransformersEngineConfig(**kwargs)
+
+
 def make_engine(cfg: AgentGymConfig) -> Any:
     rollout = cfg.actor_rollout_ref.rollout
     model_path = cfg.actor_rollout_ref.model.path
@@ -70,7 +100,7 @@ def make_engine(cfg: AgentGymConfig) -> Any:
 
         if not model_path:
             raise ConfigError("no model to serve.", entry="actor_rollout_ref.model.path", fix="set it to a local HF model directory")
-        return TransformersEngine(model_path)
+        return TransformersEngine(model_path, transformers_engine_config(cfg))
     if rollout.name == "sglang":
         from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig
 
