@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -169,7 +170,8 @@ def trainer_overrides(args, model_path: Path) -> list[str]:
         f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={args.max_token_len * 2}",
         "actor_rollout_ref.model.use_remove_padding=true", f"actor_rollout_ref.model.attn_implementation={args.attn}",
         f"actor_rollout_ref.model.enable_gradient_checkpointing={str(args.grad_ckpt).lower()}",
-        "actor_rollout_ref.actor.optim.lr=1e-6", f"data.max_response_length={args.max_response}",
+        "actor_rollout_ref.actor.optim.lr=1e-6",
+        f"actor_rollout_ref.actor.use_torch_compile={ {'auto': 'null', 'on': 'true', 'off': 'false'}[args.compile]}", f"data.max_response_length={args.max_response}",
         "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=8",
         f"trainer.total_training_steps={args.warmup + args.steps}", "trainer.save_freq=-1",
         "trainer.logger=[console]",
@@ -271,7 +273,41 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
     return out
 
 
-async def update_only(args, model_path: Path, params: int, vocab: int) -> dict:
+@contextlib.contextmanager
+def profile_to(path: Path, *, enabled: bool):
+    """Kernel time of one step by operator, written to `path` (the step's wall time and GPU-busy share on top)."""
+    if not enabled:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        yield
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    kernels = [e for e in events if str(e.device_type).endswith("CUDA")]
+    kinds = {"matmul": ("gemm", "nvjet", "cutlass", "xmma", "cublas"), "attention": ("flash", "fmha", "attn"),
+             "compiled (triton)": ("triton",), "nccl": ("nccl",), "optimizer (foreach/fused)": ("foreach", "adam"),
+             "copy/cast": ("copy", "memcpy", "memset", "cast"), "reduction": ("reduce", "softmax", "norm"),
+             "elementwise": ("elementwise", "vectorized")}
+    by_kind: dict[str, float] = {}
+    for e in kernels:
+        name = e.key.lower()
+        kind = next((k for k, keys in kinds.items() if any(x in name for x in keys)), "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_device_time_total / 1e6
+    busy = sum(by_kind.values())
+    lines = [f"wall {wall:.3f} s (profiled step), kernel time {busy:.3f} s"]
+    lines += [f"  {k:28s} {v:7.3f} s  {100 * v / max(busy, 1e-9):5.1f} %" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])]
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n" + events.table(sort_by=sort, row_limit=45, max_name_column_width=90))
+
+
+async def update_only(args, model_path: Path, params: int, vocab: int, workdir: Path) -> dict:
     overrides = trainer_overrides(args, model_path)
     if args.ray:  # the Ray driver path: one Ray actor per GPU, FSDP2 across them
         overrides = [o for o in overrides if not o.startswith("trainer.use_ray")]
@@ -279,15 +315,15 @@ async def update_only(args, model_path: Path, params: int, vocab: int) -> dict:
         config = load_config(None, overrides)
         from agentgym.trainer.workers import start_worker_group
 
-        group = start_worker_group(config, total_steps=args.warmup + args.update_steps, roles=("actor",))
+        group = start_worker_group(config, total_steps=args.warmup + args.update_steps + args.profile, roles=("actor",))
     else:
         config = load_config(None, overrides)
-        group = LocalWorkerGroup(config, total_steps=args.warmup + args.update_steps, roles=("actor",),
+        group = LocalWorkerGroup(config, total_steps=args.warmup + args.update_steps + args.profile, roles=("actor",),
                                  distributed=args.device == "cuda")
     trainer = RLTrainer(config, workers=group)
     results = []
     try:
-        for step in range(args.warmup + args.update_steps):
+        for step in range(args.warmup + args.update_steps + args.profile):
             rng = random.Random(step)
             trajs = []
             for p in range(args.prompts):
@@ -298,8 +334,10 @@ async def update_only(args, model_path: Path, params: int, vocab: int) -> dict:
                                             loss_mask=[1] * len(resp), rollout_logprobs=[0.0] * len(resp),
                                             final_score=float(rng.random() < 0.5)))
             sync(args.device)
-            metrics = await trainer.train_step(trajs, step=step + 1)
-            if step >= args.warmup:
+            profiling = step == args.warmup + args.update_steps  # one extra, unmeasured step
+            with profile_to(Path(args.out or workdir) / f"profile_{args.size}{args.tag}.txt", enabled=profiling):
+                metrics = await trainer.train_step(trajs, step=step + 1)
+            if args.warmup <= step < args.warmup + args.update_steps:
                 results.append(metrics)
     finally:
         trainer.close()
@@ -333,6 +371,9 @@ def main() -> None:
     parser.add_argument("--max-token-len", type=int, default=32768, help="ppo_max_token_len_per_gpu (packed)")
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--grad-ckpt", action="store_true")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="actor.use_torch_compile (auto: on for CUDA)")
+    parser.add_argument("--profile", action="store_true", help="one more update-only step, unmeasured, under torch.profiler (table in --out)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2, help="measured full GRPO steps")
     parser.add_argument("--update-steps", type=int, default=3, help="measured update-only steps")
@@ -354,7 +395,7 @@ def main() -> None:
 
     summary["transformers"] = transformers.__version__
     if not args.skip_update:
-        summary["update_only"] = asyncio.run(update_only(args, model_path, params, vocab))
+        summary["update_only"] = asyncio.run(update_only(args, model_path, params, vocab, workdir))
         print("update-only", json.dumps(summary["update_only"]), flush=True)
     if not args.skip_rl:
         summary["grpo_step"] = asyncio.run(rl_steps(args, model_path, params, workdir))

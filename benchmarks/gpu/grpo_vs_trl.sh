@@ -2,13 +2,13 @@
 # Our GRPO step (multi-turn rollout with the code tool, old log-probs, FSDP2 update) vs TRL's GRPOTrainer, same
 # model shapes, batch and lengths, on the device machine. Run from the repository root:
 #   bash benchmarks/gpu/grpo_vs_trl.sh [STAGE ...]
-# stages: upd-SIZE (our update on the TRL-shaped batch), trl-SIZE (TRL GRPOTrainer, same batch), rl-SIZE (a small
+# stages: upd-SIZE (our update on the TRL-shaped batch, blocks compiled), eager-SIZE (the same without torch.compile), trl-SIZE (TRL GRPOTrainer, same batch), rl-SIZE (a small
 # full multi-turn GRPO step with the code tool), ours-SIZE (both of ours at the default batch: slow rollout),
 # ray-SIZE (our update through Ray actors), rlbig-SIZE (the multi-turn rollout at 8 prompts x 8 samples, no update). Default: upd-0.5b trl-0.5b upd-1.5b trl-1.5b rl-0.5b ray-0.5b
 # Set-up (every call): installs the wheels carried in .whl/ into /tmp/site (pydantic, jsonschema, fastapi, uvicorn,
-# tenacity, trl, datasets, ...). Ray travels in two halves (.whl/ray/ray.part00 in one call, ray.part01 in the
-# next call to the same warm machine); each half is kept in /tmp/ray_parts and, once both are there, joined and
-# installed. If TRL does not import with the image's transformers, .whl/tf/ (a newer transformers) is used for
+# tenacity, trl, datasets, ...). Ray travels in two halves (.whl_ray0/ray.part00 in one call, .whl_ray1/ray.part01
+# in the next call to the same warm machine; carry [.whl, .whl_ray0] then [.whl, .whl_ray1]: 64 MiB a call); each half is kept in /tmp/ray_parts and, once both are there, joined and
+# installed. If TRL does not import with the image's transformers, .whl_tf/ (a newer transformers) is used for
 # the TRL runs only. Results: $OUT/*.json, one log per stage, a table at the end.
 set -uo pipefail
 FINAL="${OUT:-/tmp/grpo_vs_trl_out}"
@@ -22,7 +22,7 @@ PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir 
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PIP --target /tmp/site .whl/*.whl 2>&1 | grep -v -i "warning" | tail -3
 fi
-cp -n .whl/ray/ray.part* /tmp/ray_parts/ 2>/dev/null || true
+cp -n .whl_ray*/ray.part* /tmp/ray_parts/ 2>/dev/null || true
 if [ -f /tmp/ray_parts/ray.part00 ] && [ -f /tmp/ray_parts/ray.part01 ] && [ ! -d /tmp/site/ray ]; then
   cat /tmp/ray_parts/ray.part00 /tmp/ray_parts/ray.part01 > /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
   md5sum /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
@@ -31,8 +31,8 @@ fi
 export PYTHONPATH="/tmp/site:$PWD"
 TRL_PYTHONPATH="$PYTHONPATH"
 if ! python3 -c "from trl import GRPOTrainer" >"$OUT/trl_import.txt" 2>&1; then
-  if ls .whl/tf/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site_tf/transformers ]; then
-    mkdir -p /tmp/site_tf && $PIP --target /tmp/site_tf .whl/tf/*.whl 2>&1 | grep -v -i warning | tail -3
+  if ls .whl_tf/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site_tf/transformers ]; then
+    mkdir -p /tmp/site_tf && $PIP --target /tmp/site_tf .whl_tf/*.whl 2>&1 | grep -v -i warning | tail -3
   fi
   if [ -d /tmp/site_tf/transformers ]; then
     TRL_PYTHONPATH="/tmp/site_tf:$PYTHONPATH"
@@ -55,15 +55,18 @@ for stage in "${stages[@]}"; do
     ours) timeout 420 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --out "$OUT" ;;
     rl)   timeout 200 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-update --prompts 2 --n 4 --warmup 0 \
             --steps 1 --turn-tokens 64 --tag _rl --out "$OUT" ;;
-    rlbig) timeout 120 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-update --prompts 8 --n 8 --warmup 0 \
+    rlbig) timeout 240 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-update --prompts 8 --n 8 --warmup 0 \
             --steps 1 --turn-tokens 128 --tag _rlbig --out "$OUT" ;;
-    upd)  timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --tag _update --out "$OUT" ;;
+    upd)  timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --profile --tag _upd --out "$OUT" ;;
+    eager) timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --profile --compile off \
+            --tag _eager --out "$OUT" ;;
     trl)  PYTHONPATH="$TRL_PYTHONPATH" timeout 230 python3 benchmarks/gpu/trl_grpo_bench.py --size "$size" --out "$OUT" ;;
     ray)  python3 -c "import ray" 2>/dev/null || { echo "ray not installed: skipped"; continue; }
           timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --ray --update-steps 2 --tag _ray --out "$OUT" ;;
     *) echo "unknown stage $stage" ;;
   esac > "$OUT/log_$stage.txt" 2>&1
   echo "rc=$? (log: log_$stage.txt)"; grep -E "^(update-only|grpo-step|trl) |Error|error:" "$OUT/log_$stage.txt" | tail -5
+  head -11 "$OUT/profile_${size}_$kind.txt" 2>/dev/null
 done
 python3 benchmarks/gpu/summarize.py "$OUT" | tee "$OUT/summary.md"
 cp "$OUT/summary.md" "$OUT/versions.txt" "$FINAL/" 2>/dev/null

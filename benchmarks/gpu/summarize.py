@@ -42,7 +42,8 @@ def main() -> None:
     for name, size, phase, tps, mfu, secs, other in rows:
         print(f"| {name} | {size} | {phase} | {fmt(tps)} | {fmt(mfu, True)} | {secs:.2f} | {other} |")
     for size in sorted({r[1] for r in rows}):
-        ours = next((r for r in rows if r[1] == size and r[2].startswith("ours update (in-process")), None)
+        ours = [r for r in rows if r[1] == size and r[2].startswith("ours update (in-process")]
+        ours = next((r for r in ours if not r[0].endswith("_eager")), ours[0] if ours else None)  # compiled run
         trl = next((r for r in rows if r[1] == size and r[2].startswith("TRL")), None)
         if ours and trl:
             print(f"\n{size}: ours / TRL update tokens/s = {ours[3] / trl[3]:.2f}x")
