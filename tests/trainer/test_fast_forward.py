@@ -117,3 +117,15 @@ def test_padded_batches_keep_sdpa_and_the_head(tiny_model_path):
         lp, _ = forward_policy(model, micro)
         ref_lp, _ = forward_policy(ref, micro)
     torch.testing.assert_close(lp, ref_lp, rtol=1e-4, atol=1e-5)
+
+
+def test_flash_dtype_follows_autocast_and_refuses_fp32():
+    """Under autocast, rotary embeddings promote query and key to fp32 while value stays in the autocast dtype;
+    the flash kernel must get one half dtype (or not run: fp32 goes to the per-sequence SDPA loop)."""
+    q32, k32 = torch.randn(1, 4, 6, 8), torch.randn(1, 2, 6, 8)
+    v16 = torch.randn(1, 2, 6, 8, dtype=torch.bfloat16)
+    assert fast_forward.flash_dtype(q32, k32, q32[:, :2]) is None
+    assert fast_forward.flash_dtype(q32, k32, v16) is None
+    assert fast_forward.flash_dtype(q32.bfloat16(), k32.bfloat16(), v16) == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast_forward.flash_dtype(q32, k32, v16) == torch.bfloat16

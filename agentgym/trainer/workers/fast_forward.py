@@ -199,6 +199,22 @@ def _self_check(fn) -> bool:
         return False
 
 
+def flash_dtype(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.dtype | None:
+    """The half dtype the flash kernel should run in, or None (fp32 work goes to the SDPA loop instead).
+
+    Under autocast the projections come out in the autocast dtype but rotary embeddings (fp32 cos/sin, outside
+    autocast's op list) promote query and key back to fp32; SDPA is on autocast's list and casts, the flash
+    kernel is not, so the cast happens here.
+    """
+    half = (torch.float16, torch.bfloat16)
+    device = query.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in half:
+        return torch.get_autocast_dtype(device)
+    if query.dtype in half and key.dtype == query.dtype and value.dtype == query.dtype:
+        return query.dtype
+    return None
+
+
 def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                      sliding_window=None, **kwargs):
     """transformers attention function: per-sequence causal attention over packed rows (batch 1, boundaries in
@@ -210,14 +226,14 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       sliding_window=sliding_window, **kwargs)
     kernel = _varlen_kernel() if query.is_cuda else None
-    if kernel is not None:
+    dtype = flash_dtype(query, key, value) if kernel is not None else None
+    if dtype is not None:
         max_len = kwargs.get("max_length_q")
         if max_len is None:
             b = _bounds_list(cu)
             max_len = max(e - s for s, e in zip(b[:-1], b[1:]))
-        out = kernel(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), cu, int(max_len),
-                     scaling)
-        return out.unsqueeze(0), None
+        q, k, v = (t[0].transpose(0, 1).to(dtype) for t in (query, key, value))
+        return kernel(q, k, v, cu, int(max_len), scaling).unsqueeze(0), None
     return _per_sequence_attention(query, key, value, cu, scaling), None
 
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
-from agentgym.trainer.workers.worker import TrainWorker
+from agentgym.trainer.workers.worker import TrainWorker, pick_device
 
 
 class LocalWorkerGroup:
@@ -80,4 +80,7 @@ def start_worker_group(config: AgentGymConfig, *, total_steps: int, roles: tuple
             entry="trainer.n_gpus_per_node",
             fix="set trainer.use_ray=true or n_gpus_per_node=1",
         )
-    return LocalWorkerGroup(config, total_steps=total_steps, roles=roles)
+    # On a GPU the one rank still joins a 1-rank process group, so the model runs through FSDP2 (bf16 parameters
+    # under its mixed-precision policy) as in a multi-GPU run, instead of fp32 weights under autocast.
+    return LocalWorkerGroup(config, total_steps=total_steps, roles=roles,
+                            distributed=pick_device(config.trainer.device).type == "cuda")
