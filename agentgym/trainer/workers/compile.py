@@ -2,9 +2,11 @@
 
 Small-hidden models (Qwen2.5-0.5B: hidden 896) spend much of a training step in elementwise work between the
 matmuls (RMSNorm, rotary, SiLU-and-multiply, residual adds; in the head, the fp32 cast, log-sum-exp and gather over
-the 151,936-wide vocabulary), each a separate memory-bound kernel in eager mode; compiling fuses them. Only the block's `forward` is compiled, not the module call: FSDP2's hooks (all-gather,
-reshard) stay outside the graph, parameter names and state dicts are unchanged, and all blocks share one compiled
-function (the block is an argument, so identical layers do not each recompile).
+the 151,936-wide vocabulary), each a separate memory-bound kernel in eager mode; compiling fuses them.
+
+Only the block's `forward` is compiled, not the module call: FSDP2's hooks (all-gather, reshard) stay outside the
+graph, parameter names and state dicts are unchanged, and all blocks share one compiled function (the block is an
+argument, so identical layers do not each recompile).
 """
 
 from __future__ import annotations
@@ -16,17 +18,13 @@ import torch
 from torch import nn
 
 from agentgym.trainer.workers.fast_forward import head_chunk, logprob_head
+from agentgym.trainer.workers.model import transformer_blocks
 
 log = logging.getLogger(__name__)
 
 # Packed micro-batches vary in length; the first change makes the graph dynamic, a few more guards may follow
 # (varlen attention's max length). Above this the block would silently run eagerly.
 _RECOMPILE_LIMIT = 64
-
-
-def transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    names = set(getattr(model, "_no_split_modules", None) or [])
-    return [m for m in model.modules() if type(m).__name__ in names]
 
 
 def compile_model(model: nn.Module, *, backend: str = "inductor", mode: str | None = None) -> int:
@@ -57,4 +55,3 @@ def compile_blocks(model: nn.Module, *, backend: str = "inductor", mode: str | N
     log.info("compiled the forward of %d %s blocks (backend %s)", len(blocks),
              "/".join(sorted(c.__name__ for c in compiled)), backend)
     return len(blocks)
-

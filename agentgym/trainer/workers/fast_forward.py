@@ -41,7 +41,7 @@ class HeadRequest:
 
 
 def head_chunk(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor, labels: torch.Tensor,
-                temperature: float, with_entropy: bool) -> torch.Tensor:
+               temperature: float, with_entropy: bool) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias).float()
     if temperature != 1.0:
         logits = logits / temperature
@@ -79,11 +79,11 @@ class LogprobLinear(nn.Linear):
         flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, req.positions)
         chunk = self.chunk_tokens()
         grad = torch.is_grad_enabled() and (flat.requires_grad or self.weight.requires_grad)
+        fn = self.chunk_fn
         pieces = []
         for start in range(0, flat.shape[0], chunk):
             args = (self.weight, self.bias, flat[start:start + chunk], req.labels[start:start + chunk],
                     req.temperature, req.with_entropy)
-            fn = self.chunk_fn
             pieces.append(checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args))
         if not pieces:
             width = 2 if req.with_entropy else 1

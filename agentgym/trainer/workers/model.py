@@ -71,6 +71,13 @@ def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: b
     return model
 
 
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated layers a transformers model names in `_no_split_modules` (the units FSDP shards and compile
+    compiles)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
 def shard_with_fsdp2(model: nn.Module, fsdp_cfg: FSDPConfig) -> nn.Module:
     """`fully_shard` every transformer block, then the root (embeddings, norm, head, tied weights)."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
@@ -83,8 +90,7 @@ def shard_with_fsdp2(model: nn.Module, fsdp_cfg: FSDPConfig) -> nn.Module:
         )
     if fsdp_cfg.param_offload:
         kwargs["offload_policy"] = CPUOffloadPolicy()
-    block_names = set(getattr(model, "_no_split_modules", None) or [])
-    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
+    blocks = transformer_blocks(model)
     if not blocks:
         raise ConfigError(f"cannot find the transformer blocks of {type(model).__name__} to shard",
                           fix="use a transformers model that declares _no_split_modules")

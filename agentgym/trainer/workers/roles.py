@@ -50,7 +50,9 @@ class ModelRole:
         self.sharded = torch.distributed.is_available() and torch.distributed.is_initialized()
         model = load_hf_model(model_cfg, fsdp_cfg, value_head=value_head)
         model.to(device)
-        if use_torch_compile if use_torch_compile is not None else device.type == "cuda":
+        if use_torch_compile is None:
+            use_torch_compile = device.type == "cuda"
+        if use_torch_compile:
             compile_model(model)  # before sharding: FSDP2 renames the block classes
         if self.sharded:
             model = shard_with_fsdp2(model, fsdp_cfg)
