@@ -13,11 +13,13 @@ def test_device_values_match_float_values():
     for value, weight in data:
         host.add("m", value, weight)
         device.add_device("m", torch.tensor(value), torch.tensor(weight))
-    host.sums["loss"][0] += 0.75 + 0.25  # sum-only entries: what a weight of 0 means
+    host.sums["loss"][0] += 0.75 + 0.25  # sum-only entries, weighted once by the caller
     host.sums["loss"][1] += 0.5
-    device.add_device("loss", torch.tensor(0.75), 0.0)
-    device.add_device("loss", torch.tensor(0.25, requires_grad=True) * 1.0, 0.0)
+    device.add_device_sum("loss", torch.tensor(0.75))
+    device.add_device_sum("loss", torch.tensor(0.25, requires_grad=True) * 1.0)
     device.add("loss", 0.0, 0.5)
+    host.add("empty", 3.0, 0.0)  # a weighted value of weight 0 (a fully masked micro-batch) adds nothing
+    device.add_device("empty", torch.tensor(3.0), torch.tensor(0.0))
     assert device.mean() == host.mean()
     assert device.mean()["m"] == (0.5 * 3 + 1.25 * 5 - 2.0) / 9
     exported = device.export()

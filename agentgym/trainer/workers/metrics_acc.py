@@ -18,7 +18,7 @@ class MetricSums:
 
     def __init__(self) -> None:
         self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        self._pending: list[tuple[str, torch.Tensor, torch.Tensor | float]] = []
+        self._pending: list[tuple[str, torch.Tensor, torch.Tensor | float | None]] = []  # None: sum only
 
     def add(self, name: str, value: float, weight: float = 1.0) -> None:
         entry = self.sums[name]
@@ -26,19 +26,24 @@ class MetricSums:
         entry[1] += weight
 
     def add_device(self, name: str, value: torch.Tensor, weight: torch.Tensor | float = 1.0) -> None:
-        """Like `add` for a scalar tensor (and weight); a weight of 0 adds to the sum only."""
+        """Like `add` for a scalar tensor (and weight)."""
         self._pending.append((name, value.detach(), weight.detach() if isinstance(weight, torch.Tensor) else weight))
+
+    def add_device_sum(self, name: str, value: torch.Tensor) -> None:
+        """Adds a scalar tensor to the sum only (the caller adds the weight, e.g. once per mini-batch)."""
+        self._pending.append((name, value.detach(), None))
 
     def flush(self) -> None:
         if not self._pending:
             return
         device = self._pending[0][1].device
-        rows = [torch.stack([v.reshape(()).float(), torch.as_tensor(w, dtype=torch.float32, device=device).reshape(())])
+        rows = [torch.stack([v.reshape(()).float(),
+                             torch.as_tensor(0.0 if w is None else w, dtype=torch.float32, device=device).reshape(())])
                 for _, v, w in self._pending]
         values = torch.stack(rows).tolist()
-        for (name, _, _), (value, weight) in zip(self._pending, values):
+        for (name, _, w), (value, weight) in zip(self._pending, values):
             entry = self.sums[name]
-            entry[0] += value * (weight if weight != 0 else 1.0)
+            entry[0] += value if w is None else value * weight
             entry[1] += weight
         self._pending.clear()
 

@@ -187,7 +187,7 @@ class PolicyRole(ModelRole):
                         loss = loss + cfg.kl_loss_coef * kl_loss
                         sums.add_device("actor/kl_loss", masked_mean(kl.detach(), mask), tokens)
                     (loss * self.world_size).backward()
-                    sums.add_device("actor/pg_loss", out.loss, 0.0)
+                    sums.add_device_sum("actor/pg_loss", out.loss)
                     sums.add_device("actor/pg_clipfrac", out.clipfrac, tokens)
                     sums.add_device("actor/pg_clipfrac_lower", out.clipfrac_lower, tokens)
                     sums.add_device("actor/ppo_kl", out.ppo_kl, tokens)
@@ -212,7 +212,7 @@ class PolicyRole(ModelRole):
                 mask = micro.fields["loss_mask"]
                 loss = -(log_probs * mask).sum() / micro.num_tokens
                 (loss * self.world_size).backward()
-                sums.add_device("sft/loss", loss, 0.0)
+                sums.add_device_sum("sft/loss", loss)
             sums.sums["sft/loss"][1] += 1.0 / self.world_size
             sums.add("sft/grad_norm", self.optimizer_step(grad_clip), 1.0 / self.world_size)
         sums.add("sft/lr", self.scheduler.get_last_lr()[0], 1.0 / self.world_size)
@@ -252,7 +252,7 @@ class ValueRole(ModelRole):
                     )
                     (loss * self.world_size).backward()
                     tokens = mask.sum()
-                    sums.add_device("critic/vf_loss", loss, 0.0)
+                    sums.add_device_sum("critic/vf_loss", loss)
                     sums.add_device("critic/vf_clipfrac", clipfrac, tokens)
                     sums.add_device("critic/vpred_mean", masked_mean(vpred.detach(), mask), tokens)
                 sums.sums["critic/vf_loss"][1] += 1.0 / self.world_size
