@@ -62,17 +62,14 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
     return tools, interactions
 
 
-_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
 def transformers_engine_config(cfg: AgentGymConfig) -> Any:
     """The in-process engine runs where the trainer runs: on CUDA in `rollout.dtype` with torch's own threading, on
     CPU in fp32 on one thread; `rollout.engine_kwargs.transformers` overrides any field."""
     import dataclasses
 
-    import torch
-
     from agentgym.rollout.engines.transformers_engine import TransformersEngineConfig
+    from agentgym.trainer.workers.model import resolve_dtype
+    from agentgym.trainer.workers.worker import device_type
 
     rollout = cfg.actor_rollout_ref.rollout
     kwargs = dict(rollout.engine_kwargs.get("transformers") or {})
@@ -82,12 +79,9 @@ def transformers_engine_config(cfg: AgentGymConfig) -> Any:
         raise ConfigError(f"unknown transformers engine option(s) {unknown}.",
                           entry="actor_rollout_ref.rollout.engine_kwargs.transformers",
                           fix=f"use only {sorted(fields)}")
-    device = cfg.trainer.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    kwargs.setdefault("device", device)
+    kwargs.setdefault("device", device_type(cfg.trainer.device))
     if kwargs["device"] != "cpu":
-        kwargs.setdefault("dtype", _TORCH_DTYPES.get(rollout.dtype, rollout.dtype))
+        kwargs.setdefault("dtype", str(resolve_dtype(rollout.dtype)).removeprefix("torch."))
         kwargs.setdefault("intra_op_threads", None)
     return TransformersEngineConfig(**kwargs)
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
-from agentgym.trainer.workers.worker import TrainWorker, pick_device
+from agentgym.trainer.workers.worker import TrainWorker, device_type
 
 
 class LocalWorkerGroup:
@@ -83,4 +83,4 @@ def start_worker_group(config: AgentGymConfig, *, total_steps: int, roles: tuple
     # On a GPU the one rank still joins a 1-rank process group, so the model runs through FSDP2 (bf16 parameters
     # under its mixed-precision policy) as in a multi-GPU run, instead of fp32 weights under autocast.
     return LocalWorkerGroup(config, total_steps=total_steps, roles=roles,
-                            distributed=pick_device(config.trainer.device).type == "cuda")
+                            distributed=device_type(config.trainer.device) == "cuda")

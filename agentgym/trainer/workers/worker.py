@@ -18,8 +18,15 @@ from agentgym.trainer.workers.model import resolve_dtype
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
 
 
-def pick_device(preference: str) -> torch.device:
+def device_type(preference: str) -> str:
+    """`trainer.device` resolved to "cpu" or "cuda" (auto: CUDA when one is visible)."""
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    return "cuda"
+
+
+def pick_device(preference: str) -> torch.device:
+    if device_type(preference) == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError("trainer.device=cuda but no CUDA device is visible; set trainer.device=cpu or auto")
