@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-RowsFor = Callable[[int, int, str], list[dict[str, Any]]]  # (num_rows, seed, split) -> rows
+MakeRows = Callable[[Any], list[dict[str, Any]]]  # task config -> rows
 
 
 def write_rows(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
@@ -26,20 +26,22 @@ def write_rows(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
     return path
 
 
-def task_data_cli(rows_for: RowsFor, *, prog: str, description: str, default_rows: int,
+def task_data_cli(make_rows: MakeRows, task_config: type, *, prog: str, description: str,
                   argv: Sequence[str] | None = None, suffixes: tuple[str, ...] = (".parquet", ".jsonl"),
                   why: str = "") -> Path:
+    """`task_config` is the environment's task dataclass: built from --rows/--seed/--split (the rest at its
+    defaults, --rows defaulting to its `num_rows`) and handed to `make_rows`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--out", required=True, help=f"a {' or '.join(suffixes)} path")
-    parser.add_argument("--rows", type=int, default=default_rows)
+    parser.add_argument("--rows", type=int, default=task_config.num_rows)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="train")
     args = parser.parse_args(argv)
     if not args.out.endswith(suffixes):
         parser.error(f"--out must end in {' or '.join(suffixes)}{why}")
-    rows = rows_for(args.rows, args.seed, args.split)
+    rows = make_rows(task_config(num_rows=args.rows, seed=args.seed, split=args.split))
     path = write_rows(rows, args.out)
     print(f"wrote {len(rows)} rows to {path}")
     return path

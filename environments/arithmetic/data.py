@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     from environments.data_cli import task_data_cli
 
     task_data_cli(
-        lambda num_rows, seed, split: make_rows(ArithmeticTaskConfig(num_rows=num_rows, seed=seed, split=split)),
+        make_rows,
+        ArithmeticTaskConfig,
         prog="python -m environments.arithmetic.data",
         description="write arithmetic task rows in verl's dataset layout",
-        default_rows=ArithmeticTaskConfig.num_rows,
         argv=argv,
     )
 

@@ -12,10 +12,10 @@ from environments.data_cli import task_data_cli
 def main(argv: Sequence[str] | None = None) -> None:
     """python -m environments.code_arith.data --out rows.parquet [--rows N] [--seed S] [--split train]"""
     task_data_cli(
-        lambda num_rows, seed, split: make_rows(ArithmeticTaskConfig(num_rows=num_rows, seed=seed, split=split)),
+        make_rows,
+        ArithmeticTaskConfig,
         prog="python -m environments.code_arith.data",
         description="write code-interpreter arithmetic task rows in verl's dataset layout",
-        default_rows=ArithmeticTaskConfig.num_rows,
         argv=argv,
     )
 

@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     from environments.data_cli import task_data_cli
 
     task_data_cli(
-        lambda num_rows, seed, split: make_rows(CodegenTaskConfig(num_rows=num_rows, seed=seed, split=split)),
+        make_rows,
+        CodegenTaskConfig,
         prog="python -m environments.codegen.data",
         description="write function-writing task rows (hidden tests included) in verl's dataset layout",
-        default_rows=CodegenTaskConfig.num_rows,
         argv=argv,
         suffixes=(".jsonl",),
         why=" (the hidden tests' values mix ints, lists and strings, which one Parquet column cannot hold)",
