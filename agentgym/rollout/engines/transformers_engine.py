@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import threading
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,23 +20,18 @@ import torch
 
 from agentgym.rollout.engines.base import (
     FINISH_ABORT,
-    FINISH_LENGTH,
-    FINISH_STOP,
     EngineContextMixin,
     EngineError,
     GenerateOutput,
     SamplingParams,
 )
 from agentgym.rollout.engines.kv_batch import KVBatch, cache_kwarg, new_cache
+from agentgym.rollout.engines.loading import load_causal_lm
+from agentgym.rollout.engines.requests import Request
 from agentgym.rollout.engines.sampling import sample_tokens
 from agentgym.rollout.engines.weights import load_state_dict_in_place, read_weights
 
 log = logging.getLogger(__name__)
-
-# transformers' loading switches process-wide init contexts (meta device, weight-init skipping): two loads in
-# parallel threads corrupt each other, so engines starting together load one at a time.
-_LOAD_LOCK = threading.Lock()
-
 
 @dataclass
 class TransformersEngineConfig:
@@ -72,32 +66,6 @@ class EngineStats:
     weight_version: int = 0
 
 
-@dataclass(eq=False)
-class _Request:
-    prompt_ids: list[int]
-    sampling: SamplingParams
-    future: asyncio.Future
-    stop_ids: frozenset[int]
-    generator: torch.Generator
-    max_total_len: int
-    output_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: str | None = None
-
-    def add(self, token: int, logprob: float) -> None:
-        self.output_ids.append(token)
-        self.logprobs.append(logprob)
-        if token in self.stop_ids:
-            self.finish_reason = FINISH_STOP
-        elif len(self.output_ids) >= self.sampling.max_new_tokens:
-            self.finish_reason = FINISH_LENGTH
-        elif len(self.prompt_ids) + len(self.output_ids) >= self.max_total_len:
-            self.finish_reason = FINISH_LENGTH
-
-    def result(self, reason: str | None = None) -> GenerateOutput:
-        return GenerateOutput(list(self.output_ids), list(self.logprobs), reason or self.finish_reason or FINISH_ABORT)
-
-
 class TransformersEngine(EngineContextMixin):
     """Engine over a local `AutoModelForCausalLM` directory. See `engines.base` for the logprob convention."""
 
@@ -111,9 +79,9 @@ class TransformersEngine(EngineContextMixin):
         self._cache_kwarg = "past_key_values"
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
-        self._waiting: deque[_Request] = deque()
+        self._waiting: deque[Request] = deque()
         self._batch: KVBatch | None = None
-        self._in_step: list[_Request] = []
+        self._in_step: list[Request] = []
         self._wake: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
         self._paused = False
@@ -174,30 +142,9 @@ class TransformersEngine(EngineContextMixin):
         return self._task is not None and not self._task.done()
 
     def _load(self) -> tuple[torch.nn.Module, list[int]]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
         if self.model_path is None:
             raise EngineError("TransformersEngine needs a model path (or use TransformersEngine.from_model)")
-        with _LOAD_LOCK:
-            model = AutoModelForCausalLM.from_pretrained(
-                self.model_path, attn_implementation=self.config.attn_implementation
-            )
-        eos: list[int] = []
-        try:
-            gen_eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id
-            eos += gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
-        except OSError:
-            pass
-        try:
-            tok_eos = AutoTokenizer.from_pretrained(self.model_path).eos_token_id
-            if tok_eos is not None:
-                eos.append(tok_eos)
-        except (OSError, ValueError):
-            pass
-        if model.config.eos_token_id is not None and not eos:
-            cfg_eos = model.config.eos_token_id
-            eos += cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]
-        return model, eos
+        return load_causal_lm(self.model_path, self.config.attn_implementation)
 
     def _adopt(self, model: torch.nn.Module, eos_token_ids: list[int]) -> None:
         dtype = getattr(torch, self.config.dtype)
@@ -228,7 +175,7 @@ class TransformersEngine(EngineContextMixin):
         if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
             raise ValueError(f"prompt_ids must lie in [0, {vocab}); got ids outside it")
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        request = _Request(
+        request = Request(
             prompt_ids=list(prompt_ids),
             sampling=sampling,
             future=asyncio.get_running_loop().create_future(),
@@ -309,9 +256,9 @@ class TransformersEngine(EngineContextMixin):
         if any(r.future.done() for r in self._waiting):
             self._waiting = deque(r for r in self._waiting if not r.future.done())
 
-    def _admit(self) -> list[_Request]:
+    def _admit(self) -> list[Request]:
         room = self.config.max_batch_size - (len(self._batch) if self._batch else 0)
-        chosen: list[_Request] = []
+        chosen: list[Request] = []
         longest = 0
         while self._waiting and len(chosen) < room:
             nxt = self._waiting[0]
@@ -334,8 +281,8 @@ class TransformersEngine(EngineContextMixin):
             **{self._cache_kwarg: cache},
         ).logits[:, -1, :]
 
-    def _step(self, newcomers: list[_Request], cancelled: list[int]) -> list[_Request]:
-        finished: list[_Request] = []
+    def _step(self, newcomers: list[Request], cancelled: list[int]) -> list[Request]:
+        finished: list[Request] = []
         with torch.inference_mode():
             if cancelled and self._batch is not None:
                 dead = set(cancelled)
@@ -354,7 +301,7 @@ class TransformersEngine(EngineContextMixin):
                 self._batch = None
         return finished
 
-    def _prefill(self, requests: list[_Request]) -> tuple[KVBatch | None, list[_Request]]:
+    def _prefill(self, requests: list[Request]) -> tuple[KVBatch | None, list[Request]]:
         device = self.config.device
         width = max(len(r.prompt_ids) for r in requests)
         ids = torch.zeros((len(requests), width), dtype=torch.long, device=device)
@@ -378,7 +325,7 @@ class TransformersEngine(EngineContextMixin):
         done = self._sample_into(batch, logits)
         return (batch if len(batch) else None), done
 
-    def _decode(self, batch: KVBatch) -> list[_Request]:
+    def _decode(self, batch: KVBatch) -> list[Request]:
         ones = torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=batch.mask.device)
         batch.mask = torch.cat([batch.mask, ones], dim=1)
         logits = self._forward(batch.last_tokens.unsqueeze(1), batch.mask, batch.positions.unsqueeze(1), batch.cache)
@@ -388,13 +335,13 @@ class TransformersEngine(EngineContextMixin):
         self.stats.max_decode_batch = max(self.stats.max_decode_batch, len(batch))
         return self._sample_into(batch, logits)
 
-    def _sample_into(self, batch: KVBatch, logits: torch.Tensor) -> list[_Request]:
+    def _sample_into(self, batch: KVBatch, logits: torch.Tensor) -> list[Request]:
         """Sample each row's next token, record it, and remove rows that finished."""
-        rows: list[_Request] = batch.rows
+        rows: list[Request] = batch.rows
         tokens, logprobs = sample_tokens(logits, [r.sampling for r in rows], [r.generator for r in rows])
         self.stats.tokens_generated += len(tokens)
         keep: list[int] = []
-        done: list[_Request] = []
+        done: list[Request] = []
         for i, (req, token, logprob) in enumerate(zip(rows, tokens, logprobs, strict=True)):
             req.add(token, logprob)
             if req.finish_reason:

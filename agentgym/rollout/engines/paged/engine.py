@@ -1,0 +1,395 @@
+"""The paged in-process engine: continuous batching over a paged KV cache with prefix reuse and CUDA graphs.
+
+Same protocol and logprob convention as the other engines (`engines.base`). What it adds over the dynamic
+engine: a conversation's next turn, and the other samples of a GRPO group, prefill only what is not already
+cached; decode steps are CUDA graphs on a GPU; running out of cache preempts and later recomputes a sequence
+instead of failing it. Scheduling and the forward passes run in one worker thread, so the event loop (tools,
+sandbox calls, other episodes) never waits on the GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from agentgym.rollout.engines.base import (
+    FINISH_ABORT,
+    FINISH_LENGTH,
+    EngineContextMixin,
+    EngineError,
+    GenerateOutput,
+    SamplingParams,
+)
+from agentgym.rollout.engines.loading import load_causal_lm
+from agentgym.rollout.engines.paged.blocks import BlockPool
+from agentgym.rollout.engines.paged.runner import PagedModelRunner, PrefillBatch
+from agentgym.rollout.engines.paged.sampler import uniform_for
+from agentgym.rollout.engines.paged.scheduler import Scheduler, SchedulerConfig, SchedulerStats, Sequence
+from agentgym.rollout.engines.requests import Request
+from agentgym.rollout.engines.weights import load_state_dict_in_place, read_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PagedEngineConfig:
+    """How the paged engine runs.
+
+    The KV cache holds `num_blocks` blocks of `block_size` tokens; left unset, it is sized to
+    `gpu_memory_utilization` of the device's memory minus the weights (on CPU: room for `max_batch_size`
+    sequences of `max_model_len`), never more than that room. `max_model_len` defaults to the model's
+    `max_position_embeddings`. `max_prefill_tokens` bounds the tokens of one prefill pass (longer prompts are
+    prefilled in chunks). `cuda_graphs` captures decode steps on CUDA. `prefill_max_wait_steps`: while
+    sequences decode, a small prefill waits up to this many steps for company (fewer, larger passes).
+    """
+
+    device: str = "cuda"
+    dtype: str = "bfloat16"
+    block_size: int = 16
+    max_batch_size: int = 256
+    max_prefill_tokens: int = 8192
+    max_model_len: int | None = None
+    num_blocks: int | None = None
+    gpu_memory_utilization: float = 0.35
+    cuda_graphs: bool = True
+    prefill_max_wait_steps: int = 4
+    intra_op_threads: int | None = None
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.max_batch_size < 1 or self.max_prefill_tokens < 1:
+            raise ValueError("block_size, max_batch_size and max_prefill_tokens must be positive")
+        if not 0.0 < self.gpu_memory_utilization < 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1), got {self.gpu_memory_utilization}")
+
+
+@dataclass
+class PagedEngineStats:
+    """What the engine did, for tests and benchmarks (prefix reuse: `prefilled_tokens` vs `context_tokens`)."""
+
+    requests_finished: int = 0
+    tokens_generated: int = 0
+    prefill_passes: int = 0
+    decode_steps: int = 0
+    max_decode_batch: int = 0
+    decode_batch_sizes: Counter = field(default_factory=Counter)
+    weight_version: int = 0
+    num_blocks: int = 0
+    block_size: int = 0
+    kv_cache_bytes: int = 0
+    graph_captures: int = 0
+    scheduler: SchedulerStats = field(default_factory=SchedulerStats)
+
+    @property
+    def context_tokens(self) -> int:
+        return self.scheduler.context_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.scheduler.cached_tokens
+
+    @property
+    def prefilled_tokens(self) -> int:
+        return self.scheduler.prefilled_tokens
+
+    @property
+    def preemptions(self) -> int:
+        return self.scheduler.preemptions
+
+    def as_dict(self) -> dict:
+        return {
+            "requests_finished": self.requests_finished, "tokens_generated": self.tokens_generated,
+            "prefill_passes": self.prefill_passes, "decode_steps": self.decode_steps,
+            "max_decode_batch": self.max_decode_batch, "context_tokens": self.context_tokens,
+            "cached_tokens": self.cached_tokens, "prefilled_tokens": self.prefilled_tokens,
+            "preemptions": self.preemptions, "num_blocks": self.num_blocks, "block_size": self.block_size,
+            "kv_cache_gib": self.kv_cache_bytes / 2**30, "graph_captures": self.graph_captures,
+            "weight_version": self.weight_version,
+        }
+
+
+class PagedEngine(EngineContextMixin):
+    """Engine over a local Llama/Qwen-family model directory (see `runner.unsupported_reason`)."""
+
+    def __init__(self, model_path: str | Path | None, config: PagedEngineConfig | None = None):
+        self.model_path = str(model_path) if model_path is not None else None
+        self.config = config or PagedEngineConfig()
+        self.stats = PagedEngineStats()
+        self.model: torch.nn.Module | None = None
+        self.eos_token_ids: frozenset[int] = frozenset()
+        self.max_context = 0
+        self._runner: PagedModelRunner | None = None
+        self._scheduler: Scheduler | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task | None = None
+        self._arrivals: list[Request] = []
+        self._wake: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
+        self._paused = False
+        self._update_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, *, eos_token_ids: list[int],
+                   config: PagedEngineConfig | None = None) -> PagedEngine:
+        engine = cls(None, config)
+        engine.model = model
+        engine.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
+        return engine
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        threads = self.config.intra_op_threads
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="agentgym-paged-engine",
+            initializer=(lambda: torch.set_num_threads(threads)) if threads else None,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._build)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._update_lock = asyncio.Lock()
+        self._task = asyncio.create_task(self._serve(), name="paged-engine-scheduler")
+
+    def _build(self) -> None:
+        if self.model is None:
+            if self.model_path is None:
+                raise EngineError("PagedEngine needs a model path (or use PagedEngine.from_model)")
+            model, eos = load_causal_lm(self.model_path, self.config.attn_implementation)
+            self.model = model
+            self.eos_token_ids = frozenset(int(i) for i in eos)
+        cfg = self.config
+        model = self.model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = model
+        max_len = cfg.max_model_len or int(getattr(model.config, "max_position_embeddings", 4096))
+        blocks_per_seq = -(-max_len // cfg.block_size)
+        num_blocks = cfg.num_blocks or self._size_cache(model, blocks_per_seq)
+        try:
+            runner = PagedModelRunner(model, num_blocks=num_blocks, block_size=cfg.block_size,
+                                      max_batch=cfg.max_batch_size, max_blocks_per_seq=blocks_per_seq,
+                                      cuda_graphs=cfg.cuda_graphs)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from exc
+        self._runner = runner
+        self.max_context = min(max_len, (num_blocks - 1) * cfg.block_size)
+        pool = BlockPool(num_blocks, cfg.block_size)
+        self._scheduler = Scheduler(pool, SchedulerConfig(
+            max_batch=cfg.max_batch_size, max_prefill_tokens=cfg.max_prefill_tokens,
+            max_blocks_per_seq=blocks_per_seq, prefill_max_wait_steps=cfg.prefill_max_wait_steps))
+        self.stats.scheduler = self._scheduler.stats
+        self.stats.num_blocks, self.stats.block_size = num_blocks, cfg.block_size
+        self.stats.kv_cache_bytes = runner.kv.numel() * runner.kv.element_size()
+        log.info("paged engine: %d KV blocks of %d tokens (%.2f GiB), max context %d, graphs %s",
+                 num_blocks, cfg.block_size, self.stats.kv_cache_bytes / 2**30, self.max_context, runner.cuda_graphs)
+
+    def _size_cache(self, model: torch.nn.Module, blocks_per_seq: int) -> int:
+        cfg = model.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        itemsize = torch.empty(0, dtype=getattr(torch, self.config.dtype)).element_size()
+        per_block = cfg.num_hidden_layers * 2 * kv_heads * head_dim * self.config.block_size * itemsize
+        wanted = self.config.max_batch_size * blocks_per_seq + 1
+        if self.config.device.startswith("cuda"):
+            device = torch.device(self.config.device)
+            total = torch.cuda.get_device_properties(device).total_memory
+            weights = sum(p.numel() * p.element_size() for p in model.parameters())
+            budget = self.config.gpu_memory_utilization * total - weights
+            affordable = int(budget // per_block)
+            if affordable < blocks_per_seq + 1:
+                raise EngineError(
+                    f"gpu_memory_utilization={self.config.gpu_memory_utilization} leaves room for {affordable} KV "
+                    f"blocks, fewer than one sequence of max_model_len needs ({blocks_per_seq}); raise it, or lower "
+                    "max_model_len, or set num_blocks")
+            return min(wanted, affordable)
+        return wanted
+
+    async def close(self) -> None:
+        """Stop serving; requests still waiting or running finish with reason "abort" and their partial output."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, True)
+            self._executor = None
+        pending = list(self._arrivals)
+        self._arrivals = []
+        if self._scheduler is not None:
+            pending += [s.request for s in self._scheduler.drop_all()]
+        for req in pending:
+            if not req.future.done():
+                req.future.set_result(req.result(FINISH_ABORT))
+
+    async def health(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # ---- requests ----------------------------------------------------------------------------------------------
+
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams, *,
+                       session_id: str | None = None) -> GenerateOutput:
+        """Queue one request and wait for its completion (`session_id` is unused: the prefix cache finds the
+        conversation's earlier turns by their tokens)."""
+        if self._task is None or self._wake is None:
+            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty; a generation needs at least one prompt token")
+        if len(prompt_ids) >= self.max_context:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the engine's context of "
+                             f"{self.max_context}; shorten the prompt or raise max_model_len / the KV cache size")
+        vocab = self.model.config.vocab_size
+        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
+            raise ValueError(f"prompt_ids must lie in [0, {vocab}); got ids outside it")
+        request = Request(
+            prompt_ids=list(prompt_ids), sampling=sampling, future=asyncio.get_running_loop().create_future(),
+            stop_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids or ()), max_total_len=self.max_context,
+            seed=sampling.seed if sampling.seed is not None else secrets.randbits(63),
+        )
+        self._arrivals.append(request)
+        self._wake.set()
+        return await request.future
+
+    async def update_weights(self, state_dict: dict[str, torch.Tensor] | None = None, *,
+                             path: str | None = None) -> None:
+        """Copy new weights into the model in place (the captured graphs stay valid).
+
+        Waits for running sequences to finish (new requests queue meanwhile), so every completion comes from
+        one weight version; the prefix cache is emptied, since its keys and values came from the old weights.
+        """
+        if (state_dict is None) == (path is None):
+            raise ValueError("pass exactly one of state_dict or path")
+        if self._task is None:
+            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
+        assert self._update_lock is not None and self._drained is not None and self._wake is not None
+        loop = asyncio.get_running_loop()
+        async with self._update_lock:
+            tensors = state_dict if state_dict is not None else await asyncio.to_thread(read_weights, path)
+            self._paused = True
+            self._wake.set()
+            try:
+                await self._drained.wait()
+                await loop.run_in_executor(self._executor, self._load_weights, tensors)
+                self.stats.weight_version += 1
+            finally:
+                self._paused = False
+                self._wake.set()
+
+    def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        load_state_dict_in_place(self.model, tensors)
+        self._scheduler.pool.clear_cache()
+
+    # ---- scheduler loop ----------------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        assert self._wake is not None and self._drained is not None
+        loop = asyncio.get_running_loop()
+        scheduler = self._scheduler
+        while True:
+            busy = scheduler.busy
+            work = busy or ((bool(self._arrivals) or bool(scheduler.waiting)) and not self._paused)
+            if not busy:
+                self._drained.set()
+            if not work:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._drained.clear()
+            arrivals, self._arrivals = self._arrivals, []
+            try:
+                finished = await loop.run_in_executor(self._executor, self._step, arrivals, self._paused)
+            except Exception as exc:  # a failing forward fails its requests, never the engine
+                log.exception("paged engine step failed")
+                error = EngineError(f"generation failed inside the model: {exc!r}")
+                for req in arrivals + [s.request for s in scheduler.drop_all()]:
+                    if not req.future.done():
+                        req.future.set_exception(error)
+                continue
+            for req in finished:
+                self.stats.requests_finished += 1
+                if not req.future.done():
+                    req.future.set_result(req.result())
+
+    # ---- worker thread -----------------------------------------------------------------------------------------
+
+    def _step(self, arrivals: list[Request], paused: bool) -> list[Request]:
+        scheduler, runner = self._scheduler, self._runner
+        for req in arrivals:
+            scheduler.add(Sequence(req, tokens=list(req.prompt_ids), prompt_len=len(req.prompt_ids)))
+        for seq in list(scheduler.running) + list(scheduler.waiting):
+            if seq.request.future.done():  # the caller gave up (cancelled): free its blocks now
+                scheduler.drop(seq)
+        finished: list[Request] = []
+        with torch.inference_mode():
+            plan = scheduler.plan(admit=True, only_resumed=paused)
+            for seq in plan.out_of_room:
+                seq.request.finish_reason = FINISH_LENGTH
+                scheduler.drop(seq)
+                finished.append(seq.request)
+            if plan.prefill:
+                batch = PrefillBatch([], [], [], [], [], [])
+                for chunk in plan.prefill:
+                    seq = chunk.seq
+                    batch.tokens += seq.tokens[chunk.start : chunk.end]
+                    batch.positions += range(chunk.start, chunk.end)
+                    batch.slots += scheduler.slots(seq, chunk.start, chunk.end)
+                    batch.context_slots += scheduler.slots(seq, 0, chunk.end)
+                    batch.query_lens.append(chunk.end - chunk.start)
+                    batch.context_lens.append(chunk.end)
+                runner.prefill(batch)
+                for chunk in plan.prefill:
+                    scheduler.computed(chunk.seq, chunk.end)
+                scheduler.stats.prefilled_tokens += len(batch.tokens)
+                self.stats.prefill_passes += 1
+            if plan.decode:
+                finished += self._decode(plan.decode)
+        self.stats.graph_captures = runner.graph_captures
+        return finished
+
+    def _decode(self, seqs: list[Sequence]) -> list[Request]:
+        scheduler, runner = self._scheduler, self._runner
+        sampling: dict[str, list] = {"inv_temperature": [], "greedy": [], "top_k": [], "top_p": [], "uniform": []}
+        filtered = False
+        for seq in seqs:
+            p = seq.request.sampling
+            sampling["inv_temperature"].append(1.0 if p.greedy else 1.0 / p.temperature)
+            sampling["greedy"].append(p.greedy)
+            sampling["top_k"].append(runner.vocab if p.top_k == -1 else p.top_k)
+            sampling["top_p"].append(p.top_p)
+            sampling["uniform"].append(uniform_for(seq.request.seed, seq.output_len))
+            filtered = filtered or (not p.greedy and (p.top_k != -1 or p.top_p < 1.0))
+        tokens, logprobs = runner.decode([s.tokens[-1] for s in seqs], [len(s.tokens) - 1 for s in seqs],
+                                         [s.blocks for s in seqs], sampling, filtered=filtered)
+        self.stats.decode_steps += 1
+        self.stats.tokens_generated += len(seqs)
+        self.stats.decode_batch_sizes[len(seqs)] += 1
+        self.stats.max_decode_batch = max(self.stats.max_decode_batch, len(seqs))
+        done = []
+        for seq, token, logprob in zip(seqs, tokens, logprobs, strict=True):
+            scheduler.computed(seq, len(seq.tokens))
+            seq.tokens.append(token)
+            seq.request.add(token, logprob)
+            if seq.request.finish_reason:
+                scheduler.drop(seq)
+                done.append(seq.request)
+        return done

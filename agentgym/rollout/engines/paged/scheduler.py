@@ -1,0 +1,229 @@
+"""Continuous batching over the paged cache: which sequences prefill, which decode, and who yields blocks.
+
+Every step admits waiting sequences while there are batch places and blocks for their whole current context
+(reusing cached prefix blocks), prefills up to a token budget (long prompts in chunks over several steps), and
+decodes one token for every sequence whose context is complete. A decode that needs a new block and finds none
+preempts the most recently admitted sequence: its blocks are released (their contents stay in the prefix cache
+until evicted) and it goes back to the front of the queue, to be recomputed from its tokens so far. A lone
+sequence that outgrows the whole cache ends with finish reason "length"; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentgym.rollout.engines.paged.blocks import BlockKey, BlockPool, OutOfBlocks, block_keys
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request's state: its tokens so far (prompt + output), its blocks and how many tokens are cached."""
+
+    request: Any
+    tokens: list[int]
+    prompt_len: int
+    blocks: list[int] = field(default_factory=list)
+    computed: int = 0  # tokens whose keys/values are in the cache
+    keys: list[BlockKey] = field(default_factory=list)  # content keys of the full blocks, in order
+    registered: int = 0  # how many of `blocks` are registered in the prefix cache (or known duplicates)
+    waited_steps: int = 0
+    preempted: bool = False
+
+    @property
+    def output_len(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+    @property
+    def prefilled(self) -> bool:
+        """Everything but the newest token is cached: the next decode step feeds that token and samples.
+
+        A prompt is prefilled up to its last token, which its first decode step feeds, so sampling happens in
+        one place (the decode step) and a sequence resumed after preemption continues exactly where it was.
+        """
+        return self.computed >= len(self.tokens) - 1
+
+
+@dataclass
+class PrefillChunk:
+    seq: Sequence
+    start: int
+    end: int
+
+
+@dataclass
+class StepPlan:
+    prefill: list[PrefillChunk]
+    decode: list[Sequence]
+    preempted: list[Sequence]
+    out_of_room: list[Sequence]  # alone in the cache and still without a block: finish with "length"
+
+
+@dataclass
+class SchedulerConfig:
+    max_batch: int
+    max_prefill_tokens: int
+    max_blocks_per_seq: int
+    # With sequences decoding, small prefills wait up to this many steps to be batched with later arrivals
+    # (each eager prefill pass costs a fixed launch overhead); a full budget of tokens goes at once.
+    prefill_max_wait_steps: int = 4
+
+
+@dataclass
+class SchedulerStats:
+    admitted: int = 0
+    context_tokens: int = 0  # tokens of context at admission (what a cache-less engine would prefill)
+    cached_tokens: int = 0  # of those, found in the prefix cache
+    prefilled_tokens: int = 0
+    preemptions: int = 0
+
+
+class Scheduler:
+    def __init__(self, pool: BlockPool, config: SchedulerConfig):
+        self.pool = pool
+        self.config = config
+        self.block_size = pool.block_size
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # admitted, in admission order (prefilling or decoding)
+        self.stats = SchedulerStats()
+
+    def __len__(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def drop(self, seq: Sequence) -> None:
+        """Forget a sequence (finished or cancelled) and release its blocks."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self._free(seq)
+
+    def drop_all(self) -> list[Sequence]:
+        everyone = list(self.running) + list(self.waiting)
+        for seq in everyone:
+            self.drop(seq)
+        return everyone
+
+    # ---- planning --------------------------------------------------------------------------------------------
+
+    def plan(self, *, admit: bool = True, only_resumed: bool = False) -> StepPlan:
+        """This step's work. `only_resumed` admits only preempted sequences (while a weight update waits for
+        the running ones to drain, new requests must wait but preempted ones must finish)."""
+        if admit:
+            self._admit(only_resumed)
+        decode, preempted, out_of_room = self._plan_decode()
+        prefill = self._plan_prefill()
+        return StepPlan(prefill, decode, preempted, out_of_room)
+
+    @property
+    def busy(self) -> bool:
+        """Sequences that started are unfinished (running, or preempted and waiting to resume)."""
+        return bool(self.running) or any(s.preempted for s in self.waiting)
+
+    def _admit(self, only_resumed: bool) -> None:
+        bs = self.block_size
+        while self.waiting and len(self.running) < self.config.max_batch:
+            seq = self.waiting[0]
+            if only_resumed and not seq.preempted:
+                break
+            if len(seq.keys) < len(seq.tokens) // bs:
+                seq.keys += block_keys(seq.tokens, bs, start=len(seq.keys), parent=seq.keys[-1] if seq.keys else None)
+            # At least the newest token is computed, so the prefill yields logits to sample from.
+            reusable = (len(seq.tokens) - 1) // bs
+            matched = self.pool.match(seq.keys[:reusable])
+            needed = -(-len(seq.tokens) // bs) - len(matched)
+            # Keep a block per running sequence free, so admitting does not force the next decode to preempt.
+            reserve = len(self.running) if self.running else 0
+            if needed + reserve > self.pool.available:
+                self.pool.release(matched)
+                break
+            self.waiting.popleft()
+            seq.blocks = matched + self.pool.allocate(needed)
+            seq.computed = len(matched) * bs
+            seq.registered = len(matched)
+            seq.waited_steps = 0
+            self.running.append(seq)
+            self.stats.admitted += 1
+            self.stats.context_tokens += len(seq.tokens)
+            self.stats.cached_tokens += seq.computed
+
+    def _plan_prefill(self) -> list[PrefillChunk]:
+        pending = [s for s in self.running if not s.prefilled]
+        if not pending:
+            return []
+        remaining = sum(len(s.tokens) - 1 - s.computed for s in pending)
+        decoding = len(self.running) - len(pending)
+        oldest = max(s.waited_steps for s in pending)
+        if decoding and remaining < self.config.max_prefill_tokens and oldest < self.config.prefill_max_wait_steps:
+            for s in pending:
+                s.waited_steps += 1
+            return []
+        budget = self.config.max_prefill_tokens
+        chunks = []
+        for seq in pending:
+            if budget <= 0:
+                break
+            end = min(len(seq.tokens) - 1, seq.computed + budget)
+            chunks.append(PrefillChunk(seq, seq.computed, end))
+            budget -= end - seq.computed
+        return chunks
+
+    def _plan_decode(self) -> tuple[list[Sequence], list[Sequence], list[Sequence]]:
+        bs = self.block_size
+        decode, preempted, out_of_room = [], [], []
+        for seq in list(self.running):
+            if seq not in self.running or not seq.prefilled:
+                continue
+            position = len(seq.tokens) - 1
+            while position // bs >= len(seq.blocks):
+                try:
+                    seq.blocks += self.pool.allocate(1)
+                except OutOfBlocks:
+                    victim = self.running[-1]
+                    if victim is seq and len(self.running) == 1:
+                        out_of_room.append(seq)
+                        break
+                    self._preempt(victim)
+                    preempted.append(victim)
+                    if victim in decode:
+                        decode.remove(victim)
+                    if victim is seq:
+                        break
+            else:
+                decode.append(seq)
+        return decode, preempted, out_of_room
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self._free(seq)
+        seq.preempted = True
+        self.waiting.appendleft(seq)
+        self.stats.preemptions += 1
+
+    def _free(self, seq: Sequence) -> None:
+        if seq.blocks:
+            self.pool.release(seq.blocks)
+        seq.blocks = []
+        seq.computed = 0
+        seq.registered = 0
+
+    # ---- after the forward passes ------------------------------------------------------------------------------
+
+    def computed(self, seq: Sequence, upto: int) -> None:
+        """Keys/values of `seq.tokens[:upto]` are now in the cache: register the blocks that became full."""
+        bs = self.block_size
+        seq.computed = upto
+        full = upto // bs
+        if full > len(seq.keys):
+            seq.keys += block_keys(seq.tokens[:upto], bs, start=len(seq.keys), parent=seq.keys[-1] if seq.keys else None)
+        for b in range(seq.registered, full):
+            self.pool.register(seq.blocks[b], seq.keys[b])
+        seq.registered = max(seq.registered, full)
+
+    def slots(self, seq: Sequence, start: int, end: int) -> list[int]:
+        bs = self.block_size
+        return [seq.blocks[p // bs] * bs + p % bs for p in range(start, end)]
