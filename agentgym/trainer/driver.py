@@ -148,6 +148,7 @@ class RLTrainer:
                     entropy = gather_outputs(plans, [[o["entropy"] for o in r] for r in outs], len(batch))
                     batch.set_ragged("entropy", entropy)
                     metrics["actor/entropy"] = float(algo.masked_mean(batch.padded("entropy"), mask))
+                    metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
                 else:
                     batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
             if cfg.use_reference:
@@ -368,3 +369,13 @@ class RLTrainer:
         if self.workers is not None:
             self.workers.shutdown()
             self.workers = None
+
+
+def _logprob_gap(trainer: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """How far the engine's sampled-token logprobs are from the trainer's recomputation (verl reports the same
+    as rollout_probs_diff): a large gap means the rollout is off-policy for reasons other than the update."""
+    trained = mask.bool()
+    if not trained.any():
+        return {}
+    gap = (trainer - rollout).abs()[trained]
+    return {"rollout/logprob_diff/mean": float(gap.mean()), "rollout/logprob_diff/max": float(gap.max())}

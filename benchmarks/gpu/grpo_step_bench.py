@@ -199,10 +199,18 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
         config = load_config(None, trainer_overrides(args, model_path) + [
             f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tool_file}"])
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        engine_cfg = TransformersEngineConfig(device=args.device, dtype="bfloat16" if args.device == "cuda" else "float32",
-                                              max_batch_size=args.prompts * args.n, max_prefill_tokens=65536,
-                                              intra_op_threads=None if args.device == "cuda" else 1)
-        inner = TransformersEngine(model_path, engine_cfg)
+        dtype = "bfloat16" if args.device == "cuda" else "float32"
+        if args.engine == "paged":
+            from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
+
+            inner = PagedEngine(model_path, PagedEngineConfig(
+                device=args.device, dtype=dtype, max_batch_size=args.prompts * args.n, max_model_len=4096,
+                intra_op_threads=None if args.device == "cuda" else 1))
+        else:
+            engine_cfg = TransformersEngineConfig(device=args.device, dtype=dtype,
+                                                  max_batch_size=args.prompts * args.n, max_prefill_tokens=65536,
+                                                  intra_op_threads=None if args.device == "cuda" else 1)
+            inner = TransformersEngine(model_path, engine_cfg)
         engine = ToolCallingEngine(inner, tokenizer, tool_turns=args.tool_turns, turn_tokens=args.turn_tokens)
         tools = build_tools(load_tool_specs(tool_file))
         interactions = load_interactions(INTERACTION_CONFIG)
@@ -269,6 +277,13 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
         "update_mfu": 6 * params * tokens / tot("timing_s/update_actor") / peak if peak else None,
         "weight_sync_s": tot("timing_s/weight_sync") / len(measured),
         "step_s": (tot("timing_s/rollout") + tot("timing_s/step") + tot("timing_s/weight_sync")) / len(measured),
+        "logprob_diff_mean_incl_scripted_tokens": tot("rollout/logprob_diff/mean") / len(measured) if "rollout/logprob_diff/mean" in measured[0][0] else None,
+        "engine": args.engine,
+        "engine_stats": inner.stats.as_dict() if hasattr(inner.stats, "as_dict") else None,
+        "per_step": [{"rollout_s": r["seconds"], "generated_tokens": r["generated_tokens"],
+                      "step_s": m["timing_s/rollout"] + m["timing_s/step"] + m["timing_s/weight_sync"],
+                      "old_log_prob_s": m["timing_s/old_log_prob"], "update_s": m["timing_s/update_actor"],
+                      "weight_sync_s": m["timing_s/weight_sync"]} for m, r in zip(history, rollout_stats)],
     }
     return out
 
@@ -370,6 +385,7 @@ def main() -> None:
     parser.add_argument("--turn-tokens", type=int, default=128, help="sampled tokens per assistant turn, at most")
     parser.add_argument("--max-token-len", type=int, default=32768, help="ppo_max_token_len_per_gpu (packed)")
     parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--engine", choices=["paged", "dynamic"], default="paged", help="in-process rollout engine")
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="actor.use_torch_compile (auto: on for CUDA)")
