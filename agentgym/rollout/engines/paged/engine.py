@@ -85,6 +85,7 @@ class PagedEngineStats:
     block_size: int = 0
     kv_cache_bytes: int = 0
     graph_captures: int = 0
+    decode_attention: str = ""
     scheduler: SchedulerStats = field(default_factory=SchedulerStats)
 
     @property
@@ -111,6 +112,7 @@ class PagedEngineStats:
             "cached_tokens": self.cached_tokens, "prefilled_tokens": self.prefilled_tokens,
             "preemptions": self.preemptions, "num_blocks": self.num_blocks, "block_size": self.block_size,
             "kv_cache_gib": self.kv_cache_bytes / 2**30, "graph_captures": self.graph_captures,
+            "decode_attention": self.decode_attention,
             "weight_version": self.weight_version,
         }
 
@@ -196,6 +198,7 @@ class PagedEngine(EngineContextMixin):
         self.stats.scheduler = self._scheduler.stats
         self.stats.num_blocks, self.stats.block_size = num_blocks, cfg.block_size
         self.stats.kv_cache_bytes = runner.kv.numel() * runner.kv.element_size()
+        self.stats.decode_attention = runner.decode_attention_kind
         log.info("paged engine: %d KV blocks of %d tokens (%.2f GiB), max context %d, graphs %s",
                  num_blocks, cfg.block_size, self.stats.kv_cache_bytes / 2**30, self.max_context, runner.cuda_graphs)
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from agentgym.rollout.engines.paged.blocks import NULL_BLOCK
+from agentgym.rollout.engines.paged.decode_attention import paged_decode_attention
 from agentgym.rollout.engines.paged.sampler import SamplingInputs, sample
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class PagedModelRunner:
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self.graph_captures = 0
         self._flash = _flash_prefill_kernel(self.device) if self.device.type == "cuda" else None
+        self._paged_kernel = paged_decode_attention if self.device.type == "cuda" else None
         dev = self.device
         self._tokens = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self._positions = torch.zeros(max_batch, dtype=torch.long, device=dev)
@@ -129,6 +131,33 @@ class PagedModelRunner:
         pin = dev.type == "cuda"
         self._host_rows = torch.zeros(6, max_batch, dtype=torch.float64, pin_memory=pin)
         self._host_tables = torch.zeros(max_batch, max_blocks_per_seq, dtype=torch.long, pin_memory=pin)
+        if self._paged_kernel is not None and not self._kernel_agrees():
+            self._paged_kernel = None
+
+    def _kernel_agrees(self) -> bool:
+        """The Triton decode kernel against the gather path on random cache contents (then the cache is zeroed)."""
+        try:
+            gen = torch.Generator(device=self.device).manual_seed(0)
+            rows, blocks = min(4, self.max_batch), min(5, self.max_blocks_per_seq)
+            layer = self.kv[0]
+            layer.normal_(generator=gen)
+            tables = torch.randint(1, self.num_blocks, (rows, blocks), device=self.device, generator=gen)
+            lens = torch.randint(1, blocks * self.block_size + 1, (rows,), device=self.device, generator=gen)
+            q = torch.randn(rows, self.heads, self.head_dim, device=self.device, dtype=self.dtype, generator=gen)
+            self._lens[:rows] = lens
+            self._tables[:rows, :blocks] = tables
+            ref = self._gather_attention(self._tables[:rows, :blocks], self._lens[:rows], rows, blocks)(q, layer[0], layer[1])
+            got = self._paged_kernel(q, layer[0], layer[1], self._tables[:rows, :blocks], self._lens[:rows],
+                                     self.scale, self.block_size)
+            err = float((got.float() - ref.float()).norm() / ref.float().norm())
+            if err < 2e-2:
+                return True
+            log.warning("paged decode kernel disagrees with the reference (rel. error %.2e); using the gather path", err)
+        except Exception as exc:  # a Triton or driver problem: the gather path is always correct
+            log.warning("paged decode kernel unavailable (%r); using the gather path", exc)
+        finally:
+            self.kv.zero_()
+        return False
 
     @property
     def kv_bytes_per_block(self) -> int:
@@ -187,9 +216,19 @@ class PagedModelRunner:
 
     # ---- decode ----------------------------------------------------------------------------------------------
 
+    @property
+    def decode_attention_kind(self) -> str:
+        return "triton-paged" if self._paged_kernel is not None else "gather"
+
     def _decode_attention(self, rows: int, blocks: int):
         tables = self._tables[:rows, :blocks]
         lens = self._lens[:rows]
+        if self._paged_kernel is not None:
+            kernel, bs = self._paged_kernel, self.block_size
+            return lambda q, k_cache, v_cache: kernel(q, k_cache, v_cache, tables, lens, self.scale, bs)
+        return self._gather_attention(tables, lens, rows, blocks)
+
+    def _gather_attention(self, tables: torch.Tensor, lens: torch.Tensor, rows: int, blocks: int):
         group = self.heads // self.kv_heads
         width = blocks * self.block_size
         masked = torch.arange(width, device=self.device).unsqueeze(0) >= lens.unsqueeze(1)  # [B, L]
