@@ -157,7 +157,7 @@ def bench_hf(kind: str, args, model_path: Path, concurrency: int) -> dict:
         prompts = prompts_for(args, vocab, concurrency, seed=run)
         sync(args.device)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.no_grad():  # generate_batch writes its own buffers in place: no inference_mode here
             if kind == "hf_static":
                 ids = torch.tensor(prompts, device=args.device)
                 out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen,
@@ -195,6 +195,11 @@ def main() -> None:
     parser.add_argument("--no-logprob-check", dest="logprob_check", action="store_false")
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "transformers", "ContinuousBatchingLogger"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from agentgym.models.build import build_tiny_model
 
