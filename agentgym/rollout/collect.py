@@ -63,38 +63,60 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
 
 
 def transformers_engine_config(cfg: AgentGymConfig) -> Any:
-    """The in-process engine runs where the trainer runs: on CUDA in `rollout.dtype` with torch's own threading, on
-    CPU in fp32 on one thread; `rollout.engine_kwargs.transformers` overrides any field."""
+    """The in-process engine's config. It runs where the trainer runs: on CUDA the paged engine in
+    `rollout.dtype` (KV cache sized by `rollout.gpu_memory_utilization`, batch by `rollout.max_num_seqs`, context
+    by `rollout.max_model_len` or the data's prompt + response lengths), on CPU the dynamic-cache engine in fp32
+    on one thread. `rollout.engine_kwargs.transformers` overrides any field; its `backend` key (`auto`, `paged`,
+    `dynamic`) picks the engine."""
     import dataclasses
 
+    from agentgym.rollout.engines.paged import PagedEngineConfig
     from agentgym.rollout.engines.transformers_engine import TransformersEngineConfig
     from agentgym.trainer.workers.model import resolve_dtype
     from agentgym.trainer.workers.worker import device_type
 
     rollout = cfg.actor_rollout_ref.rollout
+    entry = "actor_rollout_ref.rollout.engine_kwargs.transformers"
     kwargs = dict(rollout.engine_kwargs.get("transformers") or {})
-    fields = {f.name for f in dataclasses.fields(TransformersEngineConfig)}
+    backend = kwargs.pop("backend", "auto")
+    kwargs.setdefault("device", device_type(cfg.trainer.device))
+    if backend == "auto":
+        backend = "dynamic" if kwargs["device"] == "cpu" else "paged"
+    if backend not in ("paged", "dynamic"):
+        raise ConfigError(f"unknown in-process engine backend `{backend}`.", entry=f"{entry}.backend",
+                          fix="use `auto` (paged on CUDA, dynamic on CPU), `paged` or `dynamic`")
+    config_cls = PagedEngineConfig if backend == "paged" else TransformersEngineConfig
+    fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ConfigError(f"unknown transformers engine option(s) {unknown}.",
-                          entry="actor_rollout_ref.rollout.engine_kwargs.transformers",
-                          fix=f"use only {sorted(fields)}")
-    kwargs.setdefault("device", device_type(cfg.trainer.device))
+        raise ConfigError(f"unknown {backend} engine option(s) {unknown}.", entry=entry,
+                          fix=f"use only {sorted(fields | {'backend'})}")
     if kwargs["device"] != "cpu":
         kwargs.setdefault("dtype", str(resolve_dtype(rollout.dtype)).removeprefix("torch."))
         kwargs.setdefault("intra_op_threads", None)
-    return TransformersEngineConfig(**kwargs)
+    else:
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("intra_op_threads", 1)
+    if backend == "paged":
+        kwargs.setdefault("gpu_memory_utilization", rollout.gpu_memory_utilization)
+        kwargs.setdefault("max_batch_size", rollout.max_num_seqs)
+        kwargs.setdefault("max_model_len", rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length)
+    return config_cls(**kwargs)
 
 
 def make_engine(cfg: AgentGymConfig) -> Any:
     rollout = cfg.actor_rollout_ref.rollout
     model_path = cfg.actor_rollout_ref.model.path
     if rollout.name == "transformers":
+        from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
         from agentgym.rollout.engines.transformers_engine import TransformersEngine
 
         if not model_path:
             raise ConfigError("no model to serve.", entry="actor_rollout_ref.model.path", fix="set it to a local HF model directory")
-        return TransformersEngine(model_path, transformers_engine_config(cfg))
+        engine_config = transformers_engine_config(cfg)
+        if isinstance(engine_config, PagedEngineConfig):
+            return PagedEngine(model_path, engine_config)
+        return TransformersEngine(model_path, engine_config)
     if rollout.name == "sglang":
         from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig
 

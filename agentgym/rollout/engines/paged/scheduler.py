@@ -125,7 +125,15 @@ class Scheduler:
         return bool(self.running) or any(s.preempted for s in self.waiting)
 
     def _admit(self, only_resumed: bool) -> None:
+        """Admit from the front of the queue while there is room. A sequence whose next uncached block another
+        admitted sequence is about to compute (the other samples of a GRPO group, arriving together) waits
+        until that block is computed and cached, then shares it instead of computing it again."""
         bs = self.block_size
+        pending = set()
+        for other in self.running:
+            if not other.prefilled:
+                pending.update(other.keys[other.computed // bs :])
+        deferred: list[Sequence] = []
         while self.waiting and len(self.running) < self.config.max_batch:
             seq = self.waiting[0]
             if only_resumed and not seq.preempted:
@@ -135,6 +143,10 @@ class Scheduler:
             # At least the newest token is computed, so the prefill yields logits to sample from.
             reusable = (len(seq.tokens) - 1) // bs
             matched = self.pool.match(seq.keys[:reusable])
+            if len(matched) < reusable and seq.keys[len(matched)] in pending:
+                self.pool.release(matched)
+                deferred.append(self.waiting.popleft())
+                continue
             needed = -(-len(seq.tokens) // bs) - len(matched)
             # Keep a block per running sequence free, so admitting does not force the next decode to preempt.
             reserve = len(self.running) if self.running else 0
@@ -147,9 +159,11 @@ class Scheduler:
             seq.registered = len(matched)
             seq.waited_steps = 0
             self.running.append(seq)
+            pending.update(seq.keys[len(matched) :])
             self.stats.admitted += 1
             self.stats.context_tokens += len(seq.tokens)
             self.stats.cached_tokens += seq.computed
+        self.waiting.extendleft(reversed(deferred))
 
     def _plan_prefill(self) -> list[PrefillChunk]:
         pending = [s for s in self.running if not s.prefilled]
