@@ -96,19 +96,16 @@ def make_engine(cfg: AgentGymConfig) -> Any:
             raise ConfigError("no model to serve.", entry="actor_rollout_ref.model.path", fix="set it to a local HF model directory")
         return TransformersEngine(model_path, transformers_engine_config(cfg))
     if rollout.name == "sglang":
-        from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig
+        from agentgym.rollout.engines.server_engines import make_sglang_engine
 
-        kwargs = dict(rollout.engine_kwargs.get("sglang") or {})
-        if not kwargs.get("urls"):
-            raise ConfigError(
-                "the SGLang engine needs its server URLs.",
-                entry="actor_rollout_ref.rollout.engine_kwargs.sglang.urls",
-                fix="set it to a list such as ['http://127.0.0.1:30000']",
-            )
-        kwargs.setdefault("model_path", model_path)
-        return SGLangEngine(SGLangEngineConfig(**kwargs))
+        return make_sglang_engine(cfg)
+    if rollout.name == "vllm":
+        from agentgym.rollout.engines.server_engines import make_vllm_engine
+
+        return make_vllm_engine(cfg)
     raise ConfigError(
-        f"unknown rollout engine `{rollout.name}`.", entry="actor_rollout_ref.rollout.name", fix="use `transformers` or `sglang`"
+        f"unknown rollout engine `{rollout.name}`.", entry="actor_rollout_ref.rollout.name",
+        fix="use `transformers`, `sglang` or `vllm`",
     )
 
 
