@@ -123,8 +123,8 @@ class ServerLauncher:
         out = []
         for port in ports:
             if cfg.command is not None:
-                values = {"model_path": self.spec.model_path, "host": cfg.host, "port": str(port)}
-                out.append([part.format(**values) for part in cfg.command])
+                values = {"{model_path}": self.spec.model_path, "{host}": cfg.host, "{port}": str(port)}
+                out.append([_fill(part, values) for part in cfg.command])
             else:
                 out.append(server_command(self.spec, cfg.host, port) + list(cfg.extra_args))
         return out
@@ -224,6 +224,12 @@ class ServerLauncher:
             handle.close()
         self._logs = []
         self.urls = []
+
+
+def _fill(part: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        part = part.replace(key, value)
+    return part
 
 
 def _signal_group(pid: int, sig: int) -> None:

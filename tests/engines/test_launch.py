@@ -1,0 +1,127 @@
+"""Servers started by the engine itself when the config names sglang/vllm but gives no URLs.
+
+Neither package installs here (both pin their own torch), so "the server process" is the vLLM protocol test
+server started through `launch.command`: a real child process that the engine starts, waits for, uses and stops.
+"""
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+
+from agentgym.config import load_config
+from agentgym.errors import ConfigError
+from agentgym.rollout.collect import make_engine
+from agentgym.rollout.engines import EngineError, SamplingParams
+from agentgym.rollout.engines.launch import LaunchConfig, ServerLauncher, ServerSpec, package_available, server_command
+from agentgym.rollout.engines.vllm_engine import VLLMEngine
+
+FAKE_VLLM = [sys.executable, "-m", "tests.engines.vllm_test_server", "--model-path", "{model_path}", "--host", "{host}",
+             "--port", "{port}"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["sglang", "vllm"])
+def test_without_the_package_and_without_urls_the_error_says_what_to_do(name, tiny_model_dir):
+    if package_available(name):
+        pytest.skip(f"{name} is installed here")
+    cfg = load_config(None, [f"actor_rollout_ref.rollout.name={name}", f"actor_rollout_ref.model.path={tiny_model_dir}"])
+    with pytest.raises(ConfigError) as info:
+        make_engine(cfg)
+    text = str(info.value)
+    assert f"pip install {'sglang[all]' if name == 'sglang' else 'vllm'}" in text
+    assert f"actor_rollout_ref.rollout.engine_kwargs.{name}.urls" in text
+
+
+def test_commands_carry_the_rollout_resources_as_verl_passes_them(tiny_model_dir):
+    cfg_overrides = ["actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+                     "actor_rollout_ref.rollout.gpu_memory_utilization=0.6", "actor_rollout_ref.rollout.dtype=fp16"]
+    spec = ServerSpec("sglang", str(tiny_model_dir), tensor_parallel_size=2, gpu_memory_utilization=0.6, dtype="float16")
+    argv = server_command(spec, "127.0.0.1", 30000)
+    assert argv[:3] == [sys.executable, "-m", "sglang.launch_server"]
+    pairs = dict(zip(argv[3::2], argv[4::2]))
+    assert pairs == {"--model-path": str(tiny_model_dir), "--host": "127.0.0.1", "--port": "30000", "--tp-size": "2",
+                     "--mem-fraction-static": "0.6", "--dtype": "float16"}
+    vllm = server_command(ServerSpec("vllm", "/m", tensor_parallel_size=2, gpu_memory_utilization=0.6, dtype="float16"),
+                          "0.0.0.0", 8000)
+    tail = vllm[vllm.index("serve"):]
+    assert tail[:2] == ["serve", "/m"]
+    assert dict(zip(tail[2::2], tail[3::2])) == {
+        "--host": "0.0.0.0", "--port": "8000", "--tensor-parallel-size": "2", "--gpu-memory-utilization": "0.6",
+        "--dtype": "float16", "--logprobs-mode": "processed_logprobs"}
+
+    # The same values come from the run config.
+    cfg = load_config(None, ["actor_rollout_ref.rollout.name=vllm", f"actor_rollout_ref.model.path={tiny_model_dir}",
+                             *cfg_overrides, "+actor_rollout_ref.rollout.engine_kwargs.vllm.launch.command=[x]"])
+    engine = make_engine(cfg)
+    assert engine.launcher.spec == ServerSpec("vllm", str(tiny_model_dir), 2, 0.6, "float16")
+
+
+def test_several_servers_split_the_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    launcher = ServerLauncher(ServerSpec("vllm", "/m", tensor_parallel_size=2), LaunchConfig(num_servers=2, command=["x"]))
+    assert [launcher._env(i)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["4,5", "6,7"]
+    assert launcher._env(0)["VLLM_SERVER_DEV_MODE"] == "1"
+    short = ServerLauncher(ServerSpec("sglang", "/m", tensor_parallel_size=4), LaunchConfig(num_servers=2, command=["x"]))
+    with pytest.raises(EngineError, match="needs 4 GPU"):
+        short._env(1)
+
+
+async def test_the_engine_starts_its_servers_uses_them_and_stops_them(tiny_model_dir, chat_prompts, tmp_path):
+    cfg = load_config(None, [
+        "actor_rollout_ref.rollout.name=vllm", f"actor_rollout_ref.model.path={tiny_model_dir}",
+        "+actor_rollout_ref.rollout.engine_kwargs.vllm.launch="
+        + json.dumps({"command": FAKE_VLLM, "num_servers": 2, "start_timeout_s": 120, "log_dir": str(tmp_path)}),
+        "+actor_rollout_ref.rollout.engine_kwargs.vllm.health_interval_s=0.1",
+    ])
+    engine = make_engine(cfg)
+    assert isinstance(engine, VLLMEngine) and engine.config.weight_sync_dir
+    async with engine:
+        procs = list(engine.launcher.processes)
+        assert len(procs) == 2 and all(_alive(p.pid) for p in procs)
+        outs = await asyncio.gather(*(
+            engine.generate(chat_prompts[0], SamplingParams(max_new_tokens=4, temperature=0.0), session_id=f"s{i}")
+            for i in range(4)))
+        assert all(o.token_ids == outs[0].token_ids for o in outs)
+        assert set(engine.stats.requests_by_server) == set(engine.urls), "both launched servers served"
+        assert engine.served_model == str(tiny_model_dir)
+    assert all(p.returncode is not None for p in procs) and not any(_alive(p.pid) for p in procs)
+    assert sorted(f.name.split("-port")[0] for f in tmp_path.glob("server-*.log")) == ["server-0", "server-1"]
+
+
+async def test_a_server_that_dies_at_start_is_reported_with_its_log(tiny_model_dir):
+    crash = [sys.executable, "-c", "import sys; print('CUDA out of memory while loading {model_path}'); sys.exit(3)"]
+    launcher = ServerLauncher(ServerSpec("sglang", str(tiny_model_dir)), LaunchConfig(command=crash, start_timeout_s=30))
+    with pytest.raises(EngineError, match=r"(?s)exited with code 3 before it was healthy.*CUDA out of memory"):
+        await launcher.start()
+    assert launcher.processes == []
+
+
+async def test_a_server_that_never_gets_healthy_is_stopped_after_the_timeout(tiny_model_dir, tmp_path):
+    pid_file = tmp_path / "pid"
+    sleeper = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+    launcher = ServerLauncher(ServerSpec("vllm", str(tiny_model_dir)),
+                              LaunchConfig(command=sleeper, start_timeout_s=1.0, stop_timeout_s=5))
+    with pytest.raises(EngineError, match="not healthy within 1.0s"):
+        await launcher.start()
+    assert launcher.processes == [] and not _alive(int(pid_file.read_text()))
+
+
+def test_urls_and_launch_together_are_refused(tiny_model_dir):
+    with pytest.raises(ConfigError, match="both urls and launch"):
+        make_engine(load_config(None, [
+            "actor_rollout_ref.rollout.name=sglang", f"actor_rollout_ref.model.path={tiny_model_dir}",
+            "+actor_rollout_ref.rollout.engine_kwargs.sglang.urls=[http://127.0.0.1:1]",
+            "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch={num_servers: 2}"]))
+    with pytest.raises(ConfigError, match=r"unknown launch option\(s\) \['servers'\]"):
+        make_engine(load_config(None, [
+            "actor_rollout_ref.rollout.name=sglang", "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch={servers: 2}"]))
