@@ -8,18 +8,24 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
 from agentgym.config import load_config
 from agentgym.errors import ConfigError
 from agentgym.rollout.collect import make_engine
-from agentgym.rollout.engines import EngineError, SamplingParams
+from agentgym.rollout.engines import EngineError, SamplingParams, TransformersEngine
 from agentgym.rollout.engines.launch import LaunchConfig, ServerLauncher, ServerSpec, package_available, server_command
+from agentgym.rollout.engines.sglang_engine import SGLangEngine
 from agentgym.rollout.engines.vllm_engine import VLLMEngine
+from agentgym.rollout.engines.weights import read_weights
 
-FAKE_VLLM = [sys.executable, "-m", "tests.engines.vllm_test_server", "--model-path", "{model_path}", "--host", "{host}",
-             "--port", "{port}"]
+
+def fake_server(kind: str) -> list[str]:
+    """The protocol test server of `kind` as the launched process, with the options the real one takes."""
+    return [sys.executable, "-m", f"tests.engines.{kind}_test_server", "--model-path", "{model_path}", "--host",
+            "{host}", "--port", "{port}"]
 
 
 def _alive(pid: int) -> bool:
@@ -76,15 +82,20 @@ def test_several_servers_split_the_visible_gpus(monkeypatch):
         short._env(1)
 
 
-async def test_the_engine_starts_its_servers_uses_them_and_stops_them(tiny_model_dir, chat_prompts, tmp_path):
+@pytest.mark.parametrize(("kind", "engine_cls"), [("vllm", VLLMEngine), ("sglang", SGLangEngine)])
+async def test_the_engine_starts_its_servers_uses_them_and_stops_them(
+    kind, engine_cls, tiny_model_dir, other_tiny_model_dir, chat_prompts, tmp_path
+):
     cfg = load_config(None, [
-        "actor_rollout_ref.rollout.name=vllm", f"actor_rollout_ref.model.path={tiny_model_dir}",
-        "+actor_rollout_ref.rollout.engine_kwargs.vllm.launch="
-        + json.dumps({"command": FAKE_VLLM, "num_servers": 2, "start_timeout_s": 120, "log_dir": str(tmp_path)}),
-        "+actor_rollout_ref.rollout.engine_kwargs.vllm.health_interval_s=0.1",
+        f"actor_rollout_ref.rollout.name={kind}", f"actor_rollout_ref.model.path={tiny_model_dir}",
+        f"+actor_rollout_ref.rollout.engine_kwargs.{kind}.launch="
+        + json.dumps({"command": fake_server(kind), "num_servers": 2, "start_timeout_s": 120, "log_dir": str(tmp_path)}),
+        f"+actor_rollout_ref.rollout.engine_kwargs.{kind}.health_interval_s=0.1",
     ])
+    async with TransformersEngine(other_tiny_model_dir) as direct:
+        expected = await direct.generate(chat_prompts[0], SamplingParams(max_new_tokens=4, temperature=0.0))
     engine = make_engine(cfg)
-    assert isinstance(engine, VLLMEngine) and engine.config.weight_sync_dir
+    assert isinstance(engine, engine_cls) and engine.config.weight_sync_dir
     async with engine:
         procs = list(engine.launcher.processes)
         assert len(procs) == 2 and all(_alive(p.pid) for p in procs)
@@ -93,8 +104,13 @@ async def test_the_engine_starts_its_servers_uses_them_and_stops_them(tiny_model
             for i in range(4)))
         assert all(o.token_ids == outs[0].token_ids for o in outs)
         assert set(engine.stats.requests_by_server) == set(engine.urls), "both launched servers served"
-        assert engine.served_model == str(tiny_model_dir)
+        await engine.update_weights(read_weights(other_tiny_model_dir))  # through the launcher's scratch folder
+        after = await engine.generate(chat_prompts[0], SamplingParams(max_new_tokens=4, temperature=0.0))
+        assert after.token_ids == expected.token_ids
+        weights_dir = Path(engine.config.weight_sync_dir)
+        assert (weights_dir / "weights-v000001" / "model.safetensors").exists()
     assert all(p.returncode is not None for p in procs) and not any(_alive(p.pid) for p in procs)
+    assert not weights_dir.exists(), "the launcher's scratch folder goes with its servers"
     assert sorted(f.name.split("-port")[0] for f in tmp_path.glob("server-*.log")) == ["server-0", "server-1"]
 
 

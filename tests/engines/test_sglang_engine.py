@@ -1,8 +1,17 @@
+"""The SGLang engine against servers speaking SGLang's native API (tests/engines/sglang_test_server.py) on loopback,
+each backed by the tiny model; with AGENTGYM_SGLANG_URL set, the multi-turn test runs against that real SGLang server
+instead (benchmarks/gpu/sglang_engine_check.sh)."""
+
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from .forward import forward_logprobs
 from .sglang_test_server import ReplayServer, start_servers
 
 from agentgym.rollout.engines import Engine, EngineError, SamplingParams, TransformersEngine
@@ -12,6 +21,7 @@ from agentgym.rollout.engines.weights import read_weights
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "sglang_responses.json").read_text())
 GREEDY = SamplingParams(max_new_tokens=16, temperature=0.0)
+REAL_URL = os.environ.get("AGENTGYM_SGLANG_URL")
 
 
 def fast_config(urls, **kw) -> SGLangEngineConfig:
@@ -88,6 +98,34 @@ async def test_outputs_equal_the_model_run_directly(servers, tiny_model_dir, cha
     for e, g in zip(expected, got):
         assert g.token_ids == e.token_ids and g.finish_reason == e.finish_reason
         assert g.logprobs == pytest.approx(e.logprobs, abs=1e-4)
+
+
+async def test_multi_turn_ids_and_logprobs_agree_with_a_direct_forward(tiny_model_dir, chat_prompts):
+    """Two trajectories of three turns each, sampled at T=0.8: every returned id is scored by the model itself."""
+    fakes = [] if REAL_URL else await start_servers(tiny_model_dir, 2)
+    urls = [REAL_URL] if REAL_URL else [s.url for s in fakes]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32).eval()
+    tolerance = 2e-2 if REAL_URL else 1e-4
+    temperature = 0.8
+    try:
+        async with SGLangEngine(fast_config(urls, start_timeout_s=60.0)) as engine:
+            for session in ("traj-a", "traj-b"):
+                prompt = chat_prompts[1] if session == "traj-a" else chat_prompts[2]
+                for _ in range(3):
+                    out = await engine.generate(prompt, SamplingParams(max_new_tokens=8, temperature=temperature),
+                                                session_id=session)
+                    assert 1 <= len(out.token_ids) <= 8 and out.finish_reason in ("stop", "length")
+                    expected = forward_logprobs(model, prompt, out.token_ids, temperature)
+                    assert out.logprobs == pytest.approx(expected, abs=tolerance)
+                    prompt = prompt + out.token_ids + [201, 1]  # a tool turn appended, as the agent loop does
+            assert engine.stats.requests == 6
+            if not REAL_URL:
+                assert {engine.router.server_of("traj-a"), engine.router.server_of("traj-b")} == set(urls)
+                assert all(len(s.calls("/generate")) == 3 for s in fakes), "each trajectory stays on its server"
+            else:
+                assert engine.stats.prefix_cache_hit_rate > 0, "later turns hit the server's radix cache"
+    finally:
+        await asyncio.gather(*(s.close() for s in fakes))
 
 
 async def test_sessions_stick_to_one_server_and_spread_over_servers(servers, chat_prompts):

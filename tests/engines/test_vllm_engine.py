@@ -17,6 +17,7 @@ from agentgym.rollout.engines.vllm_engine import VLLMEngine, VLLMEngineConfig
 from agentgym.rollout.engines.vllm_protocol import parse_completion_response
 from agentgym.rollout.engines.weights import read_weights
 
+from .forward import forward_logprobs
 from .vllm_test_server import start_servers
 
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0.0)
@@ -33,15 +34,6 @@ async def servers(tiny_model_dir):
     started = await start_servers(tiny_model_dir, 2)
     yield started
     await asyncio.gather(*(s.close() for s in started))
-
-
-def forward_logprobs(model, prompt: list[int], output: list[int], temperature: float) -> list[float]:
-    """The convention of engines/base.py computed directly: log_softmax(logits / T) at each output position."""
-    ids = torch.tensor([prompt + output])
-    with torch.no_grad():
-        logits = model(ids).logits[0, len(prompt) - 1:-1].float()
-    scale = 1.0 if temperature < 1e-5 else temperature
-    return torch.log_softmax(logits / scale, dim=-1).gather(1, torch.tensor(output)[:, None])[:, 0].tolist()
 
 
 # ---- wire format -------------------------------------------------------------------------------------------------
@@ -113,6 +105,8 @@ async def test_multi_turn_ids_and_logprobs_agree_with_a_direct_forward(tiny_mode
                 assert homes == set(urls), "the two trajectories start on different servers"
                 for s in fakes:
                     assert len(s.calls("/v1/completions")) == 3, "each trajectory stays on its server"
+            else:
+                assert engine.stats.prefix_cache_hit_rate > 0, "later turns hit vLLM's prefix cache"
     finally:
         await asyncio.gather(*(s.close() for s in fakes))
 

@@ -117,6 +117,13 @@ class ServerLauncher:
         self.urls: list[str] = []
         self.log_paths: list[Path] = []
         self._logs: list[Any] = []
+        self._scratch: Path | None = None
+
+    def scratch_dir(self, name: str) -> str:
+        """A folder for the run's servers (e.g. weight versions to load), removed with the servers at `stop()`."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"agentgym-{self.spec.kind}-"))
+        return str(self._scratch / name)
 
     def commands(self, ports: list[int]) -> list[list[str]]:
         cfg = self.config
@@ -224,6 +231,8 @@ class ServerLauncher:
             handle.close()
         self._logs = []
         self.urls = []
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def _fill(part: str, values: dict[str, str]) -> str:

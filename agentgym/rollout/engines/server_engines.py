@@ -4,13 +4,12 @@
 (a `LaunchConfig`). Without `urls` the engine starts its own servers at `start()` and stops them at `close()`;
 their tensor-parallel size, memory fraction and dtype come from `rollout.tensor_model_parallel_size`,
 `rollout.gpu_memory_utilization` and `rollout.dtype`, and state-dict weight updates go through a temporary folder
-the local servers read.
+next to the local servers, removed when they stop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from typing import Any
 
 from agentgym.errors import ConfigError
@@ -68,7 +67,7 @@ def _build(cfg: Any, name: str, config_cls: type, engine_cls: type, **spec_extra
     launcher = None
     if not kwargs.get("urls"):
         launcher = _launcher(cfg, name, launch, **spec_extra)
-        kwargs.setdefault("weight_sync_dir", tempfile.mkdtemp(prefix=f"agentgym-{name}-weights-"))
+        kwargs.setdefault("weight_sync_dir", launcher.scratch_dir("weights"))
         kwargs.setdefault("start_timeout_s", launcher.config.start_timeout_s)
     elif launch is not None:
         raise ConfigError(f"both urls and launch are set for the {name} engine.",
