@@ -22,6 +22,8 @@ from agentgym.rollout.engines.weights import read_weights
 RECORDED = json.loads((Path(__file__).parent / "data" / "sglang_responses.json").read_text())
 GREEDY = SamplingParams(max_new_tokens=16, temperature=0.0)
 REAL_URL = os.environ.get("AGENTGYM_SGLANG_URL")
+# A real server runs on a GPU in its own precision; the protocol servers run the model as the test does.
+TOLERANCE = float(os.environ.get("AGENTGYM_REAL_SERVER_ATOL", "2e-2")) if REAL_URL else 1e-4
 
 
 def fast_config(urls, **kw) -> SGLangEngineConfig:
@@ -100,32 +102,57 @@ async def test_outputs_equal_the_model_run_directly(servers, tiny_model_dir, cha
         assert g.logprobs == pytest.approx(e.logprobs, abs=1e-4)
 
 
-async def test_multi_turn_ids_and_logprobs_agree_with_a_direct_forward(tiny_model_dir, chat_prompts):
+@pytest.fixture
+async def target(tiny_model_dir):
+    """Server URLs and the fake servers behind them: two loopback protocol servers, or the real server at AGENTGYM_SGLANG_URL."""
+    if REAL_URL:
+        yield [REAL_URL], []
+        return
+    fakes = await start_servers(tiny_model_dir, 2)
+    yield [s.url for s in fakes], fakes
+    await asyncio.gather(*(s.close() for s in fakes))
+
+
+def served_model(engine) -> torch.nn.Module:
+    """The model the (first) server says it serves, loaded here for a direct forward."""
+    path = next(iter(engine.server_info.values()))["model_path"]
+    return AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+
+
+async def test_multi_turn_ids_and_logprobs_agree_with_a_direct_forward(target, chat_prompts):
     """Two trajectories of three turns each, sampled at T=0.8: every returned id is scored by the model itself."""
-    fakes = [] if REAL_URL else await start_servers(tiny_model_dir, 2)
-    urls = [REAL_URL] if REAL_URL else [s.url for s in fakes]
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32).eval()
-    tolerance = 2e-2 if REAL_URL else 1e-4
+    urls, fakes = target
     temperature = 0.8
-    try:
-        async with SGLangEngine(fast_config(urls, start_timeout_s=60.0)) as engine:
-            for session in ("traj-a", "traj-b"):
-                prompt = chat_prompts[1] if session == "traj-a" else chat_prompts[2]
-                for _ in range(3):
-                    out = await engine.generate(prompt, SamplingParams(max_new_tokens=8, temperature=temperature),
-                                                session_id=session)
-                    assert 1 <= len(out.token_ids) <= 8 and out.finish_reason in ("stop", "length")
-                    expected = forward_logprobs(model, prompt, out.token_ids, temperature)
-                    assert out.logprobs == pytest.approx(expected, abs=tolerance)
-                    prompt = prompt + out.token_ids + [201, 1]  # a tool turn appended, as the agent loop does
-            assert engine.stats.requests == 6
-            if not REAL_URL:
-                assert {engine.router.server_of("traj-a"), engine.router.server_of("traj-b")} == set(urls)
-                assert all(len(s.calls("/generate")) == 3 for s in fakes), "each trajectory stays on its server"
-            else:
-                assert engine.stats.prefix_cache_hit_rate > 0, "later turns hit the server's radix cache"
-    finally:
-        await asyncio.gather(*(s.close() for s in fakes))
+    async with SGLangEngine(fast_config(urls, start_timeout_s=60.0)) as engine:
+        assert isinstance(engine, Engine)
+        model = served_model(engine)
+        for session in ("traj-a", "traj-b"):
+            prompt = chat_prompts[1] if session == "traj-a" else chat_prompts[2]
+            for turn in range(3):
+                out = await engine.generate(prompt, SamplingParams(max_new_tokens=8, temperature=temperature), session_id=session)
+                assert 1 <= len(out.token_ids) <= 8 and out.finish_reason in ("stop", "length")
+                expected = forward_logprobs(model, prompt, out.token_ids, temperature)
+                assert out.logprobs == pytest.approx(expected, abs=TOLERANCE)
+                prompt = prompt + out.token_ids + [201, 1]  # a tool turn appended, as the agent loop does
+        assert engine.stats.requests == 6
+        if fakes:
+            assert {engine.router.server_of("traj-a"), engine.router.server_of("traj-b")} == set(urls)
+            assert all(len(s.calls("/generate")) == 3 for s in fakes), "each trajectory stays on its server"
+        else:
+            assert engine.stats.prefix_cache_hit_rate > 0, "later turns hit SGLang's radix cache"
+
+
+async def test_weight_update_changes_what_every_server_generates(target, other_tiny_model_dir, chat_prompts):
+    urls, _ = target
+    other = AutoModelForCausalLM.from_pretrained(other_tiny_model_dir, torch_dtype=torch.float32).eval()
+    async with SGLangEngine(fast_config(urls, start_timeout_s=60.0)) as engine:
+        await engine.update_weights(path=str(other_tiny_model_dir))
+        for i in range(2 * len(urls)):
+            out = await engine.generate(chat_prompts[1], SamplingParams(max_new_tokens=6, temperature=0.8),
+                                        session_id=f"after-{i}")
+            expected = forward_logprobs(other, chat_prompts[1], out.token_ids, 0.8)
+            assert out.logprobs == pytest.approx(expected, abs=TOLERANCE)
+        assert len(engine.stats.requests_by_server) == len(urls)
 
 
 async def test_sessions_stick_to_one_server_and_spread_over_servers(servers, chat_prompts):
