@@ -184,6 +184,12 @@ class _StartedOnFirstUse:
     async def update_weights(self, state_dict: Any = None, *, path: str | None = None) -> None:
         await (await self.ensure_started()).update_weights(state_dict, path=path)
 
+    async def close(self) -> None:
+        """Close the engine if it was started (an engine that launched its servers stops them)."""
+        if self._started:
+            self._started = False
+            await self.engine.close()
+
 
 def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
     """The trainer's default rollout side: `(collect(rows, step), engine)` from the run config.

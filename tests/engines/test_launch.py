@@ -7,6 +7,7 @@ server started through `launch.command`: a real child process that the engine st
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -141,3 +142,48 @@ def test_urls_and_launch_together_are_refused(tiny_model_dir):
     with pytest.raises(ConfigError, match=r"unknown launch option\(s\) \['servers'\]"):
         make_engine(load_config(None, [
             "actor_rollout_ref.rollout.name=sglang", "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch={servers: 2}"]))
+
+
+HEALTHY_STUB = (
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.end_headers()\n"
+    "    def log_message(self, *a):\n"
+    "        pass\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+)
+
+
+def test_servers_are_stopped_when_the_process_exits_without_stop(tmp_path):
+    """A run that crashes (or forgets to close its engine) leaves no server behind."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from agentgym.rollout.engines.launch import LaunchConfig, ServerLauncher, ServerSpec\n"
+        f"stub = {HEALTHY_STUB!r}\n"
+        "launcher = ServerLauncher(ServerSpec('vllm', '/m'), LaunchConfig(num_servers=2,\n"
+        "    command=[sys.executable, '-c', stub, '{port}'], stop_timeout_s=5))\n"
+        "asyncio.run(launcher.start())\n"
+        "print(' '.join(str(p.pid) for p in launcher.processes), flush=True)\n"
+        "raise SystemExit(7)\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert run.returncode == 7, run.stderr
+    pids = [int(p) for p in run.stdout.split()]
+    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+
+
+async def test_the_trainers_rollout_stops_the_servers_it_started(tiny_model_dir):
+    from agentgym.rollout.collect import make_rollout
+
+    stub = [sys.executable, "-c", HEALTHY_STUB, "{port}"]
+    cfg = load_config(None, ["actor_rollout_ref.rollout.name=sglang", f"actor_rollout_ref.model.path={tiny_model_dir}",
+                             "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch=" + json.dumps({"command": stub})])
+    _, engine = make_rollout(cfg)
+    await engine.ensure_started()
+    procs = list(engine.engine.launcher.processes)
+    assert len(procs) == 1 and _alive(procs[0].pid)
+    await engine.close()
+    assert procs[0].returncode is not None and not _alive(procs[0].pid)

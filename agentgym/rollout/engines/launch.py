@@ -19,6 +19,8 @@ import signal
 import socket
 import sys
 import tempfile
+import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +120,10 @@ class ServerLauncher:
         self.log_paths: list[Path] = []
         self._logs: list[Any] = []
         self._scratch: Path | None = None
+        # Servers outlive nothing: if stop() is never awaited (a crash, a caller that forgot), they are stopped
+        # when the launcher is collected or the interpreter exits.
+        self._pids: list[int] = []
+        self._finalizer = weakref.finalize(self, _stop_groups, self._pids, self.config.stop_timeout_s)
 
     def scratch_dir(self, name: str) -> str:
         """A folder for the run's servers (e.g. weight versions to load), removed with the servers at `stop()`."""
@@ -174,6 +180,7 @@ class ServerLauncher:
                 except OSError as exc:
                     raise EngineError(f"could not run {argv[0]!r} to start a {self.spec.kind} server: {exc}") from exc
                 self.processes.append(proc)
+                self._pids.append(proc.pid)
                 self.urls.append(f"http://{cfg.host}:{port}")
             await asyncio.gather(*(self._wait_healthy(i) for i in range(len(self.processes))))
         except BaseException:
@@ -216,6 +223,7 @@ class ServerLauncher:
     async def stop(self) -> None:
         """SIGTERM each server's process group, then SIGKILL what is left after `stop_timeout_s`."""
         procs, self.processes = self.processes, []
+        self._pids.clear()
         for proc in procs:
             if proc.returncode is None:
                 _signal_group(proc.pid, signal.SIGTERM)
@@ -239,6 +247,25 @@ def _fill(part: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         part = part.replace(key, value)
     return part
+
+
+def _stop_groups(pids: list[int], timeout_s: float) -> None:
+    """Synchronous stop for interpreter exit: SIGTERM each group, reap, SIGKILL what is left."""
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    waiting = list(pids)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            try:
+                if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                    waiting.remove(pid)
+            except ChildProcessError:
+                waiting.remove(pid)
+        time.sleep(0.05)
+    for pid in pids:
+        _signal_group(pid, signal.SIGKILL)
+    pids.clear()
 
 
 def _signal_group(pid: int, sig: int) -> None:
