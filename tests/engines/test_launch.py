@@ -50,18 +50,20 @@ def test_without_the_package_and_without_urls_the_error_says_what_to_do(name, ti
 
 
 def test_commands_carry_the_rollout_resources_as_verl_passes_them(tiny_model_dir):
-    cfg_overrides = ["actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+    cfg_overrides = ["actor_rollout_ref.rollout.tensor_model_parallel_size=2", "actor_rollout_ref.rollout.max_model_len=4096",
                      "actor_rollout_ref.rollout.gpu_memory_utilization=0.6", "actor_rollout_ref.rollout.dtype=fp16"]
-    spec = ServerSpec("sglang", str(tiny_model_dir), tensor_parallel_size=2, gpu_memory_utilization=0.6, dtype="float16")
+    spec = ServerSpec("sglang", str(tiny_model_dir), tensor_parallel_size=2, gpu_memory_utilization=0.6, dtype="float16",
+                      max_model_len=4096)
     argv = server_command(spec, "127.0.0.1", 30000)
     assert argv[:3] == [sys.executable, "-m", "sglang.launch_server"]
     pairs = dict(zip(argv[3::2], argv[4::2]))
     assert pairs == {"--model-path": str(tiny_model_dir), "--host": "127.0.0.1", "--port": "30000", "--tp-size": "2",
-                     "--mem-fraction-static": "0.6", "--dtype": "float16"}
+                     "--mem-fraction-static": "0.6", "--dtype": "float16", "--context-length": "4096"}
     vllm = server_command(ServerSpec("vllm", "/m", tensor_parallel_size=2, gpu_memory_utilization=0.6, dtype="float16"),
                           "0.0.0.0", 8000)
     tail = vllm[vllm.index("serve"):]
-    assert tail[:2] == ["serve", "/m"]
+    assert tail[:2] == ["serve", "/m"] and "--enable-prompt-tokens-details" in tail and "--max-model-len" not in tail
+    tail.remove("--enable-prompt-tokens-details")
     assert dict(zip(tail[2::2], tail[3::2])) == {
         "--host": "0.0.0.0", "--port": "8000", "--tensor-parallel-size": "2", "--gpu-memory-utilization": "0.6",
         "--dtype": "float16", "--logprobs-mode": "processed_logprobs"}
@@ -70,7 +72,8 @@ def test_commands_carry_the_rollout_resources_as_verl_passes_them(tiny_model_dir
     cfg = load_config(None, ["actor_rollout_ref.rollout.name=vllm", f"actor_rollout_ref.model.path={tiny_model_dir}",
                              *cfg_overrides, "+actor_rollout_ref.rollout.engine_kwargs.vllm.launch.command=[x]"])
     engine = make_engine(cfg)
-    assert engine.launcher.spec == ServerSpec("vllm", str(tiny_model_dir), 2, 0.6, "float16")
+    assert engine.launcher.spec == ServerSpec("vllm", str(tiny_model_dir), 2, 0.6, "float16", 4096)
+    assert engine.launcher.commands([8000])[0] == ["x"], "launch.command replaces the whole command line"
 
 
 def test_several_servers_split_the_visible_gpus(monkeypatch):

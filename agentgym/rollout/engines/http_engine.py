@@ -174,7 +174,8 @@ class HTTPEngineBase(EngineContextMixin):
         return self._client is not None and await self._check_all()
 
     def server_health(self) -> dict[str, bool]:
-        assert self.router is not None
+        if self.router is None:
+            return {}
         return {url: url in self.router.healthy for url in self.urls}
 
     # ---- generation ----------------------------------------------------------------------------------------

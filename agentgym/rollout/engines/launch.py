@@ -68,6 +68,7 @@ class ServerSpec:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.5
     dtype: str = "bfloat16"
+    max_model_len: int | None = None
     vllm_logprobs_mode: str = "processed_logprobs"
 
 
@@ -76,13 +77,15 @@ def package_available(kind: ServerKind) -> bool:
 
 
 def server_command(spec: ServerSpec, host: str, port: int) -> list[str]:
-    """The command verl would run for one server (its TP size, memory fraction and dtype options)."""
+    """The command verl would run for one server (its TP size, memory fraction, dtype and context length options);
+    vLLM also reports prefix-cache hits (`--enable-prompt-tokens-details`) and the logprobs the engine needs."""
     common = [str(x) for x in (host, port)]
     if spec.kind == "sglang":
+        length = ["--context-length", str(spec.max_model_len)] if spec.max_model_len else []
         return [
             sys.executable, "-m", "sglang.launch_server", "--model-path", spec.model_path, "--host", common[0],
             "--port", common[1], "--tp-size", str(spec.tensor_parallel_size),
-            "--mem-fraction-static", str(spec.gpu_memory_utilization), "--dtype", spec.dtype,
+            "--mem-fraction-static", str(spec.gpu_memory_utilization), "--dtype", spec.dtype, *length,
         ]
     cli = shutil.which("vllm", path=str(Path(sys.executable).parent)) or shutil.which("vllm")
     prefix = [cli] if cli else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
@@ -90,7 +93,8 @@ def server_command(spec: ServerSpec, host: str, port: int) -> list[str]:
         "serve", spec.model_path, "--host", common[0], "--port", common[1],
         "--tensor-parallel-size", str(spec.tensor_parallel_size),
         "--gpu-memory-utilization", str(spec.gpu_memory_utilization), "--dtype", spec.dtype,
-        "--logprobs-mode", spec.vllm_logprobs_mode,
+        "--logprobs-mode", spec.vllm_logprobs_mode, "--enable-prompt-tokens-details",
+        *(["--max-model-len", str(spec.max_model_len)] if spec.max_model_len else []),
     ]
 
 

@@ -52,6 +52,7 @@ def _launcher(cfg: Any, kind: str, launch: dict[str, Any] | None, **spec_extra: 
         tensor_parallel_size=rollout.tensor_model_parallel_size,
         gpu_memory_utilization=rollout.gpu_memory_utilization,
         dtype=str(resolve_dtype(rollout.dtype)).removeprefix("torch."),
+        max_model_len=rollout.max_model_len,
         **spec_extra,
     )
     try:
