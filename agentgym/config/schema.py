@@ -155,7 +155,7 @@ class RolloutConfig(Section):
     val_kwargs: SamplingKwargs = Field(default_factory=SamplingKwargs)
     multi_turn: MultiTurnConfig = Field(default_factory=MultiTurnConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
-    engine_kwargs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sglang": {}, "transformers": {}})
+    engine_kwargs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sglang": {}, "transformers": {}, "vllm": {}})
 
 
 class ActorRolloutRefConfig(Section):

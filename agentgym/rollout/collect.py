@@ -118,19 +118,16 @@ def make_engine(cfg: AgentGymConfig) -> Any:
             return PagedEngine(model_path, engine_config)
         return TransformersEngine(model_path, engine_config)
     if rollout.name == "sglang":
-        from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig
+        from agentgym.rollout.engines.server_engines import make_sglang_engine
 
-        kwargs = dict(rollout.engine_kwargs.get("sglang") or {})
-        if not kwargs.get("urls"):
-            raise ConfigError(
-                "the SGLang engine needs its server URLs.",
-                entry="actor_rollout_ref.rollout.engine_kwargs.sglang.urls",
-                fix="set it to a list such as ['http://127.0.0.1:30000']",
-            )
-        kwargs.setdefault("model_path", model_path)
-        return SGLangEngine(SGLangEngineConfig(**kwargs))
+        return make_sglang_engine(cfg)
+    if rollout.name == "vllm":
+        from agentgym.rollout.engines.server_engines import make_vllm_engine
+
+        return make_vllm_engine(cfg)
     raise ConfigError(
-        f"unknown rollout engine `{rollout.name}`.", entry="actor_rollout_ref.rollout.name", fix="use `transformers` or `sglang`"
+        f"unknown rollout engine `{rollout.name}`.", entry="actor_rollout_ref.rollout.name",
+        fix="use `transformers`, `sglang` or `vllm`",
     )
 
 
@@ -208,6 +205,12 @@ class _StartedOnFirstUse:
 
     async def update_weights(self, state_dict: Any = None, *, path: str | None = None) -> None:
         await (await self.ensure_started()).update_weights(state_dict, path=path)
+
+    async def close(self) -> None:
+        """Close the engine if it was started (an engine that launched its servers stops them)."""
+        if self._started:
+            self._started = False
+            await self.engine.close()
 
 
 def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:

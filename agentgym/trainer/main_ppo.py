@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -64,8 +65,10 @@ async def run_ppo_async(
     make_rollout: RolloutFactory | None = None,
     dataset: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
+    owned_engine = None
     if collect is None and make_rollout is not None:
         collect, engine = make_rollout(config)
+        owned_engine = engine  # built here from the config: closed here (servers it launched are stopped)
     if collect is None:
         raise ConfigError("no rollout is wired to the trainer.",
                           fix="pass make_rollout=... (or --rollout module:function) returning (collect, engine)")
@@ -77,6 +80,10 @@ async def run_ppo_async(
         return await trainer.fit()
     finally:
         trainer.close()
+        if owned_engine is not None and hasattr(owned_engine, "close"):
+            closed = owned_engine.close()
+            if inspect.isawaitable(closed):
+                await closed
 
 
 def run_ppo(config: AgentGymConfig, **kwargs: Any) -> list[dict[str, float]]:

@@ -3,10 +3,14 @@
 It answers `/generate` in SGLang's response format (field names and shapes from SGLang's tokenizer_manager and
 http_server), validates requests as SGLang does (unknown sampling params are a 400), simulates the radix cache's
 `cached_tokens`, and records every request so tests can see which server got what.
+
+Run as a process (the launcher tests start it as "the server"; launch_server's other options are ignored):
+    python -m tests.engines.sglang_test_server --model-path DIR --host 127.0.0.1 --port 30000
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from dataclasses import dataclass, field
@@ -41,6 +45,7 @@ class Recorded:
 class FakeSGLangServer:
     model_path: str
     port: int = 0
+    host: str = "127.0.0.1"
     engine: TransformersEngine | None = None
     requests: list[Recorded] = field(default_factory=list)
     healthy: bool = True
@@ -51,7 +56,7 @@ class FakeSGLangServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def calls(self, path: str) -> list[Any]:
         return [r.body for r in self.requests if r.path == path]
@@ -70,7 +75,7 @@ class FakeSGLangServer:
         app.router.add_route("*", "/flush_cache", self._flush_cache)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         return self
@@ -237,3 +242,25 @@ class ReplayServer:
 
 async def start_servers(model_path: str, n: int) -> list[FakeSGLangServer]:
     return list(await asyncio.gather(*(FakeSGLangServer(str(model_path)).start() for _ in range(n))))
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = await FakeSGLangServer(args.model_path, port=args.port, host=args.host).start()
+    print(f"serving {server.model_path} at {server.url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args, _ = parser.parse_known_args()
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

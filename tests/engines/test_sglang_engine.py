@@ -1,8 +1,17 @@
+"""The SGLang engine against servers speaking SGLang's native API (tests/engines/sglang_test_server.py) on loopback,
+each backed by the tiny model; with AGENTGYM_SGLANG_URL set, the multi-turn test runs against that real SGLang server
+instead (benchmarks/gpu/sglang_engine_check.sh)."""
+
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from .forward import forward_logprobs
 from .sglang_test_server import ReplayServer, start_servers
 
 from agentgym.rollout.engines import Engine, EngineError, SamplingParams, TransformersEngine
@@ -12,6 +21,9 @@ from agentgym.rollout.engines.weights import read_weights
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "sglang_responses.json").read_text())
 GREEDY = SamplingParams(max_new_tokens=16, temperature=0.0)
+REAL_URL = os.environ.get("AGENTGYM_SGLANG_URL")
+# A real server runs on a GPU in its own precision; the protocol servers run the model as the test does.
+TOLERANCE = float(os.environ.get("AGENTGYM_REAL_SERVER_ATOL", "2e-2")) if REAL_URL else 1e-4
 
 
 def fast_config(urls, **kw) -> SGLangEngineConfig:
@@ -88,6 +100,59 @@ async def test_outputs_equal_the_model_run_directly(servers, tiny_model_dir, cha
     for e, g in zip(expected, got):
         assert g.token_ids == e.token_ids and g.finish_reason == e.finish_reason
         assert g.logprobs == pytest.approx(e.logprobs, abs=1e-4)
+
+
+@pytest.fixture
+async def target(tiny_model_dir):
+    """Server URLs and the fake servers behind them: two loopback protocol servers, or the real server at AGENTGYM_SGLANG_URL."""
+    if REAL_URL:
+        yield [REAL_URL], []
+        return
+    fakes = await start_servers(tiny_model_dir, 2)
+    yield [s.url for s in fakes], fakes
+    await asyncio.gather(*(s.close() for s in fakes))
+
+
+def served_model(engine) -> torch.nn.Module:
+    """The model the (first) server says it serves, loaded here for a direct forward."""
+    path = next(iter(engine.server_info.values()))["model_path"]
+    return AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+
+
+async def test_multi_turn_ids_and_logprobs_agree_with_a_direct_forward(target, chat_prompts):
+    """Two trajectories of three turns each, sampled at T=0.8: every returned id is scored by the model itself."""
+    urls, fakes = target
+    temperature = 0.8
+    async with SGLangEngine(fast_config(urls, start_timeout_s=60.0)) as engine:
+        assert isinstance(engine, Engine)
+        model = served_model(engine)
+        for session in ("traj-a", "traj-b"):
+            prompt = chat_prompts[1] if session == "traj-a" else chat_prompts[2]
+            for turn in range(3):
+                out = await engine.generate(prompt, SamplingParams(max_new_tokens=8, temperature=temperature), session_id=session)
+                assert 1 <= len(out.token_ids) <= 8 and out.finish_reason in ("stop", "length")
+                expected = forward_logprobs(model, prompt, out.token_ids, temperature)
+                assert out.logprobs == pytest.approx(expected, abs=TOLERANCE)
+                prompt = prompt + out.token_ids + [201, 1]  # a tool turn appended, as the agent loop does
+        assert engine.stats.requests == 6
+        if fakes:
+            assert {engine.router.server_of("traj-a"), engine.router.server_of("traj-b")} == set(urls)
+            assert all(len(s.calls("/generate")) == 3 for s in fakes), "each trajectory stays on its server"
+        else:
+            assert engine.stats.prefix_cache_hit_rate > 0, "later turns hit SGLang's radix cache"
+
+
+async def test_weight_update_changes_what_every_server_generates(target, other_tiny_model_dir, chat_prompts):
+    urls, _ = target
+    other = AutoModelForCausalLM.from_pretrained(other_tiny_model_dir, torch_dtype=torch.float32).eval()
+    async with SGLangEngine(fast_config(urls, start_timeout_s=60.0)) as engine:
+        await engine.update_weights(path=str(other_tiny_model_dir))
+        for i in range(2 * len(urls)):
+            out = await engine.generate(chat_prompts[1], SamplingParams(max_new_tokens=6, temperature=0.8),
+                                        session_id=f"after-{i}")
+            expected = forward_logprobs(other, chat_prompts[1], out.token_ids, 0.8)
+            assert out.logprobs == pytest.approx(expected, abs=TOLERANCE)
+        assert len(engine.stats.requests_by_server) == len(urls)
 
 
 async def test_sessions_stick_to_one_server_and_spread_over_servers(servers, chat_prompts):

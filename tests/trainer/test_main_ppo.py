@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
 from agentgym.trainer.main_ppo import parse_args
+
+REPO = Path(__file__).resolve().parents[2]  # the code under test, not whichever copy is installed
 
 FACTORY = '''
 from agentgym.rollout.trajectory import Trajectory
@@ -16,6 +19,9 @@ class Engine:
         self.calls = 0
     def update_weights(self, state_dict):
         self.calls += 1
+    async def close(self):
+        import pathlib
+        pathlib.Path(__file__).with_name("engine-closed").write_text(str(self.calls))
 
 def make_rollout(config):
     n = config.actor_rollout_ref.rollout.n
@@ -46,13 +52,14 @@ def test_main_ppo_runs_a_grpo_run_from_the_command_line(tmp_path, tiny_model_pat
            "actor_rollout_ref.actor.ppo_mini_batch_size=1", "actor_rollout_ref.rollout.n=2",
            "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2", "trainer.total_training_steps=2",
            "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}", "trainer.save_freq=2"]
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
     assert (run_dir / "global_step_2" / "actor").is_dir()
     assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "2"
+    assert (tmp_path / "engine-closed").exists(), "the engine main_ppo built from the factory is closed at the end"
 
 
 def test_main_ppo_unknown_key_is_an_error_naming_it(tmp_path):

@@ -1,4 +1,4 @@
-"""Inference engines behind one protocol: in-process transformers and SGLang over HTTP."""
+"""Inference engines behind one protocol: in-process transformers, and SGLang or vLLM servers over HTTP."""
 
 from agentgym.rollout.engines.base import (
     FINISH_ABORT,
@@ -11,6 +11,7 @@ from agentgym.rollout.engines.base import (
 )
 from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig, SGLangEngineStats
 from agentgym.rollout.engines.transformers_engine import EngineStats, TransformersEngine, TransformersEngineConfig
+from agentgym.rollout.engines.vllm_engine import VLLMEngine, VLLMEngineConfig
 
 __all__ = [
     "FINISH_ABORT",
@@ -26,4 +27,6 @@ __all__ = [
     "SamplingParams",
     "TransformersEngine",
     "TransformersEngineConfig",
+    "VLLMEngine",
+    "VLLMEngineConfig",
 ]

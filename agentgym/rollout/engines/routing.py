@@ -1,6 +1,7 @@
 """Client-side routing over several servers: one session stays on one server while that server is healthy.
 
-Keeping a trajectory on one server makes every turn's prompt a prefix-cache hit there (SGLang's radix cache).
+Keeping a trajectory on one server makes every turn's prompt a prefix-cache hit there (SGLang's radix cache,
+vLLM's automatic prefix caching).
 New sessions go to the healthy server with the fewest requests in flight (then the fewest sessions), so load
 spreads without a central router.
 """
@@ -37,7 +38,7 @@ class StickyRouter:
                 self._sessions.move_to_end(session_id)
                 return pinned
         if not self.healthy:
-            raise NoHealthyServer(f"no healthy server among {self.urls}; check that the SGLang servers are up")
+            raise NoHealthyServer(f"no healthy server among {self.urls}; check that the inference servers are up")
         url = min(
             (u for u in self.urls if u in self.healthy),
             key=lambda u: (self.in_flight[u], self._session_counts[u]),

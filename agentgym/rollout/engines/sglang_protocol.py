@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentgym.rollout.engines.http_engine import error_message  # noqa: F401  (SGLang's error bodies)
 from agentgym.rollout.engines.base import (
     FINISH_ABORT,
     FINISH_LENGTH,
@@ -85,14 +86,3 @@ def parse_generate_response(data: dict[str, Any]) -> GenerateOutput:
     if kind not in _FINISH_TYPES:
         raise EngineError(f"unknown SGLang finish_reason {finish!r}; expected type stop, length or abort")
     return GenerateOutput(ids, logprobs, _FINISH_TYPES[kind])
-
-
-def error_message(status: int, body: Any) -> str:
-    """SGLang's error bodies: `{"error": {"message": ...}}`, `{"message": ...}` or plain text."""
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and "message" in err:
-            return f"HTTP {status}: {err['message']}"
-        if "message" in body:
-            return f"HTTP {status}: {body['message']}"
-    return f"HTTP {status}: {str(body)[:300]}"
