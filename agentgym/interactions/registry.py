@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from agentgym.errors import ConfigError
@@ -20,9 +19,11 @@ VERL_INTERACTION_ALIASES: dict[str, str] = {
 }
 
 
-def _default_name(class_name: str) -> str:
-    short = class_name.rpartition(".")[2].removesuffix("Interaction") or class_name
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", short).lower()
+def default_interaction_name(class_name: str) -> str:
+    """verl's rule, so rows written for a verl config find the same name: the class name without its
+    `Interaction` suffix, lower-cased (`MathFeedbackInteraction` -> `mathfeedback`)."""
+    short = class_name.rpartition(".")[2]
+    return (short.removesuffix("Interaction") or short).lower()
 
 
 def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
@@ -39,7 +40,7 @@ def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
                 fix=f"write it as:\n{INTERACTION_YAML_EXAMPLE}",
             )
         class_name = raw["class_name"]
-        name = raw.get("name") or _default_name(class_name)
+        name = raw.get("name") or default_interaction_name(class_name)
         entry = f"interaction[{index}] ({name})"
         config = raw.get("config") or {}
         if not isinstance(config, dict):
