@@ -105,7 +105,8 @@ def _row_kwargs(extra_info: Mapping[str, Any] | None) -> tuple[dict[str, Any], d
     interaction_kwargs = extra_info.get("interaction_kwargs") or {}
     if not isinstance(tools_kwargs, dict) or not isinstance(interaction_kwargs, dict):
         raise ValueError("extra_info.tools_kwargs and extra_info.interaction_kwargs must be mappings in the dataset row.")
-    return tools_kwargs, interaction_kwargs
+    # A parquet file stores a tool absent from this row as null (its struct column spans all rows): nothing asked.
+    return {name: kwargs for name, kwargs in tools_kwargs.items() if kwargs is not None}, interaction_kwargs
 
 
 class Session:
@@ -129,7 +130,9 @@ class Session:
         self.config = config or SessionConfig()
         self.tools = dict(tools)
         self._tools_kwargs, self._interaction_kwargs = _row_kwargs(extra_info)
-        unknown = sorted(set(self._tools_kwargs) - set(self.tools))
+        # As verl: a run without tools ignores the row's tools_kwargs (an interaction-only run on tool + interaction
+        # rows). With tools registered, a name that is not one of them is a typo that would lose its kwargs.
+        unknown = sorted(set(self._tools_kwargs) - set(self.tools)) if self.tools else []
         if unknown:
             raise ValueError(
                 f"the row's extra_info.tools_kwargs names tool(s) {unknown} that are not registered; "

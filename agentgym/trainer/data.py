@@ -24,21 +24,26 @@ def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") 
     rows: list[dict[str, Any]] = []
     for raw in paths:
         path = Path(raw).expanduser()
-        if not path.exists():
-            raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
-                              fix="point data.train_files at a .parquet or .jsonl file")
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            found = pq.read_table(path).to_pylist()
-        elif path.suffix in (".jsonl", ".json"):
-            with path.open() as f:
-                found = [json.loads(line) for line in f if line.strip()]
-        else:
-            raise ConfigError(f"cannot read dataset file {path}: unknown extension '{path.suffix}'.",
-                              entry="data.train_files", fix="use .parquet or .jsonl")
+        found = read_records(path)
         rows.extend(_with_prompt(row, prompt_key, path, index) for index, row in enumerate(found))
     return rows
+
+
+def read_records(path: str | Path) -> list[Any]:
+    """The rows of one .parquet or .jsonl file, as they are (no checks: `agentgym data validate` names bad rows)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
+                          fix="point data.train_files at a .parquet or .jsonl file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix in (".jsonl", ".json"):
+        with path.open() as f:
+            return [json.loads(line) for line in f if line.strip()]
+    raise ConfigError(f"cannot read dataset file {path}: unknown extension '{path.suffix}'.",
+                      entry="data.train_files", fix="use .parquet or .jsonl")
 
 
 def _with_prompt(row: dict[str, Any], prompt_key: str, path: Path, index: int) -> dict[str, Any]:
