@@ -11,12 +11,14 @@ from typing import Any
 from agentgym.errors import ConfigError
 
 
-def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") -> list[dict[str, Any]]:
+def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt",
+              check_prompts: bool = True) -> list[dict[str, Any]]:
     """verl-style dataset rows from parquet or JSON-lines files (in the order given).
 
     The chat messages are read from `prompt_key` (verl's `data.prompt_key`) and stored under `prompt`, the key the
     agent loop reads; a row without them, or with something other than a list of role/content messages, stops
-    the run with the file and row named, before any rollout starts.
+    the run with the file and row named, before any rollout starts. `check_prompts=False` leaves that to the
+    caller's data check (`agentgym.env.row_check`), which names every bad row at once.
     """
     if files is None:
         return []
@@ -25,7 +27,11 @@ def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") 
     for raw in paths:
         path = Path(raw).expanduser()
         found = read_records(path)
-        rows.extend(_with_prompt(row, prompt_key, path, index) for index, row in enumerate(found))
+        if check_prompts:
+            rows.extend(_with_prompt(row, prompt_key, path, index) for index, row in enumerate(found))
+        else:
+            rows.extend(row if prompt_key == "prompt" or not isinstance(row, dict) or prompt_key not in row
+                        else {**row, "prompt": row[prompt_key]} for row in found)
     return rows
 
 

@@ -67,7 +67,8 @@ async def run_ppo_async(
     if collect is None and make_rollout is None:
         raise ConfigError("no rollout is wired to the trainer.",
                           fix="pass make_rollout=... (or --rollout module:function) returning (collect, engine)")
-    rows = list(dataset) if dataset is not None else read_rows(config.data.train_files, prompt_key=config.data.prompt_key)
+    rows = list(dataset) if dataset is not None else read_rows(
+        config.data.train_files, prompt_key=config.data.prompt_key, check_prompts=False)
     if not rows:
         raise ConfigError("no training rows.", entry="data.train_files", fix="point data.train_files at a dataset file")
     check_training_rows(config, rows, default_rollout=collect is None and _is_default_rollout(make_rollout))
