@@ -207,13 +207,14 @@ class Session:
             return self._error(name, call_id, format_argument_error(name, problems, tool.tool_schema))
         async with self._semaphore:
             started = time.perf_counter()
+            spans: list[dict[str, Any]] = []
             try:
                 with recording_spans() as spans:
                     response, reward, metrics = await self._execute(name, tool, arguments)
             except asyncio.TimeoutError:
                 return self._error(
                     name, call_id, f"Error: tool `{name}` did not finish within {self.config.tool_call_timeout:g} s.",
-                    latency=time.perf_counter() - started,
+                    latency=time.perf_counter() - started, metrics={"trace": spans} if spans else None,
                 )
             except Exception as exc:  # a tool bug must not end the episode: the model sees it, the metrics keep it
                 return self._error(
@@ -221,7 +222,7 @@ class Session:
                     call_id,
                     f"Error: tool `{name}` failed: {type(exc).__name__}: {exc}",
                     latency=time.perf_counter() - started,
-                    metrics={"traceback": traceback.format_exc(limit=5)},
+                    metrics={"traceback": traceback.format_exc(limit=5), **({"trace": spans} if spans else {})},
                 )
         if not isinstance(response, ToolResponse):
             response = ToolResponse(text=str(response))
@@ -249,8 +250,10 @@ class Session:
         self._calls += 1
         instance_id = f"{self.session_id}-{name}-{self._calls}"
         release_kwargs = kwargs.get("release_kwargs", {})
+        create_kwargs = dict(kwargs.get("create_kwargs") or {})
         try:
-            instance_id, _ = await tool.create(instance_id, **kwargs.get("create_kwargs", {}))
+            # ToolAgentLoop passes them nested (`create_kwargs=`); tools of the older API read them spread: give both.
+            instance_id, _ = await tool.create(instance_id, **create_kwargs, create_kwargs=create_kwargs)
         except asyncio.CancelledError:  # it may exist half-made: release it, as the trajectory lifetime does
             await asyncio.shield(self._release_one(tool, instance_id, release_kwargs))
             raise
