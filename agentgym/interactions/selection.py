@@ -17,8 +17,8 @@ class InteractionSelectionError(ValueError):
 
 def select_interaction(interaction_kwargs: Mapping[str, Any] | None, registered: Collection[str]) -> str | None:
     """The name of the interaction the row runs with, or None when the row runs without one."""
-    if not interaction_kwargs or not registered:
-        return None
+    if not registered or not interaction_kwargs or all(v is None for v in interaction_kwargs.values()):
+        return None  # all-null kwargs are a parquet file's filler for a row that asks for no interaction
     name = interaction_kwargs.get("name")
     if name is None:
         if len(registered) == 1:

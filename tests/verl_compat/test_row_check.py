@@ -17,6 +17,7 @@ from agentgym.config import load_config
 from agentgym.env.row_check import DataCheckError, Registered, check_rows, require_valid_rows
 from agentgym.env.session import Session
 from agentgym.interactions.base import BaseInteraction
+from agentgym.tools.base_tool import BaseTool
 from agentgym.trainer.main_ppo import run_ppo
 
 from .verl_layout import ANSWER_TOOL_YAML, INTERACTION_YAML, install_ported, verl_rows, write_parquet
@@ -79,6 +80,30 @@ def test_interaction_rule_is_the_sessions():
     assert "has no `name`, and several interactions are registered (a, b)" in several[0].message
     ignored = check_rows([{**row, "extra_info": {"interaction_kwargs": {"name": "c"}}}], Registered.of([], []))
     assert [p.severity for p in ignored] == ["warning"] and "runs without one" in ignored[0].message
+
+
+def test_parquet_null_filler_asks_for_nothing(tmp_path):
+    """Rows with and without a tool / an interaction in one parquet file: the file fills the gaps with nulls."""
+    from agentgym.trainer.data import read_rows
+
+    with_both, plain = verl_rows()[:2]
+    with_both["extra_info"]["interaction_kwargs"]["name"] = "answerfeedback"
+    plain["extra_info"]["tools_kwargs"] = {"scratchpad": {"create_kwargs": {"label": "x"}}}
+    plain["extra_info"]["interaction_kwargs"] = {}
+    rows = read_rows(str(write_parquet([with_both, plain], tmp_path / "mixed.parquet")))
+    assert rows[1]["extra_info"]["tools_kwargs"]["calc_gsm8k_reward"] is None
+    assert set(rows[1]["extra_info"]["interaction_kwargs"].values()) == {None}
+    assert check_rows(rows, Registered.of(["calc_gsm8k_reward", "scratchpad"], ["answerfeedback"])) == []
+    session = Session({"scratchpad": BaseTool({}, _schema("scratchpad"))}, extra_info=rows[1]["extra_info"],
+                      interactions={"answerfeedback": BaseInteraction({})})
+    assert session.interaction is None
+
+
+def _schema(name):
+    from agentgym.tools.schemas import OpenAIFunctionToolSchema
+
+    return OpenAIFunctionToolSchema.model_validate({"type": "function", "function": {
+        "name": name, "description": "d", "parameters": {"type": "object", "properties": {}}}})
 
 
 def test_malformed_kwargs_and_newer_api_keys():
