@@ -20,21 +20,20 @@ def _data_validate(args: argparse.Namespace, console: Console) -> int:
 
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
     registered = registered_names(cfg) if cfg is not None else Registered(None, None)
-    prompt_key = cfg.data.prompt_key if cfg is not None else "prompt"
     rows = read_records(args.file)
-    problems = check_rows(rows, registered, prompt_key=prompt_key)
-    errors = [p for p in problems if p.severity == "error"]
+    problems = check_rows(rows, registered, prompt_key=cfg.data.prompt_key if cfg is not None else "prompt")
     if problems:
-        console.print(format_problems(problems, source=str(args.file)), markup=False, highlight=False)
-    tools = ", ".join(sorted(registered.tools)) if registered.tools is not None else "not checked (no --config)"
-    interactions = (", ".join(sorted(registered.interactions)) or "none") if registered.interactions is not None \
-        else "not checked (no --config)"
-    if errors:
-        console.print(f"[red]FAILED[/red] {args.file}: {len({p.row for p in errors})} of {len(rows)} row(s) would fail "
-                      f"in the rollout (tools: {tools or 'none'}; interactions: {interactions}).")
+        console.print(format_problems(problems, source=str(args.file)), markup=False, highlight=False, soft_wrap=True)
+    unchecked = "not checked (no --config)"
+    tools = unchecked if registered.tools is None else ", ".join(sorted(registered.tools)) or "none"
+    interactions = unchecked if registered.interactions is None else ", ".join(sorted(registered.interactions)) or "none"
+    against = f"(tools: {tools}; interactions: {interactions})"
+    failing = {p.row for p in problems if p.severity == "error"}
+    if failing:
+        console.print(f"[red]FAILED[/red] {args.file}: {len(failing)} of {len(rows)} row(s) would fail in the rollout "
+                      f"{against}.", soft_wrap=True)
         return 1
-    console.print(f"[green]OK[/green] {args.file}: {len(rows)} row(s) fit the run (tools: {tools or 'none'}; "
-                  f"interactions: {interactions}).")
+    console.print(f"[green]OK[/green] {args.file}: {len(rows)} row(s) fit the run {against}.", soft_wrap=True)
     return 0
 
 

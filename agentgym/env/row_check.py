@@ -46,9 +46,11 @@ def _is_mapping_or_none(value: Any) -> bool:
 
 
 def _prompt_problems(row: Mapping[str, Any], index: int, prompt_key: str) -> list[RowProblem]:
-    if prompt_key not in row or row[prompt_key] is None:
+    if prompt_key not in row:
         return [RowProblem(index, f"no `{prompt_key}` (it has: {', '.join(sorted(map(str, row))) or 'nothing'})",
                            "set data.prompt_key to the column with the chat messages, or add them to the row")]
+    if row[prompt_key] is None:
+        return [RowProblem(index, f"`{prompt_key}` is empty (null)", "give the row its chat messages")]
     messages = row[prompt_key]
     if not isinstance(messages, (list, tuple)) or not messages:
         return [RowProblem(index, f"`{prompt_key}` is not a non-empty list of chat messages (got {str(messages)[:80]!r})",

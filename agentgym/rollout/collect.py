@@ -83,7 +83,7 @@ def check_dataset(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], console: 
     if warnings:
         text = format_problems(warnings, source=source)
         if console is not None:
-            console.print(text, markup=False, highlight=False)
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
             logger.warning("%s", text)
 
