@@ -13,6 +13,8 @@ from agentgym.interactions.registry import load_interactions
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
+from agentgym.rollout.trajectory_io import read_jsonl, read_parquet, write_jsonl
+from agentgym.rollout.trajectory_io import write_parquet as write_parquet_trajectories
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.trainer.data import read_rows
 
@@ -105,6 +107,11 @@ async def test_tool_and_interaction_config(tokenizer, verl_setup):
             "scratchpad.calc_reward": {"type": "list", "value": "['subtract at the end']"}
         }
     assert tools["scratchpad"].config["label"] == "notes", "OmegaConf default of an unset variable"
+    write_jsonl(trajectories, path / "t.jsonl")
+    write_parquet_trajectories(trajectories, path / "t.parquet")
+    again = read_parquet(path / "t.parquet")
+    assert [t.tool_metrics for t in again] == [t.tool_metrics for t in read_jsonl(path / "t.jsonl")]
+    assert again[0].tool_metrics[0]["trace"][0]["inputs"]["parameters"] == {"note": "subtract at the end"}
     assert tools["calc_gsm8k_reward"]._instance_dict == {} and tools["scratchpad"]._instance_dict == {}
 
 
