@@ -114,7 +114,8 @@ class Session:
 
     Tool instances are created lazily, on the first call of each tool, with the row's
     `tools_kwargs.<tool>.create_kwargs` and an instance id chosen here, so that an instance whose
-    `create` was interrupted is still released.
+    `create` was interrupted is still released. With `tool_instance_lifetime="call"` each call gets its own
+    instance, released as soon as the call ends (verl's ToolAgentLoop).
     """
 
     def __init__(
