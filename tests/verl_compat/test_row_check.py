@@ -4,7 +4,6 @@ validate`, in main_ppo and in `agentgym rollout`."""
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 from pathlib import Path
