@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from agentgym.data_cli import add_data_commands
 from agentgym.errors import AgentGymError
 
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = tools.add_parser("list", help="list the tools a YAML file registers")
     listing.add_argument("file", type=Path)
     listing.set_defaults(handler=_tools_list)
+    add_data_commands(sub)
     return parser
 
 

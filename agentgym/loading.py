@@ -30,6 +30,7 @@ def read_yaml_list(path: str | Path, key: str, example: str) -> list[Any]:
         if context and context_mark is not None:
             problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
         raise ConfigError(f"invalid YAML{where}: {problem}.", file=file, fix="correct the YAML syntax there.") from None
+    data = _resolve_interpolations(data, file)
     if not isinstance(data, dict) or key not in data:
         raise ConfigError(
             f"the top level must be a mapping with a `{key}` list.", file=file, fix=f"write it as:\n{example}"
@@ -42,6 +43,26 @@ def read_yaml_list(path: str | Path, key: str, example: str) -> list[Any]:
             f"`{key}` must be a list, got {type(entries).__name__}.", file=file, fix=f"write it as:\n{example}"
         )
     return entries
+
+
+def _resolve_interpolations(data: Any, file: str) -> Any:
+    """Resolve `${oc.env:VAR,default}` and the like with OmegaConf, as verl does when it loads these files."""
+    if not isinstance(data, dict):
+        return data
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    except OmegaConfBaseException as exc:
+        where = f" at `{exc.full_key}`" if getattr(exc, "full_key", None) else ""
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(
+            f"cannot resolve the value{where}: {problem}.",
+            file=file,
+            fix="set the environment variable it reads, give the interpolation a default "
+            "(`${oc.env:NAME,default}`), or write the value itself.",
+        ) from None
 
 
 def import_class(class_path: str, base: type, *, aliases: dict[str, str], file: str, entry: str) -> type:

@@ -125,6 +125,9 @@ class MultiTurnConfig(Section):
     format: str = "hermes"
     # ours: False renders prompts without the tools' JSON schemas (for models trained from scratch)
     tool_schemas_in_prompt: bool = True
+    # ours: `trajectory` (one tool instance per episode, scored by calc_reward: verl <= 0.6's SGLang rollout) or
+    # `call` (one per call, no calc_reward: verl's ToolAgentLoop, 0.5 on); docs/verl.md
+    tool_instance_lifetime: Literal["trajectory", "call"] = "trajectory"
 
 
 class AgentConfig(Section):

@@ -7,16 +7,21 @@ every created instance is released — on success, on errors and on cancellation
 from __future__ import annotations
 
 import asyncio
+import numbers
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Literal, Mapping, Protocol
 from uuid import uuid4
 
 from agentgym.interactions.base import BaseInteraction
+from agentgym.interactions.selection import select_interaction
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import ToolResponse
 from agentgym.tools.validation import argument_errors, format_argument_error
+from agentgym.utils.rollout_trace import recording_spans
+
+ToolInstanceLifetime = Literal["trajectory", "call"]
 
 
 class ToolCallLike(Protocol):
@@ -28,9 +33,14 @@ class ToolCallLike(Protocol):
 
 @dataclass(frozen=True)
 class SessionConfig:
+    """`tool_instance_lifetime`: `trajectory` creates one instance per tool and episode, scored by `calc_reward` at
+    the end (verl <= 0.6's SGLang multi-turn rollout); `call` creates and releases one per call and calls no
+    `calc_reward` (verl's ToolAgentLoop, 0.5 on, the only multi-turn path from 0.7)."""
+
     max_parallel_calls: int = 8
     tool_call_timeout: float = 60.0
     release_timeout: float = 30.0
+    tool_instance_lifetime: ToolInstanceLifetime = "trajectory"
 
 
 @dataclass
@@ -60,12 +70,33 @@ class UserTurn:
 
 @dataclass
 class EpisodeScores:
+    """`reward_metrics` keeps what a scorer returned when it was not a number (it then scores 0)."""
+
     tool_rewards: dict[str, float]
     interaction_score: float | None
+    reward_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
         return sum(self.tool_rewards.values()) + (self.interaction_score or 0.0)
+
+
+def as_reward(value: Any) -> tuple[float, dict[str, Any] | None]:
+    """A reward as a float, and, when it is not a number, a record of what it was.
+
+    verl accepts whatever a scorer returns (its SandboxFusionTool's calc_reward returns `[]`); an episode must
+    never fail over a reward's type, so anything that is not a number scores 0 and is kept as a metric.
+    """
+    if value is None:
+        return 0.0, None
+    if isinstance(value, numbers.Real):
+        return float(value), None
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__float__"):
+        try:
+            return float(value), None
+        except (TypeError, ValueError):
+            pass
+    return 0.0, {"type": type(value).__name__, "value": repr(value)[:200]}
 
 
 def _row_kwargs(extra_info: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -74,7 +105,8 @@ def _row_kwargs(extra_info: Mapping[str, Any] | None) -> tuple[dict[str, Any], d
     interaction_kwargs = extra_info.get("interaction_kwargs") or {}
     if not isinstance(tools_kwargs, dict) or not isinstance(interaction_kwargs, dict):
         raise ValueError("extra_info.tools_kwargs and extra_info.interaction_kwargs must be mappings in the dataset row.")
-    return tools_kwargs, interaction_kwargs
+    # A parquet file stores a tool absent from this row as null (its struct column spans all rows): nothing asked.
+    return {name: kwargs for name, kwargs in tools_kwargs.items() if kwargs is not None}, interaction_kwargs
 
 
 class Session:
@@ -82,7 +114,8 @@ class Session:
 
     Tool instances are created lazily, on the first call of each tool, with the row's
     `tools_kwargs.<tool>.create_kwargs` and an instance id chosen here, so that an instance whose
-    `create` was interrupted is still released.
+    `create` was interrupted is still released. With `tool_instance_lifetime="call"` each call gets its own
+    instance, released as soon as the call ends (verl's ToolAgentLoop).
     """
 
     def __init__(
@@ -98,33 +131,25 @@ class Session:
         self.config = config or SessionConfig()
         self.tools = dict(tools)
         self._tools_kwargs, self._interaction_kwargs = _row_kwargs(extra_info)
-        unknown = sorted(set(self._tools_kwargs) - set(self.tools))
+        # As verl: a run without tools ignores the row's tools_kwargs (an interaction-only run on tool + interaction
+        # rows). With tools registered, a name that is not one of them is a typo that would lose its kwargs.
+        unknown = sorted(set(self._tools_kwargs) - set(self.tools)) if self.tools else []
         if unknown:
             raise ValueError(
                 f"the row's extra_info.tools_kwargs names tool(s) {unknown} that are not registered; "
                 f"registered tools: {sorted(self.tools)}. Add them to the tool config or fix the row."
             )
-        self.interaction = self._pick_interaction(interactions or {})
+        interactions = interactions or {}
+        chosen = select_interaction(self._interaction_kwargs, list(interactions))
+        self.interaction = None if chosen is None else interactions[chosen]
         self._attempted: dict[str, str] = {}
         self._ready: dict[str, str] = {}
         self._creating: dict[str, asyncio.Task[str]] = {}
         self._interaction_id: str | None = None
         self._semaphore = asyncio.Semaphore(self.config.max_parallel_calls)
         self._closed = False
+        self._calls = 0
         self.release_errors: list[BaseException] = []
-
-    def _pick_interaction(self, interactions: Mapping[str, BaseInteraction]) -> BaseInteraction | None:
-        if not self._interaction_kwargs:
-            return None
-        name = self._interaction_kwargs.get("name")
-        if name is None and len(interactions) == 1:
-            return next(iter(interactions.values()))
-        if name not in interactions:
-            raise ValueError(
-                f"the row asks for interaction `{name}` but the registered interactions are {sorted(interactions)}; "
-                "set extra_info.interaction_kwargs.name to one of them or register it in the interaction config."
-            )
-        return interactions[name]
 
     async def __aenter__(self) -> "Session":
         await self.start()
@@ -135,10 +160,10 @@ class Session:
 
     async def start(self) -> None:
         if self.interaction is not None:
-            kwargs = {k: v for k, v in self._interaction_kwargs.items() if k != "name"}
+            # The row's kwargs as they are, `name` included, to start_interaction and generate_response: as verl.
             instance_id = f"{self.session_id}-interaction"
             self._interaction_id = instance_id
-            await self.interaction.start_interaction(instance_id, **kwargs)
+            await self.interaction.start_interaction(instance_id, **self._interaction_kwargs)
 
     async def _instance(self, name: str) -> str:
         """Create the tool's instance once, even when several calls of one turn race for it."""
@@ -183,16 +208,14 @@ class Session:
             return self._error(name, call_id, format_argument_error(name, problems, tool.tool_schema))
         async with self._semaphore:
             started = time.perf_counter()
+            spans: list[dict[str, Any]] = []
             try:
-                instance_id = await self._instance(name)
-                execute_kwargs = self._tools_kwargs.get(name, {}).get("execute_kwargs", {})
-                response, reward, metrics = await asyncio.wait_for(
-                    tool.execute(instance_id, arguments, **execute_kwargs), timeout=self.config.tool_call_timeout
-                )
+                with recording_spans() as spans:
+                    response, reward, metrics = await self._execute(name, tool, arguments)
             except asyncio.TimeoutError:
                 return self._error(
                     name, call_id, f"Error: tool `{name}` did not finish within {self.config.tool_call_timeout:g} s.",
-                    latency=time.perf_counter() - started,
+                    latency=time.perf_counter() - started, metrics={"trace": spans} if spans else None,
                 )
             except Exception as exc:  # a tool bug must not end the episode: the model sees it, the metrics keep it
                 return self._error(
@@ -200,18 +223,51 @@ class Session:
                     call_id,
                     f"Error: tool `{name}` failed: {type(exc).__name__}: {exc}",
                     latency=time.perf_counter() - started,
-                    metrics={"traceback": traceback.format_exc(limit=5)},
+                    metrics={"traceback": traceback.format_exc(limit=5), **({"trace": spans} if spans else {})},
                 )
         if not isinstance(response, ToolResponse):
             response = ToolResponse(text=str(response))
+        metrics = dict(metrics or {})
+        step_reward, odd = as_reward(reward)
+        if odd is not None:
+            metrics["non_numeric_reward"] = odd
+        if spans:
+            metrics["trace"] = spans
         return ToolResult(
             name=name,
             call_id=call_id,
             response=response,
-            reward=float(reward or 0.0),
-            metrics=dict(metrics or {}),
+            reward=step_reward,
+            metrics=metrics,
             latency_s=time.perf_counter() - started,
         )
+
+    async def _execute(self, name: str, tool: BaseTool, arguments: dict[str, Any]) -> tuple[Any, Any, Any]:
+        kwargs = self._tools_kwargs.get(name, {})
+        timeout = self.config.tool_call_timeout
+        if self.config.tool_instance_lifetime == "trajectory":
+            instance_id = await self._instance(name)
+            return await asyncio.wait_for(tool.execute(instance_id, arguments, **kwargs.get("execute_kwargs", {})), timeout)
+        self._calls += 1
+        instance_id = f"{self.session_id}-{name}-{self._calls}"
+        release_kwargs = kwargs.get("release_kwargs", {})
+        create_kwargs = dict(kwargs.get("create_kwargs") or {})
+        try:
+            # ToolAgentLoop passes them nested (`create_kwargs=`); tools of the older API read them spread: give both.
+            instance_id, _ = await tool.create(instance_id, **create_kwargs, create_kwargs=create_kwargs)
+        except asyncio.CancelledError:  # it may exist half-made: release it, as the trajectory lifetime does
+            await asyncio.shield(self._release_one(tool, instance_id, release_kwargs))
+            raise
+        try:
+            return await asyncio.wait_for(tool.execute(instance_id, arguments, **kwargs.get("execute_kwargs", {})), timeout)
+        finally:
+            await asyncio.shield(self._release_one(tool, instance_id, release_kwargs))
+
+    async def _release_one(self, tool: BaseTool, instance_id: str, kwargs: dict[str, Any]) -> None:
+        try:
+            await asyncio.wait_for(tool.release(instance_id, **kwargs), self.config.release_timeout)
+        except Exception as exc:
+            self.release_errors.append(exc)
 
     @staticmethod
     def _error(name: str, call_id: str, text: str, *, latency: float = 0.0, metrics: dict | None = None) -> ToolResult:
@@ -221,19 +277,30 @@ class Session:
         """The interaction's reply to the conversation so far, or None when the row has no interaction."""
         if self.interaction is None or self._interaction_id is None:
             return None
-        terminate, content, reward, metrics = await self.interaction.generate_response(self._interaction_id, messages)
-        return UserTurn(bool(terminate), str(content), float(reward or 0.0), dict(metrics or {}))
+        terminate, content, reward, metrics = await self.interaction.generate_response(
+            self._interaction_id, messages, **self._interaction_kwargs
+        )
+        metrics = dict(metrics or {})
+        turn_reward, odd = as_reward(reward)
+        if odd is not None:
+            metrics["non_numeric_reward"] = odd
+        return UserTurn(bool(terminate), str(content), turn_reward, metrics)
 
     async def scores(self) -> EpisodeScores:
         """Outcome rewards: each created tool's calc_reward and the interaction's calculate_score."""
         tool_rewards: dict[str, float] = {}
+        odd_values: dict[str, Any] = {}
         for name, instance_id in list(self._ready.items()):
             kwargs = self._tools_kwargs.get(name, {}).get("calc_reward_kwargs", {})
-            tool_rewards[name] = float(await self.tools[name].calc_reward(instance_id, **kwargs))
+            tool_rewards[name], odd = as_reward(await self.tools[name].calc_reward(instance_id, **kwargs))
+            if odd is not None:
+                odd_values[f"{name}.calc_reward"] = odd
         interaction_score = None
         if self.interaction is not None and self._interaction_id is not None:
-            interaction_score = float(await self.interaction.calculate_score(self._interaction_id))
-        return EpisodeScores(tool_rewards=tool_rewards, interaction_score=interaction_score)
+            interaction_score, odd = as_reward(await self.interaction.calculate_score(self._interaction_id))
+            if odd is not None:
+                odd_values["interaction.calculate_score"] = odd
+        return EpisodeScores(tool_rewards=tool_rewards, interaction_score=interaction_score, reward_metrics=odd_values)
 
     async def close(self) -> None:
         """Release every instance; runs to the end even if the surrounding task is being cancelled."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentgym.errors import ConfigError
 from agentgym.interactions.base import BaseInteraction
@@ -20,15 +21,25 @@ VERL_INTERACTION_ALIASES: dict[str, str] = {
 }
 
 
-def _default_name(class_name: str) -> str:
-    short = class_name.rpartition(".")[2].removesuffix("Interaction") or class_name
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", short).lower()
+def default_interaction_name(class_name: str) -> str:
+    """verl's rule, so rows written for a verl config find the same name: the class name without its
+    `Interaction` suffix, lower-cased (`MathFeedbackInteraction` -> `mathfeedback`)."""
+    short = class_name.rpartition(".")[2]
+    return (short.removesuffix("Interaction") or short).lower()
 
 
-def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
-    """Build every interaction in the file, keyed by name (rows pick one with `interaction_kwargs.name`)."""
+@dataclass(frozen=True)
+class InteractionEntry:
+    name: str
+    class_name: str
+    config: dict[str, Any]
+    entry: str
+
+
+def read_interaction_entries(path: str | Path) -> list[InteractionEntry]:
+    """The file's entries, checked and named, without importing their classes (for checks that need names only)."""
     file = str(path)
-    interactions: dict[str, BaseInteraction] = {}
+    entries: list[InteractionEntry] = []
     for index, raw in enumerate(read_yaml_list(path, "interaction", INTERACTION_YAML_EXAMPLE)):
         entry = f"interaction[{index}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("class_name"), str):
@@ -39,15 +50,23 @@ def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
                 fix=f"write it as:\n{INTERACTION_YAML_EXAMPLE}",
             )
         class_name = raw["class_name"]
-        name = raw.get("name") or _default_name(class_name)
+        name = raw.get("name") or default_interaction_name(class_name)
         entry = f"interaction[{index}] ({name})"
         config = raw.get("config") or {}
         if not isinstance(config, dict):
             raise ConfigError("`config` must be a mapping.", file=file, entry=entry, fix="write `config: {}`.")
-        if name in interactions:
+        if any(e.name == name for e in entries):
             raise ConfigError(
                 f"interaction name `{name}` is used twice.", file=file, entry=entry, fix="give each interaction its own `name`."
             )
-        cls = import_class(class_name, BaseInteraction, aliases=VERL_INTERACTION_ALIASES, file=file, entry=entry)
-        interactions[name] = cls({**config, "name": name})
+        entries.append(InteractionEntry(name=name, class_name=class_name, config=config, entry=entry))
+    return entries
+
+
+def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
+    """Build every interaction in the file, keyed by name (rows pick one with `interaction_kwargs.name`)."""
+    interactions: dict[str, BaseInteraction] = {}
+    for e in read_interaction_entries(path):
+        cls = import_class(e.class_name, BaseInteraction, aliases=VERL_INTERACTION_ALIASES, file=str(path), entry=e.entry)
+        interactions[e.name] = cls({**e.config, "name": e.name})
     return interactions

@@ -165,6 +165,8 @@ class AgentLoop:
             traj.messages = episode.messages
             traj.finish_reason = episode.finish_reason
             traj.final_score = episode.scores.total
+            if episode.scores.reward_metrics:
+                traj.extra_info = {**traj.extra_info, "reward_metrics": episode.scores.reward_metrics}
             traj.tool_rewards = [r.reward for r in episode.tool_results]
             traj.interaction_rewards = list(episode.turn_rewards)
             traj.num_tool_calls = len(episode.tool_results) + episode.parse_errors

@@ -7,6 +7,7 @@ quickstart and this command build them the same way.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,14 +18,18 @@ from rich.table import Table
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.env.episode import EpisodeLimits
+from agentgym.env.session import SessionConfig
 from agentgym.errors import ConfigError
-from agentgym.interactions.registry import load_interactions
+from agentgym.env.row_check import Registered, format_problems, require_valid_rows
+from agentgym.interactions.registry import load_interactions, read_interaction_entries
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
+
+logger = logging.getLogger(__name__)
 
 
 def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, seed: int | None = None) -> AgentLoopConfig:
@@ -51,6 +56,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
         parser=mt.format,
         max_concurrent_episodes=rollout.max_num_seqs,
         tool_schemas_in_prompt=mt.tool_schemas_in_prompt,
+        session=SessionConfig(tool_instance_lifetime=mt.tool_instance_lifetime),
     )
 
 
@@ -60,6 +66,26 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
     tools = build_tools(load_tool_specs(mt.tool_config_path)) if mt.tool_config_path else {}
     interactions = load_interactions(mt.interaction_config_path) if mt.interaction_config_path else {}
     return tools, interactions
+
+
+def registered_names(cfg: AgentGymConfig) -> Registered:
+    """The tool and interaction names the run config registers, without building them (for the data check)."""
+    mt = cfg.actor_rollout_ref.rollout.multi_turn
+    tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
+    interactions = [e.name for e in read_interaction_entries(mt.interaction_config_path)] if mt.interaction_config_path else []
+    return Registered.of(tools, interactions)
+
+
+def check_dataset(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], console: Console | None = None, *,
+                  registered: Registered | None = None, source: str = "the dataset") -> None:
+    """Stop before the first rollout when rows would fail in it; show the warnings."""
+    warnings = require_valid_rows(rows, registered or registered_names(cfg), prompt_key=cfg.data.prompt_key, source=source)
+    if warnings:
+        text = format_problems(warnings, source=source)
+        if console is not None:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            logger.warning("%s", text)
 
 
 def transformers_engine_config(cfg: AgentGymConfig) -> Any:
@@ -182,7 +208,9 @@ def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_d
     files = cfg.data.val_files or cfg.data.train_files
     if not files:
         raise ConfigError("no dataset to roll out.", entry="data.train_files", fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")
-    trajectories = asyncio.run(collect(cfg, read_rows(files, prompt_key=cfg.data.prompt_key), out_dir, console))
+    rows = read_rows(files, prompt_key=cfg.data.prompt_key, check_prompts=False)
+    check_dataset(cfg, rows, console, source=", ".join([files] if isinstance(files, str) else files))
+    trajectories = asyncio.run(collect(cfg, rows, out_dir, console))
     return 0 if any(not t.failed for t in trajectories) else 1
 
 

@@ -1,5 +1,5 @@
 """verl class paths that resolve to agentgym classes, so a verl tool YAML loads unchanged."""
 
 VERL_CLASS_ALIASES: dict[str, str] = {
-    "verl.tools.sandbox_fusion_tools.SandboxFusionTool": "agentgym.tools.sandbox_fusion.SandboxFusionTool",
+    "verl.tools.sandbox_fusion_tools.SandboxFusionTool": "agentgym.tools.sandbox_fusion.tool.VerlSandboxFusionTool",
 }

@@ -11,12 +11,14 @@ from typing import Any
 from agentgym.errors import ConfigError
 
 
-def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") -> list[dict[str, Any]]:
+def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt",
+              check_prompts: bool = True) -> list[dict[str, Any]]:
     """verl-style dataset rows from parquet or JSON-lines files (in the order given).
 
     The chat messages are read from `prompt_key` (verl's `data.prompt_key`) and stored under `prompt`, the key the
     agent loop reads; a row without them, or with something other than a list of role/content messages, stops
-    the run with the file and row named, before any rollout starts.
+    the run with the file and row named, before any rollout starts. `check_prompts=False` leaves that to the
+    caller's data check (`agentgym.env.row_check`), which names every bad row at once.
     """
     if files is None:
         return []
@@ -24,21 +26,30 @@ def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") 
     rows: list[dict[str, Any]] = []
     for raw in paths:
         path = Path(raw).expanduser()
-        if not path.exists():
-            raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
-                              fix="point data.train_files at a .parquet or .jsonl file")
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            found = pq.read_table(path).to_pylist()
-        elif path.suffix in (".jsonl", ".json"):
-            with path.open() as f:
-                found = [json.loads(line) for line in f if line.strip()]
+        found = read_records(path)
+        if check_prompts:
+            rows.extend(_with_prompt(row, prompt_key, path, index) for index, row in enumerate(found))
         else:
-            raise ConfigError(f"cannot read dataset file {path}: unknown extension '{path.suffix}'.",
-                              entry="data.train_files", fix="use .parquet or .jsonl")
-        rows.extend(_with_prompt(row, prompt_key, path, index) for index, row in enumerate(found))
+            rows.extend(row if prompt_key == "prompt" or not isinstance(row, dict) or prompt_key not in row
+                        else {**row, "prompt": row[prompt_key]} for row in found)
     return rows
+
+
+def read_records(path: str | Path) -> list[Any]:
+    """The rows of one .parquet or .jsonl file, as they are (no checks: `agentgym data validate` names bad rows)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
+                          fix="point data.train_files at a .parquet or .jsonl file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix in (".jsonl", ".json"):
+        with path.open() as f:
+            return [json.loads(line) for line in f if line.strip()]
+    raise ConfigError(f"cannot read dataset file {path}: unknown extension '{path.suffix}'.",
+                      entry="data.train_files", fix="use .parquet or .jsonl")
 
 
 def _with_prompt(row: dict[str, Any], prompt_key: str, path: Path, index: int) -> dict[str, Any]:

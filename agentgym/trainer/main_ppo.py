@@ -65,16 +65,19 @@ async def run_ppo_async(
     make_rollout: RolloutFactory | None = None,
     dataset: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
-    owned_engine = None
-    if collect is None and make_rollout is not None:
-        collect, engine = make_rollout(config)
-        owned_engine = engine  # built here from the config: closed here (servers it launched are stopped)
-    if collect is None:
+    if collect is None and make_rollout is None:
         raise ConfigError("no rollout is wired to the trainer.",
                           fix="pass make_rollout=... (or --rollout module:function) returning (collect, engine)")
-    rows = list(dataset) if dataset is not None else read_rows(config.data.train_files, prompt_key=config.data.prompt_key)
+    rows = list(dataset) if dataset is not None else read_rows(
+        config.data.train_files, prompt_key=config.data.prompt_key, check_prompts=False)
     if not rows:
         raise ConfigError("no training rows.", entry="data.train_files", fix="point data.train_files at a dataset file")
+    check_training_rows(config, rows, default_rollout=collect is None and _is_default_rollout(make_rollout))
+    owned_engine = None
+    if collect is None:
+        assert make_rollout is not None
+        collect, engine = make_rollout(config)
+        owned_engine = engine  # built here from the config: closed here (servers it launched are stopped)
     trainer = RLTrainer(config, collect=collect, engine=engine, dataset=rows)
     try:
         return await trainer.fit()
@@ -84,6 +87,32 @@ async def run_ppo_async(
             closed = owned_engine.close()
             if inspect.isawaitable(closed):
                 await closed
+
+
+def _is_default_rollout(make_rollout: RolloutFactory | None) -> bool:
+    from agentgym.rollout import collect as default
+
+    return make_rollout is default.make_rollout
+
+
+def check_training_rows(config: AgentGymConfig, rows: Sequence[dict[str, Any]], *, default_rollout: bool) -> None:
+    """Rows checked against what the config registers, before any model or engine is built.
+
+    The default rollout registers exactly the config's tools and interactions. A custom rollout may bring its own:
+    then only what the config names is checked against (rows still need a prompt).
+    """
+    from agentgym.env.row_check import Registered
+    from agentgym.rollout.collect import check_dataset, registered_names
+
+    mt = config.actor_rollout_ref.rollout.multi_turn
+    names = registered_names(config)
+    registered = Registered(
+        tools=names.tools if default_rollout or mt.tool_config_path else None,
+        interactions=names.interactions if default_rollout or mt.interaction_config_path else None,
+    )
+    files = config.data.train_files
+    source = ", ".join([files] if isinstance(files, str) else files) if files else "the training rows"
+    check_dataset(config, rows, registered=registered, source=source)
 
 
 def run_ppo(config: AgentGymConfig, **kwargs: Any) -> list[dict[str, float]]:

@@ -6,6 +6,7 @@ import pytest
 
 from agentgym.errors import ConfigError
 from agentgym.tools.aliases import VERL_CLASS_ALIASES
+from agentgym.tools.sandbox_fusion.tool import VerlSandboxFusionTool
 from agentgym.tools.sandbox_fusion import SandboxFusionTool, SandboxFusionToolConfig
 from agentgym.tools.sandbox_fusion.config import run_code_endpoint
 
@@ -72,10 +73,14 @@ def test_bad_config_names_the_key(config, message):
     assert "known keys:" in str(info.value)
 
 
-def test_verl_class_path_alias():
+def test_verl_class_path_alias_defaults_to_verls_output_format():
     assert VERL_CLASS_ALIASES["verl.tools.sandbox_fusion_tools.SandboxFusionTool"] == (
-        "agentgym.tools.sandbox_fusion.SandboxFusionTool"
+        "agentgym.tools.sandbox_fusion.tool.VerlSandboxFusionTool"
     )
+    url = {"sandbox_fusion_url": "http://127.0.0.1:1"}
+    assert VerlSandboxFusionTool(url, None).settings.output_format == "verl"
+    assert VerlSandboxFusionTool({**url, "output_format": "agentgym"}, None).settings.output_format == "agentgym"
+    assert SandboxFusionTool(url, None).settings.output_format == "agentgym"
 
 
 def test_default_schema_is_verls_code_interpreter():

@@ -123,7 +123,15 @@ async def test_verl_tool_yaml_loads_our_class_and_runs(sandbox, tmp_path):
     tools = build_tools(load_tool_specs(path))
     tool = tools["code_interpreter"]
     assert isinstance(tool, SandboxFusionTool)
+    # verl's class path shows the model what verl's tool shows it: the raw streams, or verl's fixed line.
     resp, _, m = await run(tool, "print(6 * 7)")
+    assert resp.text == "42\n" and m["outcome"] == "success"
+    resp, _, m = await run(tool, "import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)")
+    assert resp.text == "out\nerr\n" and m["outcome"] == "runtime_error"
+    resp, _, m = await run(tool, "import time\ntime.sleep(30)", timeout=1)
+    assert resp.text == "no stdout here" and m["outcome"] == "timeout"
+    ours = SandboxFusionTool({"sandbox_fusion_url": f"{sandbox.url}/run_code", "output_format": "agentgym"})
+    resp, _, _ = await run(ours, "print(6 * 7)")
     assert resp.text == "Exit code: 0\n--- stdout ---\n42"
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agentgym.interactions.base import BaseInteraction
 from agentgym.env.session import Session, SessionConfig
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
@@ -180,8 +181,8 @@ def test_row_naming_unregistered_tool_is_rejected():
 
 
 def test_row_naming_unknown_interaction_is_rejected():
-    with pytest.raises(ValueError, match=r"asks for interaction `tutor` but the registered interactions are \[\]"):
-        Session({}, extra_info={"interaction_kwargs": {"name": "tutor"}})
+    with pytest.raises(ValueError, match=r"asks for interaction `tutor` but the registered interactions are \['coach'\]"):
+        Session({}, extra_info={"interaction_kwargs": {"name": "tutor"}}, interactions={"coach": BaseInteraction({})})
 
 
 async def test_one_failing_release_does_not_skip_the_others():

@@ -44,5 +44,5 @@ def test_interaction_yaml_errors(tmp_path):
         load_interactions(path)
     assert str(err.value) == f"file {path}, entry interaction[1] (a): interaction name `a` is used twice. Fix: give each interaction its own `name`."
     path.write_text("interaction:\n  - class_name: agentgym.tools.calculator.CalculatorTool\n")
-    with pytest.raises(ConfigError, match=r"entry interaction\[0\] \(calculator_tool\): `agentgym.tools.calculator.CalculatorTool` is not a subclass of agentgym.interactions.base.BaseInteraction"):
+    with pytest.raises(ConfigError, match=r"entry interaction\[0\] \(calculatortool\): `agentgym.tools.calculator.CalculatorTool` is not a subclass of agentgym.interactions.base.BaseInteraction"):
         load_interactions(path)

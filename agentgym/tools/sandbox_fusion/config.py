@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -68,6 +68,13 @@ class SandboxFusionToolConfig(BaseModel):
         (), description="Extra command-line arguments for the embedded sandbox server."
     )
     embedded_startup_timeout: float = Field(60.0, gt=0)
+    output_format: Literal["agentgym", "verl"] = Field(
+        "agentgym",
+        description="What the model reads: `agentgym` states the outcome (exit code, limits hit, who failed) and "
+        "labels stdout/stderr, cutting long streams visibly; `verl` is verl's SandboxFusionTool text, stdout + "
+        "stderr as they are, or `no stdout here` when the program did not finish. Loading the tool by verl's class "
+        "path makes `verl` the default.",
+    )
 
     @field_validator("sandbox_fusion_url")
     @classmethod

@@ -144,3 +144,16 @@ def render_failure(outcome: Outcome, reason: str) -> Rendered:
             "This is a problem of the code sandbox, not of the code."
         )
     return Rendered(text=text, outcome=outcome, truncated=False)
+
+
+VERL_NOTHING_TO_SHOW = "no stdout here"
+
+
+def render_verl(response: Optional[RunCodeResponse], outcome: Outcome) -> Rendered:
+    """verl's SandboxFusionTool text: stdout then stderr, as they are, when the program ran to its end (whatever
+    its exit code); `no stdout here` otherwise (timeout, compile error, sandbox failure). A model trained under verl
+    saw exactly this."""
+    run = response.run_result if response is not None else None
+    if run is None or run.status != "Finished":
+        return Rendered(VERL_NOTHING_TO_SHOW, outcome, False)
+    return Rendered((run.stdout or "") + (run.stderr or ""), outcome, False)

@@ -14,7 +14,7 @@ from agentgym.tools.sandbox_fusion.client import CallResult, RetryPolicy, Sandbo
 from agentgym.tools.sandbox_fusion.config import SandboxFusionToolConfig, run_code_endpoint
 from agentgym.tools.sandbox_fusion.http import PROCESS_SESSIONS
 from agentgym.tools.sandbox_fusion.metrics import CallMetrics, MetricsAggregate, Outcome
-from agentgym.tools.sandbox_fusion.output import Limits, Rendered, render_failure, render_response
+from agentgym.tools.sandbox_fusion.output import Limits, Rendered, render_failure, render_response, render_verl
 from agentgym.tools.sandbox_fusion.wire import RunCodeRequest
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
@@ -75,8 +75,11 @@ class SandboxFusionTool(BaseTool):
     in the metrics (`outcome`).
     """
 
+    default_output_format = "agentgym"
+
     def __init__(self, config: dict, tool_schema: OpenAIFunctionToolSchema | None = None):
         super().__init__(config, tool_schema or DEFAULT_TOOL_SCHEMA)
+        config = {"output_format": self.default_output_format, **(config or {})}
         self.settings = SandboxFusionToolConfig.from_tool_config(config, tool=type(self).__name__)
         s = self.settings
         self._embedded: Optional[EmbeddedSandbox] = None
@@ -141,6 +144,8 @@ class SandboxFusionTool(BaseTool):
             logger.exception("code tool failed on its own side")
             error = f"{type(exc).__name__}: {exc}"
             rendered, result = render_failure(Outcome.INTERNAL_ERROR, error), None
+        if s.output_format == "verl" and rendered.outcome is not Outcome.INVALID_ARGUMENTS:
+            rendered = render_verl(result.response if result else None, rendered.outcome)
         metrics = CallMetrics(
             outcome=rendered.outcome,
             latency_s=time.monotonic() - started,
@@ -216,3 +221,10 @@ def _as_timeout(value: Any, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return t if t > 0 else default
+
+
+class VerlSandboxFusionTool(SandboxFusionTool):
+    """What verl's class path (`verl.tools.sandbox_fusion_tools.SandboxFusionTool`) loads: this tool with verl's
+    output text as the default (`output_format: verl`), so a verl recipe shows its model what verl showed it."""
+
+    default_output_format = "verl"
