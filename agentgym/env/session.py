@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 from uuid import uuid4
@@ -75,6 +76,19 @@ def _row_kwargs(extra_info: Mapping[str, Any] | None) -> tuple[dict[str, Any], d
     if not isinstance(tools_kwargs, dict) or not isinstance(interaction_kwargs, dict):
         raise ValueError("extra_info.tools_kwargs and extra_info.interaction_kwargs must be mappings in the dataset row.")
     return tools_kwargs, interaction_kwargs
+
+
+def _created_id(tool: BaseTool, created: Any) -> str:
+    """The instance id from `create`'s result: verl's `(instance_id, ToolResponse)`, or a bare id (older verl
+    tools), accepted with a warning."""
+    if isinstance(created, str):
+        warnings.warn(f"{type(tool).__name__}.create returned only an instance id; agentgym uses it, but the "
+                      "current verl signature returns (instance_id, ToolResponse): write "
+                      "`return instance_id, ToolResponse()`.", UserWarning, stacklevel=2)
+        return created
+    if isinstance(created, (tuple, list)) and len(created) == 2:
+        return created[0]
+    raise TypeError(f"{type(tool).__name__}.create must return (instance_id, ToolResponse), got {created!r:.120}")
 
 
 class Session:
@@ -152,7 +166,7 @@ class Session:
             task = asyncio.ensure_future(self.tools[name].create(instance_id, **create_kwargs))
             self._creating[name] = task
         try:
-            created_id, _ = await asyncio.shield(task)
+            created_id = _created_id(self.tools[name], await asyncio.shield(task))
         except asyncio.CancelledError:
             raise
         except BaseException:

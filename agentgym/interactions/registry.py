@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentgym.errors import ConfigError
 from agentgym.interactions.base import BaseInteraction
@@ -25,10 +27,20 @@ def _default_name(class_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", short).lower()
 
 
-def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
-    """Build every interaction in the file, keyed by name (rows pick one with `interaction_kwargs.name`)."""
+@dataclass(frozen=True)
+class InteractionSpec:
+    """One checked YAML entry, not yet built (so `agentgym interactions list` constructs nothing)."""
+
+    name: str
+    class_name: str
+    interaction_class: type[BaseInteraction]
+    config: dict[str, Any]
+
+
+def load_interaction_specs(path: str | Path) -> list[InteractionSpec]:
+    """Parse and check every entry of an interaction YAML file; the first problem found raises ConfigError."""
     file = str(path)
-    interactions: dict[str, BaseInteraction] = {}
+    specs: dict[str, InteractionSpec] = {}
     for index, raw in enumerate(read_yaml_list(path, "interaction", INTERACTION_YAML_EXAMPLE)):
         entry = f"interaction[{index}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("class_name"), str):
@@ -44,10 +56,20 @@ def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
         config = raw.get("config") or {}
         if not isinstance(config, dict):
             raise ConfigError("`config` must be a mapping.", file=file, entry=entry, fix="write `config: {}`.")
-        if name in interactions:
+        if name in specs:
             raise ConfigError(
                 f"interaction name `{name}` is used twice.", file=file, entry=entry, fix="give each interaction its own `name`."
             )
         cls = import_class(class_name, BaseInteraction, aliases=VERL_INTERACTION_ALIASES, file=file, entry=entry)
-        interactions[name] = cls({**config, "name": name})
-    return interactions
+        specs[name] = InteractionSpec(name=name, class_name=class_name, interaction_class=cls, config=config)
+    return list(specs.values())
+
+
+def build_interactions(specs: list[InteractionSpec]) -> dict[str, BaseInteraction]:
+    """Instantiate interactions, keyed by the name rows pick them by; each gets its name in its config, as in verl."""
+    return {spec.name: spec.interaction_class({**spec.config, "name": spec.name}) for spec in specs}
+
+
+def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
+    """Build every interaction in the file, keyed by name (rows pick one with `interaction_kwargs.name`)."""
+    return build_interactions(load_interaction_specs(path))

@@ -16,7 +16,8 @@ def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") 
 
     The chat messages are read from `prompt_key` (verl's `data.prompt_key`) and stored under `prompt`, the key the
     agent loop reads; a row without them, or with something other than a list of role/content messages, stops
-    the run with the file and row named, before any rollout starts.
+    the run with the file and row named, before any rollout starts. Parquet rows come back as they were
+    written: nulls that Arrow's struct merging added are dropped (`agentgym.row_parquet` gives the rule).
     """
     if files is None:
         return []
@@ -28,9 +29,9 @@ def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt") 
             raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
                               fix="point data.train_files at a .parquet or .jsonl file")
         if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+            from agentgym.row_parquet import read_rows_parquet
 
-            found = pq.read_table(path).to_pylist()
+            found = read_rows_parquet(path)
         elif path.suffix in (".jsonl", ".json"):
             with path.open() as f:
                 found = [json.loads(line) for line in f if line.strip()]
