@@ -7,31 +7,22 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from agentgym.cli_registries import add_interaction_commands
+from agentgym.console import make_console
 from agentgym.errors import AgentGymError
 
 
 def _tools_validate(args: argparse.Namespace, console: Console) -> int:
-    from agentgym.tools.registry import load_tool_specs
+    from agentgym.cli_registries import validate_registry_file
 
-    specs = load_tool_specs(args.file)
-    console.print(f"[green]OK[/green] {args.file}: {len(specs)} tool(s): {', '.join(s.name for s in specs)}")
-    return 0
+    return validate_registry_file(args.file, console, expected="tools")
 
 
 def _tools_list(args: argparse.Namespace, console: Console) -> int:
-    from agentgym.tools.registry import load_tool_specs
+    from agentgym.cli_registries import list_registry_file
 
-    table = Table(title=str(args.file))
-    for column in ("name", "class", "parameters", "description"):
-        table.add_column(column)
-    for spec in load_tool_specs(args.file):
-        params = spec.tool_schema.function.parameters
-        shown = ", ".join(f"{k}{'*' if k in params.required else ''}: {v.type}" for k, v in params.properties.items())
-        table.add_row(spec.name, spec.class_name, shown, spec.tool_schema.function.description)
-    console.print(table)
-    return 0
+    return list_registry_file(args.file, console, expected="tools")
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -115,18 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     tools = sub.add_parser("tools", help="inspect tool YAML registrations").add_subparsers(dest="tools_command", required=True)
-    validate = tools.add_parser("validate", help="check a tool YAML file: syntax, classes, schemas, names")
+    validate = tools.add_parser("validate", help="check a tool YAML file: syntax, classes, JSON Schemas (meta-schema, "
+                                "required names defined), names (an interaction file is recognised and checked)")
     validate.add_argument("file", type=Path)
     validate.set_defaults(handler=_tools_validate)
     listing = tools.add_parser("list", help="list the tools a YAML file registers")
     listing.add_argument("file", type=Path)
     listing.set_defaults(handler=_tools_list)
+    add_interaction_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = make_console()
     try:
         return int(args.handler(args, console) or 0)
     except AgentGymError as exc:
