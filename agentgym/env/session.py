@@ -45,6 +45,8 @@ class ToolResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     latency_s: float = 0.0
+    # unknown_tool | invalid_arguments | timeout | tool_exception (parse failures never reach the session)
+    error_kind: str | None = None
 
     @property
     def text(self) -> str:
@@ -186,15 +188,18 @@ class Session:
         tool = self.tools.get(name)
         if tool is None:
             available = ", ".join(f"`{n}`" for n in sorted(self.tools)) or "none"
-            return self._error(name, call_id, f"Error: unknown tool `{name}`. Available tools: {available}.")
+            return self._error(name, call_id, f"Error: unknown tool `{name}`. Available tools: {available}.",
+                               kind="unknown_tool")
         arguments = call.arguments
         if not isinstance(arguments, dict):
             return self._error(
-                name, call_id, f"Error: arguments for tool `{name}` must be a JSON object, got {type(arguments).__name__}."
+                name, call_id, f"Error: arguments for tool `{name}` must be a JSON object, got {type(arguments).__name__}.",
+                kind="invalid_arguments",
             )
         problems = argument_errors(tool.tool_schema, arguments)
         if problems:
-            return self._error(name, call_id, format_argument_error(name, problems, tool.tool_schema))
+            return self._error(name, call_id, format_argument_error(name, problems, tool.tool_schema),
+                               kind="invalid_arguments")
         async with self._semaphore:
             started = time.perf_counter()
             try:
@@ -206,13 +211,14 @@ class Session:
             except asyncio.TimeoutError:
                 return self._error(
                     name, call_id, f"Error: tool `{name}` did not finish within {self.config.tool_call_timeout:g} s.",
-                    latency=time.perf_counter() - started,
+                    kind="timeout", latency=time.perf_counter() - started,
                 )
             except Exception as exc:  # a tool bug must not end the episode: the model sees it, the metrics keep it
                 return self._error(
                     name,
                     call_id,
                     f"Error: tool `{name}` failed: {type(exc).__name__}: {exc}",
+                    kind="tool_exception",
                     latency=time.perf_counter() - started,
                     metrics={"traceback": traceback.format_exc(limit=5)},
                 )
@@ -228,8 +234,10 @@ class Session:
         )
 
     @staticmethod
-    def _error(name: str, call_id: str, text: str, *, latency: float = 0.0, metrics: dict | None = None) -> ToolResult:
-        return ToolResult(name=name, call_id=call_id, response=ToolResponse(text=text), error=text, latency_s=latency, metrics=metrics or {})
+    def _error(name: str, call_id: str, text: str, *, kind: str, latency: float = 0.0,
+               metrics: dict | None = None) -> ToolResult:
+        return ToolResult(name=name, call_id=call_id, response=ToolResponse(text=text), error=text, error_kind=kind,
+                          latency_s=latency, metrics=metrics or {})
 
     async def user_turn(self, messages: list[dict[str, Any]]) -> UserTurn | None:
         """The interaction's reply to the conversation so far, or None when the row has no interaction."""

@@ -112,18 +112,26 @@ def make_engine(cfg: AgentGymConfig) -> Any:
     )
 
 
+def tool_errors_by_kind(trajectories: Sequence[Trajectory]) -> Counter[str]:
+    """Calls that did not run as the model meant, by kind: parse_error (unreadable call), unknown_tool,
+    invalid_arguments (schema), timeout, tool_exception."""
+    return Counter(m.get("error_kind") or "other" for t in trajectories for m in t.tool_metrics if m.get("error"))
+
+
 def summarize(trajectories: Sequence[Trajectory], title: str = "rollout summary") -> Table:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     n = max(len(trajectories), 1)
     ok = [t for t in trajectories if not t.failed]
+    errors = tool_errors_by_kind(trajectories)
     rows = [
         ("trajectories", str(len(trajectories))),
         ("mean reward", f"{sum(t.reward for t in ok) / max(len(ok), 1):.3f}"),
         ("mean assistant turns", f"{sum(sum(s.role == 'assistant' for s in t.turns) for t in trajectories) / n:.2f}"),
         ("mean tool calls", f"{sum(t.num_tool_calls for t in trajectories) / n:.2f}"),
-        ("tool errors", str(sum(1 for t in trajectories for m in t.tool_metrics if m.get("error")))),
+        ("tool errors", str(sum(errors.values()))),
+        *((f"tool errors: {kind}", str(count)) for kind, count in sorted(errors.items())),
         ("failed episodes", str(len(trajectories) - len(ok))),
         ("mean response tokens", f"{sum(len(t.response_ids) for t in trajectories) / n:.1f}"),
     ]
