@@ -165,9 +165,13 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
 
 def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_dir: Path, console: Console) -> int:
     from agentgym.config import load_config
+    from agentgym.models.local_path import check_model_path
     from agentgym.trainer.data import read_rows
 
     cfg = load_config(config_path, overrides)
+    check_model_path(cfg.actor_rollout_ref.model.path)
+    if cfg.actor_rollout_ref.model.tokenizer_path:
+        check_model_path(cfg.actor_rollout_ref.model.tokenizer_path, entry="actor_rollout_ref.model.tokenizer_path")
     files = cfg.data.val_files or cfg.data.train_files
     if not files:
         raise ConfigError("no dataset to roll out.", entry="data.train_files", fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")

@@ -17,6 +17,7 @@ from typing import Any
 
 from agentgym.config import AgentGymConfig, load_config
 from agentgym.errors import AgentGymError, ConfigError
+from agentgym.models.local_path import check_model_path
 from agentgym.trainer.data import read_rows
 from agentgym.trainer.driver import CollectFn, RLTrainer, WeightReceiver
 
@@ -64,6 +65,9 @@ async def run_ppo_async(
     make_rollout: RolloutFactory | None = None,
     dataset: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
+    check_model_path(config.actor_rollout_ref.model.path)
+    if config.actor_rollout_ref.model.tokenizer_path:
+        check_model_path(config.actor_rollout_ref.model.tokenizer_path, entry="actor_rollout_ref.model.tokenizer_path")
     if collect is None and make_rollout is not None:
         collect, engine = make_rollout(config)
     if collect is None:
