@@ -82,9 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. actor_rollout_ref.rollout.n=4")
     quick.set_defaults(handler=_quickstart)
 
-    rollout = sub.add_parser("rollout", help="collect trajectories for a dataset with the configured engine and tools")
+    rollout = sub.add_parser(
+        "rollout", help="collect trajectories for a dataset with the configured engine and tools",
+        description="Run every row of data.val_files (or, when that is unset, data.train_files) "
+                    "actor_rollout_ref.rollout.n times (one group per row) with the configured engine, tools and "
+                    "interaction; write OUT/trajectories.jsonl and .parquet and print a summary (rewards, tool calls, "
+                    "tool errors by kind). `agentgym view OUT` shows the conversations.")
     rollout.add_argument("--config", help="run YAML (verl key names)")
-    rollout.add_argument("--out", type=Path, default=Path("runs/rollout"))
+    rollout.add_argument("--out", type=Path, default=Path("runs/rollout"), help="output directory (default runs/rollout)")
     rollout.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train_files=rows.parquet")
     rollout.set_defaults(handler=_rollout)
 
