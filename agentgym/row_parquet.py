@@ -22,6 +22,7 @@ pandas or `datasets` cannot tell it from a missing key, and the key is read as a
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,16 @@ def _difference(written: Any, read: Any, path: Path_ = ()) -> tuple[Path_, Any, 
             if found:
                 return found
         return None
-    if type(written) is not type(read) or written != read:
+    if _kind(written) != _kind(read) or written != read:
         return path, written, read
     return None
+
+
+def _kind(value: Any) -> Any:
+    """Type up to what Arrow cannot keep apart anyway (numpy scalars read back as Python ones)."""
+    if isinstance(value, (bool, numbers.Integral, numbers.Real, str, bytes)):
+        return next(t for t in (bool, numbers.Integral, numbers.Real, str, bytes) if isinstance(value, t))
+    return type(value)
 
 
 def _dotted(path: Path_) -> str:

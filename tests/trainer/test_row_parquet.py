@@ -189,3 +189,10 @@ def test_rows_whose_fields_clash_in_type_are_refused_with_jsonl_as_the_fix(tmp_p
 def test_jsonl_rows_are_untouched(tmp_path):
     path = write_rows(ROWS, tmp_path / "rows.jsonl")
     assert read_rows(str(path)) == ROWS == [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_numpy_scalars_from_a_generator_are_not_mistaken_for_changes(tmp_path):
+    import numpy as np
+
+    rows = [_row(0, {"table": {"age": [np.int64(31)]}, "dialect": np.str_("sqlite")}), _row(1, {"table": {"age": [7]}})]
+    assert read_rows_parquet(write_rows_parquet(rows, tmp_path / "rows.parquet")) == rows
