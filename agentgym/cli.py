@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "interaction; write OUT/trajectories.jsonl and .parquet and print a summary (rewards, tool calls, "
                     "tool errors by kind). `agentgym view OUT` shows the conversations.")
     rollout.add_argument("--config", help="run YAML (verl key names)")
-    rollout.add_argument("--out", type=Path, default=Path("runs/rollout"), help="output directory (default runs/rollout)")
+    rollout.add_argument("--out", type=Path, default=Path("runs/rollout"),
+                         help="output directory (default runs/rollout)")
     rollout.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train_files=rows.parquet")
     rollout.set_defaults(handler=_rollout)
 

@@ -100,7 +100,8 @@ def add_interaction_commands(sub: Any) -> None:
     validate = commands.add_parser("validate", help="check an interaction YAML file: syntax, classes, configs, names "
                                    "(a tool file is recognised and checked as one)")
     validate.add_argument("file", type=Path)
-    validate.set_defaults(handler=lambda args, console: validate_registry_file(args.file, console, expected="interaction"))
+    validate.set_defaults(
+        handler=lambda args, console: validate_registry_file(args.file, console, expected="interaction"))
     listing = commands.add_parser("list", help="list the interactions a YAML file registers, by the name rows use")
     listing.add_argument("file", type=Path)
     listing.set_defaults(handler=lambda args, console: list_registry_file(args.file, console, expected="interaction"))

@@ -9,8 +9,8 @@ back with that key set to None, so `create_kwargs` would gain keys the row never
   Nulls inside lists are list elements and stay.
 * Writing (`write_rows_parquet`, which the environments' data commands use): the file's metadata records the
   keys that a row set to None on purpose, and reading restores exactly those. Empty dicts (`create_kwargs: {}`),
-  which Parquet cannot store as a struct, are left out of the columns and recorded there too. The file stays a plain verl-layout
-  Parquet file (structs, not JSON text) that verl and `datasets` read as before. After writing, the file is read
+  which Parquet cannot store as a struct, are left out of the columns and recorded there too. The file stays a
+  plain verl-layout Parquet file (structs, not JSON text) that verl and `datasets` read as before. After writing, the file is read
   back and compared value by value and type by type; a row that Arrow cannot store exactly (an int promoted to a
   float because another row has a float there, mixed types in one field) is an error naming the row and field,
   with JSON lines as the way out.

@@ -146,7 +146,8 @@ def write_view(run_dir: Path, out: Path | None = None, *, tokenizer_path: Path |
     if not files:
         raise AgentGymError(
             f"no trajectory JSONL files under {run_dir}; run `agentgym rollout` or `agentgym quickstart` first, or "
-            "train with trainer.rollout_data_dir=DIR (main_ppo then writes each step's trajectories to DIR/<step>.jsonl)")
+            "train with trainer.rollout_data_dir=DIR (main_ppo then writes each step's trajectories to "
+            "DIR/<step>.jsonl)")
     tokenizer = None
     tokenizer_path = tokenizer_path or find_tokenizer(run_dir)
     if tokenizer_path is not None:

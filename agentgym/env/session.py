@@ -193,7 +193,8 @@ class Session:
         arguments = call.arguments
         if not isinstance(arguments, dict):
             return self._error(
-                name, call_id, f"Error: arguments for tool `{name}` must be a JSON object, got {type(arguments).__name__}.",
+                name, call_id,
+                f"Error: arguments for tool `{name}` must be a JSON object, got {type(arguments).__name__}.",
                 kind="invalid_arguments",
             )
         problems = argument_errors(tool.tool_schema, arguments)

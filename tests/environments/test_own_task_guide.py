@@ -52,7 +52,8 @@ def test_guide_runs_as_written(tmp_path):
     assert "OK my_task/interaction.yaml: 1 interaction(s): age_teacher (my_task.teacher.AgeTeacher)" in out
     assert "rollout summary" in out and "tool errors" in out
 
-    rollout = [json.loads(line) for line in (tmp_path / "runs/my_task_rollout/trajectories.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "runs/my_task_rollout/trajectories.jsonl").read_text().splitlines()
+    rollout = [json.loads(line) for line in lines]
     assert len(rollout) == 8 * 2 and not any(t["error"] for t in rollout)
     assert (tmp_path / "runs/my_task_rollout/view.html").exists()
     assert [json.loads(line)["step"] for line in (tmp_path / "runs/my_task/metrics.jsonl").read_text().splitlines()] == [1, 2]
