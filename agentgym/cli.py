@@ -7,32 +7,23 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from agentgym.cli_registries import add_interaction_commands
 from agentgym.data_cli import add_data_commands
+from agentgym.console import make_console
 from agentgym.errors import AgentGymError
 
 
 def _tools_validate(args: argparse.Namespace, console: Console) -> int:
-    from agentgym.tools.registry import load_tool_specs
+    from agentgym.cli_registries import validate_registry_file
 
-    specs = load_tool_specs(args.file)
-    console.print(f"[green]OK[/green] {args.file}: {len(specs)} tool(s): {', '.join(s.name for s in specs)}")
-    return 0
+    return validate_registry_file(args.file, console, expected="tools")
 
 
 def _tools_list(args: argparse.Namespace, console: Console) -> int:
-    from agentgym.tools.registry import load_tool_specs
+    from agentgym.cli_registries import list_registry_file
 
-    table = Table(title=str(args.file))
-    for column in ("name", "class", "parameters", "description"):
-        table.add_column(column)
-    for spec in load_tool_specs(args.file):
-        params = spec.tool_schema.function.parameters
-        shown = ", ".join(f"{k}{'*' if k in params.required else ''}: {v.type}" for k, v in params.properties.items())
-        table.add_row(spec.name, spec.class_name, shown, spec.tool_schema.function.description)
-    console.print(table)
-    return 0
+    return list_registry_file(args.file, console, expected="tools")
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -92,9 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. actor_rollout_ref.rollout.n=4")
     quick.set_defaults(handler=_quickstart)
 
-    rollout = sub.add_parser("rollout", help="collect trajectories for a dataset with the configured engine and tools")
+    rollout = sub.add_parser(
+        "rollout", help="collect trajectories for a dataset with the configured engine and tools",
+        description="Run every row of data.val_files (or, when that is unset, data.train_files) "
+                    "actor_rollout_ref.rollout.n times (one group per row) with the configured engine, tools and "
+                    "interaction; write OUT/trajectories.jsonl and .parquet and print a summary (rewards, tool calls, "
+                    "tool errors by kind). `agentgym view OUT` shows the conversations.")
     rollout.add_argument("--config", help="run YAML (verl key names)")
-    rollout.add_argument("--out", type=Path, default=Path("runs/rollout"))
+    rollout.add_argument("--out", type=Path, default=Path("runs/rollout"),
+                         help="output directory (default runs/rollout)")
     rollout.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train_files=rows.parquet")
     rollout.set_defaults(handler=_rollout)
 
@@ -116,19 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     tools = sub.add_parser("tools", help="inspect tool YAML registrations").add_subparsers(dest="tools_command", required=True)
-    validate = tools.add_parser("validate", help="check a tool YAML file: syntax, classes, schemas, names")
+    validate = tools.add_parser("validate", help="check a tool YAML file: syntax, classes, JSON Schemas (meta-schema, "
+                                "required names defined), names (an interaction file is recognised and checked)")
     validate.add_argument("file", type=Path)
     validate.set_defaults(handler=_tools_validate)
     listing = tools.add_parser("list", help="list the tools a YAML file registers")
     listing.add_argument("file", type=Path)
     listing.set_defaults(handler=_tools_list)
     add_data_commands(sub)
+    add_interaction_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = make_console()
     try:
         return int(args.handler(args, console) or 0)
     except AgentGymError as exc:

@@ -48,7 +48,8 @@ def _show(console: Console, index: int, episode: Episode) -> None:
         body = message.get("content") or ""
         for call in message.get("tool_calls", []):
             body += f"\n→ {call['function']['name']}({call['function']['arguments']})"
-        console.print(Panel(body.strip(), title=message["role"], title_align="left", border_style=_ROLE_STYLE[message["role"]]))
+        console.print(Panel(body.strip(), title=message["role"], title_align="left",
+                            border_style=_ROLE_STYLE[message["role"]], width=min(console.width, 100)))
     console.print(
         f"episode {index}: reward {episode.reward:.2f} (teacher turn rewards {episode.turn_rewards}, "
         f"tool calls {len(episode.tool_results)}, finish: {episode.finish_reason})\n"

@@ -93,7 +93,8 @@ def _trajectory_html(index: int, traj: Trajectory, source: str, tokenizer: Any) 
     )
 
 
-def render_html(groups: Sequence[tuple[str, list[Trajectory]]], tokenizer: Any = None, *, title: str = "agentgym run") -> str:
+def render_html(groups: Sequence[tuple[str, list[Trajectory]]], tokenizer: Any = None, *, title: str = "agentgym run",
+                header: str = "") -> str:
     summary = ['<table class="summary"><tr><th>file</th><th>trajectories</th><th>mean reward</th><th>failed</th><th>tool calls</th></tr>']
     sections = []
     index = 0
@@ -113,22 +114,66 @@ def render_html(groups: Sequence[tuple[str, list[Trajectory]]], tokenizer: Any =
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{''.join(summary)}{legend}{''.join(sections)}</body></html>"
+        f"<body><h1>{html.escape(title)}</h1>{header}{''.join(summary) if groups else ''}{legend}{''.join(sections)}"
+        "</body></html>"
     )
 
 
+def step_of(path: Path) -> int | None:
+    """The training step of a `trainer.rollout_data_dir` file (`<step>.jsonl`), else None."""
+    return int(path.stem) if path.stem.isdigit() else None
+
+
+def _steps_table(steps: Sequence[tuple[int, list[Trajectory], str]]) -> str:
+    rows = ['<table class="summary"><tr><th>step</th><th>trajectories</th><th>mean reward</th><th>min</th><th>max</th>'
+            '<th>failed</th><th>tool calls</th></tr>']
+    for step, trajs, link in steps:
+        rewards = [t.reward for t in trajs] or [0.0]
+        rows.append(
+            f'<tr><td><a href="{html.escape(link)}">step {step}</a></td><td>{len(trajs)}</td>'
+            f"<td>{sum(rewards) / len(rewards):.3f}</td><td>{min(rewards):.3f}</td><td>{max(rewards):.3f}</td>"
+            f"<td>{sum(t.failed for t in trajs)}</td><td>{sum(t.num_tool_calls for t in trajs)}</td></tr>")
+    rows.append("</table>")
+    return "<h2>training steps</h2>" + "".join(rows)
+
+
 def write_view(run_dir: Path, out: Path | None = None, *, tokenizer_path: Path | None = None, limit: int = 200) -> Path:
-    """Write the page (default RUN_DIR/view.html); at most `limit` trajectories per file."""
+    """Write the page (default RUN_DIR/view.html); at most `limit` trajectories per file.
+
+    Per-step files of a training run (`trainer.rollout_data_dir`) get a table of every step's rewards on that page
+    and one page each (`view_steps/step_N.html`, linked to the previous and next step)."""
     files = find_trajectory_files(run_dir)
     if not files:
-        raise AgentGymError(f"no trajectory JSONL files under {run_dir}; run `agentgym rollout` or `agentgym quickstart` first")
+        raise AgentGymError(
+            f"no trajectory JSONL files under {run_dir}; run `agentgym rollout` or `agentgym quickstart` first, or "
+            "train with trainer.rollout_data_dir=DIR (main_ppo then writes each step's trajectories to "
+            "DIR/<step>.jsonl)")
     tokenizer = None
     tokenizer_path = tokenizer_path or find_tokenizer(run_dir)
     if tokenizer_path is not None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    groups = [(str(path.relative_to(run_dir)), read_jsonl(path)[:limit]) for path in files]
     out = out or run_dir / "view.html"
-    out.write_text(render_html(groups, tokenizer, title=f"agentgym run {run_dir.name}"), encoding="utf-8")
+    title = f"agentgym run {run_dir.name}"
+    step_files = sorted(((step_of(p), p) for p in files if step_of(p) is not None), key=lambda item: item[0])
+    others = [p for p in files if step_of(p) is None]
+    header = ""
+    if step_files:
+        pages = out.parent / f"{out.stem}_steps"
+        pages.mkdir(parents=True, exist_ok=True)
+        steps = [(step, read_jsonl(path), f"{pages.name}/step_{step}.html") for step, path in step_files]
+        header = _steps_table(steps)
+        for index, (step, trajs, _) in enumerate(steps):
+            nav = [f'<a href="../{html.escape(out.name)}">all steps</a>']
+            if index > 0:
+                nav.append(f'<a href="step_{steps[index - 1][0]}.html">← step {steps[index - 1][0]}</a>')
+            if index + 1 < len(steps):
+                nav.append(f'<a href="step_{steps[index + 1][0]}.html">step {steps[index + 1][0]} →</a>')
+            source = str(step_files[index][1].relative_to(run_dir))
+            (pages / f"step_{step}.html").write_text(
+                render_html([(source, trajs[:limit])], tokenizer, title=f"{title} · step {step}",
+                            header=f"<p>{' · '.join(nav)}</p>"), encoding="utf-8")
+    groups = [(str(path.relative_to(run_dir)), read_jsonl(path)[:limit]) for path in others]
+    out.write_text(render_html(groups, tokenizer, title=title, header=header), encoding="utf-8")
     return out

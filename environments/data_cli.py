@@ -12,17 +12,17 @@ MakeRows = Callable[[Any], list[dict[str, Any]]]  # task config -> rows
 
 
 def write_rows(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
-    """Rows to `out`: JSON lines when it ends in .jsonl, else Parquet; parent folders are created."""
+    """Rows to `out`: JSON lines when it ends in .jsonl, else Parquet that reads back exactly
+    (`agentgym.row_parquet`); parent folders are created."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".jsonl":
         with path.open("w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
     else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from agentgym.row_parquet import write_rows_parquet
 
-        pq.write_table(pa.Table.from_pylist(list(rows)), path)
+        write_rows_parquet(rows, path)
     return path
 
 

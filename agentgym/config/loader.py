@@ -116,15 +116,34 @@ def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def build_config(data: dict[str, Any], source: str | None = None) -> AgentGymConfig:
+def _override_for(dotted: str, message: str, overrides: dict[str, str]) -> str | None:
+    """The command-line override a validation error is about: same key, a key above or below it, or (for
+    whole-config checks, which have no key) one named in the message."""
+    for key, text in overrides.items():
+        if dotted and (dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")):
+            return text
+        if not dotted and key in message:
+            return text
+    return None
+
+
+def build_config(data: dict[str, Any], source: str | None = None,
+                 overrides: dict[str, str] | None = None) -> AgentGymConfig:
+    """Validate; each problem is blamed on its source: the command-line override that set the key
+    (`overrides` maps dotted keys to the `key=value` text given), else the YAML file."""
     check_keys(data, source)
     try:
         return AgentGymConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid config: {problems}.", file=source) from exc
+        problems, from_file = [], False
+        for err in exc.errors():
+            dotted = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            override = _override_for(dotted, message, overrides or {})
+            where = f" (from the command-line override `{override}`)" if override else ""
+            from_file = from_file or override is None or not dotted  # whole-config checks involve the file too
+            problems.append(f"{dotted or '<root>'}: {message}{where}")
+        raise ConfigError(f"invalid config: {'; '.join(problems)}.", file=source if from_file else None) from exc
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> AgentGymConfig:
@@ -145,10 +164,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError("top level must be a mapping of sections.", file=source)
         check_keys(loaded, source)
         data = loaded
+    given: dict[str, str] = {}
     for text in overrides:
         key, value = parse_override(text)
         apply_override(data, key, value)
-    return build_config(data, source)
+        given[key] = text
+    return build_config(data, source, given)
 
 
 def dump_config(config: AgentGymConfig) -> str:

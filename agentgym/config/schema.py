@@ -252,6 +252,9 @@ class TrainerConfig(Section):
     max_critic_ckpt_to_keep: int | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     use_ray: bool = True
+    # verl's key: each step's trajectories go to <dir>/<step>.jsonl (agentgym view pages through them).
+    rollout_data_dir: str | None = None
+    rollout_data_parquet: bool = False  # also <dir>/<step>.parquet
 
 
 class RayInitConfig(Section):

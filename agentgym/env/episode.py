@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Protocol
 
 from agentgym.env.session import EpisodeScores, Session, ToolResult
-from agentgym.rollout.parsers.base import ParseResult, ToolCallParser
+from agentgym.rollout.parsers.base import ParseError, ParseResult, ToolCallParser
 
 Message = dict[str, Any]
 TruncateSide = Literal["left", "right", "middle"]
@@ -49,6 +49,7 @@ class Episode:
     scores: EpisodeScores
     tool_results: list[ToolResult] = field(default_factory=list)
     parse_errors: int = 0
+    parse_failures: list[ParseError] = field(default_factory=list)  # the call attempts the parser could not read
     turn_rewards: list[float] = field(default_factory=list)
     assistant_turns: int = 0
     user_turns: int = 0
@@ -116,6 +117,7 @@ async def run_episode(
             results = await session.run_calls(parsed.calls)
             episode.tool_results.extend(results)
             episode.parse_errors += len(parsed.errors)
+            episode.parse_failures.extend(parsed.errors)
             new = tool_messages(parsed, results, limits)
         else:
             if episode.user_turns >= limits.max_user_turns:

@@ -10,6 +10,7 @@ import asyncio
 import numbers
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Protocol
 from uuid import uuid4
@@ -54,6 +55,8 @@ class ToolResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     latency_s: float = 0.0
+    # unknown_tool | invalid_arguments | timeout | tool_exception (parse failures never reach the session)
+    error_kind: str | None = None
 
     @property
     def text(self) -> str:
@@ -107,6 +110,19 @@ def _row_kwargs(extra_info: Mapping[str, Any] | None) -> tuple[dict[str, Any], d
         raise ValueError("extra_info.tools_kwargs and extra_info.interaction_kwargs must be mappings in the dataset row.")
     # A parquet file stores a tool absent from this row as null (its struct column spans all rows): nothing asked.
     return {name: kwargs for name, kwargs in tools_kwargs.items() if kwargs is not None}, interaction_kwargs
+
+
+def _created_id(tool: BaseTool, created: Any) -> str:
+    """The instance id from `create`'s result: verl's `(instance_id, ToolResponse)`, or a bare id (older verl
+    tools), accepted with a warning."""
+    if isinstance(created, str):
+        warnings.warn(f"{type(tool).__name__}.create returned only an instance id; agentgym uses it, but the "
+                      "current verl signature returns (instance_id, ToolResponse): write "
+                      "`return instance_id, ToolResponse()`.", UserWarning, stacklevel=2)
+        return created
+    if isinstance(created, (tuple, list)) and len(created) == 2:
+        return created[0]
+    raise TypeError(f"{type(tool).__name__}.create must return (instance_id, ToolResponse), got {created!r:.120}")
 
 
 class Session:
@@ -177,7 +193,7 @@ class Session:
             task = asyncio.ensure_future(self.tools[name].create(instance_id, **create_kwargs))
             self._creating[name] = task
         try:
-            created_id, _ = await asyncio.shield(task)
+            created_id = _created_id(self.tools[name], await asyncio.shield(task))
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -197,15 +213,19 @@ class Session:
         tool = self.tools.get(name)
         if tool is None:
             available = ", ".join(f"`{n}`" for n in sorted(self.tools)) or "none"
-            return self._error(name, call_id, f"Error: unknown tool `{name}`. Available tools: {available}.")
+            return self._error(name, call_id, f"Error: unknown tool `{name}`. Available tools: {available}.",
+                               kind="unknown_tool")
         arguments = call.arguments
         if not isinstance(arguments, dict):
             return self._error(
-                name, call_id, f"Error: arguments for tool `{name}` must be a JSON object, got {type(arguments).__name__}."
+                name, call_id,
+                f"Error: arguments for tool `{name}` must be a JSON object, got {type(arguments).__name__}.",
+                kind="invalid_arguments",
             )
         problems = argument_errors(tool.tool_schema, arguments)
         if problems:
-            return self._error(name, call_id, format_argument_error(name, problems, tool.tool_schema))
+            return self._error(name, call_id, format_argument_error(name, problems, tool.tool_schema),
+                               kind="invalid_arguments")
         async with self._semaphore:
             started = time.perf_counter()
             spans: list[dict[str, Any]] = []
@@ -215,13 +235,15 @@ class Session:
             except asyncio.TimeoutError:
                 return self._error(
                     name, call_id, f"Error: tool `{name}` did not finish within {self.config.tool_call_timeout:g} s.",
-                    latency=time.perf_counter() - started, metrics={"trace": spans} if spans else None,
+                    kind="timeout", latency=time.perf_counter() - started,
+                    metrics={"trace": spans} if spans else None,
                 )
             except Exception as exc:  # a tool bug must not end the episode: the model sees it, the metrics keep it
                 return self._error(
                     name,
                     call_id,
                     f"Error: tool `{name}` failed: {type(exc).__name__}: {exc}",
+                    kind="tool_exception",
                     latency=time.perf_counter() - started,
                     metrics={"traceback": traceback.format_exc(limit=5), **({"trace": spans} if spans else {})},
                 )
@@ -270,8 +292,10 @@ class Session:
             self.release_errors.append(exc)
 
     @staticmethod
-    def _error(name: str, call_id: str, text: str, *, latency: float = 0.0, metrics: dict | None = None) -> ToolResult:
-        return ToolResult(name=name, call_id=call_id, response=ToolResponse(text=text), error=text, latency_s=latency, metrics=metrics or {})
+    def _error(name: str, call_id: str, text: str, *, kind: str, latency: float = 0.0,
+               metrics: dict | None = None) -> ToolResult:
+        return ToolResult(name=name, call_id=call_id, response=ToolResponse(text=text), error=text, error_kind=kind,
+                          latency_s=latency, metrics=metrics or {})
 
     async def user_turn(self, messages: list[dict[str, Any]]) -> UserTurn | None:
         """The interaction's reply to the conversation so far, or None when the row has no interaction."""

@@ -63,10 +63,32 @@ def read_interaction_entries(path: str | Path) -> list[InteractionEntry]:
     return entries
 
 
+@dataclass(frozen=True)
+class InteractionSpec:
+    """One checked YAML entry with its class imported, not yet built (so `agentgym interactions list` constructs
+    nothing)."""
+
+    name: str
+    class_name: str
+    interaction_class: type[BaseInteraction]
+    config: dict[str, Any]
+
+
+def load_interaction_specs(path: str | Path) -> list[InteractionSpec]:
+    """Parse and check every entry of an interaction YAML file and import its class; the first problem raises."""
+    file = str(path)
+    return [
+        InteractionSpec(name=e.name, class_name=e.class_name, config=e.config, interaction_class=import_class(
+            e.class_name, BaseInteraction, aliases=VERL_INTERACTION_ALIASES, file=file, entry=e.entry))
+        for e in read_interaction_entries(path)
+    ]
+
+
+def build_interactions(specs: list[InteractionSpec]) -> dict[str, BaseInteraction]:
+    """Instantiate interactions, keyed by the name rows pick them by; each gets its name in its config, as in verl."""
+    return {spec.name: spec.interaction_class({**spec.config, "name": spec.name}) for spec in specs}
+
+
 def load_interactions(path: str | Path) -> dict[str, BaseInteraction]:
     """Build every interaction in the file, keyed by name (rows pick one with `interaction_kwargs.name`)."""
-    interactions: dict[str, BaseInteraction] = {}
-    for e in read_interaction_entries(path):
-        cls = import_class(e.class_name, BaseInteraction, aliases=VERL_INTERACTION_ALIASES, file=str(path), entry=e.entry)
-        interactions[e.name] = cls({**e.config, "name": e.name})
-    return interactions
+    return build_interactions(load_interaction_specs(path))

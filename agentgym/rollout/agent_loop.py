@@ -171,9 +171,11 @@ class AgentLoop:
             traj.interaction_rewards = list(episode.turn_rewards)
             traj.num_tool_calls = len(episode.tool_results) + episode.parse_errors
             traj.tool_metrics = [
-                {"name": r.name, "latency_s": r.latency_s, "error": r.error, "reward": r.reward, **r.metrics}
+                {"name": r.name, "latency_s": r.latency_s, "error": r.error, "error_kind": r.error_kind,
+                 "reward": r.reward, **r.metrics}
                 for r in episode.tool_results
-            ]
+            ] + [{"name": None, "latency_s": 0.0, "error": e.message, "error_kind": "parse_error", "reward": 0.0,
+                  "raw": e.raw} for e in episode.parse_failures]
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -157,18 +157,26 @@ def make_engine(cfg: AgentGymConfig) -> Any:
     )
 
 
+def tool_errors_by_kind(trajectories: Sequence[Trajectory]) -> Counter[str]:
+    """Calls that did not run as the model meant, by kind: parse_error (unreadable call), unknown_tool,
+    invalid_arguments (schema), timeout, tool_exception."""
+    return Counter(m.get("error_kind") or "other" for t in trajectories for m in t.tool_metrics if m.get("error"))
+
+
 def summarize(trajectories: Sequence[Trajectory], title: str = "rollout summary") -> Table:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     n = max(len(trajectories), 1)
     ok = [t for t in trajectories if not t.failed]
+    errors = tool_errors_by_kind(trajectories)
     rows = [
         ("trajectories", str(len(trajectories))),
         ("mean reward", f"{sum(t.reward for t in ok) / max(len(ok), 1):.3f}"),
         ("mean assistant turns", f"{sum(sum(s.role == 'assistant' for s in t.turns) for t in trajectories) / n:.2f}"),
         ("mean tool calls", f"{sum(t.num_tool_calls for t in trajectories) / n:.2f}"),
-        ("tool errors", str(sum(1 for t in trajectories for m in t.tool_metrics if m.get("error")))),
+        ("tool errors", str(sum(errors.values()))),
+        *((f"tool errors: {kind}", str(count)) for kind, count in sorted(errors.items())),
         ("failed episodes", str(len(trajectories) - len(ok))),
         ("mean response tokens", f"{sum(len(t.response_ids) for t in trajectories) / n:.1f}"),
     ]
@@ -202,9 +210,13 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
 
 def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_dir: Path, console: Console) -> int:
     from agentgym.config import load_config
+    from agentgym.models.local_path import check_model_path
     from agentgym.trainer.data import read_rows
 
     cfg = load_config(config_path, overrides)
+    check_model_path(cfg.actor_rollout_ref.model.path)
+    if cfg.actor_rollout_ref.model.tokenizer_path:
+        check_model_path(cfg.actor_rollout_ref.model.tokenizer_path, entry="actor_rollout_ref.model.tokenizer_path")
     files = cfg.data.val_files or cfg.data.train_files
     if not files:
         raise ConfigError("no dataset to roll out.", entry="data.train_files", fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")

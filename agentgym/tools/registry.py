@@ -13,6 +13,7 @@ from agentgym.errors import ConfigError
 from agentgym.loading import import_class, read_yaml_list
 from agentgym.tools.aliases import VERL_CLASS_ALIASES
 from agentgym.tools.base_tool import BaseTool
+from agentgym.tools.checks import create_returns_id_only, required_without_property
 from agentgym.tools.schemas import OpenAIFunctionToolSchema
 
 TOOL_YAML_EXAMPLE = """tools:
@@ -38,6 +39,7 @@ class ToolSpec:
     tool_class: type[BaseTool]
     config: dict[str, Any]
     tool_schema: OpenAIFunctionToolSchema
+    warnings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -73,7 +75,13 @@ def load_tool_specs(path: str | Path) -> list[ToolSpec]:
                 fix="give every tool a distinct `tool_schema.function.name`.",
             )
         seen[name] = index
-        specs.append(ToolSpec(class_name=class_name, tool_class=tool_class, config=config, tool_schema=schema))
+        warnings = ()
+        if create_returns_id_only(tool_class):
+            warnings = (f"{entry}: `{class_name}.create` is annotated to return only an instance id (older verl "
+                        "tools do); agentgym accepts that and uses the id, but verl's current signature returns "
+                        "`(instance_id, ToolResponse)`: write `return instance_id, ToolResponse()`.",)
+        specs.append(ToolSpec(class_name=class_name, tool_class=tool_class, config=config, tool_schema=schema,
+                              warnings=warnings))
     return specs
 
 
@@ -115,4 +123,13 @@ def _parse_schema(raw: Any, *, file: str, entry: str) -> OpenAIFunctionToolSchem
             entry=entry,
             fix="use JSON Schema types (string, number, integer, boolean, array, object, null).",
         ) from None
+    problems = required_without_property(parameters)
+    if problems:
+        raise ConfigError(
+            f"`tool_schema.function.parameters` asks for arguments it never describes: {'; '.join(problems)}. "
+            "The model only sees `properties`, so every call would be rejected for the missing argument.",
+            file=file,
+            entry=entry,
+            fix="add each required name to `properties` (with its type and description), or drop it from `required`.",
+        )
     return schema

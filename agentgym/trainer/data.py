@@ -18,7 +18,8 @@ def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt",
     The chat messages are read from `prompt_key` (verl's `data.prompt_key`) and stored under `prompt`, the key the
     agent loop reads; a row without them, or with something other than a list of role/content messages, stops
     the run with the file and row named, before any rollout starts. `check_prompts=False` leaves that to the
-    caller's data check (`agentgym.env.row_check`), which names every bad row at once.
+    caller's data check (`agentgym.env.row_check`), which names every bad row at once. Parquet rows come back as
+    they were written: nulls that Arrow's struct merging added are dropped (`agentgym.row_parquet` gives the rule).
     """
     if files is None:
         return []
@@ -42,9 +43,9 @@ def read_records(path: str | Path) -> list[Any]:
         raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
                           fix="point data.train_files at a .parquet or .jsonl file")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from agentgym.row_parquet import read_rows_parquet
 
-        return pq.read_table(path).to_pylist()
+        return read_rows_parquet(path)
     if path.suffix in (".jsonl", ".json"):
         with path.open() as f:
             return [json.loads(line) for line in f if line.strip()]

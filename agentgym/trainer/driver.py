@@ -27,6 +27,7 @@ from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
 from agentgym.trainer.data import PromptBatches
 from agentgym.trainer.rewards import load_reward_fn
+from agentgym.trainer.rollout_data import write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym.trainer.workers.metrics_acc import MetricSums
 
@@ -340,6 +341,9 @@ class RLTrainer:
                 trajectories = await _maybe_await(self.collect(rows, step))
                 rollout_s = time.perf_counter() - start
                 self._check_groups(rows, trajectories)
+                if self.config.trainer.rollout_data_dir:
+                    write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
+                                            parquet=self.config.trainer.rollout_data_parquet)
                 metrics = await self.train_step(trajectories, step)
                 start = time.perf_counter()
                 await self.sync_weights()

@@ -18,6 +18,7 @@ from typing import Any
 
 from agentgym.config import AgentGymConfig, load_config
 from agentgym.errors import AgentGymError, ConfigError
+from agentgym.models.local_path import check_model_path
 from agentgym.trainer.data import read_rows
 from agentgym.trainer.driver import CollectFn, RLTrainer, WeightReceiver
 
@@ -65,6 +66,9 @@ async def run_ppo_async(
     make_rollout: RolloutFactory | None = None,
     dataset: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
+    check_model_path(config.actor_rollout_ref.model.path)
+    if config.actor_rollout_ref.model.tokenizer_path:
+        check_model_path(config.actor_rollout_ref.model.tokenizer_path, entry="actor_rollout_ref.model.tokenizer_path")
     if collect is None and make_rollout is None:
         raise ConfigError("no rollout is wired to the trainer.",
                           fix="pass make_rollout=... (or --rollout module:function) returning (collect, engine)")

@@ -44,10 +44,11 @@ class MetricsTracker:
                             "metrics still go to %s", METRICS_FILE)
         self._progress = None
         if "console" in self.backends:
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-            self._console = Console()
+            from agentgym.console import make_console
+
+            self._console = make_console()
             self._progress = Progress("[bold]training", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                       TimeRemainingColumn(), console=self._console, transient=False)
             self._task = self._progress.add_task("steps", total=total_steps, completed=start_step)
