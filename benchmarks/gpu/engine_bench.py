@@ -102,7 +102,8 @@ def profile_decode(engine, rows: int, args) -> list[str]:
                 "top_p": [1.0] * rows, "uniform": [0.5] * rows}
     positions = [blocks * runner.block_size - 1] * rows
     with torch.inference_mode():
-        runner._stage([1] * rows, positions, tables, sampling, rows, blocks)
+        runner.set_table_rows([(i, 0, t) for i, t in enumerate(tables)])
+        runner._stage([1] * rows, positions, list(range(rows)), [t[-1] for t in tables], sampling, rows)
         runner._decode_step(rows, blocks, False)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -381,8 +381,17 @@ class PagedEngine(EngineContextMixin):
             sampling["top_p"].append(p.top_p)
             sampling["uniform"].append(uniform_for(seq.request.seed, seq.output_len))
             filtered = filtered or (not p.greedy and (p.top_k != -1 or p.top_p < 1.0))
-        tokens, logprobs = runner.decode([s.tokens[-1] for s in seqs], [len(s.tokens) - 1 for s in seqs],
-                                         [s.blocks for s in seqs], sampling, filtered=filtered)
+        updates = []
+        for seq in seqs:
+            if seq.synced_blocks < len(seq.blocks):
+                updates.append((seq.row, seq.synced_blocks, seq.blocks[seq.synced_blocks :]))
+                seq.synced_blocks = len(seq.blocks)
+        runner.set_table_rows(updates)
+        bs = runner.block_size
+        positions = [len(s.tokens) - 1 for s in seqs]
+        tokens, logprobs = runner.decode([s.tokens[-1] for s in seqs], positions, [s.row for s in seqs],
+                                         [s.blocks[p // bs] for s, p in zip(seqs, positions)], sampling,
+                                         filtered=filtered)
         self.stats.decode_steps += 1
         self.stats.tokens_generated += len(seqs)
         self.stats.decode_batch_sizes[len(seqs)] += 1

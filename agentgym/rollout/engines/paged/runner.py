@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,9 +129,9 @@ class PagedModelRunner:
         self._lens = torch.ones(max_batch, dtype=torch.long, device=dev)
         self._tables = torch.zeros(max_batch, max_blocks_per_seq, dtype=torch.long, device=dev)
         self._sampling = SamplingInputs.empty(max_batch, dev)
-        pin = dev.type == "cuda"
-        self._host_rows = torch.zeros(6, max_batch, dtype=torch.float64, pin_memory=pin)
-        self._host_tables = torch.zeros(max_batch, max_blocks_per_seq, dtype=torch.long, pin_memory=pin)
+        self._staging = torch.zeros(max_batch * self._ROW_FIELDS, dtype=torch.float64, device=dev)
+        # One block table per admitted sequence (row `max_batch` stays all scratch, for padding rows).
+        self._row_tables = torch.zeros(max_batch + 1, max_blocks_per_seq, dtype=torch.long, device=dev)
         if self._paged_kernel is not None and not self._kernel_agrees():
             self._paged_kernel = None
 
@@ -249,22 +250,24 @@ class PagedModelRunner:
         return attend
 
     def _decode_step(self, rows: int, blocks: int, filtered: bool) -> torch.Tensor:
-        """On the static buffers: one forward and one sampling step; returns [rows, 2] (token, logprob) float64."""
+        """From the staged inputs: one forward and one sampling step; returns [rows, 2] (token, logprob) float64."""
+        self._unpack(rows, blocks)
         attend = self._decode_attention(rows, blocks)
         hidden = self._forward(self._tokens[:rows], self._positions[:rows], self._slots[:rows], attend)
         logits = self.lm_head(hidden)
         tokens, logprobs = sample(logits, self._sampling.rows(rows), filtered=filtered)
         return torch.stack([tokens.double(), logprobs.double()], dim=1)
 
-    def decode(self, tokens: list[int], positions: list[int], tables: list[list[int]], sampling: dict[str, list],
-               *, filtered: bool) -> tuple[list[int], list[float]]:
-        """Advance each row by one token. `positions[i]` is the position of `tokens[i]`, whose cache slot is in
-        `tables[i]`; `sampling` holds per-row inv_temperature, greedy, top_k, top_p and uniform lists."""
+    def decode(self, tokens: list[int], positions: list[int], table_rows: list[int], last_blocks: list[int],
+               sampling: dict[str, list], *, filtered: bool) -> tuple[list[int], list[float]]:
+        """Advance each row by one token. `positions[i]` is the position of `tokens[i]`; its block table is row
+        `table_rows[i]` of the device tables (`set_table_rows`), and `last_blocks[i]` is the block that position
+        falls in. `sampling` holds per-row inv_temperature, greedy, top_k, top_p and uniform lists."""
         n = len(tokens)
         rows = self.batch_buckets[bisect.bisect_left(self.batch_buckets, n)]
-        needed = max(len(t) for t in tables)
+        needed = max(positions) // self.block_size + 1
         blocks = self.block_buckets[bisect.bisect_left(self.block_buckets, needed)]
-        self._stage(tokens, positions, tables, sampling, rows, blocks)
+        self._stage(tokens, positions, table_rows, last_blocks, sampling, rows)
         key = (rows, blocks, filtered)
         if not self.cuda_graphs:
             out = self._decode_step(rows, blocks, filtered)
@@ -276,35 +279,56 @@ class PagedModelRunner:
         host = out[:n].cpu()
         return host[:, 0].long().tolist(), host[:, 1].tolist()
 
-    def _stage(self, tokens, positions, tables, sampling, rows: int, blocks: int) -> None:
-        """Copy this step's inputs into the static buffers; rows past `len(tokens)` are scratch padding."""
+    _ROW_FIELDS = 10  # token, position, slot, context length, table row, inv_temperature, greedy, top_k, top_p, uniform
+
+    def set_table_rows(self, updates: list[tuple[int, int, list[int]]]) -> None:
+        """Write block ids into the device-side block tables: (table row, first column, block ids) each.
+
+        Tables live on the device and change only when a sequence gets a block (every `block_size` tokens), so a
+        decode step sends each row's table index, not its table."""
+        rows: list[int] = []
+        cols: list[int] = []
+        values: list[int] = []
+        for row, start, blocks in updates:
+            rows += [row] * len(blocks)
+            cols += range(start, start + len(blocks))
+            values += blocks
+        if values:
+            index = torch.tensor([rows, cols], dtype=torch.long).to(self.device, non_blocking=True)
+            self._row_tables.index_put_((index[0], index[1]), torch.tensor(values, dtype=torch.long).to(self.device))
+
+    def _stage(self, tokens, positions, table_rows, last_blocks, sampling, rows: int) -> None:
+        """Copy this step's per-row inputs to the device as one [rows, fields] float64 block (exact for ids); the
+        decode step unpacks it into the static buffers. Rows past `len(tokens)` are scratch padding.
+
+        One host list and one copy: per-row tensor writes cost more host time than a small model's whole step.
+        """
         n = len(tokens)
         bs = self.block_size
-        host = self._host_rows[:, :rows]
-        host.zero_()
-        host[0, :n] = torch.tensor(tokens, dtype=torch.float64)
-        host[1, :n] = torch.tensor(positions, dtype=torch.float64)
-        slots = [t[p // bs] * bs + p % bs for t, p in zip(tables, positions, strict=True)]
-        host[2, :n] = torch.tensor(slots, dtype=torch.float64)
-        host[2, n:] = NULL_BLOCK * bs
-        host[3, :n] = host[1, :n] + 1
-        host[3, n:] = 1
-        table = self._host_tables[:rows, :blocks]
-        table.zero_()
-        for i, t in enumerate(tables):
-            table[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-        dev_rows = host.to(self.device, non_blocking=True)
-        self._tokens[:rows].copy_(dev_rows[0])
-        self._positions[:rows].copy_(dev_rows[1])
-        self._slots[:rows].copy_(dev_rows[2])
-        self._lens[:rows].copy_(dev_rows[3])
-        self._tables[:rows, :blocks].copy_(table, non_blocking=True)
+        flat: list[float] = []
+        inv, greedy, top_k = sampling["inv_temperature"], sampling["greedy"], sampling["top_k"]
+        top_p, uniform = sampling["top_p"], sampling["uniform"]
+        for i in range(n):
+            p = positions[i]
+            flat += (tokens[i], p, last_blocks[i] * bs + p % bs, p + 1, table_rows[i], inv[i], greedy[i], top_k[i],
+                     top_p[i], uniform[i])
+        flat += [0, 0, NULL_BLOCK * bs, 1, self.max_batch, 1.0, 1, self.vocab, 1.0, 0.0] * (rows - n)
+        host = torch.frombuffer(array("d", flat), dtype=torch.float64)
+        self._staging[: rows * self._ROW_FIELDS].copy_(host)
+
+    def _unpack(self, rows: int, blocks: int) -> None:
+        staged = self._staging[: rows * self._ROW_FIELDS].view(rows, self._ROW_FIELDS)
+        self._tokens[:rows].copy_(staged[:, 0])
+        self._positions[:rows].copy_(staged[:, 1])
+        self._slots[:rows].copy_(staged[:, 2])
+        self._lens[:rows].copy_(staged[:, 3])
+        self._tables[:rows, :blocks].copy_(self._row_tables[staged[:, 4].long(), :blocks])
         s = self._sampling
-        fill = {"inv_temperature": 1.0, "greedy": True, "top_k": self.vocab, "top_p": 1.0, "uniform": 0.0}
-        for name, pad in fill.items():
-            values = list(sampling[name]) + [pad] * (rows - n)
-            target = getattr(s, name)
-            target[:rows].copy_(torch.tensor(values, dtype=target.dtype), non_blocking=True)
+        s.inv_temperature[:rows].copy_(staged[:, 5])
+        s.greedy[:rows].copy_(staged[:, 6] != 0)
+        s.top_k[:rows].copy_(staged[:, 7])
+        s.top_p[:rows].copy_(staged[:, 8])
+        s.uniform[:rows].copy_(staged[:, 9])
 
     def _capture(self, key: tuple[int, int, bool]) -> torch.Tensor:
         """Run the step once eagerly (this also computes the current step), then capture it and replay."""

@@ -30,6 +30,8 @@ class Sequence:
     registered: int = 0  # how many of `blocks` are registered in the prefix cache (or known duplicates)
     waited_steps: int = 0
     preempted: bool = False
+    row: int = -1  # its row in the runner's device-side block tables while admitted
+    synced_blocks: int = 0  # how many of `blocks` that row holds
 
     @property
     def output_len(self) -> int:
@@ -86,6 +88,7 @@ class Scheduler:
         self.block_size = pool.block_size
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admitted, in admission order (prefilling or decoding)
+        self._free_rows = list(range(config.max_batch - 1, -1, -1))
         self.stats = SchedulerStats()
 
     def __len__(self) -> int:
@@ -158,6 +161,8 @@ class Scheduler:
             seq.computed = len(matched) * bs
             seq.registered = len(matched)
             seq.waited_steps = 0
+            seq.row = self._free_rows.pop()
+            seq.synced_blocks = 0
             self.running.append(seq)
             pending.update(seq.keys[len(matched) :])
             self.stats.admitted += 1
@@ -219,6 +224,9 @@ class Scheduler:
         self.stats.preemptions += 1
 
     def _free(self, seq: Sequence) -> None:
+        if seq.row >= 0:
+            self._free_rows.append(seq.row)
+            seq.row = -1
         if seq.blocks:
             self.pool.release(seq.blocks)
         seq.blocks = []
