@@ -128,7 +128,7 @@ async def test_generation_stops_at_the_context_limit(tiny_model_dir):
     async with TransformersEngine.from_model(model, eos_token_ids=[]) as eng:
         out = await eng.generate(list(range(3, 33)), SamplingParams(max_new_tokens=100, temperature=0))
         assert out.finish_reason == "length" and len(out.token_ids) == 10
-        with pytest.raises(ValueError, match="does not fit the model's context of 40"):
+        with pytest.raises(ValueError, match="does not fit the engine's context of 40"):
             await eng.generate(list(range(3, 43)), GREEDY)
 
 

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from agentgym.rollout.engines.base import FINISH_ABORT, FINISH_LENGTH, FINISH_STOP, GenerateOutput, SamplingParams
+from agentgym.rollout.engines.base import (
+    FINISH_ABORT,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    GenerateOutput,
+    SamplingParams,
+)
 
 
 @dataclass(eq=False)

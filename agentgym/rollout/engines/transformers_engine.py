@@ -11,7 +11,6 @@ import asyncio
 import logging
 import secrets
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,15 @@ from typing import Any
 import torch
 
 from agentgym.rollout.engines.base import (
-    FINISH_ABORT,
-    EngineContextMixin,
     EngineError,
     GenerateOutput,
     SamplingParams,
 )
+from agentgym.rollout.engines.in_process import InProcessEngine
 from agentgym.rollout.engines.kv_batch import KVBatch, cache_kwarg, new_cache
 from agentgym.rollout.engines.loading import load_causal_lm
 from agentgym.rollout.engines.requests import Request
 from agentgym.rollout.engines.sampling import sample_tokens
-from agentgym.rollout.engines.weights import load_state_dict_in_place, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +63,7 @@ class EngineStats:
     weight_version: int = 0
 
 
-class TransformersEngine(EngineContextMixin):
+class TransformersEngine(InProcessEngine):
     """Engine over a local `AutoModelForCausalLM` directory. See `engines.base` for the logprob convention."""
 
     def __init__(self, model_path: str | Path | None, config: TransformersEngineConfig | None = None):
@@ -77,15 +74,10 @@ class TransformersEngine(EngineContextMixin):
         self.eos_token_ids: frozenset[int] = frozenset()
         self.max_context: int = 0
         self._cache_kwarg = "past_key_values"
-        self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task | None = None
         self._waiting: deque[Request] = deque()
         self._batch: KVBatch | None = None
         self._in_step: list[Request] = []
-        self._wake: asyncio.Event | None = None
-        self._drained: asyncio.Event | None = None
-        self._paused = False
-        self._update_lock: asyncio.Lock | None = None
+        self._init_runtime()
 
     @classmethod
     def from_model(
@@ -98,48 +90,16 @@ class TransformersEngine(EngineContextMixin):
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._task is not None:
-            return
+    def _build(self) -> None:
         if self.model is None:
-            model, eos = await asyncio.to_thread(self._load)
-            self._adopt(model, eos)
-        threads = self.config.intra_op_threads
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="agentgym-engine",
-            # OpenMP thread counts are per calling thread: this leaves the rest of the process alone.
-            initializer=(lambda: torch.set_num_threads(threads)) if threads else None,
-        )
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._update_lock = asyncio.Lock()
-        self._task = asyncio.create_task(self._serve(), name="transformers-engine-scheduler")
+            self._adopt(*self._load())
 
-    async def close(self) -> None:
-        """Stop serving; requests still waiting or running finish with reason "abort" and their partial output."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, True)  # let a step in flight finish its tensors
-            self._executor = None
+    def _abandon(self) -> list[Request]:
         pending = list(self._waiting) + list(self._in_step) + (self._batch.rows if self._batch else [])
         self._waiting.clear()
         self._in_step = []
         self._batch = None
-        for req in pending:
-            if not req.future.done():
-                req.future.set_result(req.result(FINISH_ABORT))
-
-    async def health(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return pending
 
     def _load(self) -> tuple[torch.nn.Module, list[int]]:
         if self.model_path is None:
@@ -162,18 +122,7 @@ class TransformersEngine(EngineContextMixin):
         self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None
     ) -> GenerateOutput:
         """Queue one request and wait for its completion (`session_id` is unused: there is one replica)."""
-        if self._task is None or self._wake is None:
-            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
-        if not prompt_ids:
-            raise ValueError("prompt_ids is empty; a generation needs at least one prompt token")
-        if len(prompt_ids) >= self.max_context:
-            raise ValueError(
-                f"prompt of {len(prompt_ids)} tokens does not fit the model's context of {self.max_context}; "
-                "shorten the prompt"
-            )
-        vocab = self.model.config.vocab_size
-        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
-            raise ValueError(f"prompt_ids must lie in [0, {vocab}); got ids outside it")
+        self._check_prompt(prompt_ids)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
         request = Request(
             prompt_ids=list(prompt_ids),
@@ -186,33 +135,6 @@ class TransformersEngine(EngineContextMixin):
         self._waiting.append(request)
         self._wake.set()
         return await request.future
-
-    async def update_weights(
-        self, state_dict: dict[str, torch.Tensor] | None = None, *, path: str | None = None
-    ) -> None:
-        """Copy new weights into the model in place.
-
-        Like SGLang's weight update, it waits for the running sequences to finish (new requests queue meanwhile),
-        so every completion is produced by one weight version. Partial state dicts are allowed; unknown names
-        or shape mismatches raise ValueError before anything is changed.
-        """
-        if (state_dict is None) == (path is None):
-            raise ValueError("pass exactly one of state_dict or path")
-        if self._task is None:
-            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
-        assert self._update_lock is not None and self._drained is not None and self._wake is not None
-        loop = asyncio.get_running_loop()
-        async with self._update_lock:
-            tensors = state_dict if state_dict is not None else await asyncio.to_thread(read_weights, path)
-            self._paused = True
-            self._wake.set()
-            try:
-                await self._drained.wait()
-                await loop.run_in_executor(self._executor, load_state_dict_in_place, self.model, tensors)
-                self.stats.weight_version += 1
-            finally:
-                self._paused = False
-                self._wake.set()
 
     # ---- scheduler ---------------------------------------------------------------------------------------------
 

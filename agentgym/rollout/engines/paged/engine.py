@@ -13,27 +13,29 @@ import asyncio
 import logging
 import secrets
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from agentgym.rollout.engines.base import (
-    FINISH_ABORT,
     FINISH_LENGTH,
-    EngineContextMixin,
     EngineError,
     GenerateOutput,
     SamplingParams,
 )
+from agentgym.rollout.engines.in_process import InProcessEngine
 from agentgym.rollout.engines.loading import load_causal_lm
 from agentgym.rollout.engines.paged.blocks import BlockPool
 from agentgym.rollout.engines.paged.runner import PagedModelRunner, PrefillBatch
 from agentgym.rollout.engines.paged.sampler import uniform_for
-from agentgym.rollout.engines.paged.scheduler import Scheduler, SchedulerConfig, SchedulerStats, Sequence
+from agentgym.rollout.engines.paged.scheduler import (
+    Scheduler,
+    SchedulerConfig,
+    SchedulerStats,
+    Sequence,
+)
 from agentgym.rollout.engines.requests import Request
-from agentgym.rollout.engines.weights import load_state_dict_in_place, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,7 @@ class PagedEngineStats:
         }
 
 
-class PagedEngine(EngineContextMixin):
+class PagedEngine(InProcessEngine):
     """Engine over a local Llama/Qwen-family model directory (see `runner.unsupported_reason`)."""
 
     def __init__(self, model_path: str | Path | None, config: PagedEngineConfig | None = None):
@@ -129,13 +131,8 @@ class PagedEngine(EngineContextMixin):
         self.max_context = 0
         self._runner: PagedModelRunner | None = None
         self._scheduler: Scheduler | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task | None = None
         self._arrivals: list[Request] = []
-        self._wake: asyncio.Event | None = None
-        self._drained: asyncio.Event | None = None
-        self._paused = False
-        self._update_lock: asyncio.Lock | None = None
+        self._init_runtime()
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, *, eos_token_ids: list[int],
@@ -146,27 +143,6 @@ class PagedEngine(EngineContextMixin):
         return engine
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        threads = self.config.intra_op_threads
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="agentgym-paged-engine",
-            initializer=(lambda: torch.set_num_threads(threads)) if threads else None,
-        )
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._build)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-            raise
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._update_lock = asyncio.Lock()
-        self._task = asyncio.create_task(self._serve(), name="paged-engine-scheduler")
 
     def _build(self) -> None:
         if self.model is None:
@@ -224,29 +200,11 @@ class PagedEngine(EngineContextMixin):
             return min(wanted, affordable)
         return wanted
 
-    async def close(self) -> None:
-        """Stop serving; requests still waiting or running finish with reason "abort" and their partial output."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, True)
-            self._executor = None
-        pending = list(self._arrivals)
-        self._arrivals = []
+    def _abandon(self) -> list[Request]:
+        pending, self._arrivals = self._arrivals, []
         if self._scheduler is not None:
             pending += [s.request for s in self._scheduler.drop_all()]
-        for req in pending:
-            if not req.future.done():
-                req.future.set_result(req.result(FINISH_ABORT))
-
-    async def health(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return pending
 
     # ---- requests ----------------------------------------------------------------------------------------------
 
@@ -254,16 +212,7 @@ class PagedEngine(EngineContextMixin):
                        session_id: str | None = None) -> GenerateOutput:
         """Queue one request and wait for its completion (`session_id` is unused: the prefix cache finds the
         conversation's earlier turns by their tokens)."""
-        if self._task is None or self._wake is None:
-            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
-        if not prompt_ids:
-            raise ValueError("prompt_ids is empty; a generation needs at least one prompt token")
-        if len(prompt_ids) >= self.max_context:
-            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the engine's context of "
-                             f"{self.max_context}; shorten the prompt or raise max_model_len / the KV cache size")
-        vocab = self.model.config.vocab_size
-        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
-            raise ValueError(f"prompt_ids must lie in [0, {vocab}); got ids outside it")
+        self._check_prompt(prompt_ids)
         request = Request(
             prompt_ids=list(prompt_ids), sampling=sampling, future=asyncio.get_running_loop().create_future(),
             stop_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids or ()), max_total_len=self.max_context,
@@ -273,33 +222,10 @@ class PagedEngine(EngineContextMixin):
         self._wake.set()
         return await request.future
 
-    async def update_weights(self, state_dict: dict[str, torch.Tensor] | None = None, *,
-                             path: str | None = None) -> None:
-        """Copy new weights into the model in place (the captured graphs stay valid).
-
-        Waits for running sequences to finish (new requests queue meanwhile), so every completion comes from
-        one weight version; the prefix cache is emptied, since its keys and values came from the old weights.
-        """
-        if (state_dict is None) == (path is None):
-            raise ValueError("pass exactly one of state_dict or path")
-        if self._task is None:
-            raise EngineError("the engine is not started; use `async with engine:` or `await engine.start()`")
-        assert self._update_lock is not None and self._drained is not None and self._wake is not None
-        loop = asyncio.get_running_loop()
-        async with self._update_lock:
-            tensors = state_dict if state_dict is not None else await asyncio.to_thread(read_weights, path)
-            self._paused = True
-            self._wake.set()
-            try:
-                await self._drained.wait()
-                await loop.run_in_executor(self._executor, self._load_weights, tensors)
-                self.stats.weight_version += 1
-            finally:
-                self._paused = False
-                self._wake.set()
-
     def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
-        load_state_dict_in_place(self.model, tensors)
+        """In place, so the captured graphs stay valid; the prefix cache is emptied, since its keys and values
+        came from the old weights."""
+        super()._load_weights(tensors)
         self._scheduler.pool.clear_cache()
 
     # ---- scheduler loop ----------------------------------------------------------------------------------------

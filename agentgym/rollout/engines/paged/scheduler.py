@@ -14,7 +14,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentgym.rollout.engines.paged.blocks import BlockKey, BlockPool, OutOfBlocks, block_keys
+from agentgym.rollout.engines.paged.blocks import (
+    BlockKey,
+    BlockPool,
+    OutOfBlocks,
+    block_keys,
+)
 
 
 @dataclass(eq=False)
