@@ -105,8 +105,7 @@ def test_rows_written_by_our_data_command_reach_create_and_interaction_unchanged
     assert rows == ROWS
     tool, teacher = __import__("asyncio").run(_run_rows(rows))
     assert tool.received == [_expected_create(r) for r in ROWS]
-    assert teacher.started == [{k: v for k, v in r["extra_info"]["interaction_kwargs"].items() if k != "name"}
-                               for r in ROWS]
+    assert teacher.started == [r["extra_info"]["interaction_kwargs"] for r in ROWS]  # verl passes `name` too
 
 
 def _write_pyarrow(rows: list[dict], path) -> None:
@@ -131,7 +130,7 @@ def test_rows_written_by_other_tools_lose_the_merged_nones(tmp_path, writer):
     assert [r["extra_info"] for r in rows] == [r["extra_info"] for r in ROWS]
     tool, teacher = __import__("asyncio").run(_run_rows(rows))
     assert tool.received == [_expected_create(r) for r in ROWS]
-    assert teacher.started[0] == {"answer": "0"}
+    assert teacher.started[0] == ROWS[0]["extra_info"]["interaction_kwargs"]
 
 
 def test_one_row_naming_an_unregistered_tool_fails_only_that_row(tmp_path):
