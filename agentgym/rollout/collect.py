@@ -226,6 +226,24 @@ def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_d
     return 0 if any(not t.failed for t in trajectories) else 1
 
 
+def engine_counters(stats: Any) -> dict[str, float]:
+    """The cumulative counters an engine's stats carry, under one set of names (HTTP engines count prompt
+    tokens, which are their context tokens)."""
+    if stats is None:
+        return {}
+    names = {"context_tokens": ("context_tokens", "prompt_tokens"), "cached_tokens": ("cached_tokens",),
+             "prefilled_tokens": ("prefilled_tokens",), "generated_tokens": ("tokens_generated", "completion_tokens"),
+             "preemptions": ("preemptions",)}
+    out = {}
+    for name, candidates in names.items():
+        for attr in candidates:
+            value = getattr(stats, attr, None)
+            if isinstance(value, (int, float)):
+                out[name] = float(value)
+                break
+    return out
+
+
 class _StartedOnFirstUse:
     """The engine as the trainer sees it: started inside the trainer's event loop by whichever comes first,
     the initial weight sync or the first collection."""
@@ -234,6 +252,7 @@ class _StartedOnFirstUse:
         self.engine = engine
         self._lock: asyncio.Lock | None = None
         self._started = False
+        self._counters: dict[str, float] = {}
 
     async def ensure_started(self) -> Any:
         self._lock = self._lock or asyncio.Lock()
@@ -245,6 +264,17 @@ class _StartedOnFirstUse:
 
     async def update_weights(self, state_dict: Any = None, *, path: str | None = None) -> None:
         await (await self.ensure_started()).update_weights(state_dict, path=path)
+
+    def step_metrics(self) -> dict[str, float]:
+        """What the engine did since the last call, as `rollout/engine/*` metrics: context tokens (what a
+        cache-less engine would prefill), cached and prefilled tokens, the prefix-cache hit rate, preemptions."""
+        now = engine_counters(getattr(self.engine, "stats", None))
+        before, self._counters = self._counters, now
+        delta = {k: v - before.get(k, 0.0) for k, v in now.items()}
+        out = {f"rollout/engine/{k}": v for k, v in delta.items()}
+        if delta.get("context_tokens"):
+            out["rollout/engine/prefix_cache_hit_rate"] = delta.get("cached_tokens", 0.0) / delta["context_tokens"]
+        return out
 
     async def close(self) -> None:
         """Close the engine if it was started (an engine that launched its servers stops them)."""

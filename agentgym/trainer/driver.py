@@ -345,6 +345,8 @@ class RLTrainer:
                     write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
                                             parquet=self.config.trainer.rollout_data_parquet)
                 metrics = await self.train_step(trajectories, step)
+                if hasattr(self.engine, "step_metrics"):
+                    metrics.update(self.engine.step_metrics())
                 start = time.perf_counter()
                 await self.sync_weights()
                 metrics["timing_s/weight_sync"] = time.perf_counter() - start
