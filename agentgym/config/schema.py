@@ -210,6 +210,7 @@ class AlgorithmConfig(Section):
 
 class DataConfig(Section):
     tokenizer: str | None = None
+    reward_fn_key: str = "data_source"
     train_files: str | list[str] | None = None
     val_files: str | list[str] | None = None
     prompt_key: str = "prompt"
@@ -226,10 +227,12 @@ class DataConfig(Section):
 
 
 class CustomRewardFunctionConfig(Section):
-    """`path` is a Python file or module; `name(trajectory) -> float` replaces `Trajectory.reward`."""
+    """`path` is a Python file or module; `name` is verl's `compute_score(data_source, solution_str, ground_truth,
+    extra_info, **reward_kwargs)` or a `fn(trajectory) -> float`; either replaces `Trajectory.reward`."""
 
     path: str | None = None
     name: str = "compute_score"
+    reward_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainerConfig(Section):

@@ -153,7 +153,9 @@ class AgentLoop:
     async def run(self, row: Mapping[str, Any], *, group_id: str | None = None, uid: str | None = None) -> Trajectory:
         """One episode for one dataset row (verl layout: `prompt`, `extra_info`)."""
         extra_info = dict(row.get("extra_info") or {})
-        traj = Trajectory(uid=uid or uuid4().hex, group_id=group_id or uuid4().hex, prompt_ids=[], extra_info=extra_info)
+        row_info = {k: v for k, v in row.items() if k not in ("prompt", "extra_info")}
+        traj = Trajectory(uid=uid or uuid4().hex, group_id=group_id or uuid4().hex, prompt_ids=[], extra_info=extra_info,
+                          row_info=row_info)
         traj.messages = [dict(m) for m in row["prompt"]]
         started = time.perf_counter()
         try:

@@ -44,6 +44,8 @@ class Trajectory:
     error: str | None = None
     num_tool_calls: int = 0
     extra_info: dict[str, Any] = field(default_factory=dict)
+    # The row's other top-level columns (verl's data_source, reward_model, ability, ...): what rewards score against.
+    row_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reward(self) -> float:

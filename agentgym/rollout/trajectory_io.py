@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from agentgym.rollout.trajectory import Trajectory
 
-_JSON_COLUMNS = ("messages", "turns", "tool_metrics", "extra_info")
+_JSON_COLUMNS = ("messages", "turns", "tool_metrics", "extra_info", "row_info")
 
 
 def write_jsonl(trajectories: Iterable[Trajectory], path: str | Path, *, append: bool = False) -> int:
@@ -58,6 +58,7 @@ def read_parquet(path: str | Path) -> list[Trajectory]:
     trajectories = []
     for row in pq.read_table(path).to_pylist():
         for column in _JSON_COLUMNS:
-            row[column] = json.loads(row[column])
+            if column in row:  # files written before a column existed
+                row[column] = json.loads(row[column])
         trajectories.append(Trajectory.from_dict(row))
     return trajectories

@@ -26,7 +26,7 @@ from agentgym.rollout.trajectory import Trajectory
 from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
 from agentgym.trainer.data import PromptBatches
-from agentgym.trainer.rewards import load_reward_fn
+from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym.trainer.workers.metrics_acc import MetricSums
@@ -81,7 +81,7 @@ class RLTrainer:
         self.config = config
         self.collect = collect
         self.engine = engine
-        self.reward_fn = reward_fn or load_reward_fn(config.custom_reward_function)
+        self.rewards = RewardScorer.from_config(config, reward_fn=reward_fn)
         self.batches = (PromptBatches(dataset, config.data.train_batch_size, shuffle=config.data.shuffle,
                                       seed=config.data.seed) if dataset is not None else None)
         kl = config.algorithm.kl_ctrl
@@ -137,7 +137,9 @@ class RLTrainer:
         with timer.phase("step"):
             with timer.phase("reward"):
                 batch = SampleBatch.from_trajectories(trajectories)
-                scores = torch.tensor([float(self.reward_fn(t)) for t in trajectories])
+                values, reward_metrics = self.rewards.score(trajectories)
+                scores = torch.tensor(values)
+                metrics.update(reward_metrics)
             mask = batch.padded("loss_mask")
             with timer.phase("old_log_prob"):
                 if arr.actor.recompute_old_log_prob:
