@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agentgym.errors import AgentGymError
+from agentgym.rollout.storable_text import storable_text
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import read_jsonl
 
@@ -130,5 +131,6 @@ def write_view(run_dir: Path, out: Path | None = None, *, tokenizer_path: Path |
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     groups = [(str(path.relative_to(run_dir)), read_jsonl(path)[:limit]) for path in files]
     out = out or run_dir / "view.html"
-    out.write_text(render_html(groups, tokenizer, title=f"agentgym run {run_dir.name}"), encoding="utf-8")
+    page = render_html(groups, tokenizer, title=f"agentgym run {run_dir.name}")
+    out.write_text(storable_text(page), encoding="utf-8")
     return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Protocol
 
 from agentgym.env.session import EpisodeScores, Session, ToolResult
+from agentgym.rollout.storable_text import storable_text
 from agentgym.rollout.parsers.base import ParseResult, ToolCallParser
 
 Message = dict[str, Any]
@@ -93,7 +94,9 @@ def tool_messages(parsed: ParseResult, results: list[ToolResult], limits: Episod
     replies += [(error.index, {"role": "tool", "content": error.message}) for error in parsed.errors]
     replies.sort(key=lambda pair: pair[0])
     for _, message in replies:
-        message["content"] = truncate(message["content"], limits.max_tool_response_chars, limits.tool_response_truncate_side)
+        # A tool may echo the model's own unencodable text (a lone surrogate); the tokenizer needs real text.
+        content = storable_text(message["content"])
+        message["content"] = truncate(content, limits.max_tool_response_chars, limits.tool_response_truncate_side)
     return [message for _, message in replies]
 
 
@@ -127,7 +130,7 @@ async def run_episode(
                 break
             episode.user_turns += 1
             episode.turn_rewards.append(user.reward)
-            new = [{"role": "user", "content": user.content}]
+            new = [{"role": "user", "content": storable_text(user.content)}]
             if user.should_terminate:
                 messages.extend(new)
                 finish = "interaction_done"

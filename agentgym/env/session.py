@@ -181,17 +181,18 @@ class Session:
         problems = argument_errors(tool.tool_schema, arguments)
         if problems:
             return self._error(name, call_id, format_argument_error(name, problems, tool.tool_schema))
+        timeout = self._execute_timeout(tool)
         async with self._semaphore:
             started = time.perf_counter()
             try:
                 instance_id = await self._instance(name)
                 execute_kwargs = self._tools_kwargs.get(name, {}).get("execute_kwargs", {})
                 response, reward, metrics = await asyncio.wait_for(
-                    tool.execute(instance_id, arguments, **execute_kwargs), timeout=self.config.tool_call_timeout
+                    tool.execute(instance_id, arguments, **execute_kwargs), timeout=timeout
                 )
             except asyncio.TimeoutError:
                 return self._error(
-                    name, call_id, f"Error: tool `{name}` did not finish within {self.config.tool_call_timeout:g} s.",
+                    name, call_id, f"Error: tool `{name}` did not finish within {timeout:g} s.",
                     latency=time.perf_counter() - started,
                 )
             except Exception as exc:  # a tool bug must not end the episode: the model sees it, the metrics keep it
@@ -212,6 +213,11 @@ class Session:
             metrics=dict(metrics or {}),
             latency_s=time.perf_counter() - started,
         )
+
+    def _execute_timeout(self, tool: BaseTool) -> float:
+        """The tool's own bound (`execute_timeout`, e.g. from its YAML config) when it has one, else the session's."""
+        own = getattr(tool, "execute_timeout", None)
+        return float(own) if own else self.config.tool_call_timeout
 
     @staticmethod
     def _error(name: str, call_id: str, text: str, *, latency: float = 0.0, metrics: dict | None = None) -> ToolResult:

@@ -28,6 +28,16 @@ class BaseTool:
     def get_openai_tool_schema(self) -> OpenAIFunctionToolSchema:
         return getattr(self, "tool_schema", None)
 
+    @property
+    def execute_timeout(self) -> float | None:
+        """Seconds the session waits for one `execute` before telling the model the call timed out.
+
+        From the tool YAML's `config: {execute_timeout: N}`; None leaves the session's default
+        (`SessionConfig.tool_call_timeout`). A tool that bounds its own calls returns its own bound.
+        """
+        value = self.config.get("execute_timeout") if isinstance(self.config, dict) else None
+        return None if value is None else float(value)
+
     async def create(self, instance_id: Optional[str] = None, **kwargs: Any) -> tuple[str, ToolResponse]:
         return (instance_id or str(uuid4())), ToolResponse()
 

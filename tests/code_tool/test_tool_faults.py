@@ -67,15 +67,24 @@ async def test_overload_and_gateway_statuses_are_retried(fault_server, status):
     assert "recovered" in resp.text
 
 
-async def test_persistent_overload_gives_up_after_max_retries_with_plain_error(fault_server):
+async def test_persistent_gateway_error_gives_up_after_max_retries_with_plain_error(fault_server):
     tool = make_tool(fault_server, max_retries=2)
-    code = "# fault: status 503"
+    code = "# fault: status 502"
     resp, reward, m = await call(tool, code)
     assert fault_server.count(code) == 3
     assert m["outcome"] == "unavailable" and m["attempts"] == 3 and m["infrastructure_failure"]
     assert reward == 0.0
     assert resp.text.startswith("Sandbox error: the code could not be run")
-    assert "HTTP 503" in resp.text and "not of the code" in resp.text
+    assert "HTTP 502" in resp.text and "not of the code" in resp.text
+
+
+async def test_persistent_overload_is_retried_until_the_deadline_not_max_retries(fault_server):
+    tool = make_tool(fault_server, max_retries=2, deadline=1.0)
+    code = "# fault: status 503"
+    resp, _, m = await call(tool, code)
+    assert m["outcome"] == "deadline_exceeded" and m["attempts"] > 3
+    assert 0.5 <= m["latency_s"] < 1.6
+    assert "HTTP 503 (overloaded)" in resp.text and "deadline of 1 s" in resp.text
 
 
 async def test_retry_after_header_is_honoured(fault_server):
@@ -150,7 +159,7 @@ async def test_one_failing_call_does_not_disturb_the_others(fault_server):
     codes = [f"# fault: ok\nn{i}" for i in range(30)]
     codes[7] = "# fault: malformed"
     codes[11] = "# fault: reset"
-    codes[19] = "# fault: status 503"
+    codes[19] = "# fault: status 502"
     results = await asyncio.gather(*(call(tool, c) for c in codes))
     outcomes = [m["outcome"] for _, _, m in results]
     assert outcomes[7] == "bad_response" and outcomes[11] == "unavailable" and outcomes[19] == "unavailable"
@@ -266,3 +275,15 @@ def test_global_rate_limit_without_ray_falls_back_to_the_process_bucket_and_says
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("OUTCOME success") == 2
     assert out.stdout.count("this process is not connected to Ray") == 1
+
+
+async def test_lone_surrogate_in_code_is_the_models_error_told_without_a_request(fault_server):
+    import json
+
+    tool = make_tool(fault_server)
+    code = json.loads('"print(\\"\\ud800\\")"')  # what the model's tool-call JSON decodes to
+    resp, _, m = await call(tool, code)
+    assert m["outcome"] == "invalid_arguments" and not m["infrastructure_failure"]
+    assert "\\ud800" in resp.text and "character 7" in resp.text
+    resp.text.encode("utf-8")  # the model's next prompt must be real text
+    assert fault_server.requests == []
