@@ -207,6 +207,7 @@ async def test_cancelled_call_propagates_and_frees_its_slot(fault_server):
         await task
     resp, _, m = await asyncio.wait_for(call(tool, "# fault: ok\nnext"), 3)
     assert m["outcome"] == "success"
+    assert tool.metrics_summary()["outcomes"] == {"cancelled": 1, "success": 1}, "every call is counted"
 
 
 async def test_metrics_summary_aggregates_calls(fault_server):
@@ -287,3 +288,31 @@ async def test_lone_surrogate_in_code_is_the_models_error_told_without_a_request
     assert "\\ud800" in resp.text and "character 7" in resp.text
     resp.text.encode("utf-8")  # the model's next prompt must be real text
     assert fault_server.requests == []
+
+
+async def test_time_queued_in_the_client_does_not_count_against_the_session_bound(fault_server):
+    from types import SimpleNamespace
+
+    from agentgym.env.session import Session, SessionConfig
+
+    tool = make_tool(fault_server, rate_limit=10, burst=1)  # the 8th call starts 0.7 s in
+    calls = [SimpleNamespace(name="code_interpreter", arguments={"code": f"# fault: ok\n{i}"}, id=str(i))
+             for i in range(8)]
+    async with Session({"code_interpreter": tool}, config=SessionConfig(tool_call_timeout=0.3)) as session:
+        results = await session.run_calls(calls)
+    assert [r.error for r in results] == [None] * 8
+    assert max(r.metrics["queue_wait_s"] for r in results) >= 0.6
+    assert tool.metrics_summary()["outcomes"] == {"success": 8}
+
+
+async def test_queue_bound_is_separate_reported_and_configurable(fault_server):
+    tool = make_tool(fault_server, rate_limit=2, burst=1, queue_timeout=0.3)  # 2nd token after 0.5 s
+    results = await asyncio.gather(*(call(tool, f"# fault: ok\n{i}") for i in range(3)))
+    outcomes = sorted(m["outcome"] for _, _, m in results)
+    assert outcomes == ["queue_timeout", "queue_timeout", "success"]
+    resp, _, m = next(r for r in results if r[2]["outcome"] == "queue_timeout")
+    assert m["attempts"] == 0 and m["infrastructure_failure"]
+    assert "queue_timeout" in resp.text and "was not sent" in resp.text
+    assert len(fault_server.requests) == 1
+    summary = tool.metrics_summary()
+    assert summary["calls"] == 3 and summary["infrastructure_failures"] == 2
