@@ -249,6 +249,8 @@ class TrainerConfig(Section):
     max_critic_ckpt_to_keep: int | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     use_ray: bool = True
+    # ours: a step where more than this share of trajectories ended in an error stops the run (all failed always does)
+    max_failed_fraction: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class RayInitConfig(Section):

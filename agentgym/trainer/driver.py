@@ -29,6 +29,7 @@ from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward,
 from agentgym.trainer.checkpoints import (LATEST_FILE, STATE_FILE, atomic_write_text, checkpoint_dir,
                                           find_resume_point, is_complete)
 from agentgym.trainer.data import PromptBatches
+from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import load_reward_fn
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym.trainer.workers.metrics_acc import MetricSums
@@ -131,10 +132,13 @@ class RLTrainer:
 
     async def train_step(self, trajectories: Sequence[Trajectory], step: int | None = None) -> dict[str, float]:
         """One RL update on `trajectories`; returns the step's metrics."""
-        if self.workers is None:
-            self.start_workers()
         step = self.global_step + 1 if step is None else step
         cfg = self.config
+        report = check_failures(trajectories, step, cfg.trainer.max_failed_fraction)
+        if report.failed:
+            _say(report.summary(step))
+        if self.workers is None:
+            self.start_workers()
         arr = cfg.actor_rollout_ref
         timer = _Timer()
         metrics: dict[str, float] = {}
