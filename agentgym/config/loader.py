@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agentgym.config.inert import warn_inert_keys
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
 
@@ -119,12 +120,14 @@ def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
 def build_config(data: dict[str, Any], source: str | None = None) -> AgentGymConfig:
     check_keys(data, source)
     try:
-        return AgentGymConfig.model_validate(data)
+        config = AgentGymConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid config: {problems}.", file=source) from exc
+    warn_inert_keys(config)
+    return config
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> AgentGymConfig:

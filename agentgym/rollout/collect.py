@@ -17,6 +17,7 @@ from rich.table import Table
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.env.episode import EpisodeLimits
+from agentgym.env.session import SessionConfig
 from agentgym.errors import ConfigError
 from agentgym.interactions.registry import load_interactions
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
@@ -38,7 +39,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
     )
     sampling = SamplingParams(
         max_new_tokens=cfg.data.max_response_length,
-        temperature=rollout.temperature if temperature is None else temperature,
+        temperature=(rollout.temperature if rollout.do_sample else 0.0) if temperature is None else temperature,
         top_p=rollout.top_p,
         top_k=rollout.top_k,
         seed=seed,
@@ -51,6 +52,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
         parser=mt.format,
         max_concurrent_episodes=rollout.max_num_seqs,
         tool_schemas_in_prompt=mt.tool_schemas_in_prompt,
+        session=SessionConfig(max_parallel_calls=mt.max_parallel_calls),
     )
 
 
