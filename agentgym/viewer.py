@@ -56,8 +56,10 @@ def find_tokenizer(run_dir: Path) -> Path | None:
 
 def _message_html(message: dict[str, Any]) -> str:
     role = message.get("role", "?")
-    body = html.escape(message.get("content") or "")
-    for call in message.get("tool_calls") or []:
+    raw = message.get("raw_content")
+    # A turn with an unparseable call: show everything the model wrote, not only the parts that parsed.
+    body = html.escape(raw if raw is not None else message.get("content") or "")
+    for call in [] if raw is not None else message.get("tool_calls") or []:
         fn = call.get("function", {})
         body += f'<span class="call">→ {html.escape(fn.get("name", ""))}({html.escape(str(fn.get("arguments", "")))})</span>'
     return f'<div class="msg {html.escape(role)}"><span class="role">{html.escape(role)}</span>{body}</div>'

@@ -74,9 +74,15 @@ def truncate(text: str, limit: int | None, side: TruncateSide = "middle") -> str
     return text[:head] + marker + text[len(text) - (limit - head):]
 
 
-def assistant_message(parsed: ParseResult) -> Message:
-    """An OpenAI-style assistant message; arguments stay JSON strings, as chat templates expect."""
+def assistant_message(parsed: ParseResult, raw_text: str | None = None) -> Message:
+    """An OpenAI-style assistant message; arguments stay JSON strings, as chat templates expect.
+
+    A turn with a call that could not be parsed also keeps the model's whole text under `raw_content`: `content`
+    and `tool_calls` hold only what parsed, so without it the transcript would not show what the model wrote.
+    """
     message: Message = {"role": "assistant", "content": parsed.content}
+    if parsed.errors and raw_text is not None:
+        message["raw_content"] = raw_text
     if parsed.calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
@@ -111,7 +117,7 @@ async def run_episode(
         turn = await source.assistant_turn(messages)
         episode.assistant_turns += 1
         parsed = parser.parse(turn.text)
-        messages.append(assistant_message(parsed))
+        messages.append(assistant_message(parsed, turn.text))
         if turn.finish_reason != "stop":
             finish = turn.finish_reason
             break
