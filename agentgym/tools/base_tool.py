@@ -35,8 +35,15 @@ class BaseTool:
         From the tool YAML's `config: {execute_timeout: N}`; None leaves the session's default
         (`SessionConfig.tool_call_timeout`). A tool that bounds its own calls returns its own bound.
         """
-        value = self.config.get("execute_timeout") if isinstance(self.config, dict) else None
+        value = getattr(self, "_execute_timeout", None)
+        if value is None and isinstance(self.config, dict):
+            value = self.config.get("execute_timeout")
         return None if value is None else float(value)
+
+    @execute_timeout.setter
+    def execute_timeout(self, value: float | None) -> None:
+        # A ported tool may set it as a plain attribute.
+        self._execute_timeout = value
 
     async def create(self, instance_id: Optional[str] = None, **kwargs: Any) -> tuple[str, ToolResponse]:
         return (instance_id or str(uuid4())), ToolResponse()
