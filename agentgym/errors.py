@@ -24,3 +24,7 @@ class ConfigError(AgentGymError):
         if fix:
             text += f" Fix: {fix}"
         super().__init__(text)
+
+
+class RolloutFailed(AgentGymError):
+    """Too many trajectories of a step ended in an error for the step to be worth training on."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agentgym.errors import AgentGymError
+from agentgym.rollout.storable_text import storable_text
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import read_jsonl
 
@@ -55,8 +56,10 @@ def find_tokenizer(run_dir: Path) -> Path | None:
 
 def _message_html(message: dict[str, Any]) -> str:
     role = message.get("role", "?")
-    body = html.escape(message.get("content") or "")
-    for call in message.get("tool_calls") or []:
+    raw = message.get("raw_content")
+    # A turn with an unparseable call: show everything the model wrote, not only the parts that parsed.
+    body = html.escape(raw if raw is not None else message.get("content") or "")
+    for call in [] if raw is not None else message.get("tool_calls") or []:
         fn = call.get("function", {})
         body += f'<span class="call">→ {html.escape(fn.get("name", ""))}({html.escape(str(fn.get("arguments", "")))})</span>'
     return f'<div class="msg {html.escape(role)}"><span class="role">{html.escape(role)}</span>{body}</div>'
@@ -171,9 +174,9 @@ def write_view(run_dir: Path, out: Path | None = None, *, tokenizer_path: Path |
             if index + 1 < len(steps):
                 nav.append(f'<a href="step_{steps[index + 1][0]}.html">step {steps[index + 1][0]} →</a>')
             source = str(step_files[index][1].relative_to(run_dir))
-            (pages / f"step_{step}.html").write_text(
+            (pages / f"step_{step}.html").write_text(storable_text(
                 render_html([(source, trajs[:limit])], tokenizer, title=f"{title} · step {step}",
-                            header=f"<p>{' · '.join(nav)}</p>"), encoding="utf-8")
+                            header=f"<p>{' · '.join(nav)}</p>")), encoding="utf-8")
     groups = [(str(path.relative_to(run_dir)), read_jsonl(path)[:limit]) for path in others]
-    out.write_text(render_html(groups, tokenizer, title=title, header=header), encoding="utf-8")
+    out.write_text(storable_text(render_html(groups, tokenizer, title=title, header=header)), encoding="utf-8")
     return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -19,6 +21,18 @@ class AdmissionController:
         self._slots = asyncio.Semaphore(max_concurrency)
         self.running = 0
         self.waiting = 0
+        self.mean_run_s: float | None = None
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the present backlog has likely drained: what a 503's `Retry-After` tells clients, so
+        that they come back when there is room instead of hammering a full queue."""
+        if self.mean_run_s is None:
+            return 1
+        backlog = (self.running + self.waiting + 1) / self.max_concurrency
+        return max(1, math.ceil(backlog * self.mean_run_s))
+
+    def _ran(self, seconds: float) -> None:
+        self.mean_run_s = seconds if self.mean_run_s is None else 0.8 * self.mean_run_s + 0.2 * seconds
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -35,8 +49,10 @@ class AdmissionController:
         finally:
             self.waiting -= 1
         self.running += 1
+        started = time.monotonic()
         try:
             yield
         finally:
             self.running -= 1
             self._slots.release()
+            self._ran(time.monotonic() - started)

@@ -154,7 +154,8 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
             async with request.app.state.admission.slot():
                 return await ex.run_code(body)
         except Overloaded as e:
-            return JSONResponse(status_code=503, content={"detail": str(e)}, headers={"Retry-After": "1"})
+            retry_after = request.app.state.admission.retry_after_s()
+            return JSONResponse(status_code=503, content={"detail": str(e)}, headers={"Retry-After": str(retry_after)})
         except RequestRejected as e:
             return JSONResponse(status_code=422, content={"detail": str(e)})
         except asyncio.CancelledError:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agentgym.config.inert import warn_inert_keys
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
 
@@ -133,7 +134,7 @@ def build_config(data: dict[str, Any], source: str | None = None,
     (`overrides` maps dotted keys to the `key=value` text given), else the YAML file."""
     check_keys(data, source)
     try:
-        return AgentGymConfig.model_validate(data)
+        config = AgentGymConfig.model_validate(data)
     except ValidationError as exc:
         problems, from_file = [], False
         for err in exc.errors():
@@ -144,6 +145,8 @@ def build_config(data: dict[str, Any], source: str | None = None,
             from_file = from_file or override is None or not dotted  # whole-config checks involve the file too
             problems.append(f"{dotted or '<root>'}: {message}{where}")
         raise ConfigError(f"invalid config: {'; '.join(problems)}.", file=source if from_file else None) from exc
+    warn_inert_keys(config)
+    return config
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> AgentGymConfig:

@@ -258,6 +258,8 @@ class TrainerConfig(Section):
     # verl's key: each step's trajectories go to <dir>/<step>.jsonl (agentgym view pages through them).
     rollout_data_dir: str | None = None
     rollout_data_parquet: bool = False  # also <dir>/<step>.parquet
+    # ours: a step where more than this share of trajectories ended in an error stops the run (all failed always does)
+    max_failed_fraction: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class RayInitConfig(Section):

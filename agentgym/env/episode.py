@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Literal, Protocol
 
 from agentgym.env.session import EpisodeScores, Session, ToolResult
 from agentgym.rollout.parsers.base import ParseError, ParseResult, ToolCallParser
+from agentgym.rollout.storable_text import storable_text
 
 Message = dict[str, Any]
 TruncateSide = Literal["left", "right", "middle"]
@@ -74,9 +75,15 @@ def truncate(text: str, limit: int | None, side: TruncateSide = "middle") -> str
     return text[:head] + marker + text[len(text) - (limit - head):]
 
 
-def assistant_message(parsed: ParseResult) -> Message:
-    """An OpenAI-style assistant message; arguments stay JSON strings, as chat templates expect."""
+def assistant_message(parsed: ParseResult, raw_text: str | None = None) -> Message:
+    """An OpenAI-style assistant message; arguments stay JSON strings, as chat templates expect.
+
+    A turn with a call that could not be parsed also keeps the model's whole text under `raw_content`: `content`
+    and `tool_calls` hold only what parsed, so without it the transcript would not show what the model wrote.
+    """
     message: Message = {"role": "assistant", "content": parsed.content}
+    if parsed.errors and raw_text is not None:
+        message["raw_content"] = raw_text
     if parsed.calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
@@ -94,7 +101,9 @@ def tool_messages(parsed: ParseResult, results: list[ToolResult], limits: Episod
     replies += [(error.index, {"role": "tool", "content": error.message}) for error in parsed.errors]
     replies.sort(key=lambda pair: pair[0])
     for _, message in replies:
-        message["content"] = truncate(message["content"], limits.max_tool_response_chars, limits.tool_response_truncate_side)
+        # A tool may echo the model's own unencodable text (a lone surrogate); the tokenizer needs real text.
+        content = storable_text(message["content"])
+        message["content"] = truncate(content, limits.max_tool_response_chars, limits.tool_response_truncate_side)
     return [message for _, message in replies]
 
 
@@ -109,7 +118,7 @@ async def run_episode(
         turn = await source.assistant_turn(messages)
         episode.assistant_turns += 1
         parsed = parser.parse(turn.text)
-        messages.append(assistant_message(parsed))
+        messages.append(assistant_message(parsed, turn.text))
         if turn.finish_reason != "stop":
             finish = turn.finish_reason
             break
@@ -129,7 +138,7 @@ async def run_episode(
                 break
             episode.user_turns += 1
             episode.turn_rewards.append(user.reward)
-            new = [{"role": "user", "content": user.content}]
+            new = [{"role": "user", "content": storable_text(user.content)}]
             if user.should_terminate:
                 messages.extend(new)
                 finish = "interaction_done"

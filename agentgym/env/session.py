@@ -234,7 +234,7 @@ class Session:
                     response, reward, metrics = await self._execute(name, tool, arguments)
             except asyncio.TimeoutError:
                 return self._error(
-                    name, call_id, f"Error: tool `{name}` did not finish within {self.config.tool_call_timeout:g} s.",
+                    name, call_id, f"Error: tool `{name}` did not finish within {self._execute_timeout(tool):g} s.",
                     kind="timeout", latency=time.perf_counter() - started,
                     metrics={"trace": spans} if spans else None,
                 )
@@ -266,7 +266,7 @@ class Session:
 
     async def _execute(self, name: str, tool: BaseTool, arguments: dict[str, Any]) -> tuple[Any, Any, Any]:
         kwargs = self._tools_kwargs.get(name, {})
-        timeout = self.config.tool_call_timeout
+        timeout = self._execute_timeout(tool)
         if self.config.tool_instance_lifetime == "trajectory":
             instance_id = await self._instance(name)
             return await asyncio.wait_for(tool.execute(instance_id, arguments, **kwargs.get("execute_kwargs", {})), timeout)
@@ -290,6 +290,11 @@ class Session:
             await asyncio.wait_for(tool.release(instance_id, **kwargs), self.config.release_timeout)
         except Exception as exc:
             self.release_errors.append(exc)
+
+    def _execute_timeout(self, tool: BaseTool) -> float:
+        """The tool's own bound (`execute_timeout`, e.g. from its YAML config) when it has one, else the session's."""
+        own = getattr(tool, "execute_timeout", None)
+        return float(own) if own else self.config.tool_call_timeout
 
     @staticmethod
     def _error(name: str, call_id: str, text: str, *, kind: str, latency: float = 0.0,

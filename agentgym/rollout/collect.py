@@ -43,7 +43,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
     )
     sampling = SamplingParams(
         max_new_tokens=cfg.data.max_response_length,
-        temperature=rollout.temperature if temperature is None else temperature,
+        temperature=(rollout.temperature if rollout.do_sample else 0.0) if temperature is None else temperature,
         top_p=rollout.top_p,
         top_k=rollout.top_k,
         seed=seed,
@@ -56,7 +56,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
         parser=mt.format,
         max_concurrent_episodes=rollout.max_num_seqs,
         tool_schemas_in_prompt=mt.tool_schemas_in_prompt,
-        session=SessionConfig(tool_instance_lifetime=mt.tool_instance_lifetime),
+        session=SessionConfig(tool_instance_lifetime=mt.tool_instance_lifetime, max_parallel_calls=mt.max_parallel_calls),
     )
 
 

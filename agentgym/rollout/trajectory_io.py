@@ -1,5 +1,7 @@
 """Trajectories on disk: JSONL (one object per line, for people and jq) and Parquet (for data tools and trainers).
 
+Whatever the model wrote is storable: a lone surrogate in its text is written as its `\\uXXXX` escape.
+
 Parquet keeps token columns as lists and the free-form parts (messages, metrics, extra_info) as JSON text, so
 rows with different tools or message shapes share one schema.
 """
@@ -14,6 +16,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from agentgym.rollout.storable_text import dumps_storable, storable_text
 from agentgym.rollout.trajectory import Trajectory
 
 _JSON_COLUMNS = ("messages", "turns", "tool_metrics", "extra_info", "row_info")
@@ -23,7 +26,7 @@ def write_jsonl(trajectories: Iterable[Trajectory], path: str | Path, *, append:
     count = 0
     with open(path, "a" if append else "w", encoding="utf-8") as out:
         for traj in trajectories:
-            out.write(json.dumps(traj.to_dict(), ensure_ascii=False) + "\n")
+            out.write(dumps_storable(traj.to_dict()) + "\n")
             count += 1
     return count
 
@@ -45,8 +48,11 @@ def write_parquet(trajectories: Iterable[Trajectory], path: str | Path) -> int:
     rows = []
     for traj in trajectories:
         row = traj.to_dict()
-        for column in _JSON_COLUMNS:
-            row[column] = json.dumps(row[column], ensure_ascii=False)
+        for column, value in row.items():
+            if column in _JSON_COLUMNS:
+                row[column] = dumps_storable(value)
+            elif isinstance(value, str):
+                row[column] = storable_text(value)
         rows.append(row)
     names = [f.name for f in fields(Trajectory)] + ["reward"]
     table = pa.Table.from_pylist(rows) if rows else pa.table({name: [] for name in names})

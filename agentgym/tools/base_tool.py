@@ -44,6 +44,23 @@ class BaseTool:
         """The schema shown to the model (in the prompt's tool list) and used to validate its arguments."""
         return getattr(self, "tool_schema", None)
 
+    @property
+    def execute_timeout(self) -> float | None:
+        """Seconds the session waits for one `execute` before telling the model the call timed out.
+
+        From the tool YAML's `config: {execute_timeout: N}`; None leaves the session's default
+        (`SessionConfig.tool_call_timeout`). A tool that bounds its own calls returns its own bound.
+        """
+        value = getattr(self, "_execute_timeout", None)
+        if value is None and isinstance(self.config, dict):
+            value = self.config.get("execute_timeout")
+        return None if value is None else float(value)
+
+    @execute_timeout.setter
+    def execute_timeout(self, value: float | None) -> None:
+        # A ported tool may set it as a plain attribute.
+        self._execute_timeout = value
+
     async def create(self, instance_id: Optional[str] = None, **kwargs: Any) -> tuple[str, ToolResponse]:
         """Set up one episode's state. Called on the tool's first call in the episode with the session's
         `instance_id` and the row's `create_kwargs` (e.g. the table a lookup tool answers from).

@@ -37,20 +37,75 @@ def read_rows(files: str | Sequence[str] | None, *, prompt_key: str = "prompt",
 
 
 def read_records(path: str | Path) -> list[Any]:
-    """The rows of one .parquet or .jsonl file, as they are (no checks: `agentgym data validate` names bad rows)."""
+    """The rows of one .parquet or .jsonl file, as they are (no row checks: `agentgym data validate` names bad
+    rows); a damaged or truncated file is named with its line or row group and the fix."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ConfigError(f"dataset file {path} does not exist.", entry="data.train_files",
                           fix="point data.train_files at a .parquet or .jsonl file")
     if path.suffix == ".parquet":
+        import pyarrow as pa
+
         from agentgym.row_parquet import read_rows_parquet
 
-        return read_rows_parquet(path)
+        try:
+            return read_rows_parquet(path)
+        except (pa.ArrowException, OSError):
+            _read_parquet(path)  # names the damaged footer or row group and the fix
+            raise
     if path.suffix in (".jsonl", ".json"):
-        with path.open() as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return _read_jsonl(path)
     raise ConfigError(f"cannot read dataset file {path}: unknown extension '{path.suffix}'.",
                       entry="data.train_files", fix="use .parquet or .jsonl")
+
+
+_REGENERATE = "regenerate or re-copy the file (a run or copy that was cut short leaves it truncated)"
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    """Rows of a parquet file, read row group by row group so that a damaged one is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ConfigError(f"dataset file {path} is not a readable parquet file ({exc}); its footer is missing or "
+                          f"damaged, which is what a truncated file looks like.", entry="data.train_files",
+                          fix=_REGENERATE) from None
+    rows: list[dict[str, Any]] = []
+    for group in range(handle.num_row_groups):
+        try:
+            rows.extend(handle.read_row_group(group).to_pylist())
+        except (pa.ArrowException, OSError) as exc:
+            raise ConfigError(f"dataset file {path}: row group {group} of {handle.num_row_groups} (rows from "
+                              f"{len(rows)} on) cannot be read ({exc}).", entry="data.train_files",
+                              fix=_REGENERATE) from None
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """One JSON object per line; a bad line is named by its real number in the file."""
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            cut = number == len(lines) and not line.endswith("\n")
+            why = " It is the last line and has no line end: the file looks truncated." if cut else ""
+            raise ConfigError(f"dataset file {path}, line {number}, column {exc.colno}: not valid JSON "
+                              f"({exc.msg}).{why}", entry="data.train_files",
+                              fix=_REGENERATE if cut else "fix that line: each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"dataset file {path}, line {number}: a row must be a JSON object, got "
+                              f"{type(row).__name__}.", entry="data.train_files",
+                              fix="write one JSON object per line (JSON Lines)")
+        rows.append(row)
+    return rows
 
 
 def _with_prompt(row: dict[str, Any], prompt_key: str, path: Path, index: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import inspect
 import json
 import random
 import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import contextmanager
@@ -25,14 +26,16 @@ from agentgym.errors import ConfigError
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
+from agentgym.trainer.checkpoints import (LATEST_FILE, STATE_FILE, atomic_write_text, checkpoint_dir,
+                                          find_resume_point, is_complete)
 from agentgym.trainer.data import PromptBatches
+from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym.trainer.workers.metrics_acc import MetricSums
 
 CollectFn = Callable[[list[dict[str, Any]], int], "list[Trajectory] | Awaitable[list[Trajectory]]"]
-LATEST_FILE = "latest_checkpointed_iteration.txt"
 
 
 class WeightReceiver(Protocol):
@@ -54,6 +57,10 @@ class _Timer:
             yield
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
+
+
+def _say(line: str) -> None:
+    print(f"agentgym: {line}", file=sys.stderr, flush=True)
 
 
 def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
@@ -89,6 +96,7 @@ class RLTrainer:
         self.global_step = 0
         self.total_steps = self._total_steps()
         self.workers = workers
+        self.resumed_from: Path | None = None
         self._check_config()
 
     # ---- setup ----
@@ -125,10 +133,13 @@ class RLTrainer:
 
     async def train_step(self, trajectories: Sequence[Trajectory], step: int | None = None) -> dict[str, float]:
         """One RL update on `trajectories`; returns the step's metrics."""
-        if self.workers is None:
-            self.start_workers()
         step = self.global_step + 1 if step is None else step
         cfg = self.config
+        report = check_failures(trajectories, step, cfg.trainer.max_failed_fraction)
+        if report.failed:
+            _say(report.summary(step))
+        if self.workers is None:
+            self.start_workers()
         arr = cfg.actor_rollout_ref
         timer = _Timer()
         metrics: dict[str, float] = {}
@@ -263,19 +274,21 @@ class RLTrainer:
         return Path(self.config.checkpoint_dir)
 
     async def save_checkpoint(self) -> Path:
-        path = self.checkpoint_root / f"global_step_{self.global_step}"
+        path = checkpoint_dir(self.checkpoint_root, self.global_step)
         path.mkdir(parents=True, exist_ok=True)
+        (path / STATE_FILE).unlink(missing_ok=True)  # re-saving a step: incomplete until its state is written again
         with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.save_contents
         await self.workers.call("save_checkpoint", directory=str(path), with_optimizer=with_optim)
+        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+                   path / "driver_rng.pt")
         state = {
             "global_step": self.global_step,
             "data": self.batches.state_dict() if self.batches is not None else None,
             "kl_coef": self.kl_ctrl.value,
         }
-        (path / "trainer_state.json").write_text(json.dumps(state))
-        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-                   path / "driver_rng.pt")
-        (self.checkpoint_root / LATEST_FILE).write_text(str(self.global_step))
+        # Written last and atomically: its presence is what makes the folder a complete checkpoint.
+        atomic_write_text(path / STATE_FILE, json.dumps(state))
+        atomic_write_text(self.checkpoint_root / LATEST_FILE, str(self.global_step))
         self._prune_checkpoints()
         return path
 
@@ -283,9 +296,10 @@ class RLTrainer:
         keep = self.config.trainer.max_actor_ckpt_to_keep
         if not keep or keep <= 0:
             return
-        steps = sorted(int(p.name.rsplit("_", 1)[1]) for p in self.checkpoint_root.glob("global_step_*"))
+        steps = sorted(int(p.name.rsplit("_", 1)[1]) for p in self.checkpoint_root.glob("global_step_*")
+                       if p.name.rsplit("_", 1)[1].isdigit())
         for old in steps[:-keep]:
-            shutil.rmtree(self.checkpoint_root / f"global_step_{old}", ignore_errors=True)
+            shutil.rmtree(checkpoint_dir(self.checkpoint_root, old), ignore_errors=True)
 
     def _resume_path(self) -> Path | None:
         t = self.config.trainer
@@ -296,21 +310,21 @@ class RLTrainer:
                 raise ConfigError("resume_mode=resume_path needs a path.", entry="trainer.resume_from_path",
                                   fix="set trainer.resume_from_path to a global_step_N folder")
             return Path(t.resume_from_path)
-        latest = self.checkpoint_root / LATEST_FILE
-        if not latest.exists():
-            return None
-        return self.checkpoint_root / f"global_step_{latest.read_text().strip()}"
+        point, note = find_resume_point(self.checkpoint_root)
+        if note:
+            _say(f"warning: {note}")
+        return None if point is None else point.path
 
     async def load_checkpoint(self, path: str | Path | None = None) -> bool:
         path = Path(path) if path is not None else self._resume_path()
         if path is None:
             return False
-        if not (path / "trainer_state.json").exists():
-            raise ConfigError(f"{path} is not a complete checkpoint (no trainer_state.json).",
+        if not is_complete(path):
+            raise ConfigError(f"{path} is not a complete checkpoint (no {STATE_FILE}).",
                               fix="point trainer.resume_from_path at a global_step_N folder, or resume_mode=disable")
         with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.load_contents
         await self.workers.call("load_checkpoint", directory=str(path), with_optimizer=with_optim)
-        state = json.loads((path / "trainer_state.json").read_text())
+        state = json.loads((path / STATE_FILE).read_text())
         self.global_step = int(state["global_step"])
         if self.batches is not None and state.get("data"):
             self.batches.load_state_dict(state["data"])
@@ -319,7 +333,21 @@ class RLTrainer:
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
+        self.resumed_from = path
         return True
+
+    def _announce_start(self) -> None:
+        """One line saying where this run starts, so a re-run in the same directory is never silent."""
+        t = self.config.trainer
+        where = f"{self.checkpoint_root} (trainer.resume_mode={t.resume_mode})"
+        if self.resumed_from is None:
+            _say(f"starting at step 0 of {self.total_steps} in {where}")
+        elif self.global_step >= self.total_steps:
+            _say(f"already finished: {self.resumed_from} is step {self.global_step} of {self.total_steps}; nothing "
+                 f"to train. Use a new trainer.default_local_dir, trainer.resume_mode=disable, or raise "
+                 f"trainer.total_training_steps to train more.")
+        else:
+            _say(f"resuming from step {self.global_step} of {self.total_steps}: {self.resumed_from}, in {where}")
 
     # ---- the loop ----
     async def fit(self, tracker: MetricsTracker | None = None) -> list[dict[str, float]]:
@@ -329,10 +357,13 @@ class RLTrainer:
                               fix="pass collect=... and dataset=... (or data.train_files) to RLTrainer")
         self.start_workers()
         await self.load_checkpoint()
+        self._announce_start()
         own_tracker = tracker is None
         if tracker is None:
             tracker = MetricsTracker(self.checkpoint_root, self.config.trainer.logger, self.total_steps,
                                      start_step=self.global_step)
+        # Steps logged after the checkpoint this run starts from were undone by the resume: they are logged again.
+        tracker.resume_at(self.global_step)
         history = []
         try:
             await self.sync_weights()

@@ -54,6 +54,22 @@ class MetricsTracker:
             self._task = self._progress.add_task("steps", total=total_steps, completed=start_step)
             self._progress.start()
 
+    def resume_at(self, step: int) -> None:
+        """The run continues after `step`: records of later steps (logged before a kill, then undone by resuming
+        from an older checkpoint) are dropped, so no step appears twice; so is a line torn by the kill."""
+        if self._jsonl is not None:
+            path = self.run_dir / METRICS_FILE
+            self._jsonl.close()
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if (found := _step_of(line)) is not None and found <= step]
+            if len(kept) != len(lines):
+                from agentgym.trainer.checkpoints import atomic_write_text
+
+                atomic_write_text(path, "".join(kept))
+            self._jsonl = path.open("a")
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if self._jsonl is not None:
             record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
@@ -81,6 +97,13 @@ class MetricsTracker:
             self._tb.close()
         if self._progress is not None:
             self._progress.stop()
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -67,15 +67,24 @@ async def test_overload_and_gateway_statuses_are_retried(fault_server, status):
     assert "recovered" in resp.text
 
 
-async def test_persistent_overload_gives_up_after_max_retries_with_plain_error(fault_server):
+async def test_persistent_gateway_error_gives_up_after_max_retries_with_plain_error(fault_server):
     tool = make_tool(fault_server, max_retries=2)
-    code = "# fault: status 503"
+    code = "# fault: status 502"
     resp, reward, m = await call(tool, code)
     assert fault_server.count(code) == 3
     assert m["outcome"] == "unavailable" and m["attempts"] == 3 and m["infrastructure_failure"]
     assert reward == 0.0
     assert resp.text.startswith("Sandbox error: the code could not be run")
-    assert "HTTP 503" in resp.text and "not of the code" in resp.text
+    assert "HTTP 502" in resp.text and "not of the code" in resp.text
+
+
+async def test_persistent_overload_is_retried_until_the_deadline_not_max_retries(fault_server):
+    tool = make_tool(fault_server, max_retries=2, deadline=1.0)
+    code = "# fault: status 503"
+    resp, _, m = await call(tool, code)
+    assert m["outcome"] == "deadline_exceeded" and m["attempts"] > 3
+    assert 0.5 <= m["latency_s"] < 1.6
+    assert "HTTP 503 (overloaded)" in resp.text and "deadline of 1 s" in resp.text
 
 
 async def test_retry_after_header_is_honoured(fault_server):
@@ -150,7 +159,7 @@ async def test_one_failing_call_does_not_disturb_the_others(fault_server):
     codes = [f"# fault: ok\nn{i}" for i in range(30)]
     codes[7] = "# fault: malformed"
     codes[11] = "# fault: reset"
-    codes[19] = "# fault: status 503"
+    codes[19] = "# fault: status 502"
     results = await asyncio.gather(*(call(tool, c) for c in codes))
     outcomes = [m["outcome"] for _, _, m in results]
     assert outcomes[7] == "bad_response" and outcomes[11] == "unavailable" and outcomes[19] == "unavailable"
@@ -198,6 +207,7 @@ async def test_cancelled_call_propagates_and_frees_its_slot(fault_server):
         await task
     resp, _, m = await asyncio.wait_for(call(tool, "# fault: ok\nnext"), 3)
     assert m["outcome"] == "success"
+    assert tool.metrics_summary()["outcomes"] == {"cancelled": 1, "success": 1}, "every call is counted"
 
 
 async def test_metrics_summary_aggregates_calls(fault_server):
@@ -266,3 +276,43 @@ def test_global_rate_limit_without_ray_falls_back_to_the_process_bucket_and_says
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("OUTCOME success") == 2
     assert out.stdout.count("this process is not connected to Ray") == 1
+
+
+async def test_lone_surrogate_in_code_is_the_models_error_told_without_a_request(fault_server):
+    import json
+
+    tool = make_tool(fault_server)
+    code = json.loads('"print(\\"\\ud800\\")"')  # what the model's tool-call JSON decodes to
+    resp, _, m = await call(tool, code)
+    assert m["outcome"] == "invalid_arguments" and not m["infrastructure_failure"]
+    assert "\\ud800" in resp.text and "character 7" in resp.text
+    resp.text.encode("utf-8")  # the model's next prompt must be real text
+    assert fault_server.requests == []
+
+
+async def test_time_queued_in_the_client_does_not_count_against_the_session_bound(fault_server):
+    from types import SimpleNamespace
+
+    from agentgym.env.session import Session, SessionConfig
+
+    tool = make_tool(fault_server, rate_limit=10, burst=1)  # the 8th call starts 0.7 s in
+    calls = [SimpleNamespace(name="code_interpreter", arguments={"code": f"# fault: ok\n{i}"}, id=str(i))
+             for i in range(8)]
+    async with Session({"code_interpreter": tool}, config=SessionConfig(tool_call_timeout=0.3)) as session:
+        results = await session.run_calls(calls)
+    assert [r.error for r in results] == [None] * 8
+    assert max(r.metrics["queue_wait_s"] for r in results) >= 0.6
+    assert tool.metrics_summary()["outcomes"] == {"success": 8}
+
+
+async def test_queue_bound_is_separate_reported_and_configurable(fault_server):
+    tool = make_tool(fault_server, rate_limit=2, burst=1, queue_timeout=0.3)  # 2nd token after 0.5 s
+    results = await asyncio.gather(*(call(tool, f"# fault: ok\n{i}") for i in range(3)))
+    outcomes = sorted(m["outcome"] for _, _, m in results)
+    assert outcomes == ["queue_timeout", "queue_timeout", "success"]
+    resp, _, m = next(r for r in results if r[2]["outcome"] == "queue_timeout")
+    assert m["attempts"] == 0 and m["infrastructure_failure"]
+    assert "queue_timeout" in resp.text and "was not sent" in resp.text
+    assert len(fault_server.requests) == 1
+    summary = tool.metrics_summary()
+    assert summary["calls"] == 3 and summary["infrastructure_failures"] == 2

@@ -38,6 +38,10 @@ async def test_broken_call_is_answered_in_order_and_episode_continues():
     assert episode.messages[3]["content"].startswith("Tool call 2 could not be parsed")
     assert episode.messages[4]["content"].startswith("Error: invalid arguments for tool `calculator`: argument `expression` is required")
     assert episode.finish_reason == "interaction_done" and episode.reward == 1.0
+    broken_turn = episode.messages[1]
+    assert '{"expression": }' in broken_turn["raw_content"], "what the model wrote stays in the transcript"
+    assert broken_turn["raw_content"].count("<tool_call>") == 3 and len(broken_turn["tool_calls"]) == 2
+    assert "raw_content" not in episode.messages[5], "a turn that parsed needs no copy"
 
 
 async def test_turn_limit_stops_a_policy_that_never_answers():

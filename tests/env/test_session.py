@@ -133,6 +133,17 @@ async def test_tool_exception_and_timeout_are_reported():
     assert broken.released == broken.created and stuck.released == stuck.created
 
 
+async def test_tool_yaml_execute_timeout_replaces_the_session_default():
+    patient = RecordingTool("patient", delay=0.4)
+    patient.config = {"execute_timeout": 2}  # what `config: {execute_timeout: 2}` in the tool YAML gives
+    hasty = RecordingTool("hasty", delay=0.4)
+    hasty.config = {"execute_timeout": 0.1}
+    async with Session({"patient": patient, "hasty": hasty}, config=SessionConfig(tool_call_timeout=0.2)) as session:
+        results = await session.run_calls([Call("patient", {"x": 1}), Call("hasty", {"x": 1})])
+    assert results[0].error is None and results[0].text == "patient:2"
+    assert results[1].error == "Error: tool `hasty` did not finish within 0.1 s."
+
+
 async def test_release_runs_when_the_episode_raises():
     tool = RecordingTool("t")
     with pytest.raises(KeyError):

@@ -66,3 +66,16 @@ def test_view_says_what_is_missing(tmp_path):
     result = subprocess.run([sys.executable, "-m", "agentgym", "view", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert f"no trajectory JSONL files under {tmp_path}" in result.stderr
+
+
+def test_view_shows_what_the_model_wrote_in_a_turn_with_an_unparseable_call():
+    from agentgym.env.episode import assistant_message
+    from agentgym.rollout.parsers import get_parser
+    from agentgym.rollout.trajectory import Trajectory
+    from agentgym.viewer import render_html
+
+    text = 'Let me see.\n<tool_call>{"name": "calculator", "arguments": {"expression": }</tool_call>'
+    message = assistant_message(get_parser("hermes").parse(text), text)
+    traj = Trajectory(uid="u", group_id="g", prompt_ids=[], messages=[message])
+    page = render_html([("t.jsonl", [traj])])
+    assert "{&quot;expression&quot;: }" in page

@@ -140,3 +140,22 @@ async def test_trajectories_round_trip_through_jsonl_and_parquet(tokenizer, tmp_
     write_parquet(trajs, tmp_path / "t.parquet")
     for loaded in (read_jsonl(tmp_path / "t.jsonl"), read_parquet(tmp_path / "t.parquet")):
         assert [t.to_dict() for t in loaded] == [t.to_dict() for t in trajs]
+
+
+async def test_lone_surrogate_the_model_wrote_does_not_stop_the_episode_or_its_saving(tokenizer, tmp_path):
+    """`\\ud800` (plain ASCII) in the call's JSON decodes to a lone surrogate: the tool's echo of it must still
+    tokenize, and the trajectory must still be written."""
+
+    def writes_a_lone_surrogate(conversation: str, session_id: str) -> str:
+        if "<tool_response>" in conversation:
+            return "Sorry, \\boxed{0}."
+        return '<tool_call>\n{"name": "calc\\ud800", "arguments": {"expression": "1\\udfff"}}\n</tool_call>'
+
+    loop = make_loop(tokenizer, ScriptedEngine(tokenizer, writes_a_lone_surrogate))
+    [traj] = await loop.run_batch(rows(1))
+    assert traj.error is None, traj.error
+    tool_text = next(m["content"] for m in traj.messages if m["role"] == "tool")
+    assert "unknown tool `calc\\ud800`" in tool_text
+    write_jsonl([traj], tmp_path / "t.jsonl")
+    write_parquet([traj], tmp_path / "t.parquet")
+    assert read_jsonl(tmp_path / "t.jsonl")[0].messages == traj.messages

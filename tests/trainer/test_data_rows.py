@@ -32,3 +32,39 @@ def test_malformed_rows_are_refused_naming_file_and_row(tmp_path, row, message):
     with pytest.raises(ConfigError, match=message) as info:
         read_rows(str(path))
     assert "data.prompt_key" in str(info.value)
+
+
+def _rows(n):
+    return [{"prompt": MESSAGES, "extra_info": {"index": i, "pad": "x" * 300}} for i in range(n)]
+
+
+def test_truncated_jsonl_names_the_file_the_real_line_and_the_fix(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    text = "".join(json.dumps(row) + "\n" for row in _rows(20))
+    lines = text.splitlines(keepends=True)
+    path.write_text("".join(lines[:15]) + lines[15][:200])  # cut inside line 16
+    with pytest.raises(ConfigError) as info:
+        read_rows(str(path))
+    message = str(info.value)
+    assert f"dataset file {path}, line 16, column" in message
+    assert "the file looks truncated" in message and "regenerate" in message
+
+
+def test_bad_line_inside_jsonl_is_named_without_claiming_truncation(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(_rows(1)[0]) + "\n\n{oops}\n" + json.dumps(_rows(1)[0]) + "\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 2: not valid JSON") as info:
+        read_rows(str(path))
+    assert "truncated" not in str(info.value)
+
+
+def test_truncated_parquet_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(_rows(50)), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ConfigError) as info:
+        read_rows(str(path))
+    message = str(info.value)
+    assert f"dataset file {path} is not a readable parquet file" in message
+    assert "truncated" in message and "regenerate" in message

@@ -86,3 +86,29 @@ async def test_resumed_run_continues_identically(ray_session, config_for, tmp_pa
     assert all("actor/entropy" in r and "timing_s/update_actor" in r for r in lines)
     pngs = plot_run(tmp_path / "a")
     assert [p.name for p in pngs] == ["reward.png", "kl.png"] and all(p.stat().st_size > 0 for p in pngs)
+
+
+async def test_rerun_after_a_kill_during_a_save_resumes_from_the_last_complete_step(ray_session, config_for, tmp_path,
+                                                                                   capfd):
+    """A kill while step 3 was being saved leaves step 3 logged, its folder incomplete and the pointer empty. The
+    re-run says where it resumes, resumes from step 2, and logs step 3 once; a second re-run says it is done."""
+    common = ("trainer.use_ray=false", "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
+              "trainer.total_training_steps=3", "trainer.save_freq=1", "trainer.logger=[jsonl]",
+              f"trainer.default_local_dir={tmp_path}")
+    path = config_for().actor_rollout_ref.model.path
+    history, _ = await _run(config_for(*common), SamplingEngine(path), 3)
+    assert len(history) == 3
+    (tmp_path / "global_step_3" / "trainer_state.json").unlink()
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("")
+    capfd.readouterr()
+
+    history, _ = await _run(config_for(*common), SamplingEngine(path), 3)
+    err = capfd.readouterr().err
+    assert len(history) == 1
+    assert "latest_checkpointed_iteration.txt is empty or unreadable" in err
+    assert f"resuming from step 2 of 3: {tmp_path / 'global_step_2'}" in err and "trainer.resume_mode=auto" in err
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+
+    history, _ = await _run(config_for(*common), SamplingEngine(path), 3)
+    assert history == [] and "already finished" in capfd.readouterr().err

@@ -1,16 +1,23 @@
 """One `/run_code` call, end to end: admission (worker slot, rate token), the HTTP request, retries, and a verdict.
 
-Retries (tenacity, exponential backoff with full jitter, `Retry-After` honoured) cover what the sandbox side got
-wrong: connection errors, 429/502/503/504, timeouts of the HTTP request itself, and `SandboxError`. What the code
-did (non-zero exit, compile error, its own time limit) is an answer, never retried. The deadline counts from the
-first admission, so a long rate-limit queue delays a call without failing it, while retries of a failing call stop
-once the deadline is near.
+Two clocks bound a call. The queue bound (`queue_timeout`) covers the wait for the first worker slot and rate
+token, before anything is sent: a long queue delays a call without eating into its deadline, and a call that
+never got out of the queue says so (outcome `queue_timeout`). The deadline starts when the first request is sent
+and covers that request, the retries and their backoff.
+
+Retries (tenacity, exponential backoff with full jitter) cover what the sandbox side got wrong. Overload (429,
+503) is retried until the deadline, honouring the server's `Retry-After` plus jitter so that a crowd of rejected
+calls does not come back at one instant; other sandbox-side failures (connection errors, 502/504, timeouts of the
+request itself, `SandboxError`) are retried at most `max_retries` times. What the code did (non-zero exit, compile
+error, its own time limit) is an answer, never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import random
 import time
 import weakref
 from dataclasses import dataclass
@@ -51,12 +58,18 @@ class _DeadlineReached(Exception):
     pass
 
 
+class _QueueTimeout(Exception):
+    pass
+
+
 @dataclass
 class RetryPolicy:
     max_retries: int
     initial_backoff: float
     max_backoff: float
     retry_on_status: tuple[int, ...]
+    overload_status: tuple[int, ...] = (429, 503)
+    """Of `retry_on_status`, the answers that mean 'busy, come back later': retried until the deadline."""
 
 
 @dataclass
@@ -90,10 +103,18 @@ def _snippet(body: bytes) -> str:
 
 
 def _retry_after_seconds(value: Optional[str]) -> float:
+    """`Retry-After` in either of its forms (seconds, or an HTTP date); 0 when absent or unreadable."""
+    if not value:
+        return 0.0
     try:
-        return max(0.0, float(value)) if value else 0.0
+        return max(0.0, float(value))
     except ValueError:
-        return 0.0  # HTTP-date form: rare from a sandbox, and backoff covers it
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, when.timestamp() - time.time())
 
 
 class SandboxClient:
@@ -107,12 +128,14 @@ class SandboxClient:
         limiter: AsyncRateLimiter,
         max_in_flight: int,
         retry: RetryPolicy,
+        queue_timeout: Optional[float] = None,
     ):
         self._endpoint = endpoint
         self._sessions = sessions
         self._limiter = limiter
         self._max_in_flight = max_in_flight
         self._retry = retry
+        self._queue_timeout = queue_timeout
         self._slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
             weakref.WeakKeyDictionary()
         )
@@ -126,7 +149,7 @@ class SandboxClient:
 
     async def run_code(self, request: RunCodeRequest, *, request_timeout: float, deadline: float) -> CallResult:
         payload = request.model_dump_json().encode()
-        state = _CallState(deadline=deadline)
+        state = _CallState(deadline=deadline, queue_timeout=self._queue_timeout)
         try:
             try:
                 # Most calls succeed at once: the retry machinery is only built for those that do not.
@@ -139,7 +162,7 @@ class SandboxClient:
             why = (
                 f"the call's deadline of {deadline:g} s left no time for another try"
                 if state.stopped_by_deadline
-                else f"gave up after {state.attempts} attempts"
+                else f"gave up after {state.attempts} attempts ({state.failures} failures that are not overload)"
             )
             return CallResult(None, f"{exc.reason} ({why})", outcome, state.attempts, state.queue_wait, exc.http_status)
         except _Final as exc:
@@ -149,6 +172,8 @@ class SandboxClient:
             return CallResult(
                 None, reason, Outcome.DEADLINE_EXCEEDED, state.attempts, state.queue_wait, state.http_status
             )
+        except _QueueTimeout as exc:
+            return CallResult(None, str(exc), Outcome.QUEUE_TIMEOUT, 0, state.queue_wait, None)
 
     async def _retry_after(
         self, first_failure: _Retryable, payload: bytes, request_timeout: float, state: "_CallState"
@@ -165,8 +190,11 @@ class SandboxClient:
             return await self._attempt(payload, request_timeout, state)
 
         def stop(retry_state) -> bool:
-            if retry_state.attempt_number >= self._retry.max_retries + 1:
-                return True
+            exc = retry_state.outcome.exception()
+            if getattr(exc, "http_status", None) not in self._retry.overload_status:
+                state.failures += 1
+                if state.failures > self._retry.max_retries:
+                    return True
             if state.deadline_at is not None and time.monotonic() + retry_state.upcoming_sleep >= state.deadline_at:
                 state.stopped_by_deadline = True
                 return True
@@ -176,7 +204,9 @@ class SandboxClient:
 
         def wait(retry_state) -> float:
             exc = retry_state.outcome.exception()
-            return max(backoff(retry_state), getattr(exc, "retry_after", 0.0))
+            retry_after = getattr(exc, "retry_after", 0.0)
+            # Jitter on top of the server's hint spreads a crowd of rejected calls over the next half interval.
+            return max(backoff(retry_state), retry_after * random.uniform(1.0, 1.5))
 
         retrying = AsyncRetrying(retry=retry_if_exception_type(_Retryable), stop=stop, wait=wait, reraise=True)
         return await retrying(attempt)
@@ -185,23 +215,20 @@ class SandboxClient:
         waited_from = time.monotonic()
         slot = self._slot()
         try:
-            remaining = state.remaining()
+            remaining = state.wait_bound()
             if remaining is None:
                 await slot.acquire()
             else:
                 await asyncio.wait_for(slot.acquire(), remaining)
         except asyncio.TimeoutError:
-            raise _DeadlineReached(
-                f"no worker slot came free within the call's deadline of {state.deadline:g} s"
-            ) from None
+            state.queue_wait += time.monotonic() - waited_from
+            raise state.out_of_time(f"no worker slot (num_workers={self._max_in_flight}) came free") from None
         try:
             try:
-                await self._limiter.acquire(timeout=state.remaining())
+                await self._limiter.acquire(timeout=state.wait_bound())
             except RateLimitTimeout:
-                raise _DeadlineReached(
-                    f"the rate limit ({self._limiter.rate:g}/s) had no slot within the call's deadline "
-                    f"of {state.deadline:g} s"
-                ) from None
+                state.queue_wait += time.monotonic() - waited_from
+                raise state.out_of_time(f"the rate limit ({self._limiter.rate:g}/s) gave no token") from None
             state.queue_wait += time.monotonic() - waited_from
             state.admitted()
             state.attempts += 1
@@ -264,10 +291,13 @@ class SandboxClient:
 
 
 class _CallState:
-    def __init__(self, deadline: float):
+    def __init__(self, deadline: float, queue_timeout: Optional[float] = None):
         self.deadline = deadline
         self.deadline_at: Optional[float] = None
+        self.queue_timeout = queue_timeout
+        self.queue_until = None if queue_timeout is None else time.monotonic() + queue_timeout
         self.attempts = 0
+        self.failures = 0
         self.queue_wait = 0.0
         self.http_status: Optional[int] = None
         self.stopped_by_deadline = False
@@ -276,6 +306,25 @@ class _CallState:
     def admitted(self) -> None:
         if self.deadline_at is None:
             self.deadline_at = time.monotonic() + self.deadline
+
+    def wait_bound(self) -> Optional[float]:
+        """How long the next wait for a slot or token may take: the queue bound before the first request, the
+        deadline after it."""
+        if self.deadline_at is not None:
+            return self.remaining()
+        if self.queue_until is None:
+            return None
+        left = self.queue_until - time.monotonic()
+        if left <= 0:
+            raise self.out_of_time("the queue did not move")
+        return left
+
+    def out_of_time(self, what: str) -> Exception:
+        if self.deadline_at is None:
+            return _QueueTimeout(
+                f"{what} within the queue bound of {self.queue_timeout:g} s (queue_timeout); the call was not sent"
+            )
+        return _DeadlineReached(f"{what} within the call's deadline of {self.deadline:g} s")
 
     def remaining(self) -> Optional[float]:
         if self.deadline_at is None:

@@ -51,12 +51,24 @@ class SandboxFusionToolConfig(BaseModel):
     request_timeout_margin: float = Field(
         10.0, ge=0, description="Seconds added to compile + run timeouts for the HTTP request's own timeout."
     )
-    max_retries: int = Field(3, ge=0, description="Retries after the first attempt, on sandbox-side failures only.")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries after the first attempt, on sandbox-side failures only. Overload answers (429, 503) "
+        "are retried until the deadline instead, honouring Retry-After.",
+    )
     deadline: Optional[float] = Field(
         None,
         gt=0,
-        description="Cap in seconds on one call from its first attempt to its answer, retries and backoff "
-        "included. Default: twice the request timeout.",
+        description="Cap in seconds on one call from its first request to its answer, retries and backoff "
+        "included (the queue before the first request is not counted: see queue_timeout). Default: twice the "
+        "request timeout.",
+    )
+    queue_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Cap in seconds on the wait for a worker slot and a rate token before the first request is sent. "
+        "Not part of the deadline; a call that never left the queue ends as `queue_timeout`.",
     )
     retry_initial_backoff: float = Field(0.5, ge=0)
     retry_max_backoff: float = Field(8.0, ge=0)
@@ -109,6 +121,11 @@ class SandboxFusionToolConfig(BaseModel):
 
     def deadline_for(self, run_timeout: float) -> float:
         return self.deadline if self.deadline is not None else 2 * self.request_timeout_for(run_timeout)
+
+    @property
+    def call_bound(self) -> float:
+        """The longest one `execute` can take: the queue, then the deadline of the longest run a call may ask for."""
+        return self.queue_timeout + self.deadline_for(self.effective_max_timeout)
 
     @property
     def run_code_url(self) -> Optional[str]:

@@ -11,7 +11,9 @@ from typing import Any, Optional
 
 class Outcome(str, Enum):
     """How a call ended. The first group is the call's own doing (REJECTED too: the server refused the request, e.g.
-    an unknown language); the second is the sandbox's, not the model's."""
+    an unknown language); the second is the sandbox's, not the model's. QUEUE_TIMEOUT: the call waited longer than
+    `queue_timeout` for a worker slot or rate token and was never sent; CANCELLED: the caller stopped waiting (the
+    session's bound, or the rollout ended)."""
 
     SUCCESS = "success"
     RUNTIME_ERROR = "runtime_error"
@@ -25,6 +27,8 @@ class Outcome(str, Enum):
     UNAVAILABLE = "unavailable"
     SANDBOX_ERROR = "sandbox_error"
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    QUEUE_TIMEOUT = "queue_timeout"
+    CANCELLED = "cancelled"
     BAD_RESPONSE = "bad_response"
     INTERNAL_ERROR = "internal_error"
 
@@ -37,6 +41,8 @@ _INFRA = {
     Outcome.UNAVAILABLE,
     Outcome.SANDBOX_ERROR,
     Outcome.DEADLINE_EXCEEDED,
+    Outcome.QUEUE_TIMEOUT,
+    Outcome.CANCELLED,
     Outcome.BAD_RESPONSE,
     Outcome.INTERNAL_ERROR,
 }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Optional
 from uuid import uuid4
 
+from agentgym.rollout.storable_text import first_lone_surrogate
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.embedded_sandbox import EmbeddedSandbox, EmbeddedSandboxError, shared_embedded_sandbox
 from agentgym.tools.rate_limit import AsyncRateLimiter, GlobalTokenBucket, TokenBucket
@@ -90,6 +92,7 @@ class SandboxFusionTool(BaseTool):
             sessions=PROCESS_SESSIONS,
             limiter=self._make_limiter(),
             max_in_flight=s.num_workers,
+            queue_timeout=s.queue_timeout,
             retry=RetryPolicy(
                 max_retries=s.max_retries,
                 initial_backoff=s.retry_initial_backoff,
@@ -118,6 +121,12 @@ class SandboxFusionTool(BaseTool):
     def get_openai_tool_schema(self) -> OpenAIFunctionToolSchema:
         return self.tool_schema
 
+    @property
+    def execute_timeout(self) -> float:
+        """The session's bound on one call: this tool bounds itself (queue_timeout, deadline), so the session only
+        steps in if those fail, a little after them."""
+        return self.settings.call_bound + 5.0
+
     async def create(
         self, instance_id: Optional[str] = None, ground_truth: Optional[str] = None, **kwargs: Any
     ) -> tuple[str, ToolResponse]:
@@ -136,6 +145,12 @@ class SandboxFusionTool(BaseTool):
         error: Optional[str] = None
         try:
             rendered, result = await self._run(parameters, kwargs, language)
+        except asyncio.CancelledError:
+            # Counted, so that a summary shows every call; the caller (e.g. the session's bound) decided to stop.
+            self._metrics.record(
+                CallMetrics(Outcome.CANCELLED, time.monotonic() - started, 0.0, 0, language, error="cancelled")
+            )
+            raise
         except EmbeddedSandboxError as exc:
             # The model gets the gist; the server's output (the cause) goes to the metrics and the log.
             rendered = render_failure(Outcome.UNAVAILABLE, "the sandbox server could not be started")
@@ -180,6 +195,10 @@ class SandboxFusionTool(BaseTool):
             )
         if not isinstance(code, str):
             code = str(code)  # verl does the same for numbers and the like
+        for argument, text in (("code", code), ("language", language)):
+            bad = _not_text(argument, text)
+            if bad is not None:
+                return Rendered(bad, Outcome.INVALID_ARGUMENTS, False), None
         run_timeout = _as_timeout(parameters.get("timeout", kwargs.get("timeout")), s.default_timeout)
         run_timeout = min(run_timeout, s.effective_max_timeout)
         compile_timeout = s.compile_timeout_for(run_timeout)
@@ -213,6 +232,20 @@ class SandboxFusionTool(BaseTool):
         if reset:
             self._metrics = MetricsAggregate()
         return summary
+
+
+def _not_text(argument: str, text: str) -> Optional[str]:
+    """What to tell the model when its argument holds a lone UTF-16 surrogate (a JSON escape like `\\ud800`
+    without its pair): no program file can hold it, and the mistake is the model's, not the sandbox's."""
+    at = first_lone_surrogate(text)
+    if at is None:
+        return None
+    char = f"\\u{ord(text[at]):04x}"
+    return (
+        f"Error: the `{argument}` argument contains the escape {char} at character {at}, half of a UTF-16 surrogate "
+        f"pair, which is not text. Write the character itself, or double the backslash (\\{char}) if the program "
+        "should contain the escape sequence."
+    )
 
 
 def _as_timeout(value: Any, default: float) -> float:
