@@ -55,14 +55,6 @@ INERT_KEYS: dict[str, InertKey] = {
         "the agent loop always runs episodes concurrently as asyncio tasks (verl's async mode); nothing to choose"),
     "actor_rollout_ref.rollout.prompt_length": InertKey("data.max_prompt_length bounds rollout prompts"),
     "actor_rollout_ref.rollout.response_length": InertKey("data.max_response_length bounds each trajectory's response"),
-    "actor_rollout_ref.rollout.gpu_memory_utilization": InertKey(
-        "the in-process engine's memory is bounded by rollout.engine_kwargs.transformers (max_batch_size, "
-        "max_prefill_tokens); an SGLang server takes its own --mem-fraction-static"),
-    "actor_rollout_ref.rollout.tensor_model_parallel_size": InertKey(
-        "the in-process engine runs on one device; for tensor parallelism start SGLang servers with --tp and list "
-        "them in rollout.engine_kwargs.sglang.urls"),
-    "actor_rollout_ref.rollout.max_model_len": InertKey(
-        "data.max_prompt_length + data.max_response_length bound each trajectory"),
     "actor_rollout_ref.rollout.ignore_eos": InertKey("generation always stops at the model's end-of-turn token",
                                                      same_as_ours=False),
     "actor_rollout_ref.rollout.calculate_log_probs": InertKey(
