@@ -6,6 +6,7 @@ Only keys agentgym acts on (or that verl users commonly pass and are harmless) e
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -73,9 +74,11 @@ class ActorConfig(Section):
     ppo_micro_batch_size_per_gpu: int | None = None
     use_dynamic_bsz: bool = True
     ppo_max_token_len_per_gpu: int = 16384
+    # verl's actor.yaml sets all three to 0.2, so `clip_ratio` alone changes nothing there; null low/high fall back
+    # to clip_ratio (docs/algorithms.md).
     clip_ratio: float = 0.2
-    clip_ratio_low: float | None = None
-    clip_ratio_high: float | None = None
+    clip_ratio_low: float | None = 0.2
+    clip_ratio_high: float | None = 0.2
     clip_ratio_c: float | None = 3.0
     loss_agg_mode: LossAggMode = "token-mean"
     loss_scale_factor: float | None = None
@@ -93,6 +96,17 @@ class ActorConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     fsdp_config: FSDPConfig = Field(default_factory=FSDPConfig)
+
+    @model_validator(mode="after")
+    def _warn_inert_clip_ratio(self) -> "ActorConfig":
+        inert = [k for k in ("clip_ratio_low", "clip_ratio_high")
+                 if k not in self.model_fields_set and getattr(self, k) is not None and getattr(self, k) != self.clip_ratio]
+        if "clip_ratio" in self.model_fields_set and inert:
+            warnings.warn(
+                f"actor_rollout_ref.actor.clip_ratio={self.clip_ratio} does not change {' or '.join(inert)} (0.2, as in "
+                f"verl); set actor_rollout_ref.actor.{inert[0]}={self.clip_ratio} (or null to follow clip_ratio)",
+                UserWarning, stacklevel=2)
+        return self
 
 
 class RefConfig(Section):
