@@ -16,7 +16,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"]
+# Both name lists must match the registries in agentgym.trainer.algorithms (tests/trainer/test_policy_losses.py).
+AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg"]
+LossMode = Literal["vanilla", "gspo", "gpg", "cispo", "clip_cov", "kl_cov"]
 LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 KLPenalty = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"]
 Dtype = Literal["fp32", "bf16", "fp16", "float32", "bfloat16", "float16"]
@@ -68,6 +70,17 @@ class ModelConfig(Section):
     attn_implementation: str = "sdpa"
 
 
+class PolicyLossConfig(Section):
+    """verl's actor.policy_loss: which loss (docs/algorithms.md) and the Clip-Cov / KL-Cov knobs."""
+
+    loss_mode: LossMode = "vanilla"
+    clip_cov_ratio: float = 0.0002
+    clip_cov_lb: float = 1.0
+    clip_cov_ub: float = 5.0
+    kl_cov_ratio: float = 0.0002
+    ppo_kl_coef: float = 0.1
+
+
 class ActorConfig(Section):
     strategy: Literal["fsdp", "fsdp2"] = "fsdp2"
     ppo_mini_batch_size: int = 8
@@ -82,6 +95,7 @@ class ActorConfig(Section):
     clip_ratio_c: float | None = 3.0
     loss_agg_mode: LossAggMode = "token-mean"
     loss_scale_factor: float | None = None
+    policy_loss: PolicyLossConfig = Field(default_factory=PolicyLossConfig)
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
@@ -212,6 +226,13 @@ class KLControlConfig(Section):
     target_kl: float = 0.1
 
 
+class RolloutCorrectionConfig(Section):
+    """Truncated importance weights min(pi_old/pi_rollout, threshold) on the policy loss (verl's keys)."""
+
+    rollout_is: Literal["token", "sequence"] | None = None
+    rollout_is_threshold: float = Field(2.0, gt=0)
+
+
 class AlgorithmConfig(Section):
     gamma: float = 1.0
     lam: float = 1.0
@@ -220,6 +241,7 @@ class AlgorithmConfig(Section):
     use_kl_in_reward: bool = False
     kl_penalty: KLPenalty = "kl"
     kl_ctrl: KLControlConfig = Field(default_factory=KLControlConfig)
+    rollout_correction: RolloutCorrectionConfig = Field(default_factory=RolloutCorrectionConfig)
 
 
 class DataConfig(Section):

@@ -152,6 +152,8 @@ class RLTrainer:
                     metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
                 else:
                     batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
+            if cfg.algorithm.rollout_correction.rollout_is is not None:
+                self._rollout_is_weights(batch, mask, metrics)
             if cfg.use_reference:
                 with timer.phase("ref"):
                     plans, outs = await self._forward(
@@ -182,6 +184,7 @@ class RLTrainer:
             if step > cfg.trainer.critic_warmup:
                 with timer.phase("update_actor"):
                     fields = ["old_log_probs", "advantages"] + (["ref_log_probs"] if arr.actor.use_kl_loss else [])
+                    fields += ["rollout_is_weights"] if "rollout_is_weights" in batch.fields else []
                     plans = plan_update(batch, fields, self.world_size, groups_per_minibatch=groups_per_mb,
                                         max_token_len=arr.actor.ppo_max_token_len_per_gpu if arr.actor.use_dynamic_bsz else None,
                                         micro_batch_size=arr.actor.ppo_micro_batch_size_per_gpu,
@@ -212,6 +215,16 @@ class RLTrainer:
             total.merge(sums)
         return total.mean()
 
+    def _rollout_is_weights(self, batch: SampleBatch, mask: torch.Tensor, metrics: dict[str, float]) -> None:
+        rc = self.config.algorithm.rollout_correction
+        weights = algo.rollout_is_weights(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask,
+                                          rc.rollout_is, rc.rollout_is_threshold)
+        batch.set_padded("rollout_is_weights", weights)
+        model = mask > 0
+        metrics.update(_stats("rollout_corr/is_weights", weights[model]))
+        metrics["rollout_corr/truncated_fraction"] = float(
+            (weights[model] >= rc.rollout_is_threshold * (1 - 1e-6)).float().mean()) if model.any() else 0.0
+
     def _compute_advantages(self, batch: SampleBatch, scores: torch.Tensor, mask: torch.Tensor,
                             metrics: dict[str, float]) -> None:
         cfg = self.config
@@ -224,20 +237,14 @@ class RLTrainer:
             metrics["actor/reward_kl"] = float(mean_kl)
             metrics["actor/reward_kl_coef"] = self.kl_ctrl.value
             self.kl_ctrl.update(float(mean_kl), n_steps=len(batch))
-        seq_scores = token_rewards.sum(-1)
-        est = a.adv_estimator
-        if est == "grpo":
-            adv, returns = algo.grpo_outcome_advantage(seq_scores, mask, batch.group_ids, a.norm_adv_by_std_in_grpo)
-        elif est == "rloo":
-            adv, returns = algo.rloo_advantage(seq_scores, mask, batch.group_ids)
-        elif est == "reinforce_plus_plus":
-            adv, returns = algo.reinforce_plus_plus_advantage(token_rewards, mask, a.gamma)
-        elif est == "reinforce_plus_plus_baseline":
-            adv, returns = algo.reinforce_plus_plus_baseline_advantage(seq_scores, mask, batch.group_ids)
-        elif est == "gae":
-            adv, returns = algo.gae_advantage(token_rewards, batch.padded("values"), mask, a.gamma, a.lam)
-        else:  # the config schema already restricts the names
-            raise ConfigError(f"unknown adv_estimator '{est}'.", entry="algorithm.adv_estimator")
+        inputs = algo.AdvantageInputs(
+            token_rewards, mask, batch.group_ids, batch.padded("values") if cfg.use_critic else None,
+            a.gamma, a.lam, a.norm_adv_by_std_in_grpo)
+        try:
+            estimator = algo.get_adv_estimator(a.adv_estimator)
+        except ValueError as e:
+            raise ConfigError(str(e), entry="algorithm.adv_estimator") from None
+        adv, returns = estimator(inputs)
         batch.set_padded("advantages", adv)
         batch.set_padded("returns", returns)
         model = mask > 0

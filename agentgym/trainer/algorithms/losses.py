@@ -65,10 +65,12 @@ def compute_policy_loss(
     clip_ratio_high: float = 0.2,
     clip_ratio_c: float | None = 3.0,
     loss_agg_mode: str = "token-mean",
+    token_weights: torch.Tensor | None = None,
     **agg_kwargs,
 ) -> PolicyLossOutput:
     """PPO clipped surrogate; `clip_ratio_c` (>1) adds dual-clip, bounding the loss of negative-advantage tokens
-    whose ratio exploded. Metrics (clip fractions, approximate KL) are token means over this batch."""
+    whose ratio exploded. `token_weights` (detached) scale each token's loss, e.g. rollout importance weights.
+    Metrics (clip fractions, approximate KL) are token means over this batch."""
     log_ratio = torch.clamp(log_prob - old_log_prob, -20.0, 20.0)
     ratio = torch.exp(log_ratio)
     loss_unclipped = -advantages * ratio
@@ -85,6 +87,8 @@ def compute_policy_loss(
     else:
         clipfrac_lower = torch.zeros((), device=log_prob.device)
         pg_losses = clipped_max
+    if token_weights is not None:
+        pg_losses = pg_losses * token_weights
     loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **agg_kwargs)
     ppo_kl = masked_mean(-log_ratio, response_mask)
     return PolicyLossOutput(loss, clipfrac.detach(), ppo_kl.detach(), clipfrac_lower.detach())
