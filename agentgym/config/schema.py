@@ -261,6 +261,21 @@ class DataConfig(Section):
     truncation: Literal["error", "left", "right", "middle"] = "error"
 
 
+class OverlongBufferConfig(Section):
+    """DAPO's soft length penalty (agentgym.trainer.algorithms.overlong)."""
+
+    enable: bool = False
+    len: int = 0
+    penalty_factor: float = 1.0
+    log: bool = False
+
+
+class RewardModelConfig(Section):
+    """Only verl's DAPO reward shaping; model-based rewards are not part of agentgym."""
+
+    overlong_buffer: OverlongBufferConfig = Field(default_factory=OverlongBufferConfig)
+
+
 class CustomRewardFunctionConfig(Section):
     """`path` is a Python file or module; `name(trajectory) -> float` replaces `Trajectory.reward`."""
 
@@ -308,8 +323,19 @@ class AgentGymConfig(Section):
     critic: CriticConfig = Field(default_factory=CriticConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     custom_reward_function: CustomRewardFunctionConfig = Field(default_factory=CustomRewardFunctionConfig)
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ray_kwargs: RayKwargs = Field(default_factory=RayKwargs)
+
+    @model_validator(mode="after")
+    def _check_overlong_buffer(self) -> "AgentGymConfig":
+        ob = self.reward_model.overlong_buffer
+        if ob.enable and not 0 < ob.len <= self.data.max_response_length:
+            raise ValueError(
+                f"reward_model.overlong_buffer.len ({ob.len}) must be between 1 and data.max_response_length "
+                f"({self.data.max_response_length}) when reward_model.overlong_buffer.enable=true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_batch_sizes(self) -> "AgentGymConfig":

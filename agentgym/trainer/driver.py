@@ -138,6 +138,8 @@ class RLTrainer:
             with timer.phase("reward"):
                 batch = SampleBatch.from_trajectories(trajectories)
                 scores = torch.tensor([float(self.reward_fn(t)) for t in trajectories])
+                if cfg.reward_model.overlong_buffer.enable:
+                    scores = self._shape_overlong(batch, scores, metrics)
             mask = batch.padded("loss_mask")
             with timer.phase("old_log_prob"):
                 if arr.actor.recompute_old_log_prob:
@@ -214,6 +216,15 @@ class RLTrainer:
         for sums in per_rank:
             total.merge(sums)
         return total.mean()
+
+    def _shape_overlong(self, batch: SampleBatch, scores: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:
+        ob = self.config.reward_model.overlong_buffer
+        penalty = algo.overlong_penalty(torch.tensor(batch.response_lens), self.config.data.max_response_length,
+                                        ob.len, ob.penalty_factor)
+        if ob.log:
+            metrics.update(_stats("reward/overlong_penalty", penalty))
+            metrics["reward/overlong_fraction"] = float((penalty < 0).float().mean())
+        return scores + penalty
 
     def _rollout_is_weights(self, batch: SampleBatch, mask: torch.Tensor, metrics: dict[str, float]) -> None:
         rc = self.config.algorithm.rollout_correction

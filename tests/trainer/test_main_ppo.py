@@ -71,7 +71,7 @@ def test_main_ppo_unknown_key_is_an_error_naming_it(tmp_path):
     assert "did you mean" in done.stderr
 
 
-def test_main_ppo_step_with_gspo_gpg_advantage_and_rollout_correction(tmp_path, tiny_model_path):
+def test_main_ppo_step_with_gspo_gpg_rollout_correction_and_overlong_shaping(tmp_path, tiny_model_path):
     (tmp_path / "my_rollout.py").write_text(FACTORY)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"id": i, "prompt": [{"role": "user", "content": "hi"}]}) + "\n" for i in range(2)))
@@ -80,7 +80,8 @@ def test_main_ppo_step_with_gspo_gpg_advantage_and_rollout_correction(tmp_path, 
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), "--rollout", "my_rollout:make_rollout",
            "algorithm.adv_estimator=gpg", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
-           "algorithm.rollout_correction.rollout_is=token", "data.train_batch_size=2", f"data.train_files={data}",
+           "algorithm.rollout_correction.rollout_is=token", "reward_model.overlong_buffer.enable=true",
+           "reward_model.overlong_buffer.len=512", "reward_model.overlong_buffer.log=true", "data.train_batch_size=2", f"data.train_files={data}",
            f"actor_rollout_ref.model.path={tiny_model_path}", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
            "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2",
            "trainer.total_training_steps=1", "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}"]
@@ -90,3 +91,4 @@ def test_main_ppo_step_with_gspo_gpg_advantage_and_rollout_correction(tmp_path, 
     metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert math.isfinite(metrics["actor/pg_loss"])
     assert metrics["rollout_corr/is_weights/mean"] > 0
+    assert metrics["reward/overlong_penalty/min"] < 0  # buffer = the whole length: every response is penalised

@@ -15,6 +15,7 @@ from agentgym.trainer.algorithms import (
     get_adv_estimator,
     get_policy_loss,
     gpg_advantage,
+    overlong_penalty,
     rollout_is_weights,
 )
 
@@ -139,3 +140,20 @@ def test_truncated_importance_weights_token_and_sequence():
     assert torch.allclose(w, torch.full((1, 3), 2 * math.exp(-1)), atol=1e-6)
     with pytest.raises(ValueError, match="rollout_is 'step'"):
         rollout_is_weights(old, rollout, mask, "step")
+
+
+def test_overlong_penalty_is_linear_inside_the_buffer():
+    # limit 10, buffer 4: lengths up to 6 free; 8 is half-way (-.5 * 2); 10 gets the full -2
+    pen = overlong_penalty(T([3, 6, 8, 10]), max_response_length=10, buffer_len=4, penalty_factor=2.0)
+    assert torch.allclose(pen, T([0.0, 0.0, -1.0, -2.0]))
+    with pytest.raises(ValueError, match="overlong_buffer.len"):
+        overlong_penalty(T([1]), max_response_length=10, buffer_len=0, penalty_factor=1.0)
+
+
+def test_overlong_buffer_config_is_checked_against_the_length_limit():
+    from agentgym.config.schema import AgentGymConfig
+
+    cfg = AgentGymConfig.model_validate({"reward_model": {"overlong_buffer": {"enable": True, "len": 128}}})
+    assert cfg.reward_model.overlong_buffer.len == 128
+    with pytest.raises(ValueError, match="between 1 and data.max_response_length"):
+        AgentGymConfig.model_validate({"reward_model": {"overlong_buffer": {"enable": True, "len": 4096}}})

@@ -33,6 +33,7 @@ from agentgym.trainer.algorithms.losses import (
     entropy_from_logits,
     logprobs_from_logits,
 )
+from agentgym.trainer.algorithms.overlong import overlong_penalty
 from agentgym.trainer.algorithms.policy_losses import (
     POLICY_LOSSES,
     PolicyLossSettings,
