@@ -95,6 +95,9 @@ class ActorConfig(Section):
     clip_ratio_c: float | None = 3.0
     loss_agg_mode: LossAggMode = "token-mean"
     loss_scale_factor: float | None = None
+    # ours: False gives seq-mean-token-sum-norm as sum(seq sums)/loss_scale_factor (verl's agg_loss, new engine
+    # workers); True also averages over the mini-batch's sequences, as verl's default FSDP actor does in effect.
+    norm_seq_mean: bool = True
     policy_loss: PolicyLossConfig = Field(default_factory=PolicyLossConfig)
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False

@@ -138,6 +138,10 @@ def test_dr_grpo_norm_matches_verls_effective_minibatch_loss():
     parts = agg_loss(loss[:1], full[:1], "seq-mean-token-sum-norm", **kw) + agg_loss(
         loss[1:], full[1:], "seq-mean-token-sum-norm", **kw)
     assert parts.item() == pytest.approx(verl_effective)
+    assert agg_loss(loss, full, "seq-mean-token-sum-norm", norm_seq_mean=False).item() == pytest.approx(verl_bare)
+    bare_parts = sum(agg_loss(loss[i:i + 1], full[i:i + 1], "seq-mean-token-sum-norm", loss_scale_factor=3.0,
+                              norm_seq_mean=False) for i in range(2))
+    assert bare_parts.item() == pytest.approx(verl_bare)
 
 
 def test_dr_grpo_constant_normaliser():

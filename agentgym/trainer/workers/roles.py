@@ -176,7 +176,7 @@ class PolicyRole(ModelRole):
                     mask = micro.padded("loss_mask")
                     logp = unflatten(log_probs, lens)
                     agg = dict(num_tokens=micro.num_tokens, num_seqs=micro.num_seqs,
-                               loss_scale_factor=loss_scale_factor)
+                               loss_scale_factor=loss_scale_factor, norm_seq_mean=cfg.norm_seq_mean)
                     weights = micro.padded("rollout_is_weights") if "rollout_is_weights" in micro.fields else None
                     out = policy_loss(micro.padded("old_log_probs"), logp, micro.padded("advantages"), mask,
                                       settings, token_weights=weights, **agg)
