@@ -236,6 +236,15 @@ class RolloutCorrectionConfig(Section):
     rollout_is_threshold: float = Field(2.0, gt=0)
 
 
+class FilterGroupsConfig(Section):
+    """DAPO dynamic sampling (agentgym.trainer.dynamic_sampling). Every metric name filters on the trajectory's
+    score (KL-in-reward is applied after filtering here)."""
+
+    enable: bool = False
+    metric: Literal["score", "seq_reward", "seq_final_reward"] | None = None
+    max_num_gen_batches: int = 0
+
+
 class AlgorithmConfig(Section):
     gamma: float = 1.0
     lam: float = 1.0
@@ -245,6 +254,7 @@ class AlgorithmConfig(Section):
     kl_penalty: KLPenalty = "kl"
     kl_ctrl: KLControlConfig = Field(default_factory=KLControlConfig)
     rollout_correction: RolloutCorrectionConfig = Field(default_factory=RolloutCorrectionConfig)
+    filter_groups: FilterGroupsConfig = Field(default_factory=FilterGroupsConfig)
 
 
 class DataConfig(Section):

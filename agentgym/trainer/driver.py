@@ -26,6 +26,7 @@ from agentgym.rollout.trajectory import Trajectory
 from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
 from agentgym.trainer.data import PromptBatches
+from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.rewards import load_reward_fn
 from agentgym.trainer.rollout_data import write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
@@ -354,11 +355,9 @@ class RLTrainer:
             await self.sync_weights()
             while self.global_step < self.total_steps:
                 step = self.global_step + 1
-                rows = self.batches.next_batch()
                 start = time.perf_counter()
-                trajectories = await _maybe_await(self.collect(rows, step))
+                trajectories, sampling_metrics = await self._collect_step(step)
                 rollout_s = time.perf_counter() - start
-                self._check_groups(rows, trajectories)
                 if self.config.trainer.rollout_data_dir:
                     write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
                                             parquet=self.config.trainer.rollout_data_parquet)
@@ -367,6 +366,7 @@ class RLTrainer:
                 await self.sync_weights()
                 metrics["timing_s/weight_sync"] = time.perf_counter() - start
                 metrics["timing_s/rollout"] = rollout_s
+                metrics.update(sampling_metrics)
                 metrics["training/epoch"] = float(self.batches.epoch)
                 tracker.log(step, metrics)
                 history.append(metrics)
@@ -377,6 +377,21 @@ class RLTrainer:
             if own_tracker:
                 tracker.close()
         return history
+
+    async def _collect_step(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
+        """One step's trajectories; with algorithm.filter_groups, only groups whose rewards differ."""
+        async def collect(rows: list[dict[str, Any]]) -> list[Trajectory]:
+            trajectories = await _maybe_await(self.collect(rows, step))
+            self._check_groups(rows, trajectories)
+            return trajectories
+
+        fg = self.config.algorithm.filter_groups
+        if not fg.enable:
+            return await collect(self.batches.next_batch()), {}
+        target = self.config.data.train_batch_size
+        batch = await collect_informative(self.batches.next_batch, collect, self.reward_fn, target,
+                                          fg.max_num_gen_batches)
+        return batch.trajectories, batch.metrics(target)
 
     def _check_groups(self, rows: list[dict[str, Any]], trajectories: Sequence[Trajectory]) -> None:
         if not trajectories:

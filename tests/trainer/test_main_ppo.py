@@ -92,3 +92,28 @@ def test_main_ppo_step_with_gspo_gpg_rollout_correction_and_overlong_shaping(tmp
     assert math.isfinite(metrics["actor/pg_loss"])
     assert metrics["rollout_corr/is_weights/mean"] > 0
     assert metrics["reward/overlong_penalty/min"] < 0  # buffer = the whole length: every response is penalised
+
+
+def test_main_ppo_dynamic_sampling_fills_the_batch_with_informative_groups(tmp_path, tiny_model_path):
+    # odd rows: samples score 1 and 0 (informative); even rows: all 0 (filtered out)
+    (tmp_path / "my_rollout.py").write_text(FACTORY.replace('final_score=float(k == 0)',
+                                                            'final_score=float(k == 0 and r["id"] % 2 == 1)'))
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "prompt": [{"role": "user", "content": "hi"}]}) + "\n" for i in range(8)))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"device": "cpu", "use_ray": False, "logger": ["jsonl"]}}))
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), "--rollout", "my_rollout:make_rollout",
+           "algorithm.filter_groups.enable=true", "algorithm.filter_groups.max_num_gen_batches=4",
+           "data.shuffle=false", "data.train_batch_size=2", f"data.train_files={data}",
+           f"actor_rollout_ref.model.path={tiny_model_path}", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
+           "actor_rollout_ref.rollout.n=2", "trainer.total_training_steps=1", "trainer.n_gpus_per_node=1",
+           f"trainer.default_local_dir={run_dir}"]
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    # rows 0,1 give one informative group, rows 2,3 the second
+    assert metrics["dynamic_sampling/num_gen_batches"] == 2
+    assert metrics["dynamic_sampling/extra_groups_sampled"] == 2
+    assert metrics["critic/score/mean"] == 0.5  # only the two 1/0 groups were trained on
