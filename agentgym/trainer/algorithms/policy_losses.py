@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from agentgym.trainer.algorithms.losses import PolicyLossOutput, agg_loss, compute_policy_loss
+from agentgym.trainer.algorithms.losses import (
+    PolicyLossOutput,
+    agg_loss,
+    compute_policy_loss,
+)
 from agentgym.trainer.algorithms.masked import masked_mean
 
 
