@@ -6,6 +6,7 @@ Only keys agentgym acts on (or that verl users commonly pass and are harmless) e
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,7 +16,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"]
+# Both name lists must match the registries in agentgym.trainer.algorithms (tests/trainer/test_policy_losses.py).
+AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg"]
+LossMode = Literal["vanilla", "gspo", "gpg", "cispo", "clip_cov", "kl_cov"]
 LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 KLPenalty = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"]
 Dtype = Literal["fp32", "bf16", "fp16", "float32", "bfloat16", "float16"]
@@ -67,18 +70,35 @@ class ModelConfig(Section):
     attn_implementation: str = "sdpa"
 
 
+class PolicyLossConfig(Section):
+    """verl's actor.policy_loss: which loss (docs/algorithms.md) and the Clip-Cov / KL-Cov knobs."""
+
+    loss_mode: LossMode = "vanilla"
+    clip_cov_ratio: float = 0.0002
+    clip_cov_lb: float = 1.0
+    clip_cov_ub: float = 5.0
+    kl_cov_ratio: float = 0.0002
+    ppo_kl_coef: float = 0.1
+
+
 class ActorConfig(Section):
     strategy: Literal["fsdp", "fsdp2"] = "fsdp2"
     ppo_mini_batch_size: int = 8
     ppo_micro_batch_size_per_gpu: int | None = None
     use_dynamic_bsz: bool = True
     ppo_max_token_len_per_gpu: int = 16384
+    # verl's actor.yaml sets all three to 0.2, so `clip_ratio` alone changes nothing there; null low/high fall back
+    # to clip_ratio (docs/algorithms.md).
     clip_ratio: float = 0.2
-    clip_ratio_low: float | None = None
-    clip_ratio_high: float | None = None
+    clip_ratio_low: float | None = 0.2
+    clip_ratio_high: float | None = 0.2
     clip_ratio_c: float | None = 3.0
     loss_agg_mode: LossAggMode = "token-mean"
     loss_scale_factor: float | None = None
+    # ours: False gives seq-mean-token-sum-norm as sum(seq sums)/loss_scale_factor (verl's agg_loss, new engine
+    # workers); True also averages over the mini-batch's sequences, as verl's default FSDP actor does in effect.
+    norm_seq_mean: bool = True
+    policy_loss: PolicyLossConfig = Field(default_factory=PolicyLossConfig)
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
@@ -93,6 +113,17 @@ class ActorConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     fsdp_config: FSDPConfig = Field(default_factory=FSDPConfig)
+
+    @model_validator(mode="after")
+    def _warn_inert_clip_ratio(self) -> "ActorConfig":
+        inert = [k for k in ("clip_ratio_low", "clip_ratio_high")
+                 if k not in self.model_fields_set and getattr(self, k) is not None and getattr(self, k) != self.clip_ratio]
+        if "clip_ratio" in self.model_fields_set and inert:
+            warnings.warn(
+                f"actor_rollout_ref.actor.clip_ratio={self.clip_ratio} does not change {' or '.join(inert)} (0.2, as in "
+                f"verl); set actor_rollout_ref.actor.{inert[0]}={self.clip_ratio} (or null to follow clip_ratio)",
+                UserWarning, stacklevel=2)
+        return self
 
 
 class RefConfig(Section):
@@ -198,6 +229,22 @@ class KLControlConfig(Section):
     target_kl: float = 0.1
 
 
+class RolloutCorrectionConfig(Section):
+    """Truncated importance weights min(pi_old/pi_rollout, threshold) on the policy loss (verl's keys)."""
+
+    rollout_is: Literal["token", "sequence"] | None = None
+    rollout_is_threshold: float = Field(2.0, gt=0)
+
+
+class FilterGroupsConfig(Section):
+    """DAPO dynamic sampling (agentgym.trainer.dynamic_sampling). Every metric name filters on the trajectory's
+    score (KL-in-reward is applied after filtering here)."""
+
+    enable: bool = False
+    metric: Literal["score", "seq_reward", "seq_final_reward"] | None = None
+    max_num_gen_batches: int = 0
+
+
 class AlgorithmConfig(Section):
     gamma: float = 1.0
     lam: float = 1.0
@@ -206,6 +253,8 @@ class AlgorithmConfig(Section):
     use_kl_in_reward: bool = False
     kl_penalty: KLPenalty = "kl"
     kl_ctrl: KLControlConfig = Field(default_factory=KLControlConfig)
+    rollout_correction: RolloutCorrectionConfig = Field(default_factory=RolloutCorrectionConfig)
+    filter_groups: FilterGroupsConfig = Field(default_factory=FilterGroupsConfig)
 
 
 class DataConfig(Section):
@@ -224,6 +273,21 @@ class DataConfig(Section):
     return_raw_chat: bool = True
     filter_overlong_prompts: bool = False
     truncation: Literal["error", "left", "right", "middle"] = "error"
+
+
+class OverlongBufferConfig(Section):
+    """DAPO's soft length penalty (agentgym.trainer.algorithms.overlong)."""
+
+    enable: bool = False
+    len: int = 0
+    penalty_factor: float = 1.0
+    log: bool = False
+
+
+class RewardModelConfig(Section):
+    """Only verl's DAPO reward shaping; model-based rewards are not part of agentgym."""
+
+    overlong_buffer: OverlongBufferConfig = Field(default_factory=OverlongBufferConfig)
 
 
 class CustomRewardFunctionConfig(Section):
@@ -277,8 +341,19 @@ class AgentGymConfig(Section):
     critic: CriticConfig = Field(default_factory=CriticConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     custom_reward_function: CustomRewardFunctionConfig = Field(default_factory=CustomRewardFunctionConfig)
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ray_kwargs: RayKwargs = Field(default_factory=RayKwargs)
+
+    @model_validator(mode="after")
+    def _check_overlong_buffer(self) -> "AgentGymConfig":
+        ob = self.reward_model.overlong_buffer
+        if ob.enable and not 0 < ob.len <= self.data.max_response_length:
+            raise ValueError(
+                f"reward_model.overlong_buffer.len ({ob.len}) must be between 1 and data.max_response_length "
+                f"({self.data.max_response_length}) when reward_model.overlong_buffer.enable=true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_batch_sizes(self) -> "AgentGymConfig":

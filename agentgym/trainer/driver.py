@@ -29,6 +29,7 @@ from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward,
 from agentgym.trainer.checkpoints import (LATEST_FILE, STATE_FILE, atomic_write_text, checkpoint_dir,
                                           find_resume_point, is_complete)
 from agentgym.trainer.data import PromptBatches
+from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import write_step_trajectories
@@ -151,6 +152,8 @@ class RLTrainer:
                 values, reward_metrics = self.rewards.score(trajectories)
                 scores = torch.tensor(values)
                 metrics.update(reward_metrics)
+                if cfg.reward_model.overlong_buffer.enable:
+                    scores = self._shape_overlong(batch, scores, metrics)
             mask = batch.padded("loss_mask")
             with timer.phase("old_log_prob"):
                 if arr.actor.recompute_old_log_prob:
@@ -165,6 +168,8 @@ class RLTrainer:
                     metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
                 else:
                     batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
+            if cfg.algorithm.rollout_correction.rollout_is is not None:
+                self._rollout_is_weights(batch, mask, metrics)
             if cfg.use_reference:
                 with timer.phase("ref"):
                     plans, outs = await self._forward(
@@ -195,6 +200,7 @@ class RLTrainer:
             if step > cfg.trainer.critic_warmup:
                 with timer.phase("update_actor"):
                     fields = ["old_log_probs", "advantages"] + (["ref_log_probs"] if arr.actor.use_kl_loss else [])
+                    fields += ["rollout_is_weights"] if "rollout_is_weights" in batch.fields else []
                     plans = plan_update(batch, fields, self.world_size, groups_per_minibatch=groups_per_mb,
                                         max_token_len=arr.actor.ppo_max_token_len_per_gpu if arr.actor.use_dynamic_bsz else None,
                                         micro_batch_size=arr.actor.ppo_micro_batch_size_per_gpu,
@@ -225,6 +231,25 @@ class RLTrainer:
             total.merge(sums)
         return total.mean()
 
+    def _shape_overlong(self, batch: SampleBatch, scores: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:
+        ob = self.config.reward_model.overlong_buffer
+        penalty = algo.overlong_penalty(torch.tensor(batch.response_lens), self.config.data.max_response_length,
+                                        ob.len, ob.penalty_factor)
+        if ob.log:
+            metrics.update(_stats("reward/overlong_penalty", penalty))
+            metrics["reward/overlong_fraction"] = float((penalty < 0).float().mean())
+        return scores + penalty
+
+    def _rollout_is_weights(self, batch: SampleBatch, mask: torch.Tensor, metrics: dict[str, float]) -> None:
+        rc = self.config.algorithm.rollout_correction
+        weights = algo.rollout_is_weights(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask,
+                                          rc.rollout_is, rc.rollout_is_threshold)
+        batch.set_padded("rollout_is_weights", weights)
+        model = mask > 0
+        metrics.update(_stats("rollout_corr/is_weights", weights[model]))
+        metrics["rollout_corr/truncated_fraction"] = float(
+            (weights[model] >= rc.rollout_is_threshold * (1 - 1e-6)).float().mean()) if model.any() else 0.0
+
     def _compute_advantages(self, batch: SampleBatch, scores: torch.Tensor, mask: torch.Tensor,
                             metrics: dict[str, float]) -> None:
         cfg = self.config
@@ -237,20 +262,14 @@ class RLTrainer:
             metrics["actor/reward_kl"] = float(mean_kl)
             metrics["actor/reward_kl_coef"] = self.kl_ctrl.value
             self.kl_ctrl.update(float(mean_kl), n_steps=len(batch))
-        seq_scores = token_rewards.sum(-1)
-        est = a.adv_estimator
-        if est == "grpo":
-            adv, returns = algo.grpo_outcome_advantage(seq_scores, mask, batch.group_ids, a.norm_adv_by_std_in_grpo)
-        elif est == "rloo":
-            adv, returns = algo.rloo_advantage(seq_scores, mask, batch.group_ids)
-        elif est == "reinforce_plus_plus":
-            adv, returns = algo.reinforce_plus_plus_advantage(token_rewards, mask, a.gamma)
-        elif est == "reinforce_plus_plus_baseline":
-            adv, returns = algo.reinforce_plus_plus_baseline_advantage(seq_scores, mask, batch.group_ids)
-        elif est == "gae":
-            adv, returns = algo.gae_advantage(token_rewards, batch.padded("values"), mask, a.gamma, a.lam)
-        else:  # the config schema already restricts the names
-            raise ConfigError(f"unknown adv_estimator '{est}'.", entry="algorithm.adv_estimator")
+        inputs = algo.AdvantageInputs(
+            token_rewards, mask, batch.group_ids, batch.padded("values") if cfg.use_critic else None,
+            a.gamma, a.lam, a.norm_adv_by_std_in_grpo)
+        try:
+            estimator = algo.get_adv_estimator(a.adv_estimator)
+        except ValueError as e:
+            raise ConfigError(str(e), entry="algorithm.adv_estimator") from None
+        adv, returns = estimator(inputs)
         batch.set_padded("advantages", adv)
         batch.set_padded("returns", returns)
         model = mask > 0
@@ -369,11 +388,9 @@ class RLTrainer:
             await self.sync_weights()
             while self.global_step < self.total_steps:
                 step = self.global_step + 1
-                rows = self.batches.next_batch()
                 start = time.perf_counter()
-                trajectories = await _maybe_await(self.collect(rows, step))
+                trajectories, sampling_metrics = await self._collect_step(step)
                 rollout_s = time.perf_counter() - start
-                self._check_groups(rows, trajectories)
                 if self.config.trainer.rollout_data_dir:
                     write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
                                             parquet=self.config.trainer.rollout_data_parquet)
@@ -384,6 +401,7 @@ class RLTrainer:
                 await self.sync_weights()
                 metrics["timing_s/weight_sync"] = time.perf_counter() - start
                 metrics["timing_s/rollout"] = rollout_s
+                metrics.update(sampling_metrics)
                 metrics["training/epoch"] = float(self.batches.epoch)
                 tracker.log(step, metrics)
                 history.append(metrics)
@@ -394,6 +412,21 @@ class RLTrainer:
             if own_tracker:
                 tracker.close()
         return history
+
+    async def _collect_step(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
+        """One step's trajectories; with algorithm.filter_groups, only groups whose rewards differ."""
+        async def collect(rows: list[dict[str, Any]]) -> list[Trajectory]:
+            trajectories = await _maybe_await(self.collect(rows, step))
+            self._check_groups(rows, trajectories)
+            return trajectories
+
+        fg = self.config.algorithm.filter_groups
+        if not fg.enable:
+            return await collect(self.batches.next_batch()), {}
+        target = self.config.data.train_batch_size
+        batch = await collect_informative(self.batches.next_batch, collect, self.rewards, target,
+                                          fg.max_num_gen_batches)
+        return batch.trajectories, batch.metrics(target)
 
     def _check_groups(self, rows: list[dict[str, Any]], trajectories: Sequence[Trajectory]) -> None:
         if not trajectories:

@@ -96,6 +96,8 @@ class RewardScorer:
     tokenizer: Any = None
     reward_fn_key: str = "data_source"
     reward_kwargs: dict[str, Any] = field(default_factory=dict)
+    # id(trajectory) -> (trajectory, score, extra metrics, error); the trajectory is kept so its id stays its own.
+    _memo: dict[int, tuple[Trajectory, float, dict[str, float], str | None]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: Any, *, reward_fn: Callable[[Trajectory], float] | None = None) -> RewardScorer:
@@ -118,22 +120,35 @@ class RewardScorer:
         return cls(fn=fn, verl_style=True, tokenizer=tokenizer, reward_fn_key=config.data.reward_fn_key,
                    reward_kwargs=dict(config.custom_reward_function.reward_kwargs or {}))
 
+    def __call__(self, trajectory: Trajectory) -> float:
+        """One trajectory's score (dynamic sampling filters groups with it); remembered, so the step's `score`
+        does not call the user's function again for it."""
+        return self._result(trajectory)[0]
+
+    def _result(self, traj: Trajectory) -> tuple[float, dict[str, float], str | None]:
+        key = id(traj)
+        if key not in self._memo:
+            try:
+                value, extra = _split_result(self._call(traj))
+                self._memo[key] = (traj, value, extra, None)
+            except Exception as exc:  # a reward bug must not end the run: the trajectory scores 0 and says why
+                message = f"{type(exc).__name__}: {exc}"
+                traj.extra_info = {**traj.extra_info, "reward_error": message}
+                self._memo[key] = (traj, 0.0, {}, message)
+        return self._memo[key][1:]
+
     def score(self, trajectories: Sequence[Trajectory]) -> tuple[list[float], dict[str, float]]:
         scores: list[float] = []
         extras: dict[str, list[float]] = defaultdict(list)
         errors: list[str] = []
         for traj in trajectories:
-            try:
-                result = self._call(traj)
-                value, extra = _split_result(result)
-            except Exception as exc:  # a reward bug must not end the run: the trajectory scores 0 and says why
-                message = f"{type(exc).__name__}: {exc}"
-                traj.extra_info = {**traj.extra_info, "reward_error": message}
-                errors.append(message)
-                value, extra = 0.0, {}
+            value, extra, error = self._result(traj)
+            if error is not None:
+                errors.append(error)
             scores.append(value)
             for key, v in extra.items():
                 extras[key].append(v)
+        self._memo.clear()  # a step's scores are used once; groups dropped by dynamic sampling go with them
         metrics = {f"reward/extra/{k}": sum(v) / len(v) for k, v in extras.items()}
         if errors:
             metrics["reward/errors"] = float(len(errors))

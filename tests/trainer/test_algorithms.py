@@ -124,6 +124,26 @@ def test_agg_with_global_normalisers_sums_over_micro_batches(mode):
     assert parts.item() == pytest.approx(whole.item())
 
 
+def test_dr_grpo_norm_matches_verls_effective_minibatch_loss():
+    """verl's agg_loss returns sum(seq sums)/scale for a micro-batch ((6+4)/3 = 3.333 for the whole batch) and its
+    dp_actor multiplies each micro-batch's loss by micro_bs/mini_bs before backward. So a mini-batch of 2 sequences in
+    2 micro-batches of 1 backpropagates 6/3*1/2 + 4/3*1/2 = 5/3, what ours returns with the mini-batch's sequence
+    count as normaliser (whole or split)."""
+    loss, full = T([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]), torch.ones(2, 3)
+    verl_bare = 10 / 3
+    verl_effective = (6 / 3) * (1 / 2) + (4 / 3) * (1 / 2)
+    assert verl_effective == pytest.approx(verl_bare / 2)
+    assert agg_loss(loss, full, "seq-mean-token-sum-norm").item() == pytest.approx(verl_effective)
+    kw = {"num_seqs": 2, "loss_scale_factor": 3.0}
+    parts = agg_loss(loss[:1], full[:1], "seq-mean-token-sum-norm", **kw) + agg_loss(
+        loss[1:], full[1:], "seq-mean-token-sum-norm", **kw)
+    assert parts.item() == pytest.approx(verl_effective)
+    assert agg_loss(loss, full, "seq-mean-token-sum-norm", norm_seq_mean=False).item() == pytest.approx(verl_bare)
+    bare_parts = sum(agg_loss(loss[i:i + 1], full[i:i + 1], "seq-mean-token-sum-norm", loss_scale_factor=3.0,
+                              norm_seq_mean=False) for i in range(2))
+    assert bare_parts.item() == pytest.approx(verl_bare)
+
+
 def test_dr_grpo_constant_normaliser():
     assert agg_loss(LOSS, MASK, "seq-mean-token-sum-norm", loss_scale_factor=2.0).item() == pytest.approx(1.75)
 

@@ -1,6 +1,7 @@
 """The command-line entry point: YAML + verl overrides, rollout factory, errors for unknown keys."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,51 @@ def test_main_ppo_unknown_key_is_an_error_naming_it(tmp_path):
     assert done.returncode == 2
     assert "actor_rollout_ref.rollout.multi_turn.max_turns" in done.stderr
     assert "did you mean" in done.stderr
+
+
+def test_main_ppo_step_with_gspo_gpg_rollout_correction_and_overlong_shaping(tmp_path, tiny_model_path):
+    (tmp_path / "my_rollout.py").write_text(FACTORY)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "prompt": [{"role": "user", "content": "hi"}]}) + "\n" for i in range(2)))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"device": "cpu", "use_ray": False, "logger": ["jsonl"]}}))
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), "--rollout", "my_rollout:make_rollout",
+           "algorithm.adv_estimator=gpg", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
+           "algorithm.rollout_correction.rollout_is=token", "reward_model.overlong_buffer.enable=true",
+           "reward_model.overlong_buffer.len=512", "reward_model.overlong_buffer.log=true", "data.train_batch_size=2", f"data.train_files={data}",
+           f"actor_rollout_ref.model.path={tiny_model_path}", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
+           "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2",
+           "trainer.total_training_steps=1", "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}"]
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(metrics["actor/pg_loss"])
+    assert metrics["rollout_corr/is_weights/mean"] > 0
+    assert metrics["reward/overlong_penalty/min"] < 0  # buffer = the whole length: every response is penalised
+
+
+def test_main_ppo_dynamic_sampling_fills_the_batch_with_informative_groups(tmp_path, tiny_model_path):
+    # odd rows: samples score 1 and 0 (informative); even rows: all 0 (filtered out)
+    (tmp_path / "my_rollout.py").write_text(FACTORY.replace('final_score=float(k == 0)',
+                                                            'final_score=float(k == 0 and r["id"] % 2 == 1)'))
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "prompt": [{"role": "user", "content": "hi"}]}) + "\n" for i in range(8)))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"device": "cpu", "use_ray": False, "logger": ["jsonl"]}}))
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), "--rollout", "my_rollout:make_rollout",
+           "algorithm.filter_groups.enable=true", "algorithm.filter_groups.max_num_gen_batches=4",
+           "data.shuffle=false", "data.train_batch_size=2", f"data.train_files={data}",
+           f"actor_rollout_ref.model.path={tiny_model_path}", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
+           "actor_rollout_ref.rollout.n=2", "trainer.total_training_steps=1", "trainer.n_gpus_per_node=1",
+           f"trainer.default_local_dir={run_dir}"]
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    # rows 0,1 give one informative group, rows 2,3 the second
+    assert metrics["dynamic_sampling/num_gen_batches"] == 2
+    assert metrics["dynamic_sampling/extra_groups_sampled"] == 2
+    assert metrics["critic/score/mean"] == 0.5  # only the two 1/0 groups were trained on

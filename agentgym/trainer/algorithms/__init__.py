@@ -4,11 +4,18 @@ from agentgym.trainer.algorithms.advantages import (
     ADV_ESTIMATORS,
     discounted_returns,
     gae_advantage,
+    gpg_advantage,
     grpo_outcome_advantage,
     place_outcome_rewards,
     reinforce_plus_plus_advantage,
     reinforce_plus_plus_baseline_advantage,
     rloo_advantage,
+)
+from agentgym.trainer.algorithms.estimators import (
+    ADV_ESTIMATOR_FNS,
+    AdvantageInputs,
+    get_adv_estimator,
+    register_adv_estimator,
 )
 from agentgym.trainer.algorithms.kl import (
     AdaptiveKLController,
@@ -26,6 +33,14 @@ from agentgym.trainer.algorithms.losses import (
     entropy_from_logits,
     logprobs_from_logits,
 )
+from agentgym.trainer.algorithms.overlong import overlong_penalty
+from agentgym.trainer.algorithms.policy_losses import (
+    POLICY_LOSSES,
+    PolicyLossSettings,
+    get_policy_loss,
+    register_policy_loss,
+)
+from agentgym.trainer.algorithms.rollout_correction import ROLLOUT_IS_LEVELS, rollout_is_weights
 from agentgym.trainer.algorithms.masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 __all__ = [name for name in dir() if not name.startswith("_")]

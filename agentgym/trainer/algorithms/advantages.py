@@ -14,7 +14,7 @@ import torch
 
 from agentgym.trainer.algorithms.masked import masked_whiten
 
-ADV_ESTIMATORS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline")
+ADV_ESTIMATORS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg")
 
 
 def _groups(group_ids: Sequence[Hashable]) -> list[list[int]]:
@@ -145,3 +145,23 @@ def gae_advantage(
     if whiten:
         adv = masked_whiten(adv, mask)
     return adv, returns
+
+
+def gpg_advantage(
+    scores: torch.Tensor, response_mask: torch.Tensor, group_ids: Sequence[Hashable]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPG (Chu et al. 2025): alpha * (r - group mean) with alpha = B / (B - M), M the samples whose group has no
+    signal (all rewards equal, or a group of one). Rescaling keeps the gradient's size when many groups are flat."""
+    scores = scores.float()
+    centred = torch.zeros_like(scores)
+    invalid = 0
+    for members in _groups(group_ids):
+        idx = torch.tensor(members, device=scores.device)
+        group = scores[idx]
+        if len(members) == 1 or bool((group == group[0]).all()):
+            invalid += len(members)
+            continue
+        centred[idx] = group - group.mean()
+    alpha = len(scores) / max(len(scores) - invalid, 1)
+    adv_tokens = alpha * centred[:, None] * response_mask
+    return adv_tokens, adv_tokens

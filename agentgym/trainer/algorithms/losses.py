@@ -23,13 +23,16 @@ def agg_loss(
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
     loss_scale_factor: float | None = None,
+    norm_seq_mean: bool = True,
 ) -> torch.Tensor:
     """Reduce a (batch, len) loss to a scalar.
 
     token-mean: sum over all model tokens / token count. seq-mean-token-sum: per-sequence sums averaged over
     sequences. seq-mean-token-mean: per-sequence means averaged. seq-mean-token-sum-norm (Dr.GRPO): per-sequence
     sums divided by a constant (`loss_scale_factor`, default the padded length) and averaged over sequences, so
-    long answers are not down-weighted per token.
+    long answers are not down-weighted per token. `norm_seq_mean=False` drops the average over sequences:
+    sum(seq sums) / scale, the value of verl's agg_loss and of its new engine workers; the default equals what
+    verl's default (legacy) FSDP actor backpropagates, which scales each micro-batch by micro/mini batch size.
     """
     mask = loss_mask.to(loss_mat.dtype)
     if loss_agg_mode == "token-mean":
@@ -43,7 +46,8 @@ def agg_loss(
         return (seq_sums / mask.sum(-1).clamp_min(1)).sum() / seq_denom
     if loss_agg_mode == "seq-mean-token-sum-norm":
         scale = float(loss_mask.shape[-1]) if loss_scale_factor is None else loss_scale_factor
-        return (seq_sums / scale).sum() / seq_denom
+        total = (seq_sums / scale).sum()
+        return total / seq_denom if norm_seq_mean else total
     raise ValueError(f"unknown loss_agg_mode '{loss_agg_mode}'; use one of {', '.join(LOSS_AGG_MODES)}")
 
 
@@ -65,10 +69,12 @@ def compute_policy_loss(
     clip_ratio_high: float = 0.2,
     clip_ratio_c: float | None = 3.0,
     loss_agg_mode: str = "token-mean",
+    token_weights: torch.Tensor | None = None,
     **agg_kwargs,
 ) -> PolicyLossOutput:
     """PPO clipped surrogate; `clip_ratio_c` (>1) adds dual-clip, bounding the loss of negative-advantage tokens
-    whose ratio exploded. Metrics (clip fractions, approximate KL) are token means over this batch."""
+    whose ratio exploded. `token_weights` (detached) scale each token's loss, e.g. rollout importance weights.
+    Metrics (clip fractions, approximate KL) are token means over this batch."""
     log_ratio = torch.clamp(log_prob - old_log_prob, -20.0, 20.0)
     ratio = torch.exp(log_ratio)
     loss_unclipped = -advantages * ratio
@@ -85,6 +91,8 @@ def compute_policy_loss(
     else:
         clipfrac_lower = torch.zeros((), device=log_prob.device)
         pg_losses = clipped_max
+    if token_weights is not None:
+        pg_losses = pg_losses * token_weights
     loss = agg_loss(pg_losses, response_mask, loss_agg_mode, **agg_kwargs)
     ppo_kl = masked_mean(-log_ratio, response_mask)
     return PolicyLossOutput(loss, clipfrac.detach(), ppo_kl.detach(), clipfrac_lower.detach())

@@ -15,7 +15,8 @@ import torch
 
 from agentgym.config.schema import ActorConfig, CriticConfig, FSDPConfig, ModelConfig, OptimConfig
 from agentgym.trainer.algorithms.kl import kl_penalty
-from agentgym.trainer.algorithms.losses import agg_loss, compute_policy_loss, compute_value_loss
+from agentgym.trainer.algorithms.losses import agg_loss, compute_value_loss
+from agentgym.trainer.algorithms.policy_losses import PolicyLossSettings, get_policy_loss
 from agentgym.trainer.algorithms.masked import masked_mean
 from agentgym.trainer.batching import MicroBatch, unflatten
 from agentgym.trainer.workers.compile import compile_model
@@ -155,6 +156,12 @@ class PolicyRole(ModelRole):
         clip_low = cfg.clip_ratio_low if cfg.clip_ratio_low is not None else cfg.clip_ratio
         clip_high = cfg.clip_ratio_high if cfg.clip_ratio_high is not None else cfg.clip_ratio
         need_entropy = cfg.entropy_coeff != 0
+        pl = cfg.policy_loss
+        policy_loss = get_policy_loss(pl.loss_mode)
+        settings = PolicyLossSettings(
+            clip_ratio_low=clip_low, clip_ratio_high=clip_high, clip_ratio_c=cfg.clip_ratio_c,
+            loss_agg_mode=cfg.loss_agg_mode, clip_cov_ratio=pl.clip_cov_ratio, clip_cov_lb=pl.clip_cov_lb,
+            clip_cov_ub=pl.clip_cov_ub, kl_cov_ratio=pl.kl_cov_ratio, ppo_kl_coef=pl.ppo_kl_coef)
         for _ in range(cfg.ppo_epochs):
             for mini in minibatches:
                 for micro in mini:
@@ -169,12 +176,10 @@ class PolicyRole(ModelRole):
                     mask = micro.padded("loss_mask")
                     logp = unflatten(log_probs, lens)
                     agg = dict(num_tokens=micro.num_tokens, num_seqs=micro.num_seqs,
-                               loss_scale_factor=loss_scale_factor)
-                    out = compute_policy_loss(
-                        micro.padded("old_log_probs"), logp, micro.padded("advantages"), mask,
-                        clip_ratio_low=clip_low, clip_ratio_high=clip_high, clip_ratio_c=cfg.clip_ratio_c,
-                        loss_agg_mode=cfg.loss_agg_mode, **agg,
-                    )
+                               loss_scale_factor=loss_scale_factor, norm_seq_mean=cfg.norm_seq_mean)
+                    weights = micro.padded("rollout_is_weights") if "rollout_is_weights" in micro.fields else None
+                    out = policy_loss(micro.padded("old_log_probs"), logp, micro.padded("advantages"), mask,
+                                      settings, token_weights=weights, **agg)
                     loss = out.loss
                     tokens = mask.sum()
                     if need_entropy:

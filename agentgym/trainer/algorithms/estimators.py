@@ -1,0 +1,83 @@
+"""Advantage estimators by verl's `algorithm.adv_estimator` names.
+
+Each estimator takes an AdvantageInputs and returns (advantages, returns) on padded (batch, len) tensors. Adding one
+is one `@register_adv_estimator` function and a test; the config schema's `AdvEstimator` must list the name (a test
+checks both agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from agentgym.trainer.algorithms import advantages as adv
+
+
+@dataclass
+class AdvantageInputs:
+    token_rewards: torch.Tensor  # (batch, len): outcome score on the last model token, minus any in-reward KL
+    response_mask: torch.Tensor
+    group_ids: Sequence[Hashable]
+    values: torch.Tensor | None = None  # critic values, only for gae
+    gamma: float = 1.0
+    lam: float = 1.0
+    norm_adv_by_std_in_grpo: bool = True
+
+    @property
+    def scores(self) -> torch.Tensor:
+        return self.token_rewards.sum(-1)
+
+
+Estimator = Callable[[AdvantageInputs], tuple[torch.Tensor, torch.Tensor]]
+ADV_ESTIMATOR_FNS: dict[str, Estimator] = {}
+
+
+def register_adv_estimator(name: str) -> Callable[[Estimator], Estimator]:
+    def wrap(fn: Estimator) -> Estimator:
+        if name in ADV_ESTIMATOR_FNS:
+            raise ValueError(f"advantage estimator '{name}' is registered twice")
+        ADV_ESTIMATOR_FNS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_adv_estimator(name: str) -> Estimator:
+    try:
+        return ADV_ESTIMATOR_FNS[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm.adv_estimator '{name}'; use one of {', '.join(ADV_ESTIMATOR_FNS)}") from None
+
+
+@register_adv_estimator("grpo")
+def _grpo(x: AdvantageInputs):
+    return adv.grpo_outcome_advantage(x.scores, x.response_mask, x.group_ids, x.norm_adv_by_std_in_grpo)
+
+
+@register_adv_estimator("rloo")
+def _rloo(x: AdvantageInputs):
+    return adv.rloo_advantage(x.scores, x.response_mask, x.group_ids)
+
+
+@register_adv_estimator("reinforce_plus_plus")
+def _reinforce_pp(x: AdvantageInputs):
+    return adv.reinforce_plus_plus_advantage(x.token_rewards, x.response_mask, x.gamma)
+
+
+@register_adv_estimator("reinforce_plus_plus_baseline")
+def _reinforce_pp_baseline(x: AdvantageInputs):
+    return adv.reinforce_plus_plus_baseline_advantage(x.scores, x.response_mask, x.group_ids)
+
+
+@register_adv_estimator("gae")
+def _gae(x: AdvantageInputs):
+    if x.values is None:
+        raise ValueError("adv_estimator=gae needs critic values; set critic.enable=true")
+    return adv.gae_advantage(x.token_rewards, x.values, x.response_mask, x.gamma, x.lam)
+
+
+@register_adv_estimator("gpg")
+def _gpg(x: AdvantageInputs):
+    return adv.gpg_advantage(x.scores, x.response_mask, x.group_ids)
