@@ -169,16 +169,16 @@ async def test_overload_past_the_deadline_is_reported_with_its_cause(small_sandb
 
 
 async def test_a_crowd_on_a_full_server_is_served_within_the_deadline_not_dropped(small_sandbox):
-    """verl-like defaults (max_retries 3, backoff 0.5-8 s): overload answers are retried until the deadline, so a
-    crowd far larger than the server's capacity is served, late, instead of half of it failing after 4 tries."""
-    tool = make_tool(small_sandbox.url, rate_limit=1000, num_workers=64, max_retries=3,
+    """verl-like backoff (0.5-8 s), one retry allowed for other failures: overload answers are retried until the
+    deadline, so a crowd far larger than the server's capacity is served, late, instead of failing after 2 tries."""
+    tool = make_tool(small_sandbox.url, rate_limit=1000, num_workers=64, max_retries=1,
                      retry_initial_backoff=0.5, retry_max_backoff=8.0, deadline=60)
     results = await asyncio.gather(*(run(tool, f"print({i})") for i in range(24)))
     failed = [resp.text for resp, _, m in results if m["outcome"] != "success"]
     assert not failed, failed[:2]
     summary = tool.metrics_summary()
-    assert summary["calls"] == 24 and summary["retries"] > 3 * 4, "the one-slot server must have turned calls away"
-    assert max(m["attempts"] for _, _, m in results) > 4
+    assert summary["calls"] == 24 and summary["retries"] > 12, "the one-slot server must have turned calls away"
+    assert max(m["attempts"] for _, _, m in results) > 2, "overload was retried past max_retries"
 
 
 async def test_overloaded_server_says_when_to_come_back(small_sandbox):
