@@ -39,6 +39,7 @@ class StepResult:
     cpu_time: Optional[float] = None
     oom_killed: bool = False
     peak_memory_bytes: Optional[int] = None
+    pids_limit_hits: int = 0
     setup_error: Optional[str] = None
 
 
@@ -207,7 +208,8 @@ class BwrapRunner:
         outcome = await supervise(spawned, stdin=stdin, timeout=timeout, kill_tree=kill_tree, prefix=prefix)
         cpu = cg.cpu_time_s()
         result = StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
-                            oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes())
+                            oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes(),
+                            pids_limit_hits=cg.pids_limit_hits())
         if outcome.return_code == 1 and not outcome.stdout and outcome.stderr.startswith(_BWRAP_SETUP_PREFIX):
             result.setup_error = outcome.stderr.decode(errors="replace").strip()
         return result
