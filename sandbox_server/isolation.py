@@ -188,15 +188,33 @@ class BwrapRunner:
             args += ["--setenv", key, value]
         return args + ["--", *argv]
 
+    def _args_fd(self, options: Sequence[str]) -> int:
+        """bwrap's options in a memfd (`--args FD`): bwrap's own command line, which the sandbox sees as
+        /proc/1/cmdline, then carries no host path."""
+        fd = os.memfd_create("bwrap-args")
+        try:
+            os.write(fd, b"".join(o.encode() + b"\0" for o in options))
+            os.lseek(fd, 0, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     async def start(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], cg: RunCgroup,
                     timeout: float, hold: bool = False) -> Spawned:
         """Start `argv` confined in `cg`; with `hold`, it waits inside the sandbox for one more stdin line."""
         limits = _rlimits(self.settings, timeout)
         inner = ["/bin/sh", "-c", _HOLD_SCRIPT, "sandbox-run", *argv] if hold else list(argv)
-        return await spawn([*self._launcher, *self.bwrap_argv(inner, workdir, env)], env={}, cwd="/",
-                           max_output_bytes=self.settings.max_output_bytes,
-                           output_kill_bytes=self.settings.output_kill_bytes,
-                           gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
+        full = self.bwrap_argv(inner, workdir, env)
+        split = full.index("--")
+        fd = self._args_fd(full[1:split])
+        try:
+            return await spawn([*self._launcher, self.bwrap, "--args", str(fd), *full[split:]], env={}, cwd="/",
+                               max_output_bytes=self.settings.max_output_bytes,
+                               output_kill_bytes=self.settings.output_kill_bytes, pass_fds=(fd,),
+                               gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
+        finally:
+            os.close(fd)
 
     async def finish(self, spawned: Spawned, cg: RunCgroup, *, stdin: Optional[bytes], timeout: float,
                      prefix: bytes = b"", cpu_before: float = 0.0) -> StepResult:

@@ -106,6 +106,7 @@ async def spawn(
     preexec_fn: Optional[Callable[[], None]] = None,
     new_session: bool = False,
     gate: Optional[Callable[[int], None]] = None,
+    pass_fds: Sequence[int] = (),
 ) -> Spawned:
     """Start `argv` with all three pipes.
 
@@ -115,7 +116,8 @@ async def spawn(
     """
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=dict(env), cwd=cwd, preexec_fn=preexec_fn, start_new_session=new_session, close_fds=True)
+        env=dict(env), cwd=cwd, preexec_fn=preexec_fn, start_new_session=new_session, close_fds=True,
+        pass_fds=tuple(pass_fds))
     spawned = Spawned(proc, _OutputBudget(max_output_bytes, output_kill_bytes))
     if gate is not None:
         try:
