@@ -85,6 +85,8 @@ class WarmPool:
         await asyncio.to_thread(shutil.rmtree, sandbox.workdir, True)
 
     def _top_up(self, name: str) -> None:
+        if self._closed:
+            return
         missing = self.size - len(self._ready[name]) - self._pending[name]
         for _ in range(max(0, missing)):
             self._pending[name] += 1
@@ -122,10 +124,11 @@ class WarmPool:
             self._pending[name] -= 1
 
     async def aclose(self) -> None:
+        # Let sandboxes being started finish (_create destroys them once closed): cancelling
+        # create_subprocess_exec midway leaves a child that asyncio reaps twice ("Unknown child process").
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         for ready in self._ready.values():
             while ready:
                 await self.destroy(ready.pop())
