@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import os
-import shutil
 import stat
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from .languages import LanguageSpec
 from .models import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, derive_run_status
 from .settings import SandboxSettings
 from .warm_pool import WarmPool, WarmSandbox
+from .workdirs import WorkDirs, remove_tree
 
 
 _WARM_MIN_MEMORY = 64 << 20
@@ -62,12 +62,14 @@ class CodeExecutor:
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.work_root, 0o711)
+        self.workdirs = WorkDirs(settings.work_root, settings.max_memory_limit_mb << 20,
+                                 mount=isinstance(runner, BwrapRunner))
 
     def start_warm_pool(self) -> None:
         """Needs a running event loop; a no-op without isolation or with warm_pool_size=0."""
         if not isinstance(self.runner, BwrapRunner) or self.settings.warm_pool_size <= 0:
             return
-        self.pool = WarmPool(self.runner, self.settings.warm_pool_size,
+        self.pool = WarmPool(self.runner, self.workdirs, self.settings.warm_pool_size,
                              idle_memory_bytes=self.settings.memory_limit_bytes(-1),
                              hold_timeout_s=self.settings.max_timeout_s)
         for name in self.settings.warm_languages:
@@ -86,7 +88,7 @@ class CodeExecutor:
         while self._cleanups:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self.runner.close()
-        await asyncio.to_thread(shutil.rmtree, self.settings.work_root, True)
+        await asyncio.to_thread(remove_tree, self.settings.work_root)
 
     def _limits(self, timeout: float, memory_bytes: int) -> StepLimits:
         return StepLimits(timeout=timeout, memory_bytes=memory_bytes, max_output_bytes=self.settings.max_output_bytes,
@@ -122,8 +124,7 @@ class CodeExecutor:
         if warm is not None:
             workdir = warm.workdir
         else:
-            workdir = self.settings.work_root / f"run-{uuid.uuid4().hex}"
-            workdir.mkdir(mode=0o700)
+            workdir = self.workdirs.create(f"run-{uuid.uuid4().hex}")
         try:
             self._write_inputs(workdir, spec, request)
             self.runner.prepare_workdir(workdir)
@@ -158,7 +159,7 @@ class CodeExecutor:
             if warm is not None and self.pool is not None:  # taken but not run (e.g. bad input files)
                 await self.pool.destroy(warm)
             # Every process of the run is SIGKILLed by now; deleting its files need not delay the answer.
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(shutil.rmtree, workdir, True))
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(remove_tree, workdir))
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
 

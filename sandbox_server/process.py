@@ -23,6 +23,16 @@ class ProcessOutcome:
     output_limit_killed: bool
 
 
+def _kill(pid: int) -> None:
+    """SIGKILL our own child by pid. Not Popen.kill/send_signal: they poll() first, which may reap the child
+    behind asyncio's child watcher (logged as "Unknown child process pid ..."). An unreaped child's pid
+    cannot be reused, so this never hits another process."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class _OutputBudget:
     """Keeps up to `keep` bytes per stream and signals when the total passes `kill_after`."""
 
@@ -86,10 +96,7 @@ class Spawned:
 
     async def discard(self, kill_tree: Callable[[int], Awaitable[None]]) -> None:
         await kill_tree(self.proc.pid)
-        try:
-            self.proc.kill()
-        except ProcessLookupError:
-            pass
+        _kill(self.proc.pid)
         await self.proc.wait()
         for t in self.readers:
             t.cancel()
@@ -123,7 +130,7 @@ async def spawn(
         try:
             gate(proc.pid)
         except BaseException:
-            proc.kill()
+            _kill(proc.pid)
             await proc.wait()
             raise
         spawned.release_gate()
@@ -160,10 +167,7 @@ async def supervise(
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout=5)
         except asyncio.TimeoutError:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(proc.pid)
             await waiter
         # Every writer is dead now, so the pipes reach EOF promptly; the bound guards against leaks.
         _, pending = await asyncio.wait(io_tasks, timeout=2)

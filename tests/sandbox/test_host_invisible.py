@@ -9,7 +9,7 @@ import pytest
 PROBE = r'''
 import glob, json, os
 texts = {}
-for f in glob.glob('/proc/*/cmdline') + glob.glob('/proc/*/environ') + ['/proc/self/status']:
+for f in glob.glob('/proc/*/cmdline') + glob.glob('/proc/*/environ') + glob.glob('/proc/*/mountinfo') + ['/proc/self/status']:
     try:
         texts[f] = open(f, 'rb').read().decode(errors='replace')
     except OSError:
@@ -25,6 +25,7 @@ def test_proc_cmdline_and_env_name_no_host_path(run, sandbox_server, memory_mb):
     assert out["status"] == "Success", out
     seen = json.loads(out["run_result"]["stdout"])
     assert seen["texts"]["/proc/1/cmdline"].startswith("/usr/bin/bwrap\0--args\0")
+    assert " / /workspace " in seen["texts"]["/proc/1/mountinfo"]  # the work dir is its own tmpfs
     for name, text in seen["texts"].items():
         assert str(sandbox_server.work_root) not in text, name
         assert "server-" not in text, name

@@ -47,3 +47,29 @@ def test_sigterm_with_runs_in_flight_is_clean():
     cgroups = [p for p in Path("/sys/fs/cgroup").glob(f"*/**/agentgym-sandbox-{server.proc.pid}")]
     assert cgroups == []
     work_root.rmdir()
+
+
+def test_mounts_of_a_killed_server_are_removed_by_the_next():
+    from sandbox_server.workdirs import mounts_under
+
+    work_root = Path("/dev/shm") / f"agentgym-sandbox-kill-{os.getpid()}"
+    first = start_server("--work-root", str(work_root), "--sandbox-uid", str(64000 + os.getpid() % 300))
+    try:
+        deadline = time.monotonic() + 10
+        while not mounts_under(work_root) and time.monotonic() < deadline:  # the warm pool's work dirs
+            time.sleep(0.1)
+        left = mounts_under(work_root)
+        assert left and all(f"server-{first.proc.pid}/" in p for p in left), left
+    finally:
+        first.proc.kill()
+        first.proc.wait()
+    assert mounts_under(work_root) == left  # SIGKILL: nothing could clean up
+    second = start_server("--work-root", str(work_root), "--warm-pool-size", "0")
+    try:
+        assert mounts_under(work_root) == []
+        assert [p.name for p in work_root.iterdir()] == [f"server-{second.proc.pid}"]
+    finally:
+        second.proc.terminate()
+        second.proc.wait(timeout=15)
+    assert mounts_under(work_root) == [] and list(work_root.iterdir()) == []
+    work_root.rmdir()
