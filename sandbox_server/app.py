@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import tempfile
 import traceback
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from .isolation import IsolationUnavailable, StepRunner, base_env, make_runner
 from .languages import available_languages
 from .models import RunCodeRequest, RunCodeResponse, RunStatus
 from .settings import SandboxSettings
+from .workdirs import remove_tree
 
 logger = logging.getLogger("sandbox_server")
 
@@ -73,7 +73,7 @@ def claim_run_root(work_root: Path) -> Path:
     for sibling in work_root.glob("server-*"):
         pid = sibling.name.partition("-")[2]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(sibling, ignore_errors=True)
+            remove_tree(sibling)
     run_root = work_root / f"server-{os.getpid()}"
     run_root.mkdir(exist_ok=True)
     os.chmod(run_root, 0o711)

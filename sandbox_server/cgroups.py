@@ -132,6 +132,10 @@ class RunCgroup:
             return _read_keyed(self.memory_dir / "memory.events").get("oom_kill", 0)
         return _read_keyed(self.memory_dir / "memory.oom_control").get("oom_kill", 0)
 
+    def pids_limit_hits(self) -> int:
+        """How many forks/clones the pids limit refused (pids.events `max`, v1 and v2)."""
+        return _read_keyed(self.pids_dir / "pids.events").get("max", 0)
+
     def peak_memory_bytes(self) -> Optional[int]:
         name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
         return _read_int(self.memory_dir / name)

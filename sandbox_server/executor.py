@@ -6,17 +6,18 @@ import asyncio
 import base64
 import binascii
 import os
-import shutil
 import stat
 import uuid
 from pathlib import Path
 from typing import Optional
 
-from .isolation import BwrapRunner, StepResult, StepRunner, base_env
+from .explain import StepLimits, kill_reason, step_notes, with_notes
+from .isolation import BwrapRunner, StepResult, StepRunner, base_env, cpu_limit_s
 from .languages import LanguageSpec
 from .models import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, derive_run_status
 from .settings import SandboxSettings
 from .warm_pool import WarmPool, WarmSandbox
+from .workdirs import WorkDirs, remove_tree
 
 
 _WARM_MIN_MEMORY = 64 << 20
@@ -30,22 +31,26 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def to_command_result(step: StepResult) -> CommandRunResult:
+def to_command_result(step: StepResult, limits: StepLimits) -> tuple[CommandRunResult, list[str]]:
+    """The step's wire result (limit notes appended to its stderr) and those notes."""
     out = step.outcome
     if step.setup_error is not None:
         return CommandRunResult(status=CommandRunStatus.Error, execution_time=out.execution_time,
-                                stdout="", stderr=f"sandbox setup failed: {step.setup_error}")
+                                stdout="", stderr=f"sandbox setup failed: {step.setup_error}"), []
+    notes = step_notes(step, limits, cpu_limit_s(limits.timeout))
     return CommandRunResult(
         status=CommandRunStatus.TimeLimitExceeded if out.timed_out else CommandRunStatus.Finished,
         execution_time=round(out.execution_time, 6),
         return_code=out.return_code,
         stdout=_decode(out.stdout),
-        stderr=_decode(out.stderr),
+        stderr=with_notes(_decode(out.stderr), notes),
         cpu_time=None if step.cpu_time is None else round(step.cpu_time, 6),
         memory_limit_exceeded=step.oom_killed,
         peak_memory_MB=None if step.peak_memory_bytes is None else round(step.peak_memory_bytes / 2**20, 2),
         output_truncated=out.output_truncated,
-    )
+        killed_by=kill_reason(step),
+        pids_limit_reached=step.pids_limit_hits > 0,
+    ), notes
 
 
 class CodeExecutor:
@@ -57,12 +62,14 @@ class CodeExecutor:
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.work_root, 0o711)
+        self.workdirs = WorkDirs(settings.work_root, settings.max_memory_limit_mb << 20,
+                                 mount=isinstance(runner, BwrapRunner))
 
     def start_warm_pool(self) -> None:
         """Needs a running event loop; a no-op without isolation or with warm_pool_size=0."""
         if not isinstance(self.runner, BwrapRunner) or self.settings.warm_pool_size <= 0:
             return
-        self.pool = WarmPool(self.runner, self.settings.warm_pool_size,
+        self.pool = WarmPool(self.runner, self.workdirs, self.settings.warm_pool_size,
                              idle_memory_bytes=self.settings.memory_limit_bytes(-1),
                              hold_timeout_s=self.settings.max_timeout_s)
         for name in self.settings.warm_languages:
@@ -81,7 +88,11 @@ class CodeExecutor:
         while self._cleanups:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self.runner.close()
-        await asyncio.to_thread(shutil.rmtree, self.settings.work_root, True)
+        await asyncio.to_thread(remove_tree, self.settings.work_root)
+
+    def _limits(self, timeout: float, memory_bytes: int) -> StepLimits:
+        return StepLimits(timeout=timeout, memory_bytes=memory_bytes, max_output_bytes=self.settings.max_output_bytes,
+                          output_kill_bytes=self.settings.output_kill_bytes, pids_limit=self.settings.pids_limit)
 
     def _env(self, spec: LanguageSpec) -> dict[str, str]:
         return {**base_env(self.settings, home="/tmp"), **spec.env}
@@ -113,18 +124,20 @@ class CodeExecutor:
         if warm is not None:
             workdir = warm.workdir
         else:
-            workdir = self.settings.work_root / f"run-{uuid.uuid4().hex}"
-            workdir.mkdir(mode=0o700)
+            workdir = self.workdirs.create(f"run-{uuid.uuid4().hex}")
         try:
             self._write_inputs(workdir, spec, request)
             self.runner.prepare_workdir(workdir)
             env = self._env(spec)
             compile_result: Optional[CommandRunResult] = None
             run_result: Optional[CommandRunResult] = None
+            notes: list[str] = []
             if spec.compile is not None:
                 step = await self.runner.run_step(spec.compile, workdir=workdir, stdin=None,
                                                   timeout=request.compile_timeout, memory_bytes=memory, env=env)
-                compile_result = to_command_result(step)
+                compile_result, compile_notes = to_command_result(step, self._limits(request.compile_timeout,
+                                                                                     memory))
+                notes += [f"compile: {n}" for n in compile_notes]
             if compile_result is None or (compile_result.status == CommandRunStatus.Finished
                                           and compile_result.return_code == 0):
                 stdin = request.stdin.encode() if request.stdin is not None else None
@@ -134,11 +147,11 @@ class CodeExecutor:
                 else:
                     step = await self.runner.run_step(spec.run_argv(request.args), workdir=workdir, stdin=stdin,
                                                       timeout=request.run_timeout, memory_bytes=memory, env=env)
-                run_result = to_command_result(step)
-            files, notes = self._fetch(workdir, request.fetch_files)
+                run_result, run_notes = to_command_result(step, self._limits(request.run_timeout, memory))
+                notes += run_notes
+            files, fetch_notes = self._fetch(workdir, request.fetch_files)
             status, message = derive_run_status(compile_result, run_result)
-            if notes and not message:
-                message = "; ".join(notes)
+            message = "; ".join(filter(None, [message.strip(), *notes, *fetch_notes]))
             return RunCodeResponse(status=status, message=message, compile_result=compile_result,
                                    run_result=run_result, executor_pod_name=self.settings.executor_pod_name,
                                    files=files)
@@ -146,7 +159,7 @@ class CodeExecutor:
             if warm is not None and self.pool is not None:  # taken but not run (e.g. bad input files)
                 await self.pool.destroy(warm)
             # Every process of the run is SIGKILLed by now; deleting its files need not delay the answer.
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(shutil.rmtree, workdir, True))
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(remove_tree, workdir))
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
 

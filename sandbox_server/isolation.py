@@ -1,6 +1,6 @@
 """How one step of a run is confined: bubblewrap namespaces + an unprivileged uid + cgroup + rlimits.
 
-Layout inside the sandbox: read-only /usr and /etc from the host (plus the merged-usr symlinks),
+Layout inside the sandbox: read-only /usr and the /etc entries runtimes need (etc_layout.py) from the host (plus the merged-usr symlinks),
 the run's work dir at /workspace (read-write, the only host path it can write), private tmpfs /tmp and
 /dev/shm, a private /proc and minimal /dev. Namespaces: user, pid, net (loopback only), ipc, uts, mount,
 cgroup. bwrap runs as a dedicated host uid (settings.sandbox_uid) inside an unprivileged user namespace
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 from .cgroups import CgroupManager, CgroupUnavailable, RunCgroup
+from .etc_layout import generated_files, host_etc_args
 from .process import ProcessOutcome, Spawned, kill_process_group, run_process, spawn, supervise
 from .settings import SandboxSettings
 
@@ -39,6 +40,7 @@ class StepResult:
     cpu_time: Optional[float] = None
     oom_killed: bool = False
     peak_memory_bytes: Optional[int] = None
+    pids_limit_hits: int = 0
     setup_error: Optional[str] = None
 
 
@@ -109,9 +111,22 @@ def _apply_limits(pid: int, join_files: Sequence[str], limits: list) -> None:
         resource.prlimit(pid, res, value)
 
 
+def _memfd(name: str, content: bytes) -> int:
+    """An fd the child inherits, positioned at the start of `content` (read once by bwrap)."""
+    fd = os.memfd_create(name)
+    try:
+        os.write(fd, content)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _root_layout() -> list[str]:
-    """bwrap args that reproduce the host's /bin, /lib* symlinks (merged /usr) or bind real dirs."""
-    args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    """bwrap args that reproduce the host's /bin, /lib* symlinks (merged /usr) or bind real dirs, and /etc's
+    entries the runtimes need (etc_layout.py)."""
+    args = ["--ro-bind", "/usr", "/usr", *host_etc_args()]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         p = Path("/") / name
         if p.is_symlink():
@@ -165,7 +180,9 @@ class BwrapRunner:
         os.chown(workdir, self.settings.sandbox_uid, self.settings.sandbox_gid)
         os.chmod(workdir, 0o700)
 
-    def bwrap_argv(self, argv: Sequence[str], workdir: Path, env: Mapping[str, str]) -> list[str]:
+    def bwrap_argv(self, argv: Sequence[str], workdir: Path, env: Mapping[str, str],
+                   files: Sequence[str] = ()) -> list[str]:
+        """`files`: more layout args (e.g. `--file FD /etc/passwd`), applied before the root turns read-only."""
         tmp_size = str(self.settings.tmp_size_mb * 1024 * 1024)
         args = [
             self.bwrap,
@@ -174,6 +191,7 @@ class BwrapRunner:
             "--hostname", "sandbox",
             "--die-with-parent", "--new-session",
             *self._layout,
+            *files,
             "--proc", "/proc",
             "--dev", "/dev",
             "--size", tmp_size, "--tmpfs", "/tmp",
@@ -187,15 +205,31 @@ class BwrapRunner:
             args += ["--setenv", key, value]
         return args + ["--", *argv]
 
+
+
     async def start(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], cg: RunCgroup,
                     timeout: float, hold: bool = False) -> Spawned:
         """Start `argv` confined in `cg`; with `hold`, it waits inside the sandbox for one more stdin line."""
         limits = _rlimits(self.settings, timeout)
         inner = ["/bin/sh", "-c", _HOLD_SCRIPT, "sandbox-run", *argv] if hold else list(argv)
-        return await spawn([*self._launcher, *self.bwrap_argv(inner, workdir, env)], env={}, cwd="/",
-                           max_output_bytes=self.settings.max_output_bytes,
-                           output_kill_bytes=self.settings.output_kill_bytes,
-                           gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
+        fds: list[int] = []
+        try:
+            files: list[str] = []
+            for dest, content in generated_files().items():
+                fds.append(_memfd("sandbox-etc", content))
+                files += ["--file", str(fds[-1]), dest]
+            full = self.bwrap_argv(inner, workdir, env, files)
+            split = full.index("--")
+            # bwrap's options travel in a memfd (`--args FD`): bwrap's command line, which the sandbox sees
+            # as /proc/1/cmdline, then carries no host path.
+            fds.append(_memfd("bwrap-args", b"".join(o.encode() + b"\0" for o in full[1:split])))
+            return await spawn([*self._launcher, self.bwrap, "--args", str(fds[-1]), *full[split:]], env={},
+                               cwd="/", max_output_bytes=self.settings.max_output_bytes,
+                               output_kill_bytes=self.settings.output_kill_bytes, pass_fds=fds,
+                               gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     async def finish(self, spawned: Spawned, cg: RunCgroup, *, stdin: Optional[bytes], timeout: float,
                      prefix: bytes = b"", cpu_before: float = 0.0) -> StepResult:
@@ -207,7 +241,8 @@ class BwrapRunner:
         outcome = await supervise(spawned, stdin=stdin, timeout=timeout, kill_tree=kill_tree, prefix=prefix)
         cpu = cg.cpu_time_s()
         result = StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
-                            oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes())
+                            oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes(),
+                            pids_limit_hits=cg.pids_limit_hits())
         if outcome.return_code == 1 and not outcome.stdout and outcome.stderr.startswith(_BWRAP_SETUP_PREFIX):
             result.setup_error = outcome.stderr.decode(errors="replace").strip()
         return result

@@ -15,6 +15,14 @@ class CommandRunStatus(str, Enum):
     TimeLimitExceeded = "TimeLimitExceeded"
 
 
+class KillReason(str, Enum):
+    """Why the sandbox ended a step early (an extension; the step's SF status stays Finished/TimeLimitExceeded)."""
+    timeout = "timeout"
+    memory = "memory"
+    output_limit = "output_limit"
+    cpu_time = "cpu_time"
+
+
 class RunStatus(str, Enum):
     Success = "Success"
     Failed = "Failed"
@@ -73,6 +81,8 @@ class CommandRunResult(BaseModel):
     memory_limit_exceeded: bool = Field(False, description="the kernel OOM-killed a process of this step")
     peak_memory_MB: Optional[float] = None
     output_truncated: bool = Field(False, description="stdout or stderr exceeded the server's cap")
+    killed_by: Optional[KillReason] = Field(None, description="why the sandbox stopped this step, if it did")
+    pids_limit_reached: bool = Field(False, description="a fork/clone failed at the per-run process limit")
 
 
 class RunCodeResponse(BaseModel):

@@ -23,6 +23,16 @@ class ProcessOutcome:
     output_limit_killed: bool
 
 
+def _kill(pid: int) -> None:
+    """SIGKILL our own child by pid. Not Popen.kill/send_signal: they poll() first, which may reap the child
+    behind asyncio's child watcher (logged as "Unknown child process pid ..."). An unreaped child's pid
+    cannot be reused, so this never hits another process."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class _OutputBudget:
     """Keeps up to `keep` bytes per stream and signals when the total passes `kill_after`."""
 
@@ -86,10 +96,7 @@ class Spawned:
 
     async def discard(self, kill_tree: Callable[[int], Awaitable[None]]) -> None:
         await kill_tree(self.proc.pid)
-        try:
-            self.proc.kill()
-        except ProcessLookupError:
-            pass
+        _kill(self.proc.pid)
         await self.proc.wait()
         for t in self.readers:
             t.cancel()
@@ -106,6 +113,7 @@ async def spawn(
     preexec_fn: Optional[Callable[[], None]] = None,
     new_session: bool = False,
     gate: Optional[Callable[[int], None]] = None,
+    pass_fds: Sequence[int] = (),
 ) -> Spawned:
     """Start `argv` with all three pipes.
 
@@ -115,13 +123,14 @@ async def spawn(
     """
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=dict(env), cwd=cwd, preexec_fn=preexec_fn, start_new_session=new_session, close_fds=True)
+        env=dict(env), cwd=cwd, preexec_fn=preexec_fn, start_new_session=new_session, close_fds=True,
+        pass_fds=tuple(pass_fds))
     spawned = Spawned(proc, _OutputBudget(max_output_bytes, output_kill_bytes))
     if gate is not None:
         try:
             gate(proc.pid)
         except BaseException:
-            proc.kill()
+            _kill(proc.pid)
             await proc.wait()
             raise
         spawned.release_gate()
@@ -158,10 +167,7 @@ async def supervise(
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout=5)
         except asyncio.TimeoutError:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(proc.pid)
             await waiter
         # Every writer is dead now, so the pipes reach EOF promptly; the bound guards against leaks.
         _, pending = await asyncio.wait(io_tasks, timeout=2)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Mapping, Optional, Sequence
 from .cgroups import RunCgroup
 from .isolation import BwrapRunner, StepResult, cpu_limit_s
 from .process import Spawned
+from .workdirs import WorkDirs, remove_tree
 
 logger = logging.getLogger("sandbox_server.warm_pool")
 
@@ -36,8 +36,10 @@ class WarmSandbox:
 class WarmPool:
     """Keeps up to `size` held sandboxes per language ready; refills in the background after each take."""
 
-    def __init__(self, runner: BwrapRunner, size: int, idle_memory_bytes: int, hold_timeout_s: float):
+    def __init__(self, runner: BwrapRunner, workdirs: WorkDirs, size: int, idle_memory_bytes: int,
+                 hold_timeout_s: float):
         self.runner = runner
+        self.workdirs = workdirs
         self.size = size
         self.idle_memory_bytes = idle_memory_bytes
         self.hold_timeout_s = hold_timeout_s
@@ -82,9 +84,11 @@ class WarmPool:
     async def destroy(self, sandbox: WarmSandbox) -> None:
         await sandbox.spawned.discard(lambda pid: sandbox.cg.kill_all())
         await sandbox.cg.remove()
-        await asyncio.to_thread(shutil.rmtree, sandbox.workdir, True)
+        await asyncio.to_thread(remove_tree, sandbox.workdir)
 
     def _top_up(self, name: str) -> None:
+        if self._closed:
+            return
         missing = self.size - len(self._ready[name]) - self._pending[name]
         for _ in range(max(0, missing)):
             self._pending[name] += 1
@@ -100,7 +104,7 @@ class WarmPool:
         workdir = self.runner.settings.work_root / f"warm-{uuid.uuid4().hex}"
         cg: Optional[RunCgroup] = None
         try:
-            workdir.mkdir(mode=0o700)
+            workdir = self.workdirs.create(workdir.name)
             self.runner.prepare_workdir(workdir)
             cg = self.runner.new_cgroup(self.idle_memory_bytes)
             spawned = await self.runner.start(argv, workdir=workdir, env=env, cg=cg, timeout=self.hold_timeout_s,
@@ -115,17 +119,18 @@ class WarmPool:
                 logger.exception("could not pre-start a %s sandbox", name)
             if cg is not None:
                 await cg.remove()
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_tree(workdir)
             if not isinstance(e, Exception):
                 raise
         finally:
             self._pending[name] -= 1
 
     async def aclose(self) -> None:
+        # Let sandboxes being started finish (_create destroys them once closed): cancelling
+        # create_subprocess_exec midway leaves a child that asyncio reaps twice ("Unknown child process").
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         for ready in self._ready.values():
             while ready:
                 await self.destroy(ready.pop())

@@ -186,7 +186,7 @@ def test_printing_megabytes_finishes(run):
     assert out["status"] == "Success"
     assert rr["output_truncated"] is True
     assert len(rr["stdout"]) == 1 << 20
-    assert rr["stderr"] == "done\n"
+    assert rr["stderr"] == "done\n[sandbox] output truncated at 1048576 bytes per stream\n"
 
 
 def test_cpu_spin_vs_sleep(run):
