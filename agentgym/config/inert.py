@@ -55,6 +55,9 @@ INERT_KEYS: dict[str, InertKey] = {
         "the agent loop always runs episodes concurrently as asyncio tasks (verl's async mode); nothing to choose"),
     "actor_rollout_ref.rollout.prompt_length": InertKey("data.max_prompt_length bounds rollout prompts"),
     "actor_rollout_ref.rollout.response_length": InertKey("data.max_response_length bounds each trajectory's response"),
+    "algorithm.filter_groups.metric": InertKey(
+        "dynamic sampling compares the trajectories' scores (the configured reward); seq_reward and "
+        "seq_final_reward are the same number here, since KL-in-reward is applied after filtering"),
     "actor_rollout_ref.rollout.ignore_eos": InertKey("generation always stops at the model's end-of-turn token",
                                                      same_as_ours=False),
     "actor_rollout_ref.rollout.calculate_log_probs": InertKey(
