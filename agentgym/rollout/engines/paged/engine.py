@@ -27,7 +27,7 @@ from agentgym.rollout.engines.base import (
 from agentgym.rollout.engines.in_process import InProcessEngine
 from agentgym.rollout.engines.loading import load_causal_lm
 from agentgym.rollout.engines.paged.blocks import BlockPool
-from agentgym.rollout.engines.paged.runner import PagedModelRunner, PrefillBatch
+from agentgym.rollout.engines.paged.runner import PagedModelRunner, PrefillBatch, attention_shape
 from agentgym.rollout.engines.paged.sampler import uniform_for
 from agentgym.rollout.engines.paged.scheduler import (
     Scheduler,
@@ -170,7 +170,7 @@ class PagedEngine(InProcessEngine):
         pool = BlockPool(num_blocks, cfg.block_size)
         self._scheduler = Scheduler(pool, SchedulerConfig(
             max_batch=cfg.max_batch_size, max_prefill_tokens=cfg.max_prefill_tokens,
-            max_blocks_per_seq=blocks_per_seq, prefill_max_wait_steps=cfg.prefill_max_wait_steps))
+            prefill_max_wait_steps=cfg.prefill_max_wait_steps))
         self.stats.scheduler = self._scheduler.stats
         self.stats.num_blocks, self.stats.block_size = num_blocks, cfg.block_size
         self.stats.kv_cache_bytes = runner.kv.numel() * runner.kv.element_size()
@@ -180,9 +180,7 @@ class PagedEngine(InProcessEngine):
 
     def _size_cache(self, model: torch.nn.Module, blocks_per_seq: int) -> int:
         cfg = model.config
-        heads = cfg.num_attention_heads
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        _, kv_heads, head_dim = attention_shape(cfg)
         itemsize = torch.empty(0, dtype=getattr(torch, self.config.dtype)).element_size()
         per_block = cfg.num_hidden_layers * 2 * kv_heads * head_dim * self.config.block_size * itemsize
         wanted = self.config.max_batch_size * blocks_per_seq + 1

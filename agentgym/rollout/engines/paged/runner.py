@@ -46,6 +46,13 @@ def buckets(limit: int) -> list[int]:
         p *= 2
 
 
+def attention_shape(config) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head dim) of a Llama-family config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return heads, kv_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+
+
 def unsupported_reason(model: torch.nn.Module) -> str | None:
     """Why the paged runner cannot run this model, or None if it can."""
     config = model.config
@@ -96,9 +103,7 @@ class PagedModelRunner:
         self.lm_head = model.get_output_embeddings()
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.heads, self.kv_heads, self.head_dim = attention_shape(cfg)
         self.scale = float(getattr(self.layers[0].self_attn, "scaling", self.head_dim**-0.5))
         self.vocab = cfg.vocab_size
         self.block_size = block_size
@@ -160,10 +165,6 @@ class PagedModelRunner:
         finally:
             self.kv.zero_()
         return False
-
-    @property
-    def kv_bytes_per_block(self) -> int:
-        return self.kv[:, :, :, : self.block_size].numel() * self.kv.element_size()
 
     # ---- shared layer stack ----------------------------------------------------------------------------------
 

@@ -63,7 +63,6 @@ class PrefillChunk:
 class StepPlan:
     prefill: list[PrefillChunk]
     decode: list[Sequence]
-    preempted: list[Sequence]
     out_of_room: list[Sequence]  # alone in the cache and still without a block: finish with "length"
 
 
@@ -71,7 +70,6 @@ class StepPlan:
 class SchedulerConfig:
     max_batch: int
     max_prefill_tokens: int
-    max_blocks_per_seq: int
     # With sequences decoding, small prefills wait up to this many steps to be batched with later arrivals
     # (each eager prefill pass costs a fixed launch overhead); a full budget of tokens goes at once.
     prefill_max_wait_steps: int = 4
@@ -123,9 +121,9 @@ class Scheduler:
         the running ones to drain, new requests must wait but preempted ones must finish)."""
         if admit:
             self._admit(only_resumed)
-        decode, preempted, out_of_room = self._plan_decode()
+        decode, out_of_room = self._plan_decode()
         prefill = self._plan_prefill()
-        return StepPlan(prefill, decode, preempted, out_of_room)
+        return StepPlan(prefill, decode, out_of_room)
 
     @property
     def busy(self) -> bool:
@@ -196,9 +194,9 @@ class Scheduler:
             budget -= end - seq.computed
         return chunks
 
-    def _plan_decode(self) -> tuple[list[Sequence], list[Sequence], list[Sequence]]:
+    def _plan_decode(self) -> tuple[list[Sequence], list[Sequence]]:
         bs = self.block_size
-        decode, preempted, out_of_room = [], [], []
+        decode, out_of_room = [], []
         for seq in list(self.running):
             if seq not in self.running or not seq.prefilled:
                 continue
@@ -212,14 +210,13 @@ class Scheduler:
                         out_of_room.append(seq)
                         break
                     self._preempt(victim)
-                    preempted.append(victim)
                     if victim in decode:
                         decode.remove(victim)
                     if victim is seq:
                         break
             else:
                 decode.append(seq)
-        return decode, preempted, out_of_room
+        return decode, out_of_room
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
