@@ -48,7 +48,7 @@ async def run_engine(engine, prompts, new_tokens: int) -> tuple[float, list]:
     return time.perf_counter() - start, outs
 
 
-async def bench_ours(kind: str, args, model_path: Path, concurrency: int) -> dict:
+async def bench_ours(kind: str, args, model_path: Path, concurrency: int, decode_steps: int = 4) -> dict:
     from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
     from agentgym.rollout.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
 
@@ -56,12 +56,14 @@ async def bench_ours(kind: str, args, model_path: Path, concurrency: int) -> dic
     if kind == "paged":
         engine = PagedEngine(model_path, PagedEngineConfig(
             device=args.device, dtype=dtype, max_batch_size=max(concurrency, 1), max_model_len=args.max_model_len,
-            cuda_graphs=not args.no_graphs))
+            cuda_graphs=not args.no_graphs, decode_steps=decode_steps))
     else:
         engine = TransformersEngine(model_path, TransformersEngineConfig(
             device=args.device, dtype=dtype, max_batch_size=concurrency, max_prefill_tokens=65536,
             intra_op_threads=None if args.device == "cuda" else 1))
     result: dict = {"engine": kind, "concurrency": concurrency}
+    if kind == "paged":
+        result["decode_steps"] = decode_steps
     async with engine:
         engine.eos_token_ids = frozenset()  # every request samples exactly new_tokens tokens
         vocab = engine.model.config.vocab_size
@@ -98,12 +100,13 @@ def profile_decode(engine, rows: int, args) -> list[str]:
     runner = engine._runner
     blocks = -(-(args.prompt_len + args.new_tokens) // runner.block_size)
     tables = [list(range(1 + i * blocks, 1 + (i + 1) * blocks)) for i in range(rows)]
-    sampling = {"inv_temperature": [1.0] * rows, "greedy": [False] * rows, "top_k": [runner.vocab] * rows,
-                "top_p": [1.0] * rows, "uniform": [0.5] * rows}
-    positions = [blocks * runner.block_size - 1] * rows
+    positions = [blocks * runner.block_size - runner.decode_steps] * rows
+    decode_rows = [DecodeRow(token=1, position=p, table_row=i, inv_temperature=1.0, greedy=False, top_k=runner.vocab,
+                             top_p=1.0, steps=runner.decode_steps, uniforms=[0.5] * runner.decode_steps)
+                   for i, p in enumerate(positions)]
     with torch.inference_mode():
         runner.set_table_rows([(i, 0, t) for i, t in enumerate(tables)])
-        runner._stage([1] * rows, positions, list(range(rows)), [t[-1] for t in tables], sampling, rows)
+        runner._stage(decode_rows, rows)
         runner._decode_step(rows, blocks, False)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -192,6 +195,8 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--engines", nargs="+", default=["paged", "dynamic", "hf_static", "hf_cb"])
     parser.add_argument("--no-graphs", action="store_true")
+    parser.add_argument("--decode-steps", type=int, nargs="+", default=[4],
+                        help="paged engine: tokens per sequence per decode call; several values run side by side")
     parser.add_argument("--profile", action="store_true", help="kernel table of eager decode steps (paged)")
     parser.add_argument("--no-logprob-check", dest="logprob_check", action="store_false")
     parser.add_argument("--out", default=os.environ.get("OUT"))
@@ -207,10 +212,11 @@ def main() -> None:
     model_path = build_tiny_model(Path(os.environ.get("AGENTGYM_MODEL_DIR", tempfile.mkdtemp())), size=args.size, seed=0)
     results = []
     for concurrency in args.concurrency:
-        for kind in args.engines:
+        runs = [(kind, k) for kind in args.engines for k in (args.decode_steps if kind == "paged" else [1])]
+        for kind, k in runs:
             try:
                 if kind in ("paged", "dynamic"):
-                    res = asyncio.run(bench_ours(kind, args, model_path, concurrency))
+                    res = asyncio.run(bench_ours(kind, args, model_path, concurrency, k))
                 else:
                     res = bench_hf(kind, args, model_path, concurrency)
             except Exception as exc:  # one engine failing must not lose the others' figures

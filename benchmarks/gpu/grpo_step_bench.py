@@ -205,7 +205,7 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
 
             inner = PagedEngine(model_path, PagedEngineConfig(
                 device=args.device, dtype=dtype, max_batch_size=args.prompts * args.n, max_model_len=4096,
-                intra_op_threads=None if args.device == "cuda" else 1))
+                intra_op_threads=None if args.device == "cuda" else 1, decode_steps=args.decode_steps))
         else:
             engine_cfg = TransformersEngineConfig(device=args.device, dtype=dtype,
                                                   max_batch_size=args.prompts * args.n, max_prefill_tokens=65536,
@@ -218,14 +218,21 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
         rows = make_rows(ArithmeticTaskConfig(num_rows=args.prompts * (args.warmup + args.steps), seed=1))
         rollout_stats = []
 
+        def engine_clock() -> tuple[float, float]:
+            stats = inner.stats
+            return getattr(stats, "busy_seconds", 0.0), getattr(stats, "handoff_seconds", 0.0)
+
         async def collect(batch_rows, step):
             engine.generated = 0
             sync(args.device)
+            busy0, handoff0 = engine_clock()
             start = time.perf_counter()
             trajs = await loop.run_batch(batch_rows, n=args.n, group_prefix=f"step{step}-")
             seconds = time.perf_counter() - start
+            busy1, handoff1 = engine_clock()
             rollout_stats.append({
                 "seconds": seconds, "generated_tokens": engine.generated,
+                "engine_busy_s": busy1 - busy0, "engine_handoff_s": handoff1 - handoff0,
                 "response_tokens": sum(len(t.response_ids) for t in trajs),
                 "model_tokens": sum(sum(t.loss_mask) for t in trajs),
                 "tool_calls": sum(t.num_tool_calls for t in trajs),
@@ -281,6 +288,7 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
         "engine": args.engine,
         "engine_stats": inner.stats.as_dict() if hasattr(inner.stats, "as_dict") else None,
         "per_step": [{"rollout_s": r["seconds"], "generated_tokens": r["generated_tokens"],
+                      "engine_busy_s": r["engine_busy_s"], "engine_handoff_s": r["engine_handoff_s"],
                       "step_s": m["timing_s/rollout"] + m["timing_s/step"] + m["timing_s/weight_sync"],
                       "old_log_prob_s": m["timing_s/old_log_prob"], "update_s": m["timing_s/update_actor"],
                       "weight_sync_s": m["timing_s/weight_sync"]} for m, r in zip(history, rollout_stats)],
@@ -386,6 +394,7 @@ def main() -> None:
     parser.add_argument("--max-token-len", type=int, default=32768, help="ppo_max_token_len_per_gpu (packed)")
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--engine", choices=["paged", "dynamic"], default="paged", help="in-process rollout engine")
+    parser.add_argument("--decode-steps", type=int, default=4, help="paged engine: tokens per sequence per decode call")
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="actor.use_torch_compile (auto: on for CUDA)")

@@ -56,7 +56,7 @@ for stage in "${stages[@]}"; do
     rl)   timeout 200 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-update --prompts 2 --n 4 --warmup 0 \
             --steps 1 --turn-tokens 64 --tag _rl --out "$OUT" ;;
     rlbig) timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-update --prompts 8 --n 8 --warmup 1 \
-            --steps 1 --turn-tokens 128 --tag _rlbig --out "$OUT" ;;
+            --steps 1 --turn-tokens 128 --tag _rlbig${RLBIG_TAG:-} --out "$OUT" ${RLBIG_ARGS:-} ;;
     upd)  timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --profile --tag _upd --out "$OUT" ;;
     eager) timeout 300 python3 benchmarks/gpu/grpo_step_bench.py --size "$size" --skip-rl --profile --compile off \
             --tag _eager --out "$OUT" ;;

@@ -115,6 +115,37 @@ async def test_a_small_cache_preempts_and_recomputes_without_changing_results(ti
         assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(e.logprobs), atol=1e-4)
 
 
+async def test_several_tokens_per_decode_call_change_nothing_but_the_call_count(tiny_model_dir):
+    """Budgets that end mid-call (max tokens, context limit) and stop tokens sampled mid-call: the tokens after
+    them are discarded and never reach the cache's shared blocks, so results equal one token per call."""
+    prompts = [[5 + i, 6, 7, 8, 9, 10 + i][: 3 + i % 4] for i in range(6)]
+    plain = [SamplingParams(max_new_tokens=n, temperature=1.0, seed=i) for i, n in enumerate((5, 7, 13, 30, 2, 1))]
+    plain.append(SamplingParams(max_new_tokens=11, temperature=0.0))
+    prompts.append([4, 5, 6])
+
+    async def run(steps: int, samplings) -> tuple[list, PagedEngine]:
+        async with PagedEngine(tiny_model_dir, config(decode_steps=steps, max_model_len=24)) as eng:
+            eng.eos_token_ids = frozenset()
+            outs = await asyncio.gather(*(eng.generate(p, s) for p, s in zip(prompts, samplings)))
+            assert eng._scheduler.pool.available == eng.stats.num_blocks - 1  # every block back
+        return outs, eng
+
+    one, one_engine = await run(1, plain)
+    assert [len(o.token_ids) for o in one] == [5, 7, 13, 24 - 6, 2, 1, 11]  # the 4th stops at the context limit
+    stop = one[3].token_ids[5]  # a stop token the 4th request samples mid-call
+    stopping = [SamplingParams(**{**vars(s), "stop_token_ids": [stop]}) for s in plain]
+    one_stopped, _ = await run(1, stopping)
+    assert len(one_stopped[3].token_ids) <= 6 and one_stopped[3].finish_reason == "stop"
+    for steps in (3, 4):
+        many, engine = await run(steps, plain)
+        many_stopped, _ = await run(steps, stopping)
+        assert engine.stats.decode_calls < one_engine.stats.decode_calls
+        for expected, got in zip(one + one_stopped, many + many_stopped):
+            assert got.token_ids == expected.token_ids
+            assert got.finish_reason == expected.finish_reason
+            assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(expected.logprobs), atol=1e-5)
+
+
 async def test_a_sequence_longer_than_the_whole_cache_ends_with_length(tiny_model_dir):
     async with PagedEngine(tiny_model_dir, config(num_blocks=9, max_model_len=1000)) as eng:
         eng.eos_token_ids = frozenset()

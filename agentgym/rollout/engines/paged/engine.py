@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from agentgym.rollout.engines.base import (
 from agentgym.rollout.engines.in_process import InProcessEngine
 from agentgym.rollout.engines.loading import load_causal_lm
 from agentgym.rollout.engines.paged.blocks import BlockPool
-from agentgym.rollout.engines.paged.runner import PagedModelRunner, PrefillBatch, attention_shape
+from agentgym.rollout.engines.paged.runner import DecodeRow, PagedModelRunner, PrefillBatch, attention_shape
 from agentgym.rollout.engines.paged.sampler import uniform_for
 from agentgym.rollout.engines.paged.scheduler import (
     Scheduler,
@@ -48,7 +49,9 @@ class PagedEngineConfig:
     `gpu_memory_utilization` of the device's memory minus the weights (on CPU: room for `max_batch_size`
     sequences of `max_model_len`), never more than that room. `max_model_len` defaults to the model's
     `max_position_embeddings`. `max_prefill_tokens` bounds the tokens of one prefill pass (longer prompts are
-    prefilled in chunks). `cuda_graphs` captures decode steps on CUDA. `prefill_max_wait_steps`: while
+    prefilled in chunks). `cuda_graphs` captures decode steps on CUDA. `decode_steps`: tokens each sequence
+    samples per decode call (one graph replay, one host copy); more spreads the host's per-call work over more
+    tokens, at the cost of up to `decode_steps - 1` discarded forwards for a sequence that stops mid-call. `prefill_max_wait_steps`: while
     sequences decode, a small prefill waits up to this many steps for company (fewer, larger passes).
     """
 
@@ -61,6 +64,7 @@ class PagedEngineConfig:
     num_blocks: int | None = None
     gpu_memory_utilization: float = 0.35
     cuda_graphs: bool = True
+    decode_steps: int = 4
     prefill_max_wait_steps: int = 4
     intra_op_threads: int | None = None
     attn_implementation: str = "sdpa"
@@ -68,6 +72,8 @@ class PagedEngineConfig:
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.max_batch_size < 1 or self.max_prefill_tokens < 1:
             raise ValueError("block_size, max_batch_size and max_prefill_tokens must be positive")
+        if not 1 <= self.decode_steps <= self.block_size:
+            raise ValueError(f"decode_steps must be between 1 and block_size ({self.block_size}), got {self.decode_steps}")
         if not 0.0 < self.gpu_memory_utilization < 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1), got {self.gpu_memory_utilization}")
 
@@ -79,7 +85,8 @@ class PagedEngineStats:
     requests_finished: int = 0
     tokens_generated: int = 0
     prefill_passes: int = 0
-    decode_steps: int = 0
+    decode_steps: int = 0  # forward steps, `decode_steps` per call
+    decode_calls: int = 0
     max_decode_batch: int = 0
     decode_batch_sizes: Counter = field(default_factory=Counter)
     weight_version: int = 0
@@ -88,6 +95,8 @@ class PagedEngineStats:
     kv_cache_bytes: int = 0
     graph_captures: int = 0
     decode_attention: str = ""
+    busy_seconds: float = 0.0  # wall time inside scheduler steps (worker thread)
+    handoff_seconds: float = 0.0  # wall time between a step and the next while work was waiting (event loop)
     scheduler: SchedulerStats = field(default_factory=SchedulerStats)
 
     @property
@@ -110,11 +119,13 @@ class PagedEngineStats:
         return {
             "requests_finished": self.requests_finished, "tokens_generated": self.tokens_generated,
             "prefill_passes": self.prefill_passes, "decode_steps": self.decode_steps,
+            "decode_calls": self.decode_calls,
             "max_decode_batch": self.max_decode_batch, "context_tokens": self.context_tokens,
             "cached_tokens": self.cached_tokens, "prefilled_tokens": self.prefilled_tokens,
             "preemptions": self.preemptions, "num_blocks": self.num_blocks, "block_size": self.block_size,
             "kv_cache_gib": self.kv_cache_bytes / 2**30, "graph_captures": self.graph_captures,
             "decode_attention": self.decode_attention,
+            "busy_seconds": self.busy_seconds, "handoff_seconds": self.handoff_seconds,
             "weight_version": self.weight_version,
         }
 
@@ -162,7 +173,7 @@ class PagedEngine(InProcessEngine):
         try:
             runner = PagedModelRunner(model, num_blocks=num_blocks, block_size=cfg.block_size,
                                       max_batch=cfg.max_batch_size, max_blocks_per_seq=blocks_per_seq,
-                                      cuda_graphs=cfg.cuda_graphs)
+                                      cuda_graphs=cfg.cuda_graphs, decode_steps=cfg.decode_steps)
         except ValueError as exc:
             raise EngineError(str(exc)) from exc
         self._runner = runner
@@ -170,7 +181,7 @@ class PagedEngine(InProcessEngine):
         pool = BlockPool(num_blocks, cfg.block_size)
         self._scheduler = Scheduler(pool, SchedulerConfig(
             max_batch=cfg.max_batch_size, max_prefill_tokens=cfg.max_prefill_tokens,
-            prefill_max_wait_steps=cfg.prefill_max_wait_steps))
+            prefill_max_wait_steps=cfg.prefill_max_wait_steps, decode_steps=cfg.decode_steps))
         self.stats.scheduler = self._scheduler.stats
         self.stats.num_blocks, self.stats.block_size = num_blocks, cfg.block_size
         self.stats.kv_cache_bytes = runner.kv.numel() * runner.kv.element_size()
@@ -232,17 +243,22 @@ class PagedEngine(InProcessEngine):
         assert self._wake is not None and self._drained is not None
         loop = asyncio.get_running_loop()
         scheduler = self._scheduler
+        last_end: float | None = None
         while True:
             busy = scheduler.busy
             work = busy or ((bool(self._arrivals) or bool(scheduler.waiting)) and not self._paused)
             if not busy:
                 self._drained.set()
             if not work:
+                last_end = None
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             self._drained.clear()
             arrivals, self._arrivals = self._arrivals, []
+            started = time.perf_counter()
+            if last_end is not None:
+                self.stats.handoff_seconds += started - last_end
             try:
                 finished = await loop.run_in_executor(self._executor, self._step, arrivals, self._paused)
             except Exception as exc:  # a failing forward fails its requests, never the engine
@@ -252,6 +268,7 @@ class PagedEngine(InProcessEngine):
                     if not req.future.done():
                         req.future.set_exception(error)
                 continue
+            last_end = time.perf_counter()
             for req in finished:
                 self.stats.requests_finished += 1
                 if not req.future.done():
@@ -260,9 +277,18 @@ class PagedEngine(InProcessEngine):
     # ---- worker thread -----------------------------------------------------------------------------------------
 
     def _step(self, arrivals: list[Request], paused: bool) -> list[Request]:
+        started = time.perf_counter()
+        try:
+            return self._step_inner(arrivals, paused)
+        finally:
+            self.stats.busy_seconds += time.perf_counter() - started
+
+    def _step_inner(self, arrivals: list[Request], paused: bool) -> list[Request]:
         scheduler, runner = self._scheduler, self._runner
         for req in arrivals:
-            scheduler.add(Sequence(req, tokens=list(req.prompt_ids), prompt_len=len(req.prompt_ids)))
+            prompt_len = len(req.prompt_ids)
+            scheduler.add(Sequence(req, tokens=list(req.prompt_ids), prompt_len=prompt_len,
+                                   max_len=min(prompt_len + req.sampling.max_new_tokens, req.max_total_len)))
         for seq in list(scheduler.running) + list(scheduler.waiting):
             if seq.request.future.done():  # the caller gave up (cancelled): free its blocks now
                 scheduler.drop(seq)
@@ -295,15 +321,15 @@ class PagedEngine(InProcessEngine):
 
     def _decode(self, seqs: list[Sequence]) -> list[Request]:
         scheduler, runner = self._scheduler, self._runner
-        sampling: dict[str, list] = {"inv_temperature": [], "greedy": [], "top_k": [], "top_p": [], "uniform": []}
-        filtered = False
+        rows, filtered = [], False
         for seq in seqs:
             p = seq.request.sampling
-            sampling["inv_temperature"].append(1.0 if p.greedy else 1.0 / p.temperature)
-            sampling["greedy"].append(p.greedy)
-            sampling["top_k"].append(runner.vocab if p.top_k == -1 else p.top_k)
-            sampling["top_p"].append(p.top_p)
-            sampling["uniform"].append(uniform_for(seq.request.seed, seq.output_len))
+            first = seq.output_len
+            rows.append(DecodeRow(
+                token=seq.tokens[-1], position=len(seq.tokens) - 1, table_row=seq.row,
+                inv_temperature=1.0 if p.greedy else 1.0 / p.temperature, greedy=p.greedy,
+                top_k=runner.vocab if p.top_k == -1 else p.top_k, top_p=p.top_p, steps=seq.steps,
+                uniforms=[uniform_for(seq.request.seed, first + j) for j in range(seq.steps)]))
             filtered = filtered or (not p.greedy and (p.top_k != -1 or p.top_p < 1.0))
         updates = []
         for seq in seqs:
@@ -311,20 +337,21 @@ class PagedEngine(InProcessEngine):
                 updates.append((seq.row, seq.synced_blocks, seq.blocks[seq.synced_blocks :]))
                 seq.synced_blocks = len(seq.blocks)
         runner.set_table_rows(updates)
-        bs = runner.block_size
-        positions = [len(s.tokens) - 1 for s in seqs]
-        tokens, logprobs = runner.decode([s.tokens[-1] for s in seqs], positions, [s.row for s in seqs],
-                                         [s.blocks[p // bs] for s, p in zip(seqs, positions)], sampling,
-                                         filtered=filtered)
-        self.stats.decode_steps += 1
-        self.stats.tokens_generated += len(seqs)
+        sampled = runner.decode(rows, filtered=filtered)
+        self.stats.decode_steps += runner.decode_steps
+        self.stats.decode_calls += 1
         self.stats.decode_batch_sizes[len(seqs)] += 1
         self.stats.max_decode_batch = max(self.stats.max_decode_batch, len(seqs))
         done = []
-        for seq, token, logprob in zip(seqs, tokens, logprobs, strict=True):
-            scheduler.computed(seq, len(seq.tokens))
-            seq.tokens.append(token)
-            seq.request.add(token, logprob)
+        for seq, pairs in zip(seqs, sampled, strict=True):
+            for token, logprob in pairs:
+                seq.tokens.append(token)
+                seq.request.add(token, logprob)
+                self.stats.tokens_generated += 1
+                if seq.request.finish_reason:
+                    break
+            # Every token but the newest was fed, so its keys/values are cached (and full blocks shareable).
+            scheduler.computed(seq, len(seq.tokens) - 1)
             if seq.request.finish_reason:
                 scheduler.drop(seq)
                 done.append(seq.request)

@@ -6,9 +6,11 @@ replaced, because it has to read and write the paged cache. Two entry points:
 - `prefill`: new tokens of several sequences packed into one row, each attending causally to its cached
   prefix plus itself (PyTorch's varlen flash kernel on CUDA when it passes a self-check, else SDPA per
   sequence). Eager: its shapes change every call.
-- `decode`: one token for each of B sequences, attention over their block tables, then sampling. On CUDA
-  each (batch bucket, context bucket, sampling kind) is captured once as a CUDA graph and replayed, which
-  removes the Python and kernel-launch overhead that dominates a small model's decode step.
+- `decode`: up to `decode_steps` tokens for each of B sequences, each step attending over their block tables
+  and sampling the token the next step feeds. On CUDA each (batch bucket, context bucket, sampling kind) is
+  captured once as a CUDA graph and replayed, which removes the Python and kernel-launch overhead that
+  dominates a small model's decode step; several steps per replay also spread the host's per-call work (staging,
+  the host copy, the scheduler) over several tokens.
 
 Weights are used in place, so a weight update (a copy into the same parameters) needs no re-capture.
 """
@@ -88,11 +90,27 @@ class PrefillBatch:
     context_lens: list[int]
 
 
+@dataclass
+class DecodeRow:
+    """One sequence in a decode call: the token it feeds at `position`, its block table row, sampling settings,
+    how many tokens it may take in this call (`steps` >= 1) and one uniform draw per step."""
+
+    token: int
+    position: int
+    table_row: int
+    inv_temperature: float
+    greedy: bool
+    top_k: int
+    top_p: float
+    steps: int
+    uniforms: list[float]
+
+
 class PagedModelRunner:
     """Owns the KV cache tensors and runs the model over them."""
 
     def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int, max_batch: int,
-                 max_blocks_per_seq: int, cuda_graphs: bool):
+                 max_blocks_per_seq: int, cuda_graphs: bool, decode_steps: int = 1):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the paged engine cannot run this model: {reason}; use the `dynamic` backend")
@@ -111,6 +129,10 @@ class PagedModelRunner:
         self.max_batch = max_batch
         self.max_blocks_per_seq = max_blocks_per_seq
         self.max_positions = max_blocks_per_seq * block_size
+        if not 1 <= decode_steps <= block_size:
+            raise ValueError(f"decode_steps must be between 1 and block_size ({block_size}), got {decode_steps}")
+        self.decode_steps = decode_steps
+        self._row_fields = 8 + decode_steps
         # [layer, k|v, kv head, slot, head dim]: a layer's keys for a block table gather as one indexing op.
         self.kv = torch.zeros(len(self.layers), 2, self.kv_heads, num_blocks * block_size, self.head_dim,
                               dtype=self.dtype, device=self.device)
@@ -130,11 +152,12 @@ class PagedModelRunner:
         dev = self.device
         self._tokens = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self._positions = torch.zeros(max_batch, dtype=torch.long, device=dev)
-        self._slots = torch.zeros(max_batch, dtype=torch.long, device=dev)
+        self._steps = torch.ones(max_batch, dtype=torch.long, device=dev)
         self._lens = torch.ones(max_batch, dtype=torch.long, device=dev)
         self._tables = torch.zeros(max_batch, max_blocks_per_seq, dtype=torch.long, device=dev)
         self._sampling = SamplingInputs.empty(max_batch, dev)
-        self._staging = torch.zeros(max_batch * self._ROW_FIELDS, dtype=torch.float64, device=dev)
+        self._uniforms = torch.zeros(max_batch, decode_steps, dtype=torch.float32, device=dev)
+        self._staging = torch.zeros(max_batch * self._row_fields, dtype=torch.float64, device=dev)
         # One block table per admitted sequence (row `max_batch` stays all scratch, for padding rows).
         self._row_tables = torch.zeros(max_batch + 1, max_blocks_per_seq, dtype=torch.long, device=dev)
         if self._paged_kernel is not None and not self._kernel_agrees():
@@ -251,24 +274,43 @@ class PagedModelRunner:
         return attend
 
     def _decode_step(self, rows: int, blocks: int, filtered: bool) -> torch.Tensor:
-        """From the staged inputs: one forward and one sampling step; returns [rows, 2] (token, logprob) float64."""
-        self._unpack(rows, blocks)
-        attend = self._decode_attention(rows, blocks)
-        hidden = self._forward(self._tokens[:rows], self._positions[:rows], self._slots[:rows], attend)
-        logits = self.lm_head(hidden)
-        tokens, logprobs = sample(logits, self._sampling.rows(rows), filtered=filtered)
-        return torch.stack([tokens.double(), logprobs.double()], dim=1)
+        """From the staged inputs: `decode_steps` forwards, each sampling the token the next one feeds.
 
-    def decode(self, tokens: list[int], positions: list[int], table_rows: list[int], last_blocks: list[int],
-               sampling: dict[str, list], *, filtered: bool) -> tuple[list[int], list[float]]:
-        """Advance each row by one token. `positions[i]` is the position of `tokens[i]`; its block table is row
-        `table_rows[i]` of the device tables (`set_table_rows`), and `last_blocks[i]` is the block that position
-        falls in. `sampling` holds per-row inv_temperature, greedy, top_k, top_p and uniform lists."""
-        n = len(tokens)
+        Returns [decode_steps, rows, 2] (token, logprob) float64. Row i takes `steps[i]` real steps (its budget:
+        max tokens, context length); its later steps repeat the last position and write to the scratch block, so
+        they touch no other sequence's cache. A row that samples a stop token keeps going inside the call; the
+        host discards what follows it, and those keys/values sit past the sequence's end, never registered.
+        """
+        self._unpack(rows, blocks)
+        bs = self.block_size
+        tables = self._tables[:rows, :blocks]
+        first, steps = self._positions[:rows], self._steps[:rows]
+        tokens = self._tokens[:rows]
+        outs = []
+        for j in range(self.decode_steps):
+            positions = first + torch.clamp(steps - 1, max=j)
+            block = tables.gather(1, (positions // bs).unsqueeze(1)).squeeze(1)
+            slots = torch.where(steps > j, block * bs + positions % bs, NULL_BLOCK * bs)
+            self._lens[:rows].copy_(positions + 1)
+            attend = self._decode_attention(rows, blocks)
+            hidden = self._forward(tokens, positions, slots, attend)
+            logits = self.lm_head(hidden)
+            sampling = self._sampling.rows(rows)
+            sampling.uniform = self._uniforms[:rows, j]
+            tokens, logprobs = sample(logits, sampling, filtered=filtered)
+            outs.append(torch.stack([tokens.double(), logprobs.double()], dim=1))
+        return torch.stack(outs)
+
+    def decode(self, rows_in: list[DecodeRow], *, filtered: bool) -> list[list[tuple[int, float]]]:
+        """Advance each row by up to `decode_steps` tokens (its `steps`): one graph replay and one host copy.
+
+        Returns, per row, its `steps` sampled (token, logprob) pairs in order; its block table row (see
+        `set_table_rows`) must already hold blocks for positions up to `position + steps - 1`."""
+        n = len(rows_in)
         rows = self.batch_buckets[bisect.bisect_left(self.batch_buckets, n)]
-        needed = max(positions) // self.block_size + 1
+        needed = max(r.position + r.steps - 1 for r in rows_in) // self.block_size + 1
         blocks = self.block_buckets[bisect.bisect_left(self.block_buckets, needed)]
-        self._stage(tokens, positions, table_rows, last_blocks, sampling, rows)
+        self._stage(rows_in, rows)
         key = (rows, blocks, filtered)
         if not self.cuda_graphs:
             out = self._decode_step(rows, blocks, filtered)
@@ -277,10 +319,8 @@ class PagedModelRunner:
             graph.replay()
         else:
             out = self._capture(key)
-        host = out[:n].cpu()
-        return host[:, 0].long().tolist(), host[:, 1].tolist()
-
-    _ROW_FIELDS = 10  # token, position, slot, context length, table row, inv_temperature, greedy, top_k, top_p, uniform
+        host = out[:, :n].cpu().tolist()  # [steps][row] -> [token, logprob]
+        return [[(int(host[j][i][0]), host[j][i][1]) for j in range(r.steps)] for i, r in enumerate(rows_in)]
 
     def set_table_rows(self, updates: list[tuple[int, int, list[int]]]) -> None:
         """Write block ids into the device-side block tables: (table row, first column, block ids) each.
@@ -298,38 +338,34 @@ class PagedModelRunner:
             index = torch.tensor([rows, cols], dtype=torch.long).to(self.device, non_blocking=True)
             self._row_tables.index_put_((index[0], index[1]), torch.tensor(values, dtype=torch.long).to(self.device))
 
-    def _stage(self, tokens, positions, table_rows, last_blocks, sampling, rows: int) -> None:
-        """Copy this step's per-row inputs to the device as one [rows, fields] float64 block (exact for ids); the
-        decode step unpacks it into the static buffers. Rows past `len(tokens)` are scratch padding.
+    def _stage(self, rows_in: list[DecodeRow], rows: int) -> None:
+        """Copy this call's per-row inputs to the device as one [rows, fields] float64 block (exact for ids); the
+        decode step unpacks it into the static buffers. Rows past `len(rows_in)` are scratch padding.
 
         One host list and one copy: per-row tensor writes cost more host time than a small model's whole step.
         """
-        n = len(tokens)
-        bs = self.block_size
+        k = self.decode_steps
         flat: list[float] = []
-        inv, greedy, top_k = sampling["inv_temperature"], sampling["greedy"], sampling["top_k"]
-        top_p, uniform = sampling["top_p"], sampling["uniform"]
-        for i in range(n):
-            p = positions[i]
-            flat += (tokens[i], p, last_blocks[i] * bs + p % bs, p + 1, table_rows[i], inv[i], greedy[i], top_k[i],
-                     top_p[i], uniform[i])
-        flat += [0, 0, NULL_BLOCK * bs, 1, self.max_batch, 1.0, 1, self.vocab, 1.0, 0.0] * (rows - n)
+        for r in rows_in:
+            flat += (r.token, r.position, r.table_row, r.inv_temperature, r.greedy, r.top_k, r.top_p, r.steps)
+            flat += r.uniforms
+            flat += [0.0] * (k - len(r.uniforms))
+        flat += ([0, 0, self.max_batch, 1.0, 1, self.vocab, 1.0, 1] + [0.0] * k) * (rows - len(rows_in))
         host = torch.frombuffer(array("d", flat), dtype=torch.float64)
-        self._staging[: rows * self._ROW_FIELDS].copy_(host)
+        self._staging[: rows * self._row_fields].copy_(host)
 
     def _unpack(self, rows: int, blocks: int) -> None:
-        staged = self._staging[: rows * self._ROW_FIELDS].view(rows, self._ROW_FIELDS)
+        staged = self._staging[: rows * self._row_fields].view(rows, self._row_fields)
         self._tokens[:rows].copy_(staged[:, 0])
         self._positions[:rows].copy_(staged[:, 1])
-        self._slots[:rows].copy_(staged[:, 2])
-        self._lens[:rows].copy_(staged[:, 3])
-        self._tables[:rows, :blocks].copy_(self._row_tables[staged[:, 4].long(), :blocks])
+        self._tables[:rows, :blocks].copy_(self._row_tables[staged[:, 2].long(), :blocks])
         s = self._sampling
-        s.inv_temperature[:rows].copy_(staged[:, 5])
-        s.greedy[:rows].copy_(staged[:, 6] != 0)
-        s.top_k[:rows].copy_(staged[:, 7])
-        s.top_p[:rows].copy_(staged[:, 8])
-        s.uniform[:rows].copy_(staged[:, 9])
+        s.inv_temperature[:rows].copy_(staged[:, 3])
+        s.greedy[:rows].copy_(staged[:, 4] != 0)
+        s.top_k[:rows].copy_(staged[:, 5])
+        s.top_p[:rows].copy_(staged[:, 6])
+        self._steps[:rows].copy_(staged[:, 7])
+        self._uniforms[:rows].copy_(staged[:, 8:])
 
     def _capture(self, key: tuple[int, int, bool]) -> torch.Tensor:
         """Run the step once eagerly (this also computes the current step), then capture it and replay."""

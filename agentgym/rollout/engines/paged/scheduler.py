@@ -37,6 +37,8 @@ class Sequence:
     preempted: bool = False
     row: int = -1  # its row in the runner's device-side block tables while admitted
     synced_blocks: int = 0  # how many of `blocks` that row holds
+    max_len: int = 1 << 62  # the length at which it ends (max new tokens, context limit)
+    steps: int = 1  # tokens the next decode call may sample for it (blocks are allocated for them)
 
     @property
     def output_len(self) -> int:
@@ -73,6 +75,8 @@ class SchedulerConfig:
     # With sequences decoding, small prefills wait up to this many steps to be batched with later arrivals
     # (each eager prefill pass costs a fixed launch overhead); a full budget of tokens goes at once.
     prefill_max_wait_steps: int = 4
+    # Tokens a decode call samples per sequence (the runner's `decode_steps`); blocks are allocated ahead for them.
+    decode_steps: int = 1
 
 
 @dataclass
@@ -201,6 +205,7 @@ class Scheduler:
             if seq not in self.running or not seq.prefilled:
                 continue
             position = len(seq.tokens) - 1
+            steps = max(1, min(self.config.decode_steps, seq.max_len - len(seq.tokens)))
             while position // bs >= len(seq.blocks):
                 try:
                     seq.blocks += self.pool.allocate(1)
@@ -215,6 +220,13 @@ class Scheduler:
                     if victim is seq:
                         break
             else:
+                # Blocks for the call's later tokens are a bonus: without room it takes fewer steps, preempting no one.
+                while (position + steps - 1) // bs >= len(seq.blocks):
+                    try:
+                        seq.blocks += self.pool.allocate(1)
+                    except OutOfBlocks:
+                        steps = len(seq.blocks) * bs - position
+                seq.steps = steps
                 decode.append(seq)
         return decode, out_of_room
 
