@@ -56,7 +56,7 @@ async def bench_ours(kind: str, args, model_path: Path, concurrency: int, decode
     if kind == "paged":
         engine = PagedEngine(model_path, PagedEngineConfig(
             device=args.device, dtype=dtype, max_batch_size=max(concurrency, 1), max_model_len=args.max_model_len,
-            cuda_graphs=not args.no_graphs, decode_steps=decode_steps))
+            cuda_graphs=not args.no_graphs, decode_steps=decode_steps, fuse_elementwise=not args.no_fuse))
     else:
         engine = TransformersEngine(model_path, TransformersEngineConfig(
             device=args.device, dtype=dtype, max_batch_size=concurrency, max_prefill_tokens=65536,
@@ -97,6 +97,8 @@ def profile_decode(engine, rows: int, args) -> list[str]:
     """Kernel time by name of a few eager decode steps at full batch and full context (the graphs replay these)."""
     from torch.profiler import ProfilerActivity, profile
 
+    from agentgym.rollout.engines.paged.runner import DecodeRow
+
     runner = engine._runner
     blocks = -(-(args.prompt_len + args.new_tokens) // runner.block_size)
     tables = [list(range(1 + i * blocks, 1 + (i + 1) * blocks)) for i in range(rows)]
@@ -113,8 +115,26 @@ def profile_decode(engine, rows: int, args) -> list[str]:
             for _ in range(3):
                 runner._decode_step(rows, blocks, False)
             torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20, max_name_column_width=70)
-    return table.splitlines()
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
+    kernels = sum(e.count for e in prof.key_averages() if e.device_type.name == "CUDA") / 3
+    lines = table.splitlines() + [f"kernels per decode call (eager, {runner.decode_steps} steps): {kernels:.0f}"]
+    if runner.cuda_graphs:
+        import bisect
+
+        key = (runner.batch_buckets[bisect.bisect_left(runner.batch_buckets, rows)],
+               runner.block_buckets[bisect.bisect_left(runner.block_buckets, blocks)], False)
+        with torch.inference_mode():
+            runner._capture(key) if key not in runner._graphs else None
+            graph, _ = runner._graphs[key]
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(20):
+                graph.replay()
+            end.record()
+            torch.cuda.synchronize()
+        per_call = start.elapsed_time(end) / 20
+        lines.append(f"graph replay GPU time {key}: {per_call:.3f} ms per call, {per_call / runner.decode_steps:.3f} ms per step")
+    return lines
 
 
 async def logprob_gap(args, model_path: Path, prompts, outs) -> dict:
@@ -195,6 +215,7 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--engines", nargs="+", default=["paged", "dynamic", "hf_static", "hf_cb"])
     parser.add_argument("--no-graphs", action="store_true")
+    parser.add_argument("--no-fuse", action="store_true", help="paged: the model's own norm/rope/activation modules")
     parser.add_argument("--decode-steps", type=int, nargs="+", default=[4],
                         help="paged engine: tokens per sequence per decode call; several values run side by side")
     parser.add_argument("--profile", action="store_true", help="kernel table of eager decode steps (paged)")

@@ -58,6 +58,24 @@ async def test_logprobs_agree_with_a_plain_forward_pass(paged, reference_model, 
         assert torch.allclose(torch.tensor(out.logprobs), ref, atol=1e-4), (out.logprobs[:5], ref[:5])
 
 
+async def test_the_fused_layer_stack_computes_what_the_modules_do(tiny_model_dir, reference_model, chat_prompts):
+    """On CUDA the norms, rope and activation run as compiled kernels with the residual adds moved into the
+    norms (`paged/fused.py`); here the same restructured stack runs uncompiled and must give the same logprobs."""
+    from agentgym.rollout.engines.paged.fused import FusedOps
+
+    sampling = SamplingParams(max_new_tokens=12, temperature=1.0, seed=5)
+    async with PagedEngine(tiny_model_dir, config()) as eng:
+        assert eng._runner._fused is None  # CPU: the model's own modules
+        plain = await asyncio.gather(*(eng.generate(p, sampling) for p in chat_prompts))
+        eng._runner._fused = FusedOps(compiled=False)
+        eng._scheduler.pool.clear_cache()
+        fused = await asyncio.gather(*(eng.generate(p, sampling) for p in chat_prompts))
+    for prompt, a, b in zip(chat_prompts, plain, fused):
+        assert a.token_ids == b.token_ids
+        ref = reference_logprobs(reference_model, prompt, b.token_ids, 1.0)
+        assert torch.allclose(torch.tensor(b.logprobs), ref, atol=1e-4)
+
+
 async def test_greedy_matches_the_dynamic_engine(paged, tiny_model_dir, chat_prompts):
     async with TransformersEngine(tiny_model_dir) as dynamic:
         expected = [await dynamic.generate(p, GREEDY) for p in chat_prompts]

@@ -49,7 +49,8 @@ class PagedEngineConfig:
     `gpu_memory_utilization` of the device's memory minus the weights (on CPU: room for `max_batch_size`
     sequences of `max_model_len`), never more than that room. `max_model_len` defaults to the model's
     `max_position_embeddings`. `max_prefill_tokens` bounds the tokens of one prefill pass (longer prompts are
-    prefilled in chunks). `cuda_graphs` captures decode steps on CUDA. `decode_steps`: tokens each sequence
+    prefilled in chunks). `cuda_graphs` captures decode steps on CUDA; `fuse_elementwise` compiles the norms, rope and
+    activation into single kernels there (`paged/fused.py`). `decode_steps`: tokens each sequence
     samples per decode call (one graph replay, one host copy); more spreads the host's per-call work over more
     tokens, at the cost of up to `decode_steps - 1` discarded forwards for a sequence that stops mid-call. `prefill_max_wait_steps`: while
     sequences decode, a small prefill waits up to this many steps for company (fewer, larger passes).
@@ -64,6 +65,7 @@ class PagedEngineConfig:
     num_blocks: int | None = None
     gpu_memory_utilization: float = 0.35
     cuda_graphs: bool = True
+    fuse_elementwise: bool = True
     decode_steps: int = 4
     prefill_max_wait_steps: int = 4
     intra_op_threads: int | None = None
@@ -94,8 +96,11 @@ class PagedEngineStats:
     block_size: int = 0
     kv_cache_bytes: int = 0
     graph_captures: int = 0
+    capture_seconds: float = 0.0
     decode_attention: str = ""
+    fused_elementwise: bool = False
     busy_seconds: float = 0.0  # wall time inside scheduler steps (worker thread)
+    decode_seconds: float = 0.0  # of which in decode calls (graph replay up to the host copy)
     handoff_seconds: float = 0.0  # wall time between a step and the next while work was waiting (event loop)
     scheduler: SchedulerStats = field(default_factory=SchedulerStats)
 
@@ -123,9 +128,9 @@ class PagedEngineStats:
             "max_decode_batch": self.max_decode_batch, "context_tokens": self.context_tokens,
             "cached_tokens": self.cached_tokens, "prefilled_tokens": self.prefilled_tokens,
             "preemptions": self.preemptions, "num_blocks": self.num_blocks, "block_size": self.block_size,
-            "kv_cache_gib": self.kv_cache_bytes / 2**30, "graph_captures": self.graph_captures,
-            "decode_attention": self.decode_attention,
-            "busy_seconds": self.busy_seconds, "handoff_seconds": self.handoff_seconds,
+            "kv_cache_gib": self.kv_cache_bytes / 2**30, "graph_captures": self.graph_captures, "capture_seconds": self.capture_seconds,
+            "decode_attention": self.decode_attention, "fused_elementwise": self.fused_elementwise,
+            "busy_seconds": self.busy_seconds, "decode_seconds": self.decode_seconds, "handoff_seconds": self.handoff_seconds,
             "weight_version": self.weight_version,
         }
 
@@ -173,7 +178,8 @@ class PagedEngine(InProcessEngine):
         try:
             runner = PagedModelRunner(model, num_blocks=num_blocks, block_size=cfg.block_size,
                                       max_batch=cfg.max_batch_size, max_blocks_per_seq=blocks_per_seq,
-                                      cuda_graphs=cfg.cuda_graphs, decode_steps=cfg.decode_steps)
+                                      cuda_graphs=cfg.cuda_graphs, decode_steps=cfg.decode_steps,
+                                      fuse=cfg.fuse_elementwise)
         except ValueError as exc:
             raise EngineError(str(exc)) from exc
         self._runner = runner
@@ -186,6 +192,7 @@ class PagedEngine(InProcessEngine):
         self.stats.num_blocks, self.stats.block_size = num_blocks, cfg.block_size
         self.stats.kv_cache_bytes = runner.kv.numel() * runner.kv.element_size()
         self.stats.decode_attention = runner.decode_attention_kind
+        self.stats.fused_elementwise = runner._fused is not None
         log.info("paged engine: %d KV blocks of %d tokens (%.2f GiB), max context %d, graphs %s",
                  num_blocks, cfg.block_size, self.stats.kv_cache_bytes / 2**30, self.max_context, runner.cuda_graphs)
 
@@ -317,6 +324,7 @@ class PagedEngine(InProcessEngine):
             if plan.decode:
                 finished += self._decode(plan.decode)
         self.stats.graph_captures = runner.graph_captures
+        self.stats.capture_seconds = runner.capture_seconds
         return finished
 
     def _decode(self, seqs: list[Sequence]) -> list[Request]:
@@ -337,7 +345,9 @@ class PagedEngine(InProcessEngine):
                 updates.append((seq.row, seq.synced_blocks, seq.blocks[seq.synced_blocks :]))
                 seq.synced_blocks = len(seq.blocks)
         runner.set_table_rows(updates)
+        started = time.perf_counter()
         sampled = runner.decode(rows, filtered=filtered)
+        self.stats.decode_seconds += time.perf_counter() - started
         self.stats.decode_steps += runner.decode_steps
         self.stats.decode_calls += 1
         self.stats.decode_batch_sizes[len(seqs)] += 1

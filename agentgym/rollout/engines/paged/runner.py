@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import time
 from array import array
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 from agentgym.rollout.engines.paged.blocks import NULL_BLOCK
 from agentgym.rollout.engines.paged.decode_attention import paged_decode_attention
+from agentgym.rollout.engines.paged.fused import FusedOps
 from agentgym.rollout.engines.paged.sampler import SamplingInputs, sample
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ class PagedModelRunner:
     """Owns the KV cache tensors and runs the model over them."""
 
     def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int, max_batch: int,
-                 max_blocks_per_seq: int, cuda_graphs: bool, decode_steps: int = 1):
+                 max_blocks_per_seq: int, cuda_graphs: bool, decode_steps: int = 1, fuse: bool = True):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the paged engine cannot run this model: {reason}; use the `dynamic` backend")
@@ -147,8 +149,10 @@ class PagedModelRunner:
         self._graphs: dict[tuple[int, int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self.graph_captures = 0
+        self.capture_seconds = 0.0
         self._flash = _flash_prefill_kernel(self.device) if self.device.type == "cuda" else None
         self._paged_kernel = paged_decode_attention if self.device.type == "cuda" else None
+        self._fused = FusedOps.load(model, self.device, self.dtype) if self.device.type == "cuda" and fuse else None
         dev = self.device
         self._tokens = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self._positions = torch.zeros(max_batch, dtype=torch.long, device=dev)
@@ -199,25 +203,60 @@ class PagedModelRunner:
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, attend,
                  *, final_norm: bool = True) -> torch.Tensor:
         """Hidden states [T, hidden] after the final norm; `attend(layer, q, k_cache, v_cache)` -> [T, heads, dim]."""
+        if self._fused is not None:
+            return self._fused_forward(tokens, positions, slots, attend, final_norm=final_norm)
         h = self.embed(tokens)
         cos, sin = self.cos[positions], self.sin[positions]
         t = tokens.shape[0]
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(t, self.heads, self.head_dim)
-            k = attn.k_proj(x).view(t, self.kv_heads, self.head_dim)
-            v = attn.v_proj(x).view(t, self.kv_heads, self.head_dim)
-            if hasattr(attn, "q_norm"):
-                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k, v = self._qkv(attn, x, t)
             q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-            k_cache, v_cache = self.kv[index, 0], self.kv[index, 1]
-            k_cache.index_copy_(1, slots, k.transpose(0, 1).to(self.dtype))
-            v_cache.index_copy_(1, slots, v.transpose(0, 1).to(self.dtype))
-            out = attend(q, k_cache, v_cache)
+            out = self._attend(index, q, k, v, slots, attend)
             h = h + attn.o_proj(out.reshape(t, self.heads * self.head_dim))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.norm(h) if final_norm else h
+
+    def _fused_forward(self, tokens, positions, slots, attend, *, final_norm: bool) -> torch.Tensor:
+        """`_forward` with each residual add + norm, the rope of q and k, and the MLP's activation as one kernel."""
+        ops = self._fused
+        h = self.embed(tokens)
+        cos, sin = self.cos[positions], self.sin[positions]
+        t = tokens.shape[0]
+        delta = None
+        for index, layer in enumerate(self.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            norm = layer.input_layernorm
+            if delta is None:
+                x = ops.rms_norm(h, norm.weight, norm.variance_epsilon)
+            else:
+                h, x = ops.add_rms_norm(h, delta, norm.weight, norm.variance_epsilon)
+            q, k, v = self._qkv(attn, x, t)
+            q, k = ops.rope_qk(q, k, cos, sin)
+            out = self._attend(index, q, k, v, slots, attend)
+            norm = layer.post_attention_layernorm
+            h, x = ops.add_rms_norm(h, attn.o_proj(out.reshape(t, self.heads * self.head_dim)), norm.weight,
+                                    norm.variance_epsilon)
+            delta = mlp.down_proj(ops.silu_mul(mlp.gate_proj(x), mlp.up_proj(x)))
+        if final_norm:
+            return ops.add_rms_norm(h, delta, self.norm.weight, self.norm.variance_epsilon)[1]
+        return h + delta
+
+    def _qkv(self, attn, x: torch.Tensor, t: int):
+        q = attn.q_proj(x).view(t, self.heads, self.head_dim)
+        k = attn.k_proj(x).view(t, self.kv_heads, self.head_dim)
+        v = attn.v_proj(x).view(t, self.kv_heads, self.head_dim)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        return q, k, v
+
+    def _attend(self, index: int, q, k, v, slots, attend) -> torch.Tensor:
+        """Write the new keys/values into layer `index`'s cache, then attend over it."""
+        k_cache, v_cache = self.kv[index, 0], self.kv[index, 1]
+        k_cache.index_copy_(1, slots, k.transpose(0, 1).to(self.dtype))
+        v_cache.index_copy_(1, slots, v.transpose(0, 1).to(self.dtype))
+        return attend(q, k_cache, v_cache)
 
     # ---- prefill ---------------------------------------------------------------------------------------------
 
@@ -308,8 +347,13 @@ class PagedModelRunner:
         `set_table_rows`) must already hold blocks for positions up to `position + steps - 1`."""
         n = len(rows_in)
         rows = self.batch_buckets[bisect.bisect_left(self.batch_buckets, n)]
-        needed = max(r.position + r.steps - 1 for r in rows_in) // self.block_size + 1
-        blocks = self.block_buckets[bisect.bisect_left(self.block_buckets, needed)]
+        if self._paged_kernel is not None:
+            # The kernel reads each row's table only up to its length, so one width serves every context:
+            # one graph per batch bucket, all captured early, instead of new captures as contexts grow.
+            blocks = self.max_blocks_per_seq
+        else:
+            needed = max(r.position + r.steps - 1 for r in rows_in) // self.block_size + 1
+            blocks = self.block_buckets[bisect.bisect_left(self.block_buckets, needed)]
         self._stage(rows_in, rows)
         key = (rows, blocks, filtered)
         if not self.cuda_graphs:
@@ -370,6 +414,7 @@ class PagedModelRunner:
     def _capture(self, key: tuple[int, int, bool]) -> torch.Tensor:
         """Run the step once eagerly (this also computes the current step), then capture it and replay."""
         rows, blocks, filtered = key
+        started = time.perf_counter()
         stream = torch.cuda.Stream(device=self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
@@ -380,6 +425,7 @@ class PagedModelRunner:
             out = self._decode_step(rows, blocks, filtered)
         self._graphs[key] = (graph, out)
         self.graph_captures += 1
+        self.capture_seconds += time.perf_counter() - started
         graph.replay()
         return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 _MASK64 = (1 << 64) - 1
 
@@ -73,12 +74,32 @@ def sample(logits: torch.Tensor, inputs: SamplingInputs, *, filtered: bool) -> t
         keep = (rank < inputs.top_k.unsqueeze(1)) & ((cdf - probs) < inputs.top_p.unsqueeze(1))
         keep[:, 0] = True
         probs = probs * keep
-    cdf = torch.cumsum(probs, dim=-1)
-    # right=True: the first index whose cumulative mass exceeds the draw, so zero-probability tokens never win.
-    draw = (inputs.uniform * cdf[:, -1]).unsqueeze(1)
-    index = torch.searchsorted(cdf, draw, right=True).clamp_(max=probs.shape[1] - 1)
+    index = invert_cdf(probs, inputs.uniform).unsqueeze(1)
     if filtered:
         index = order.gather(1, index)
     tokens = torch.where(inputs.greedy, scaled.argmax(dim=-1), index.squeeze(1))
     logprobs = scaled.gather(1, tokens.unsqueeze(1)).squeeze(1) - lse.squeeze(1)
     return tokens, logprobs
+
+
+CHUNK = 1024
+
+
+def invert_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative mass exceeds `uniform` times the row's total.
+
+    In two levels: the chunk (of `CHUNK` entries) where the draw falls, then the entry inside it. A scan over
+    the whole vocabulary was 7 % of a 0.5B decode step; two short scans cost a fraction of that.
+    """
+    rows, vocab = probs.shape
+    chunks = -(-vocab // CHUNK)
+    padded = F.pad(probs, (0, chunks * CHUNK - vocab)).view(rows, chunks, CHUNK)
+    mass = padded.sum(-1)
+    chunk_cdf = torch.cumsum(mass, dim=-1)
+    draw = (uniform * chunk_cdf[:, -1]).unsqueeze(1)
+    # right=True: the first entry whose cumulative mass exceeds the draw, so zero-probability entries never win.
+    chunk = torch.searchsorted(chunk_cdf, draw, right=True).clamp_(max=chunks - 1)
+    before = chunk_cdf.gather(1, chunk) - mass.gather(1, chunk)
+    inside = padded.gather(1, chunk.unsqueeze(2).expand(rows, 1, CHUNK)).squeeze(1)
+    offset = torch.searchsorted(torch.cumsum(inside, dim=-1), draw - before, right=True).clamp_(max=CHUNK - 1)
+    return (chunk.squeeze(1) * CHUNK + offset.squeeze(1)).clamp_(max=vocab - 1)

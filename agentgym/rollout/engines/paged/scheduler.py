@@ -186,7 +186,7 @@ class Scheduler:
         oldest = max(s.waited_steps for s in pending)
         if decoding and remaining < self.config.max_prefill_tokens and oldest < self.config.prefill_max_wait_steps:
             for s in pending:
-                s.waited_steps += 1
+                s.waited_steps += self.config.decode_steps  # forward steps: a decode call takes this many
             return []
         budget = self.config.max_prefill_tokens
         chunks = []
