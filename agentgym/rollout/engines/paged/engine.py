@@ -49,7 +49,8 @@ class PagedEngineConfig:
     `gpu_memory_utilization` of the device's memory minus the weights (on CPU: room for `max_batch_size`
     sequences of `max_model_len`), never more than that room. `max_model_len` defaults to the model's
     `max_position_embeddings`. `max_prefill_tokens` bounds the tokens of one prefill pass (longer prompts are
-    prefilled in chunks). `cuda_graphs` captures decode steps on CUDA; `fuse_elementwise` compiles the norms, rope and
+    prefilled in chunks). `cuda_graphs` captures decode steps on CUDA (every batch bucket at start with
+    `capture_on_start`, else on first use); `fuse_elementwise` compiles the norms, rope and
     activation into single kernels there (`paged/fused.py`). `decode_steps`: tokens each sequence
     samples per decode call (one graph replay, one host copy); more spreads the host's per-call work over more
     tokens, at the cost of up to `decode_steps - 1` discarded forwards for a sequence that stops mid-call. `prefill_max_wait_steps`: while
@@ -65,6 +66,7 @@ class PagedEngineConfig:
     num_blocks: int | None = None
     gpu_memory_utilization: float = 0.35
     cuda_graphs: bool = True
+    capture_on_start: bool = True
     fuse_elementwise: bool = True
     decode_steps: int = 4
     prefill_max_wait_steps: int = 4
@@ -183,6 +185,9 @@ class PagedEngine(InProcessEngine):
         except ValueError as exc:
             raise EngineError(str(exc)) from exc
         self._runner = runner
+        if cfg.capture_on_start:
+            runner.capture_all()
+            self.stats.graph_captures, self.stats.capture_seconds = runner.graph_captures, runner.capture_seconds
         self.max_context = min(max_len, (num_blocks - 1) * cfg.block_size)
         pool = BlockPool(num_blocks, cfg.block_size)
         self._scheduler = Scheduler(pool, SchedulerConfig(
