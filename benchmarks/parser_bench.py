@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from agentgym.rollout.parsers import get_parser
+from agentgym.parsers import get_parser
 
 CALLS = [
     {"name": "get_weather", "arguments": {"city": "Zürich", "unit": "celsius", "days": [1, 2, 3]}},

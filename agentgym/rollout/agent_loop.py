@@ -19,7 +19,7 @@ from agentgym.env.session import Session, SessionConfig
 from agentgym.interactions.base import BaseInteraction
 from agentgym.models.chat import chat_delta_ids, chat_ids
 from agentgym.rollout.engines.base import Engine, SamplingParams
-from agentgym.rollout.parsers import get_parser
+from agentgym.parsers import get_parser
 from agentgym.rollout.trajectory import Trajectory, TurnSpan
 from agentgym.tools.base_tool import BaseTool
 

@@ -98,8 +98,7 @@ def transformers_engine_config(cfg: AgentGymConfig) -> Any:
 
     from agentgym.rollout.engines.paged import PagedEngineConfig
     from agentgym.rollout.engines.transformers_engine import TransformersEngineConfig
-    from agentgym.trainer.workers.model import resolve_dtype
-    from agentgym.trainer.workers.worker import device_type
+    from agentgym.devices import device_type, resolve_dtype
 
     rollout = cfg.actor_rollout_ref.rollout
     entry = "actor_rollout_ref.rollout.engine_kwargs.transformers"
@@ -211,7 +210,7 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
 def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_dir: Path, console: Console) -> int:
     from agentgym.config import load_config
     from agentgym.models.local_path import check_model_path
-    from agentgym.trainer.data import read_rows
+    from agentgym.rows import read_rows
 
     cfg = load_config(config_path, overrides)
     check_model_path(cfg.actor_rollout_ref.model.path)

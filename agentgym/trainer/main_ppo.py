@@ -19,7 +19,7 @@ from typing import Any
 from agentgym.config import AgentGymConfig, load_config
 from agentgym.errors import AgentGymError, ConfigError
 from agentgym.models.local_path import check_model_path
-from agentgym.trainer.data import read_rows
+from agentgym.rows import read_rows
 from agentgym.trainer.driver import CollectFn, RLTrainer, WeightReceiver
 
 RolloutFactory = Callable[[AgentGymConfig], "tuple[CollectFn, WeightReceiver | None]"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentgym.errors import ConfigError
-from agentgym.rollout.parsers import ParsedToolCall, available_parsers, get_parser
+from agentgym.parsers import ParsedToolCall, available_parsers, get_parser
 from agentgym.tools.schemas import OpenAIFunctionCallSchema, OpenAIFunctionParsedSchema, OpenAIFunctionToolCall
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentgym.rollout.parsers import ParseResult, get_parser
+from agentgym.parsers import ParseResult, get_parser
 
 from .strategies import compact_names, contents, markup_soup, names, openai_calls
 

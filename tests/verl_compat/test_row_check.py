@@ -83,7 +83,7 @@ def test_interaction_rule_is_the_sessions():
 
 def test_parquet_null_filler_asks_for_nothing(tmp_path):
     """Rows with and without a tool / an interaction in one parquet file: the file fills the gaps with nulls."""
-    from agentgym.trainer.data import read_rows
+    from agentgym.rows import read_rows
 
     with_both, plain = verl_rows()[:2]
     with_both["extra_info"]["interaction_kwargs"]["name"] = "answerfeedback"

@@ -5,11 +5,11 @@
     text = parser.format(calls, content="...")
 """
 
-from agentgym.rollout.parsers.base import ParsedToolCall, ParseError, ParseResult, ToolCallLike, ToolCallParser
-from agentgym.rollout.parsers.hermes import HermesToolCallParser
-from agentgym.rollout.parsers.llama3_json import Llama3JsonToolCallParser
-from agentgym.rollout.parsers.mistral import MistralToolCallParser
-from agentgym.rollout.parsers.registry import available_parsers, get_parser
+from agentgym.parsers.base import ParsedToolCall, ParseError, ParseResult, ToolCallLike, ToolCallParser
+from agentgym.parsers.hermes import HermesToolCallParser
+from agentgym.parsers.llama3_json import Llama3JsonToolCallParser
+from agentgym.parsers.mistral import MistralToolCallParser
+from agentgym.parsers.registry import available_parsers, get_parser
 
 __all__ = [
     "HermesToolCallParser",

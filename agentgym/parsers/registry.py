@@ -7,10 +7,10 @@ from functools import partial
 from types import MappingProxyType
 
 from agentgym.errors import ConfigError
-from agentgym.rollout.parsers.base import ToolCallParser
-from agentgym.rollout.parsers.hermes import HermesToolCallParser
-from agentgym.rollout.parsers.llama3_json import Llama3JsonToolCallParser
-from agentgym.rollout.parsers.mistral import MistralToolCallParser
+from agentgym.parsers.base import ToolCallParser
+from agentgym.parsers.hermes import HermesToolCallParser
+from agentgym.parsers.llama3_json import Llama3JsonToolCallParser
+from agentgym.parsers.mistral import MistralToolCallParser
 
 _FACTORIES: Mapping[str, Callable[[], ToolCallParser]] = MappingProxyType(
     {
