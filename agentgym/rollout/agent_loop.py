@@ -18,8 +18,8 @@ from agentgym.env.episode import AssistantTurn, EpisodeLimits, Message, run_epis
 from agentgym.env.session import Session, SessionConfig
 from agentgym.interactions.base import BaseInteraction
 from agentgym.models.chat import chat_delta_ids, chat_ids
-from agentgym.rollout.engines.base import Engine, SamplingParams
 from agentgym.parsers import get_parser
+from agentgym.rollout.engines.base import Engine, SamplingParams
 from agentgym.rollout.trajectory import Trajectory, TurnSpan
 from agentgym.tools.base_tool import BaseTool
 
@@ -109,7 +109,7 @@ class AgentLoop:
         self.tools = dict(tools)
         self.interactions = dict(interactions or {})
         self.config = config or AgentLoopConfig()
-        self.parser = get_parser(self.config.parser)
+        self.parser = get_parser(self.config.parser, [tool.tool_schema for tool in self.tools.values()])
         self.tool_dicts = ([tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
                            if self.config.tool_schemas_in_prompt else None)
         end_of_turn = tokenizer.eos_token
