@@ -26,7 +26,8 @@ from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
-from agentgym.tools.registry import build_tools, load_tool_specs
+from agentgym.tools.function_tool import load_function_tools
+from agentgym.tools.registry import load_all_tools, load_tool_specs
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 
 logger = logging.getLogger(__name__)
@@ -61,9 +62,10 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
 
 
 def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tools and interactions named by `actor_rollout_ref.rollout.multi_turn.{tool,interaction}_config_path`."""
+    """Tools and interactions named by `actor_rollout_ref.rollout.multi_turn.{tool,interaction}_config_path` and
+    `multi_turn.function_tool_path`."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
-    tools = build_tools(load_tool_specs(mt.tool_config_path)) if mt.tool_config_path else {}
+    tools = load_all_tools(mt.tool_config_path, mt.function_tool_path)
     interactions = load_interactions(mt.interaction_config_path) if mt.interaction_config_path else {}
     return tools, interactions
 
@@ -72,6 +74,8 @@ def registered_names(cfg: AgentGymConfig) -> Registered:
     """The tool and interaction names the run config registers, without building them (for the data check)."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
     tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
+    if mt.function_tool_path:
+        tools += list(load_function_tools(mt.function_tool_path))
     interactions = [e.name for e in read_interaction_entries(mt.interaction_config_path)] if mt.interaction_config_path else []
     return Registered.of(tools, interactions)
 

@@ -90,6 +90,25 @@ def build_tools(specs: list[ToolSpec]) -> dict[str, BaseTool]:
     return {spec.name: spec.tool_class(spec.config, spec.tool_schema) for spec in specs}
 
 
+def load_all_tools(tool_config_path: str | Path | None = None,
+                   function_tool_path: str | Path | None = None) -> dict[str, BaseTool]:
+    """The tools of a tool YAML and of a `@function_tool` file together (verl's `load_all_tools`); a name
+    used in both is an error."""
+    tools = build_tools(load_tool_specs(tool_config_path)) if tool_config_path else {}
+    if function_tool_path:
+        from agentgym.tools.function_tool import load_function_tools
+
+        functions = load_function_tools(function_tool_path)
+        clash = sorted(set(functions) & set(tools))
+        if clash:
+            raise ConfigError(f"function tool name(s) {clash} are also tools in {tool_config_path}.",
+                              file=str(function_tool_path), entry="multi_turn.function_tool_path",
+                              fix="every tool name must be unique across tool_config_path and function_tool_path; "
+                                  "rename one of them")
+        tools.update(functions)
+    return tools
+
+
 def initialize_tools_from_config(tools_config_file: str | Path) -> list[BaseTool]:
     """verl's entry point name, kept so verl-style launch code works unchanged."""
     return list(build_tools(load_tool_specs(tools_config_file)).values())

@@ -111,7 +111,7 @@ def check_training_rows(config: AgentGymConfig, rows: Sequence[dict[str, Any]], 
     mt = config.actor_rollout_ref.rollout.multi_turn
     names = registered_names(config)
     registered = Registered(
-        tools=names.tools if default_rollout or mt.tool_config_path else None,
+        tools=names.tools if default_rollout or mt.tool_config_path or mt.function_tool_path else None,
         interactions=names.interactions if default_rollout or mt.interaction_config_path else None,
     )
     files = config.data.train_files
