@@ -27,7 +27,8 @@ from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
 from agentgym.tools.function_tool import load_function_tools
-from agentgym.tools.registry import load_all_tools, load_tool_specs
+from agentgym.tools.mcp_tool import mcp_tool_names
+from agentgym.tools.registry import load_all_tools, load_mcp_entries, load_tool_specs
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def registered_names(cfg: AgentGymConfig) -> Registered:
     """The tool and interaction names the run config registers, without building them (for the data check)."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
     tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
+    for entry in load_mcp_entries(mt.tool_config_path) if mt.tool_config_path else []:
+        tools += mcp_tool_names(entry)
     if mt.function_tool_path:
         tools += list(load_function_tools(mt.function_tool_path))
     interactions = [e.name for e in read_interaction_entries(mt.interaction_config_path)] if mt.interaction_config_path else []
