@@ -326,6 +326,7 @@ class MCPEntry:
     config: dict[str, Any]
     servers: dict[str, MCPServer]
     selected: tuple[str, ...] | None
+    tool_class: type[MCPTool] = None  # type: ignore[assignment]  # set by parse_mcp_entry: MCPTool or a subclass
 
 
 def parse_mcp_entry(raw: dict[str, Any], index: int, file: str) -> MCPEntry:
@@ -347,7 +348,13 @@ def parse_mcp_entry(raw: dict[str, Any], index: int, file: str) -> MCPEntry:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
             raise ConfigError(f"`config.{key}` must be a positive number, got {value!r}.", file=file, entry=entry,
                               fix=f"set {key}: 30 (seconds; for rate_limit: calls per second per server)")
-    return MCPEntry(index, file, config, read_servers_file(path), tuple(selected) if selected is not None else None)
+    from agentgym.loading import import_class
+    from agentgym.tools.aliases import VERL_CLASS_ALIASES
+
+    tool_class = import_class(raw.get("class_name") or "agentgym.tools.mcp_tool.MCPTool", MCPTool,
+                              aliases=VERL_CLASS_ALIASES, file=file, entry=entry)
+    return MCPEntry(index, file, config, read_servers_file(path), tuple(selected) if selected is not None else None,
+                    tool_class)
 
 
 async def list_mcp_tools(entry: MCPEntry) -> list[tuple[MCPServer, Any]]:
@@ -411,7 +418,8 @@ def build_mcp_tools(entry: MCPEntry) -> dict[str, MCPTool]:
         schema = OpenAIFunctionToolSchema.model_validate({"type": "function", "function": {
             "name": tool.name, "description": tool.description or "",
             "parameters": tool.input_schema or {"type": "object", "properties": {}}}})
-        tools[tool.name] = MCPTool(entry.config, schema, pool=pools[server.name], remote_name=tool.name)
+        tool_class = entry.tool_class or MCPTool
+        tools[tool.name] = tool_class(entry.config, schema, pool=pools[server.name], remote_name=tool.name)
     return tools
 
 

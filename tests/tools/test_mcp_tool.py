@@ -131,6 +131,13 @@ def test_broken_entries_fail_at_load_with_the_fix(tmp_path: Path, servers: dict,
     assert message in str(info.value)
 
 
+def test_the_entry_class_must_be_an_mcp_tool(tmp_path: Path) -> None:
+    path = write_config(tmp_path, STDIO)
+    path.write_text(path.read_text().replace("agentgym.tools.mcp_tool.MCPTool", "agentgym.tools.calculator.CalculatorTool"))
+    with pytest.raises(ConfigError, match="MCPTool"):
+        load_all_tools(path)
+
+
 def test_servers_file_errors(tmp_path: Path) -> None:
     bad = tmp_path / "s.json"
     bad.write_text("{")
