@@ -182,24 +182,36 @@ class MCPServerPool:
     connect_timeout: float = 30.0
     limiter: TokenBucket | None = None
     _connections: dict[str, tuple[_Connection, int]] = field(default_factory=dict)
-    _lock: asyncio.Lock | None = None
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _loop: Any = None
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        """One lock per trajectory (so trajectories connect in parallel), made anew for each event loop (a run may
+        use one loop per step, and a lock is bound to the loop it first waited in)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._locks = loop, {}
+        return self._locks.setdefault(key, asyncio.Lock())
 
     async def acquire(self, key: str) -> _Connection:
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
+        async with self._lock(key):
             entry = self._connections.get(key)
             if entry is not None and entry[0].alive:
                 self._connections[key] = (entry[0], entry[1] + 1)
                 return entry[0]
             connection = _Connection(self.server, self.connect_timeout)
-            await connection.open()
+            try:
+                await connection.open()
+            except BaseException:
+                if key not in self._connections:
+                    self._locks.pop(key, None)
+                raise
             self._connections[key] = (connection, (entry[1] if entry else 0) + 1)
             return connection
 
     async def reopen(self, key: str) -> _Connection:
         """A fresh session in place of one whose server went away (the instance count is kept)."""
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
+        async with self._lock(key):
             old, count = self._connections.get(key, (None, 1))
             if old is not None and old.alive:
                 return old
@@ -221,6 +233,7 @@ class MCPServerPool:
             self._connections[key] = (connection, count - 1)
             return
         del self._connections[key]
+        self._locks.pop(key, None)
         await connection.close()
 
     def open_sessions(self) -> int:
