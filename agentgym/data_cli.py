@@ -16,7 +16,7 @@ def _data_validate(args: argparse.Namespace, console: Console) -> int:
     from agentgym.config import load_config
     from agentgym.env.row_check import Registered, check_rows, format_problems
     from agentgym.rollout.collect import registered_names
-    from agentgym.trainer.data import read_records
+    from agentgym.rows import read_records
 
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
     registered = registered_names(cfg) if cfg is not None else Registered(None, None)

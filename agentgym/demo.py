@@ -14,7 +14,7 @@ from rich.table import Table
 from agentgym.env.session import Session
 from agentgym.env.episode import Episode, TextTurnSource, run_episode
 from agentgym.interactions.registry import load_interactions
-from agentgym.rollout.parsers import get_parser
+from agentgym.parsers import get_parser
 from agentgym.tools.arithmetic import evaluate
 from agentgym.tools.registry import build_tools, load_tool_specs
 from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG

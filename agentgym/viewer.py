@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agentgym.errors import AgentGymError
-from agentgym.rollout.storable_text import storable_text
+from agentgym.storable_text import storable_text
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import read_jsonl
 

@@ -147,6 +147,7 @@ class MultiTurnConfig(Section):
     max_assistant_turns: int | None = None
     max_user_turns: int | None = None
     tool_config_path: str | None = None
+    function_tool_path: str | None = None  # a .py file of @function_tool functions (verl's key)
     interaction_config_path: str | None = None
     max_parallel_calls: int = 1
     max_tool_response_length: int = 256

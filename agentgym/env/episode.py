@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Protocol
 
 from agentgym.env.session import EpisodeScores, Session, ToolResult
-from agentgym.rollout.parsers.base import ParseError, ParseResult, ToolCallParser
-from agentgym.rollout.storable_text import storable_text
+from agentgym.parsers.base import ParseError, ParseResult, ToolCallParser
+from agentgym.storable_text import storable_text
 
 Message = dict[str, Any]
 TruncateSide = Literal["left", "right", "middle"]

@@ -142,11 +142,28 @@ def check_row(row: Any, index: int, registered: Registered, *, prompt_key: str =
     extra_info = extra_info or {}
     problems += _tool_problems(extra_info.get("tools_kwargs"), index, registered)
     problems += _interaction_problems(extra_info.get("interaction_kwargs"), index, registered)
-    if extra_info.get("tool_selection") is not None:
-        problems.append(RowProblem(index, "extra_info.tool_selection (verl's per-row tool choice) is not supported "
-                                          "yet: every registered tool is offered",
-                                   "see docs/verl.md; drop the key to silence this", "warning"))
+    problems += _selection_problems(extra_info.get("tool_selection"), index, registered)
     return problems
+
+
+def _selection_problems(selection: Any, index: int, registered: Registered) -> list[RowProblem]:
+    if selection is None:
+        return []
+    if isinstance(selection, (str, bytes, Mapping)) or not hasattr(selection, "__iter__") or \
+            not all(isinstance(name, str) for name in selection):
+        return [RowProblem(index, f"extra_info.tool_selection must be a list of tool names, got {str(selection)[:80]!r}",
+                           "write it as tool_selection: [tool_name, ...]")]
+    if len(selection) == 0:
+        return [RowProblem(index, "extra_info.tool_selection is empty, which (as in verl) offers every registered tool",
+                           "list the tools the row should offer, or drop the key", "warning")]
+    if not registered.tools:  # no tools registered (or a custom rollout's own): nothing to check the names against
+        return []
+    unknown = sorted(set(selection) - set(registered.tools))
+    if not unknown:
+        return []
+    return [RowProblem(index, f"extra_info.tool_selection names tool(s) {', '.join(f'`{n}`' for n in unknown)} that "
+                              f"are not registered (registered: {', '.join(sorted(registered.tools))})",
+                       "register them or fix the names in the row")]
 
 
 def check_rows(rows: Sequence[Any], registered: Registered, *, prompt_key: str = "prompt") -> list[RowProblem]:

@@ -55,7 +55,8 @@ class ToolResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     latency_s: float = 0.0
-    # unknown_tool | invalid_arguments | timeout | tool_exception (parse failures never reach the session)
+    # unknown_tool | unselected_tool | invalid_arguments | timeout | tool_exception (parse failures never reach the
+    # session)
     error_kind: str | None = None
 
     @property
@@ -112,6 +113,30 @@ def _row_kwargs(extra_info: Mapping[str, Any] | None) -> tuple[dict[str, Any], d
     return {name: kwargs for name, kwargs in tools_kwargs.items() if kwargs is not None}, interaction_kwargs
 
 
+def tool_selection(extra_info: Mapping[str, Any] | None) -> list[str] | None:
+    """The row's `extra_info.tool_selection` (verl's per-row tool subset): the tool names it offers, or None when
+    the row offers every registered tool (no key, null, or an empty list, as in verl)."""
+    chosen = (extra_info or {}).get("tool_selection")
+    if chosen is None or (hasattr(chosen, "__len__") and len(chosen) == 0):
+        return None
+    if isinstance(chosen, str) or not all(isinstance(name, str) for name in chosen):
+        raise ValueError(f"extra_info.tool_selection must be a list of tool names, got {chosen!r:.120}.")
+    return list(chosen)
+
+
+def select_tools(tools: Mapping[str, BaseTool], extra_info: Mapping[str, Any] | None) -> dict[str, BaseTool]:
+    """The tools a row offers the model, in the registry's order. A selected name that is not registered is an
+    error (verl skips it silently; here it is a typo that would hide a tool)."""
+    chosen = tool_selection(extra_info)
+    if chosen is None or not tools:  # as verl: a run without tools ignores the selection
+        return dict(tools)
+    unknown = sorted(set(chosen) - set(tools))
+    if unknown:
+        raise ValueError(f"the row's extra_info.tool_selection names tool(s) {unknown} that are not registered; "
+                         f"registered tools: {sorted(tools)}. Register them or fix the row.")
+    return {name: tool for name, tool in tools.items() if name in chosen}
+
+
 def _created_id(tool: BaseTool, created: Any) -> str:
     """The instance id from `create`'s result: verl's `(instance_id, ToolResponse)`, or a bare id (older verl
     tools), accepted with a warning."""
@@ -145,15 +170,16 @@ class Session:
     ):
         self.session_id = session_id or uuid4().hex
         self.config = config or SessionConfig()
-        self.tools = dict(tools)
+        self.registered = dict(tools)
+        self.tools = select_tools(tools, extra_info)
         self._tools_kwargs, self._interaction_kwargs = _row_kwargs(extra_info)
         # As verl: a run without tools ignores the row's tools_kwargs (an interaction-only run on tool + interaction
         # rows). With tools registered, a name that is not one of them is a typo that would lose its kwargs.
-        unknown = sorted(set(self._tools_kwargs) - set(self.tools)) if self.tools else []
+        unknown = sorted(set(self._tools_kwargs) - set(self.registered)) if self.registered else []
         if unknown:
             raise ValueError(
                 f"the row's extra_info.tools_kwargs names tool(s) {unknown} that are not registered; "
-                f"registered tools: {sorted(self.tools)}. Add them to the tool config or fix the row."
+                f"registered tools: {sorted(self.registered)}. Add them to the tool config or fix the row."
             )
         interactions = interactions or {}
         chosen = select_interaction(self._interaction_kwargs, list(interactions))
@@ -213,6 +239,9 @@ class Session:
         tool = self.tools.get(name)
         if tool is None:
             available = ", ".join(f"`{n}`" for n in sorted(self.tools)) or "none"
+            if name in self.registered:
+                return self._error(name, call_id, f"Error: tool `{name}` is not available in this task. Available "
+                                                  f"tools: {available}.", kind="unselected_tool")
             return self._error(name, call_id, f"Error: unknown tool `{name}`. Available tools: {available}.",
                                kind="unknown_tool")
         arguments = call.arguments

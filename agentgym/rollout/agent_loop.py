@@ -15,11 +15,11 @@ from typing import Any, Callable, Mapping, Sequence
 from uuid import uuid4
 
 from agentgym.env.episode import AssistantTurn, EpisodeLimits, Message, run_episode
-from agentgym.env.session import Session, SessionConfig
+from agentgym.env.session import Session, SessionConfig, tool_selection
 from agentgym.interactions.base import BaseInteraction
 from agentgym.models.chat import chat_delta_ids, chat_ids
+from agentgym.parsers import get_parser
 from agentgym.rollout.engines.base import Engine, SamplingParams
-from agentgym.rollout.parsers import get_parser
 from agentgym.rollout.trajectory import Trajectory, TurnSpan
 from agentgym.tools.base_tool import BaseTool
 
@@ -46,8 +46,8 @@ class AgentLoopConfig:
 class _TokenTrack:
     """The TurnSource of a token-space episode: owns the growing ids, mask, logprobs and turn spans."""
 
-    def __init__(self, loop: "AgentLoop", traj: Trajectory):
-        self.loop, self.traj = loop, traj
+    def __init__(self, loop: "AgentLoop", traj: Trajectory, tool_dicts: list[dict] | None):
+        self.loop, self.traj, self.tool_dicts = loop, traj, tool_dicts
 
     async def assistant_turn(self, messages: list[Message]) -> AssistantTurn:
         traj, cfg = self.traj, self.loop.config
@@ -75,7 +75,7 @@ class _TokenTrack:
         return AssistantTurn(text)
 
     async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
-        delta = self.loop.delta_ids(messages, new)
+        delta = self.loop.delta_ids(messages, new, self.tool_dicts)
         if len(self.traj.response_ids) + len(delta) >= self.loop.config.max_response_tokens:
             return False
         self._append(new[0]["role"], delta, [0.0] * len(delta), trained=False)
@@ -109,7 +109,7 @@ class AgentLoop:
         self.tools = dict(tools)
         self.interactions = dict(interactions or {})
         self.config = config or AgentLoopConfig()
-        self.parser = get_parser(self.config.parser)
+        self.parser = get_parser(self.config.parser, [tool.tool_schema for tool in self.tools.values()])
         self.tool_dicts = ([tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
                            if self.config.tool_schemas_in_prompt else None)
         end_of_turn = tokenizer.eos_token
@@ -119,7 +119,7 @@ class AgentLoop:
         if self.config.sampling.stop_token_ids is None:
             self.config = replace(self.config, sampling=replace(self.config.sampling, stop_token_ids=[self.end_of_turn_id]))
 
-    def delta_ids(self, messages: list[Message], new: list[Message]) -> list[int]:
+    def delta_ids(self, messages: list[Message], new: list[Message], tool_dicts: list[dict] | None = None) -> list[int]:
         """Ids of the environment's new turns plus the next generation prompt.
 
         Rendering the whole conversation per turn costs O(length); for templates that render a turn the same
@@ -127,11 +127,11 @@ class AgentLoop:
         in O(1). The first episodes check that the two agree for this template, and keep the full render if not.
         """
         if not self._fast_delta:
-            return chat_delta_ids(self.tokenizer, messages, new, self.tool_dicts, add_generation_prompt=True)
+            return chat_delta_ids(self.tokenizer, messages, new, tool_dicts, add_generation_prompt=True)
         fast = chat_delta_ids(self.tokenizer, _DELTA_STUB, new, None, add_generation_prompt=True)
         if self._delta_checks < _DELTA_CHECKS:
             self._delta_checks += 1
-            full = chat_delta_ids(self.tokenizer, messages, new, self.tool_dicts, add_generation_prompt=True)
+            full = chat_delta_ids(self.tokenizer, messages, new, tool_dicts, add_generation_prompt=True)
             if full != fast:
                 self._fast_delta = False
                 return full
@@ -143,8 +143,15 @@ class AgentLoop:
             text = text.replace(marker, "")
         return text
 
-    def prompt_ids(self, prompt: list[Message]) -> list[int]:
-        ids = chat_ids(self.tokenizer, prompt, self.tool_dicts, add_generation_prompt=True)
+    def row_tool_dicts(self, extra_info: Mapping[str, Any] | None) -> list[dict] | None:
+        """The tool schemas the prompt shows for a row: its `extra_info.tool_selection`, or every tool."""
+        chosen = tool_selection(extra_info)
+        if self.tool_dicts is None or chosen is None:
+            return self.tool_dicts
+        return [d for d in self.tool_dicts if d["function"]["name"] in chosen] or None
+
+    def prompt_ids(self, prompt: list[Message], extra_info: Mapping[str, Any] | None = None) -> list[int]:
+        ids = chat_ids(self.tokenizer, prompt, self.row_tool_dicts(extra_info), add_generation_prompt=True)
         limit = self.config.max_prompt_tokens
         if limit is not None and len(ids) > limit:
             raise ValueError(f"prompt has {len(ids)} tokens, more than max_prompt_tokens={limit}; shorten it or raise the limit")
@@ -159,11 +166,12 @@ class AgentLoop:
         traj.messages = [dict(m) for m in row["prompt"]]
         started = time.perf_counter()
         try:
-            traj.prompt_ids = self.prompt_ids(traj.messages)
+            traj.prompt_ids = self.prompt_ids(traj.messages, extra_info)
             async with Session(
                 self.tools, extra_info=extra_info, interactions=self.interactions, config=self.config.session, session_id=traj.uid
             ) as session:
-                episode = await run_episode(session, _TokenTrack(self, traj), self.parser, traj.messages, self.config.limits)
+                track = _TokenTrack(self, traj, self.row_tool_dicts(extra_info))
+                episode = await run_episode(session, track, self.parser, traj.messages, self.config.limits)
             traj.messages = episode.messages
             traj.finish_reason = episode.finish_reason
             traj.final_score = episode.scores.total

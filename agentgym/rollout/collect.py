@@ -26,7 +26,9 @@ from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
-from agentgym.tools.registry import build_tools, load_tool_specs
+from agentgym.tools.function_tool import load_function_tools
+from agentgym.tools.mcp_tool import mcp_tool_names
+from agentgym.tools.registry import load_all_tools, load_mcp_entries, load_tool_specs
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 
 logger = logging.getLogger(__name__)
@@ -61,9 +63,10 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
 
 
 def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tools and interactions named by `actor_rollout_ref.rollout.multi_turn.{tool,interaction}_config_path`."""
+    """Tools and interactions named by `actor_rollout_ref.rollout.multi_turn.{tool,interaction}_config_path` and
+    `multi_turn.function_tool_path`."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
-    tools = build_tools(load_tool_specs(mt.tool_config_path)) if mt.tool_config_path else {}
+    tools = load_all_tools(mt.tool_config_path, mt.function_tool_path)
     interactions = load_interactions(mt.interaction_config_path) if mt.interaction_config_path else {}
     return tools, interactions
 
@@ -72,6 +75,10 @@ def registered_names(cfg: AgentGymConfig) -> Registered:
     """The tool and interaction names the run config registers, without building them (for the data check)."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
     tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
+    for entry in load_mcp_entries(mt.tool_config_path) if mt.tool_config_path else []:
+        tools += mcp_tool_names(entry)
+    if mt.function_tool_path:
+        tools += list(load_function_tools(mt.function_tool_path))
     interactions = [e.name for e in read_interaction_entries(mt.interaction_config_path)] if mt.interaction_config_path else []
     return Registered.of(tools, interactions)
 
@@ -98,8 +105,7 @@ def transformers_engine_config(cfg: AgentGymConfig) -> Any:
 
     from agentgym.rollout.engines.paged import PagedEngineConfig
     from agentgym.rollout.engines.transformers_engine import TransformersEngineConfig
-    from agentgym.trainer.workers.model import resolve_dtype
-    from agentgym.trainer.workers.worker import device_type
+    from agentgym.devices import device_type, resolve_dtype
 
     rollout = cfg.actor_rollout_ref.rollout
     entry = "actor_rollout_ref.rollout.engine_kwargs.transformers"
@@ -211,7 +217,7 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
 def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_dir: Path, console: Console) -> int:
     from agentgym.config import load_config
     from agentgym.models.local_path import check_model_path
-    from agentgym.trainer.data import read_rows
+    from agentgym.rows import read_rows
 
     cfg = load_config(config_path, overrides)
     check_model_path(cfg.actor_rollout_ref.model.path)

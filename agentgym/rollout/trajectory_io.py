@@ -16,7 +16,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agentgym.rollout.storable_text import dumps_storable, storable_text
+from agentgym.storable_text import dumps_storable, storable_text
 from agentgym.rollout.trajectory import Trajectory
 
 _JSON_COLUMNS = ("messages", "turns", "tool_metrics", "extra_info", "row_info")

@@ -14,6 +14,7 @@ from agentgym.loading import import_class, read_yaml_list
 from agentgym.tools.aliases import VERL_CLASS_ALIASES
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.checks import create_returns_id_only, required_without_property
+from agentgym.tools.mcp_tool import MCPEntry, build_mcp_tools, parse_mcp_entry
 from agentgym.tools.schemas import OpenAIFunctionToolSchema
 
 TOOL_YAML_EXAMPLE = """tools:
@@ -64,6 +65,8 @@ def load_tool_specs(path: str | Path) -> list[ToolSpec]:
         config = raw.get("config") or {}
         if not isinstance(config, dict):
             raise ConfigError("`config` must be a mapping.", file=file, entry=entry, fix="write `config: {type: native}`.")
+        if config.get("type") == "mcp":
+            continue  # its tools come from its servers: load_mcp_entries
         schema = _parse_schema(raw.get("tool_schema"), file=file, entry=entry)
         tool_class = import_class(class_name, BaseTool, aliases=VERL_CLASS_ALIASES, file=file, entry=entry)
         name = schema.function.name
@@ -88,6 +91,40 @@ def load_tool_specs(path: str | Path) -> list[ToolSpec]:
 def build_tools(specs: list[ToolSpec]) -> dict[str, BaseTool]:
     """Instantiate tools, keyed by the name the model calls them by."""
     return {spec.name: spec.tool_class(spec.config, spec.tool_schema) for spec in specs}
+
+
+def load_mcp_entries(path: str | Path) -> list[MCPEntry]:
+    """The entries of type `mcp` of a tool YAML file, checked (their servers are not contacted here)."""
+    file = str(path)
+    return [parse_mcp_entry(raw, index, file) for index, raw in enumerate(read_yaml_list(path, "tools", TOOL_YAML_EXAMPLE))
+            if isinstance(raw, dict) and isinstance(raw.get("config"), dict) and raw["config"].get("type") == "mcp"]
+
+
+def load_all_tools(tool_config_path: str | Path | None = None,
+                   function_tool_path: str | Path | None = None) -> dict[str, BaseTool]:
+    """The tools of a tool YAML (its MCP entries' tools listed from their servers) and of a `@function_tool` file
+    together (verl's `load_all_tools`); a name used twice is an error."""
+    tools = build_tools(load_tool_specs(tool_config_path)) if tool_config_path else {}
+    for entry in load_mcp_entries(tool_config_path) if tool_config_path else []:
+        served = build_mcp_tools(entry)
+        clash = sorted(set(served) & set(tools))
+        if clash:
+            raise ConfigError(f"MCP tool name(s) {clash} are already used by other tools of this file.",
+                              file=str(tool_config_path), entry=f"tools[{entry.index}] (mcp)",
+                              fix="drop them with mcp.tool_selected_list, or rename the other tools")
+        tools.update(served)
+    if function_tool_path:
+        from agentgym.tools.function_tool import load_function_tools
+
+        functions = load_function_tools(function_tool_path)
+        clash = sorted(set(functions) & set(tools))
+        if clash:
+            raise ConfigError(f"function tool name(s) {clash} are also tools in {tool_config_path}.",
+                              file=str(function_tool_path), entry="multi_turn.function_tool_path",
+                              fix="every tool name must be unique across tool_config_path and function_tool_path; "
+                                  "rename one of them")
+        tools.update(functions)
+    return tools
 
 
 def initialize_tools_from_config(tools_config_file: str | Path) -> list[BaseTool]:

@@ -28,7 +28,7 @@ from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
 from agentgym.trainer.checkpoints import (LATEST_FILE, STATE_FILE, atomic_write_text, checkpoint_dir,
                                           find_resume_point, is_complete)
-from agentgym.trainer.data import PromptBatches
+from agentgym.rows import PromptBatches
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer

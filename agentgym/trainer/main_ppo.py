@@ -19,7 +19,7 @@ from typing import Any
 from agentgym.config import AgentGymConfig, load_config
 from agentgym.errors import AgentGymError, ConfigError
 from agentgym.models.local_path import check_model_path
-from agentgym.trainer.data import read_rows
+from agentgym.rows import read_rows
 from agentgym.trainer.driver import CollectFn, RLTrainer, WeightReceiver
 
 RolloutFactory = Callable[[AgentGymConfig], "tuple[CollectFn, WeightReceiver | None]"]
@@ -111,7 +111,7 @@ def check_training_rows(config: AgentGymConfig, rows: Sequence[dict[str, Any]], 
     mt = config.actor_rollout_ref.rollout.multi_turn
     names = registered_names(config)
     registered = Registered(
-        tools=names.tools if default_rollout or mt.tool_config_path else None,
+        tools=names.tools if default_rollout or mt.tool_config_path or mt.function_tool_path else None,
         interactions=names.interactions if default_rollout or mt.interaction_config_path else None,
     )
     files = config.data.train_files

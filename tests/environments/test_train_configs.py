@@ -13,7 +13,7 @@ import yaml
 from agentgym.config import load_config
 from agentgym.interactions.registry import load_interactions
 from agentgym.tools.registry import build_tools, load_tool_specs
-from agentgym.trainer.data import PromptBatches, read_rows
+from agentgym.rows import PromptBatches, read_rows
 
 REPO = Path(__file__).resolve().parents[2]
 ENVS = ["arithmetic", "code_arith", "codegen"]

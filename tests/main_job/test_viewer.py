@@ -70,7 +70,7 @@ def test_view_says_what_is_missing(tmp_path):
 
 def test_view_shows_what_the_model_wrote_in_a_turn_with_an_unparseable_call():
     from agentgym.env.episode import assistant_message
-    from agentgym.rollout.parsers import get_parser
+    from agentgym.parsers import get_parser
     from agentgym.rollout.trajectory import Trajectory
     from agentgym.viewer import render_html
 

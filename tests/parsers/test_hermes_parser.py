@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentgym.rollout.parsers import HermesToolCallParser, get_parser
+from agentgym.parsers import HermesToolCallParser, get_parser
 
 HINT = 'Write the call as <tool_call>{"name": ..., "arguments": {...}}</tool_call>.'
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentgym.rollout.parsers import Llama3JsonToolCallParser, get_parser
+from agentgym.parsers import Llama3JsonToolCallParser, get_parser
 
 HINT = 'Write each call as {"name": ..., "parameters": {...}} and separate several calls with a semicolon.'
 

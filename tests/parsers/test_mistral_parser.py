@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from agentgym.rollout.parsers import MistralToolCallParser, get_parser
+from agentgym.parsers import MistralToolCallParser, get_parser
 
 ARRAY_HINT = 'Write the calls as [TOOL_CALLS][{"name": ..., "arguments": {...}}].'
 V13_HINT = "Write each call as [TOOL_CALLS]name[ARGS]{...} with the arguments as a JSON object."

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from agentgym.errors import ConfigError
-from agentgym.rollout.parsers import ParsedToolCall, available_parsers, get_parser
+from agentgym.parsers import ParsedToolCall, available_parsers, get_parser
 from agentgym.tools.schemas import OpenAIFunctionCallSchema, OpenAIFunctionParsedSchema, OpenAIFunctionToolCall
 
 
 def test_available_parsers_lists_every_name_and_alias() -> None:
     assert available_parsers() == [
-        "hermes", "llama3", "llama3_json", "mistral", "mistral_v11", "mistral_v13", "qwen", "qwen25", "qwen3",
+        "gpt-oss", "gpt_oss", "harmony", "hermes", "llama3", "llama3_json", "mistral", "mistral_v11", "mistral_v13",
+        "qwen", "qwen25", "qwen3", "qwen3_coder",
     ]  # fmt: skip
     for name in available_parsers():
         assert get_parser(name).parse("plain text").content == "plain text"
@@ -22,7 +23,8 @@ def test_unknown_name_lists_the_available_ones() -> None:
         get_parser("qwen2")
     assert str(info.value) == (
         "unknown tool-call parser 'qwen2'. Fix: use one of: "
-        "hermes, llama3, llama3_json, mistral, mistral_v11, mistral_v13, qwen, qwen25, qwen3."
+        "gpt-oss, gpt_oss, harmony, hermes, llama3, llama3_json, mistral, mistral_v11, mistral_v13, qwen, qwen25, "
+        "qwen3, qwen3_coder."
     )
 
 

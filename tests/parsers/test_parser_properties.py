@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentgym.rollout.parsers import ParseResult, get_parser
+from agentgym.parsers import ParseResult, get_parser
 
 from .strategies import compact_names, contents, markup_soup, names, openai_calls
 
-FORMATS = ["hermes", "llama3_json", "mistral", "mistral_v11", "mistral_v13"]
+FORMATS = ["hermes", "llama3_json", "mistral", "mistral_v11", "mistral_v13", "qwen3_coder", "gpt-oss"]
 IDS_KEPT = {"mistral", "mistral_v11"}
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -80,6 +80,7 @@ def test_damaged_formatted_text_never_raises(parser_name: str, data: st.DataObje
     name_strategy = compact_names if parser_name in ("mistral_v11", "mistral_v13") else names
     text = parser.format(data.draw(openai_calls(name_strategy)), content=data.draw(contents()))
     cut = data.draw(st.integers(0, len(text)))
-    splice = data.draw(st.sampled_from(["", "}", "{", '"', "]", ",", "<tool_call>", "</tool_call>", "[TOOL_CALLS]", ";"]))
+    splice = data.draw(st.sampled_from(["", "}", "{", '"', "]", ",", "<tool_call>", "</tool_call>", "[TOOL_CALLS]", ";",
+                                        "<parameter=", "</parameter>", "</function>", "<|call|>", "<|start|>", "<|message|>"]))
     damaged = text[:cut] + splice + (text[cut:] if data.draw(st.booleans()) else "")
     _check_invariants(parser.parse(damaged), damaged, parser.call_hint)

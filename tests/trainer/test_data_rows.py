@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agentgym.errors import ConfigError
-from agentgym.trainer.data import read_rows
+from agentgym.rows import read_rows
 
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
 

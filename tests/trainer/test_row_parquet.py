@@ -19,7 +19,7 @@ from agentgym.interactions.base import BaseInteraction
 from agentgym.row_parquet import read_rows_parquet, write_rows_parquet
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
-from agentgym.trainer.data import read_rows
+from agentgym.rows import read_rows
 from environments.data_cli import write_rows
 
 

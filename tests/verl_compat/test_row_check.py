@@ -83,7 +83,7 @@ def test_interaction_rule_is_the_sessions():
 
 def test_parquet_null_filler_asks_for_nothing(tmp_path):
     """Rows with and without a tool / an interaction in one parquet file: the file fills the gaps with nulls."""
-    from agentgym.trainer.data import read_rows
+    from agentgym.rows import read_rows
 
     with_both, plain = verl_rows()[:2]
     with_both["extra_info"]["interaction_kwargs"]["name"] = "answerfeedback"
@@ -109,13 +109,19 @@ def _schema(name):
 def test_malformed_kwargs_and_newer_api_keys():
     row = verl_rows()[0]
     row["extra_info"]["tools_kwargs"]["calc_gsm8k_reward"]["create_kwrgs"] = {}
-    row["extra_info"]["tool_selection"] = ["calc_gsm8k_reward"]
-    found = messages(check_rows([row], Registered.of(["calc_gsm8k_reward"], [])))
+    row["extra_info"]["tool_selection"] = ["calc_gsm8k_reward", "serch"]
+    found = messages(check_rows([row], Registered.of(["calc_gsm8k_reward", "search"], [])))
     assert found == [
         (0, "error", "extra_info.tools_kwargs.calc_gsm8k_reward.create_kwrgs is not a key the tool reads"),
-        (0, "warning", "extra_info.tool_selection (verl's per-row tool choice) is not supported yet: every registered "
-                       "tool is offered"),
+        (0, "error", "extra_info.tool_selection names tool(s) `serch` that are not registered (registered: "
+                     "calc_gsm8k_reward, search)"),
     ]
+    row["extra_info"]["tool_selection"] = "calc_gsm8k_reward"
+    assert messages(check_rows([row], Registered.of(["calc_gsm8k_reward"], [])))[1] == (
+        0, "error", "extra_info.tool_selection must be a list of tool names, got 'calc_gsm8k_reward'")
+    row["extra_info"]["tool_selection"] = []
+    assert messages(check_rows([row], Registered.of(["calc_gsm8k_reward"], [])))[1] == (
+        0, "warning", "extra_info.tool_selection is empty, which (as in verl) offers every registered tool")
 
 
 def test_error_groups_rows_and_says_the_fix():

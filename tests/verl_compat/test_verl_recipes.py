@@ -16,7 +16,7 @@ from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory_io import read_jsonl, read_parquet, write_jsonl
 from agentgym.rollout.trajectory_io import write_parquet as write_parquet_trajectories
 from agentgym.tools.registry import build_tools, load_tool_specs
-from agentgym.trainer.data import read_rows
+from agentgym.rows import read_rows
 
 from .verl_layout import (
     ANSWER_TOOL_YAML,

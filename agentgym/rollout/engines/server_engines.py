@@ -38,7 +38,7 @@ def _engine_kwargs(cfg: Any, name: str, config_cls: type) -> tuple[dict[str, Any
 
 
 def _launcher(cfg: Any, kind: str, launch: dict[str, Any] | None, **spec_extra: Any) -> ServerLauncher:
-    from agentgym.trainer.workers.model import resolve_dtype
+    from agentgym.devices import resolve_dtype
 
     rollout = cfg.actor_rollout_ref.rollout
     model_path = cfg.actor_rollout_ref.model.path

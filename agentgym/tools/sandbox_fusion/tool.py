@@ -8,7 +8,7 @@ import time
 from typing import Any, Optional
 from uuid import uuid4
 
-from agentgym.rollout.storable_text import first_lone_surrogate
+from agentgym.storable_text import first_lone_surrogate
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.embedded_sandbox import EmbeddedSandbox, EmbeddedSandboxError, shared_embedded_sandbox
 from agentgym.tools.rate_limit import AsyncRateLimiter, GlobalTokenBucket, TokenBucket

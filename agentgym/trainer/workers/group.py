@@ -7,7 +7,8 @@ from typing import Any, Sequence
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
-from agentgym.trainer.workers.worker import TrainWorker, device_type
+from agentgym.devices import device_type
+from agentgym.trainer.workers.worker import TrainWorker
 
 
 class LocalWorkerGroup:

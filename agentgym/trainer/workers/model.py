@@ -7,6 +7,7 @@ import torch.distributed as dist
 from torch import nn
 
 from agentgym.config.schema import FSDPConfig, ModelConfig
+from agentgym.devices import resolve_dtype
 from agentgym.errors import ConfigError
 from agentgym.trainer.algorithms.losses import entropy_from_logits, logprobs_from_logits
 from agentgym.trainer.batching import MicroBatch
@@ -17,20 +18,6 @@ from agentgym.trainer.workers.fast_forward import (
     segment_bounds,
     use_varlen_attention,
 )
-
-_DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
-}
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    try:
-        return _DTYPES[name]
-    except KeyError:
-        raise ConfigError(f"unknown dtype '{name}'.", fix=f"use one of {sorted(_DTYPES)}") from None
-
 
 def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: bool = False) -> nn.Module:
     """A causal LM (actor, reference) or a one-label token classifier on the same backbone (critic)."""

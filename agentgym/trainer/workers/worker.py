@@ -13,16 +13,9 @@ import torch
 import torch.distributed as dist
 
 from agentgym.config.schema import AgentGymConfig
+from agentgym.devices import device_type, resolve_dtype
 from agentgym.trainer.batching import MicroBatch
-from agentgym.trainer.workers.model import resolve_dtype
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
-
-
-def device_type(preference: str) -> str:
-    """`trainer.device` resolved to "cpu" or "cuda" (auto: CUDA when one is visible)."""
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return "cpu"
-    return "cuda"
 
 
 def pick_device(preference: str) -> torch.device:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentgym.rollout.parsers.base import (
+from agentgym.parsers.base import (
     DECODE_ERRORS,
     ParseResult,
     ToolCallLike,

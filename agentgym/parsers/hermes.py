@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agentgym.rollout.parsers.base import (
+from agentgym.parsers.base import (
     DECODE_ERRORS,
     ParseResult,
     ToolCallLike,

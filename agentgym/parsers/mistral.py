@@ -17,7 +17,7 @@ import string
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from agentgym.rollout.parsers.base import (
+from agentgym.parsers.base import (
     DECODE_ERRORS,
     ParseResult,
     ToolCallLike,
