@@ -119,7 +119,7 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.executor = executor or await start_runtime(settings)
-        app.state.executor.start_warm_pool()
+        await app.state.executor.start_warm_pool()
         app.state.admission = AdmissionController(settings.max_concurrency, settings.max_queue,
                                                   settings.queue_timeout_s)
         try:

@@ -7,8 +7,6 @@ import shutil
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence
 
-from .warm_python import BOOT_SOURCE
-
 
 def _php_tag(code: str) -> str:
     return code if "<?php" in code or "<?=" in code else "<?php\n" + code
@@ -25,9 +23,6 @@ class LanguageSpec:
     accepts_args: bool = False
     transform: Optional[Callable[[str], str]] = None
     aliases: tuple[str, ...] = ()
-    # For the warm pool: an argv that starts the runtime ahead of time and itself waits for the release
-    # line (see warm_python.py); None means "hold in a shell, then exec `run`".
-    preload: Optional[tuple[str, ...]] = None
 
     def run_argv(self, args: Sequence[str]) -> list[str]:
         return [*self.run, *args] if self.accepts_args else list(self.run)
@@ -38,8 +33,7 @@ _GO_ENV = {"GOCACHE": "/tmp/.cache/go-build", "GOPATH": "/tmp/go", "GO111MODULE"
 _JAVA_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
 
 ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
-    LanguageSpec("python", "main.py", ("python3", "main.py"), needs=("python3",), accepts_args=True,
-                 preload=("python3", "-c", BOOT_SOURCE, "main.py")),
+    LanguageSpec("python", "main.py", ("python3", "main.py"), needs=("python3",), accepts_args=True),
     LanguageSpec("pytest", "test_main.py",
                  ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_main.py"),
                  needs=("python3", "pytest"), accepts_args=True),
