@@ -17,7 +17,7 @@ from .isolation import BwrapRunner, StepResult, StepRunner, base_env, cpu_limit_
 from .languages import LanguageSpec
 from .models import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, derive_run_status
 from .settings import SandboxSettings
-from .fork_server import ForkedSandbox, ForkServer
+from .fork_server import ForkedSandbox, ForkServer, ForkServerError
 from .workdirs import WorkDirs, remove_tree
 
 logger = logging.getLogger("sandbox_server.executor")
@@ -128,9 +128,13 @@ class CodeExecutor:
         # Tiny memory limits go the cold way: a forked interpreter's first page writes are charged to the run.
         if (self.pool is not None and spec.compile is None and spec.name in self.settings.warm_languages
                 and memory >= _WARM_MIN_MEMORY):
-            forked = self.pool.take()
+            forked = await self.pool.acquire()
             if forked is not None:
-                return await self._run_forked(forked, spec, request, memory)
+                try:
+                    return await self._run_forked(forked, spec, request, memory)
+                except ForkServerError as e:
+                    # Its fork server died under it (runs are hermetic, so running again is safe).
+                    logger.warning("a forked run failed (%s); running it in a sandbox of its own", e)
         workdir = self.workdirs.create(f"run-{uuid.uuid4().hex}")
         try:
             self._write_inputs(workdir, spec, request)

@@ -169,6 +169,7 @@ class ForkServer:
         self.template_memory_bytes = template_memory_bytes
         self.template_pids = template_pids
         self._ready: collections.deque[ForkedSandbox] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._pending = 0
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -228,6 +229,10 @@ class ForkServer:
                 logger.exception("could not restart the sandbox fork server")
 
     async def _stop_template(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
         while self._ready:
             await self.discard(self._ready.popleft())
         if self._zsock is not None:
@@ -243,21 +248,50 @@ class ForkServer:
             await asyncio.to_thread(remove_tree, workdir)
 
     # ---- pool
-    def take(self) -> Optional[ForkedSandbox]:
-        sandbox = None
+    async def acquire(self, wait_s: float = 10.0) -> Optional[ForkedSandbox]:
+        """A prepared run; when none is ready, waits for the next one (preparing takes milliseconds, far less
+        than a cold sandbox). None when the fork server is down or `wait_s` passed: the caller then runs cold."""
         while self._ready:
             candidate = self._ready.popleft()
             if candidate.alive():
-                sandbox = candidate
-                break
+                self._top_up()
+                return candidate
             self._spawn(self.discard(candidate))
+        if self._closed or self._zsock is None:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         self._top_up()
-        return sandbox
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=wait_s)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                self._hand_over(waiter.result())  # the request went away; the next one gets it
+            waiter.cancel()
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if waiter.done() and not waiter.cancelled():
+            return waiter.result()
+        waiter.cancel()
+        return None
+
+    def _hand_over(self, sandbox: ForkedSandbox) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(sandbox)
+                return
+        self._ready.append(sandbox)
 
     def _top_up(self) -> None:
         if self._closed or self._zsock is None:
             return
-        for _ in range(max(0, self.size - len(self._ready) - self._pending)):
+        want = self.size + len(self._waiters)
+        for _ in range(max(0, want - len(self._ready) - self._pending)):
             self._pending += 1
             self._spawn(self._refill())
 
@@ -272,13 +306,18 @@ class ForkServer:
         except Exception as e:
             if not self._closed and self._zsock is not None:
                 logger.warning("could not prepare a forked sandbox: %s", e)
+            while self._waiters:  # one waiting request goes the cold way instead of waiting on
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
             return
         finally:
             self._pending -= 1
         if self._closed:
             await self.discard(sandbox)
         else:
-            self._ready.append(sandbox)
+            self._hand_over(sandbox)
             self._failures = 0
 
     async def _prepare(self) -> ForkedSandbox:
@@ -347,6 +386,8 @@ class ForkServer:
             blob = _inputs_blob(inputs)
             try:
                 await _sendmsg(sandbox.sock, json.dumps({**spec, "cpu": cpu_limit_s(timeout)}).encode(), [blob])
+            except OSError as e:
+                raise ForkServerError(f"the prepared sandbox is gone ({e})") from e
             finally:
                 os.close(blob)
             start = time.monotonic()
