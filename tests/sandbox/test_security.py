@@ -198,7 +198,8 @@ def test_cpu_spin_vs_sleep(run):
     spin = run(code="while True: pass", run_timeout=2)["run_result"]
     sleep = run(code="import time; time.sleep(100)", run_timeout=2)["run_result"]
     assert spin["status"] == sleep["status"] == "TimeLimitExceeded"
-    assert spin["cpu_time"] > 0.5  # the 2 cores are shared with other work, so not the full 2 s
+    # The 2 cores are shared with other work (load averages of 20 seen): the spin gets its share, not 2 s.
+    assert spin["cpu_time"] > max(0.1, 5 * sleep["cpu_time"])
     assert sleep["cpu_time"] < 0.3
 
 
