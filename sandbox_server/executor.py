@@ -144,9 +144,11 @@ class CodeExecutor:
             run_result: Optional[CommandRunResult] = None
             notes: list[str] = []
             if spec.compile is not None:
+                # A compile slowed by a busy machine is not the program's fault (tsc takes 3-7 s under load).
+                compile_timeout = max(request.compile_timeout, self.settings.min_compile_timeout_s)
                 step = await self.runner.run_step(spec.compile, workdir=workdir, stdin=None,
-                                                  timeout=request.compile_timeout, memory_bytes=memory, env=env)
-                compile_result, compile_notes = to_command_result(step, self._limits(request.compile_timeout,
+                                                  timeout=compile_timeout, memory_bytes=memory, env=env)
+                compile_result, compile_notes = to_command_result(step, self._limits(compile_timeout,
                                                                                      memory))
                 notes += [f"compile: {n}" for n in compile_notes]
             if compile_result is None or (compile_result.status == CommandRunStatus.Finished

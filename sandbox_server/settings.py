@@ -35,6 +35,8 @@ class SandboxSettings(BaseModel):
     open_files_limit: int = Field(1024, ge=16)
     file_size_limit_mb: int = Field(256, ge=1, description="RLIMIT_FSIZE for any single file a run writes")
     tmp_size_mb: int = Field(512, ge=1, description="size of the run's private /tmp and /dev/shm tmpfs")
+    min_compile_timeout_s: float = Field(30.0, ge=0, description="a compile step may take at least this long, "
+                                         "whatever compile_timeout the request sends (Sandbox Fusion clients send 10)")
     max_timeout_s: float = Field(600.0, gt=0, description="upper bound for compile_timeout/run_timeout")
 
     max_output_bytes: int = Field(1 << 20, ge=1024, description="stdout/stderr kept per stream; more is dropped")
