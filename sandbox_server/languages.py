@@ -59,6 +59,7 @@ ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
                  transform=_php_tag),
     LanguageSpec("lua", "main.lua", ("lua", "main.lua"), needs=("lua",), accepts_args=True),
     LanguageSpec("R", "main.R", ("Rscript", "--vanilla", "main.R"), needs=("Rscript",), accepts_args=True),
+    LanguageSpec("racket", "main.rkt", ("racket", "main.rkt"), needs=("racket",), accepts_args=True),
     # Sandbox Fusion's go_test: `go test` on the one test file (compile errors show in the run step, as there).
     LanguageSpec("go_test", "main_test.go", ("go", "test", "main_test.go"), needs=("go",), env=_GO_ENV),
     # Sandbox Fusion's verilog (VerilogEval's commands): the top module must be `tb`.

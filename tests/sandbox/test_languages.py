@@ -48,6 +48,8 @@ CASES = {
     "lua": Case('local w = io.read("l"):match("%S+"); print("hello " .. w)', "local x = = 1", False),
     "R": Case('w <- strsplit(readLines(file("stdin"), n = 1), " ")[[1]][1]; cat("hello", w, "\\n")',
               "f <- function( {", False),
+    "racket": Case('#lang racket/base\n(require racket/string)\n(define w (car (string-split (read-line))))\n'
+                   '(printf "hello ~a\\n" w)\n', "#lang racket/base\n(define (f x)\n", False),
     "verilog": Case('module tb;\n  reg [8*64-1:0] w;\n  integer r;\n  initial begin\n'
                     '    r = $fscanf(32\'h8000_0000, "%s", w);\n    $display("hello %0s", w);\n    $finish;\n'
                     '  end\nendmodule\n', "module tb;\n  initial begin\n    x = ;\n  end\nendmodule\n", True),
