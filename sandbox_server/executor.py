@@ -62,18 +62,31 @@ class CodeExecutor:
         self.runner = runner
         self.languages = languages
         self.pool: Optional[ForkServer] = None
+        self._pool_start: Optional[asyncio.Task] = None
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.work_root, 0o711)
         self.workdirs = WorkDirs(settings.work_root, settings.max_memory_limit_mb << 20,
                                  mount=isinstance(runner, BwrapRunner))
 
-    async def start_warm_pool(self) -> None:
-        """Start the fork server (needs a running loop); a no-op without isolation or with warm_pool_size=0.
-        If it cannot start, every run takes the cold path (one bubblewrap sandbox per step) and a warning says why."""
+    def start_warm_pool(self) -> None:
+        """Start the fork server in the background (needs a running loop); runs take the cold path until it is
+        up, so a restarted server answers at once. A no-op without isolation or with warm_pool_size=0."""
         size = self.settings.warm_pool_size_resolved()
         if not isinstance(self.runner, BwrapRunner) or size <= 0:
             return
+        self._pool_start = asyncio.get_running_loop().create_task(self._start_pool(size))
+
+    @property
+    def fork_server_state(self) -> str:
+        if self.pool is not None:
+            return "ready"
+        return "starting" if self._pool_start is not None and not self._pool_start.done() else "off"
+
+    async def _start_pool(self, size: int) -> None:
+        """If the fork server cannot start, every run takes the cold path (one bubblewrap sandbox per step) and a
+        warning says why."""
+        assert isinstance(self.runner, BwrapRunner)
         python = self.languages.get("python")
         env = self._env(python) if python is not None else base_env(self.settings, home="/tmp")
         pool = ForkServer(self.runner, self.workdirs, env, size=size,
@@ -90,6 +103,8 @@ class CodeExecutor:
         self.pool = pool
 
     async def aclose(self) -> None:
+        if self._pool_start is not None:  # not cancelled: that could leave a half-started child (see ForkServer.aclose)
+            await asyncio.gather(self._pool_start, return_exceptions=True)
         if self.pool is not None:
             await self.pool.aclose()
         await self.runner.drain()

@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .test_security import host_pids_of_uid
+
+pytestmark = pytest.mark.usefixtures("fork_server_ready")
 
 FORKED_INIT = "python3\0-\0"  # /proc/1/cmdline of a forked run (a cold run's pid 1 is bwrap)
 

@@ -22,7 +22,7 @@ print(json.dumps({'texts': texts, 'fds': sorted(os.listdir('/proc/self/fd'))}))
 # The fork server's path (its init is a fork of `python3 - FD`, the source read from stdin) and the cold one
 # (tiny memory limits go cold; pid 1 is bwrap with its options in a memfd).
 @pytest.mark.parametrize("memory_mb,init_cmdline", [(-1, "python3\0-\0"), (32, "/usr/bin/bwrap\0--args\0")])
-def test_proc_cmdline_and_env_name_no_host_path(run, sandbox_server, memory_mb, init_cmdline):
+def test_proc_cmdline_and_env_name_no_host_path(run, sandbox_server, fork_server_ready, memory_mb, init_cmdline):
     out = run(code=PROBE, memory_limit_MB=memory_mb) if memory_mb > 0 else run(code=PROBE)
     assert out["status"] == "Success", out
     seen = json.loads(out["run_result"]["stdout"])
