@@ -5,7 +5,9 @@
 Without URL it starts `python -m sandbox_server` on a free loopback port (as root, fully isolated).
 Prints, per workload and concurrency: runs/s, p50/p99 end-to-end latency (HTTP included) and errors;
 and the bare `python3 -c 'print(1)'` (and bare g++ compile+run) baselines measured interleaved with
-sequential sandbox runs, so machine load affects both sides alike.
+sequential sandbox runs, so machine load affects both sides alike. That "overhead" leaves idle gaps between
+sandbox runs (the bare runs), so it flatters any pool that refills in the gaps: for load figures use
+benchmarks/sandbox_vs_sf.py (back to back, CPU per run, side by side with Sandbox Fusion).
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
     async def stats(request: Request) -> dict:
         adm: AdmissionController = request.app.state.admission
         return {"running": adm.running, "waiting": adm.waiting, "max_concurrency": adm.max_concurrency,
-                "max_queue": adm.max_queue}
+                "max_queue": adm.max_queue, "fork_server": request.app.state.executor.fork_server_state}
 
     @app.post("/run_code", response_model=RunCodeResponse)
     async def run_code(body: RunCodeRequest, request: Request):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import binascii
 import os
 import stat
@@ -16,8 +17,10 @@ from .isolation import BwrapRunner, StepResult, StepRunner, base_env, cpu_limit_
 from .languages import LanguageSpec
 from .models import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, derive_run_status
 from .settings import SandboxSettings
-from .warm_pool import WarmPool, WarmSandbox
+from .fork_server import ForkedSandbox, ForkServer, ForkServerError
 from .workdirs import WorkDirs, remove_tree
+
+logger = logging.getLogger("sandbox_server.executor")
 
 
 _WARM_MIN_MEMORY = 64 << 20
@@ -58,7 +61,8 @@ class CodeExecutor:
         self.settings = settings
         self.runner = runner
         self.languages = languages
-        self.pool: Optional[WarmPool] = None
+        self.pool: Optional[ForkServer] = None
+        self._pool_start: Optional[asyncio.Task] = None
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.work_root, 0o711)
@@ -66,22 +70,41 @@ class CodeExecutor:
                                  mount=isinstance(runner, BwrapRunner))
 
     def start_warm_pool(self) -> None:
-        """Needs a running event loop; a no-op without isolation or with warm_pool_size=0."""
-        if not isinstance(self.runner, BwrapRunner) or self.settings.warm_pool_size <= 0:
+        """Start the fork server in the background (needs a running loop); runs take the cold path until it is
+        up, so a restarted server answers at once. A no-op without isolation or with warm_pool_size=0."""
+        size = self.settings.warm_pool_size_resolved()
+        if not isinstance(self.runner, BwrapRunner) or size <= 0:
             return
-        self.pool = WarmPool(self.runner, self.workdirs, self.settings.warm_pool_size,
-                             idle_memory_bytes=self.settings.memory_limit_bytes(-1),
-                             hold_timeout_s=self.settings.max_timeout_s)
-        for name in self.settings.warm_languages:
-            spec = self.languages.get(name)
-            if spec is None or spec.compile is not None:
-                continue
-            if spec.preload is not None and self.settings.warm_preload:
-                self.pool.add_language(spec.name, spec.preload, self._env(spec), self_gated=True)
-            else:
-                self.pool.add_language(spec.name, spec.run_argv([]), self._env(spec))
+        self._pool_start = asyncio.get_running_loop().create_task(self._start_pool(size))
+
+    @property
+    def fork_server_state(self) -> str:
+        if self.pool is not None:
+            return "ready"
+        return "starting" if self._pool_start is not None and not self._pool_start.done() else "off"
+
+    async def _start_pool(self, size: int) -> None:
+        """If the fork server cannot start, every run takes the cold path (one bubblewrap sandbox per step) and a
+        warning says why."""
+        assert isinstance(self.runner, BwrapRunner)
+        python = self.languages.get("python")
+        env = self._env(python) if python is not None else base_env(self.settings, home="/tmp")
+        pool = ForkServer(self.runner, self.workdirs, env, size=size,
+                          idle_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_pids=max(self.settings.pids_limit, 4 * (size + self.settings.max_concurrency) + 16))
+        try:
+            await pool.start()
+        except Exception as e:
+            logger.warning("the sandbox fork server could not start (%s: %s); every run takes the cold path",
+                           type(e).__name__, e)
+            await pool.aclose()
+            return
+        self.pool = pool
 
     async def aclose(self) -> None:
+        if self._pool_start is not None:  # not cancelled: that could leave a half-started child (see ForkServer.aclose)
+            await asyncio.gather(self._pool_start, return_exceptions=True)
         if self.pool is not None:
             await self.pool.aclose()
         await self.runner.drain()
@@ -116,15 +139,18 @@ class CodeExecutor:
 
     async def run_code(self, request: RunCodeRequest) -> RunCodeResponse:
         spec = self.check(request)
-        warm: Optional[WarmSandbox] = None
         memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
-        # A held interpreter already uses some memory; tiny limits go the cold way (and OOM there).
-        if self.pool is not None and spec.compile is None and not request.args and memory >= _WARM_MIN_MEMORY:
-            warm = self.pool.take(spec.name)
-        if warm is not None:
-            workdir = warm.workdir
-        else:
-            workdir = self.workdirs.create(f"run-{uuid.uuid4().hex}")
+        # Tiny memory limits go the cold way: a forked interpreter's first page writes are charged to the run.
+        if (self.pool is not None and spec.compile is None and spec.name in self.settings.warm_languages
+                and memory >= _WARM_MIN_MEMORY):
+            forked = await self.pool.acquire()
+            if forked is not None:
+                try:
+                    return await self._run_forked(forked, spec, request, memory)
+                except ForkServerError as e:
+                    # Its fork server died under it (runs are hermetic, so running again is safe).
+                    logger.warning("a forked run failed (%s); running it in a sandbox of its own", e)
+        workdir = self.workdirs.create(f"run-{uuid.uuid4().hex}")
         try:
             self._write_inputs(workdir, spec, request)
             self.runner.prepare_workdir(workdir)
@@ -133,20 +159,18 @@ class CodeExecutor:
             run_result: Optional[CommandRunResult] = None
             notes: list[str] = []
             if spec.compile is not None:
+                # A compile slowed by a busy machine is not the program's fault (tsc takes 3-7 s under load).
+                compile_timeout = max(request.compile_timeout, self.settings.min_compile_timeout_s)
                 step = await self.runner.run_step(spec.compile, workdir=workdir, stdin=None,
-                                                  timeout=request.compile_timeout, memory_bytes=memory, env=env)
-                compile_result, compile_notes = to_command_result(step, self._limits(request.compile_timeout,
+                                                  timeout=compile_timeout, memory_bytes=memory, env=env)
+                compile_result, compile_notes = to_command_result(step, self._limits(compile_timeout,
                                                                                      memory))
                 notes += [f"compile: {n}" for n in compile_notes]
             if compile_result is None or (compile_result.status == CommandRunStatus.Finished
                                           and compile_result.return_code == 0):
                 stdin = request.stdin.encode() if request.stdin is not None else None
-                if warm is not None and self.pool is not None:
-                    step = await self.pool.run(warm, stdin=stdin, timeout=request.run_timeout, memory_bytes=memory)
-                    warm = None
-                else:
-                    step = await self.runner.run_step(spec.run_argv(request.args), workdir=workdir, stdin=stdin,
-                                                      timeout=request.run_timeout, memory_bytes=memory, env=env)
+                step = await self.runner.run_step(spec.run_argv(request.args), workdir=workdir, stdin=stdin,
+                                                  timeout=request.run_timeout, memory_bytes=memory, env=env)
                 run_result, run_notes = to_command_result(step, self._limits(request.run_timeout, memory))
                 notes += run_notes
             files, fetch_notes = self._fetch(workdir, request.fetch_files)
@@ -156,12 +180,30 @@ class CodeExecutor:
                                    run_result=run_result, executor_pod_name=self.settings.executor_pod_name,
                                    files=files)
         finally:
-            if warm is not None and self.pool is not None:  # taken but not run (e.g. bad input files)
-                await self.pool.destroy(warm)
             # Every process of the run is SIGKILLed by now; deleting its files need not delay the answer.
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(remove_tree, workdir))
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
+
+    async def _run_forked(self, forked: ForkedSandbox, spec: LanguageSpec, request: RunCodeRequest,
+                          memory: int) -> RunCodeResponse:
+        assert self.pool is not None
+        env = self._env(spec)
+        run_spec: dict = ({"source": spec.source, "args": list(request.args), "env": env} if spec.name == "python"
+                          else {"argv": spec.run_argv(request.args), "env": env})
+        inputs = [(rel, base64.b64decode(content)) for rel, content in request.files.items()
+                  if isinstance(content, str)]  # Sandbox Fusion skips null contents
+        inputs.append((spec.source, (spec.transform(request.code) if spec.transform else request.code).encode()))
+        stdin = request.stdin.encode() if request.stdin is not None else None
+        result = await self.pool.run(forked, spec=run_spec, inputs=inputs, stdin=stdin, timeout=request.run_timeout,
+                                     memory_bytes=memory, fetch=request.fetch_files,
+                                     fetch_budget=self.settings.max_fetch_bytes)
+        run_result, notes = to_command_result(result.step, self._limits(request.run_timeout, memory))
+        status, message = derive_run_status(None, run_result)
+        message = "; ".join(filter(None, [message.strip(), *notes, *result.notes]))
+        files = {rel: base64.b64encode(data).decode("ascii") for rel, data in result.files.items()}
+        return RunCodeResponse(status=status, message=message, run_result=run_result,
+                               executor_pod_name=self.settings.executor_pod_name, files=files)
 
     def _write_inputs(self, workdir: Path, spec: LanguageSpec, request: RunCodeRequest) -> None:
         for rel, content in request.files.items():

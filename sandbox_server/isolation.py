@@ -95,9 +95,6 @@ def _make_preexec(limits: list) -> Callable[[], None]:
 # drops root for good and becomes bwrap. sh + setpriv are exec'd from the server with vfork: much
 # cheaper than a Python preexec_fn, which forks the whole server process.
 _LAUNCH_SCRIPT = 'read -r _ || exit 111; exec "$@"'
-# Inside a held (warm) sandbox: the release line carries the request's CPU-seconds limit. Lowering a
-# limit needs no privilege, unlike prlimit(2) on another uid's process (CAP_SYS_RESOURCE).
-_HOLD_SCRIPT = 'read -r cpu || exit 111; ulimit -t "$cpu" || exit 112; exec "$@"'
 
 
 def _apply_limits(pid: int, join_files: Sequence[str], limits: list) -> None:
@@ -181,12 +178,15 @@ class BwrapRunner:
         os.chmod(workdir, 0o700)
 
     def bwrap_argv(self, argv: Sequence[str], workdir: Path, env: Mapping[str, str],
-                   files: Sequence[str] = ()) -> list[str]:
-        """`files`: more layout args (e.g. `--file FD /etc/passwd`), applied before the root turns read-only."""
+                   files: Sequence[str] = (), cap_add: bool = False) -> list[str]:
+        """`files`: more layout args (e.g. `--file FD /etc/passwd`), applied before the root turns read-only.
+        `cap_add`: the process keeps its capabilities inside the sandbox's own user namespace (the fork
+        server's template needs them to build each run's namespaces; user code never runs with them)."""
         tmp_size = str(self.settings.tmp_size_mb * 1024 * 1024)
         args = [
             self.bwrap,
             "--unshare-all", "--unshare-user", "--disable-userns",
+            *(["--cap-add", "ALL"] if cap_add else []),
             "--uid", str(_INNER_ID), "--gid", str(_INNER_ID),
             "--hostname", "sandbox",
             "--die-with-parent", "--new-session",
@@ -208,37 +208,37 @@ class BwrapRunner:
 
 
     async def start(self, argv: Sequence[str], *, workdir: Path, env: Mapping[str, str], cg: RunCgroup,
-                    timeout: float, hold: bool = False) -> Spawned:
-        """Start `argv` confined in `cg`; with `hold`, it waits inside the sandbox for one more stdin line."""
+                    timeout: float, extra_fds: Sequence[int] = (), cap_add: bool = False) -> Spawned:
+        """Start `argv` confined in `cg`; `extra_fds` are inherited by `argv` under the same numbers."""
         limits = _rlimits(self.settings, timeout)
-        inner = ["/bin/sh", "-c", _HOLD_SCRIPT, "sandbox-run", *argv] if hold else list(argv)
+        inner = list(argv)
         fds: list[int] = []
         try:
             files: list[str] = []
             for dest, content in generated_files().items():
                 fds.append(_memfd("sandbox-etc", content))
                 files += ["--file", str(fds[-1]), dest]
-            full = self.bwrap_argv(inner, workdir, env, files)
+            full = self.bwrap_argv(inner, workdir, env, files, cap_add=cap_add)
             split = full.index("--")
             # bwrap's options travel in a memfd (`--args FD`): bwrap's command line, which the sandbox sees
             # as /proc/1/cmdline, then carries no host path.
             fds.append(_memfd("bwrap-args", b"".join(o.encode() + b"\0" for o in full[1:split])))
             return await spawn([*self._launcher, self.bwrap, "--args", str(fds[-1]), *full[split:]], env={},
                                cwd="/", max_output_bytes=self.settings.max_output_bytes,
-                               output_kill_bytes=self.settings.output_kill_bytes, pass_fds=fds,
+                               output_kill_bytes=self.settings.output_kill_bytes, pass_fds=[*fds, *extra_fds],
                                gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
         finally:
             for fd in fds:
                 os.close(fd)
 
     async def finish(self, spawned: Spawned, cg: RunCgroup, *, stdin: Optional[bytes], timeout: float,
-                     prefix: bytes = b"", cpu_before: float = 0.0) -> StepResult:
+                     cpu_before: float = 0.0) -> StepResult:
         async def kill_tree(bwrap_pid: int) -> None:
             # Spare bwrap's outer process: it reaps the namespace's init and exits by itself,
             # so nothing is orphaned; the pid namespace dies with its init.
             await cg.kill_all(spare=(bwrap_pid,))
 
-        outcome = await supervise(spawned, stdin=stdin, timeout=timeout, kill_tree=kill_tree, prefix=prefix)
+        outcome = await supervise(spawned, stdin=stdin, timeout=timeout, kill_tree=kill_tree)
         cpu = cg.cpu_time_s()
         result = StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
                             oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes(),
@@ -251,10 +251,7 @@ class BwrapRunner:
         return self.cgroups.create(f"run-{uuid.uuid4().hex}", memory_bytes, self.settings.pids_limit)
 
     def arm(self, cg: RunCgroup, *, memory_bytes: int) -> float:
-        """Apply a request's memory limit to a held sandbox before releasing it; returns its CPU time so far.
-
-        The CPU-time limit travels in the release line (see _HOLD_SCRIPT).
-        """
+        """Apply a request's memory limit to a prepared sandbox before its run; returns its CPU time so far."""
         cg.set_memory_limit(memory_bytes)
         cg.reset_peak()
         return cg.cpu_time_s() or 0.0

@@ -7,8 +7,6 @@ import shutil
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence
 
-from .warm_python import BOOT_SOURCE
-
 
 def _php_tag(code: str) -> str:
     return code if "<?php" in code or "<?=" in code else "<?php\n" + code
@@ -25,9 +23,6 @@ class LanguageSpec:
     accepts_args: bool = False
     transform: Optional[Callable[[str], str]] = None
     aliases: tuple[str, ...] = ()
-    # For the warm pool: an argv that starts the runtime ahead of time and itself waits for the release
-    # line (see warm_python.py); None means "hold in a shell, then exec `run`".
-    preload: Optional[tuple[str, ...]] = None
 
     def run_argv(self, args: Sequence[str]) -> list[str]:
         return [*self.run, *args] if self.accepts_args else list(self.run)
@@ -38,8 +33,7 @@ _GO_ENV = {"GOCACHE": "/tmp/.cache/go-build", "GOPATH": "/tmp/go", "GO111MODULE"
 _JAVA_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
 
 ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
-    LanguageSpec("python", "main.py", ("python3", "main.py"), needs=("python3",), accepts_args=True,
-                 preload=("python3", "-c", BOOT_SOURCE, "main.py")),
+    LanguageSpec("python", "main.py", ("python3", "main.py"), needs=("python3",), accepts_args=True),
     LanguageSpec("pytest", "test_main.py",
                  ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_main.py"),
                  needs=("python3", "pytest"), accepts_args=True),
@@ -65,6 +59,13 @@ ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
                  transform=_php_tag),
     LanguageSpec("lua", "main.lua", ("lua", "main.lua"), needs=("lua",), accepts_args=True),
     LanguageSpec("R", "main.R", ("Rscript", "--vanilla", "main.R"), needs=("Rscript",), accepts_args=True),
+    LanguageSpec("racket", "main.rkt", ("racket", "main.rkt"), needs=("racket",), accepts_args=True),
+    # Sandbox Fusion's go_test: `go test` on the one test file (compile errors show in the run step, as there).
+    LanguageSpec("go_test", "main_test.go", ("go", "test", "main_test.go"), needs=("go",), env=_GO_ENV),
+    # Sandbox Fusion's verilog (VerilogEval's commands): the top module must be `tb`.
+    LanguageSpec("verilog", "main.sv", ("vvp", "-n", "test.vvp"),
+                 ("iverilog", "-Wall", "-Winfloop", "-Wno-timescale", "-g2012", "-s", "tb", "-o", "test.vvp",
+                  "main.sv"), needs=("iverilog", "vvp")),
 )
 
 

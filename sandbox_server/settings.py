@@ -35,6 +35,8 @@ class SandboxSettings(BaseModel):
     open_files_limit: int = Field(1024, ge=16)
     file_size_limit_mb: int = Field(256, ge=1, description="RLIMIT_FSIZE for any single file a run writes")
     tmp_size_mb: int = Field(512, ge=1, description="size of the run's private /tmp and /dev/shm tmpfs")
+    min_compile_timeout_s: float = Field(30.0, ge=0, description="a compile step may take at least this long, "
+                                         "whatever compile_timeout the request sends (Sandbox Fusion clients send 10)")
     max_timeout_s: float = Field(600.0, gt=0, description="upper bound for compile_timeout/run_timeout")
 
     max_output_bytes: int = Field(1 << 20, ge=1024, description="stdout/stderr kept per stream; more is dropped")
@@ -42,9 +44,12 @@ class SandboxSettings(BaseModel):
     max_request_bytes: int = Field(128 << 20, ge=1024, description="largest accepted request body")
     max_fetch_bytes: int = Field(64 << 20, ge=0, description="total size of fetch_files returned per run")
 
-    warm_pool_size: int = Field(2, ge=0, description="pre-started sandboxes kept ready per warm language")
-    warm_languages: list[str] = Field(["python"], description="languages served from the warm pool")
-    warm_preload: bool = Field(True, description="warm python sandboxes start the interpreter ahead of time")
+    warm_pool_size: Optional[int] = Field(None, ge=0, description="runs the fork server prepares ahead "
+                                          "(None: max_concurrency + cores; 0: no fork server, every run cold)")
+    warm_languages: list[str] = Field(["python", "pytest", "bash", "nodejs", "ruby", "perl", "php", "lua", "R",
+                                       "racket"],
+                                      description="languages run by the fork server (python in-process, the "
+                                                  "others exec'd); the rest get a sandbox of their own per step")
 
     work_root: Path = Field(default_factory=_default_work_root)
     sandbox_uid: int = Field(61000, ge=1, description="unprivileged host uid that runs user code")
@@ -52,6 +57,11 @@ class SandboxSettings(BaseModel):
     bwrap_path: str = "bwrap"
     sandbox_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     executor_pod_name: Optional[str] = Field(default_factory=lambda: os.environ.get("MY_POD_NAME"))
+
+    def warm_pool_size_resolved(self) -> int:
+        if self.warm_pool_size is not None:
+            return self.warm_pool_size
+        return self.max_concurrency + (os.cpu_count() or 1)
 
     def memory_limit_bytes(self, requested_mb: int) -> int:
         mb = self.default_memory_limit_mb if requested_mb is None or requested_mb <= 0 else requested_mb

@@ -104,3 +104,16 @@ def run(http: httpx.Client):
         return resp.json()
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def fork_server_ready(http: httpx.Client) -> None:
+    """The fork server starts in the background (runs are cold until then): wait until it serves runs."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = http.get("/v1/stats").json()["fork_server"]
+        if state == "ready":
+            return
+        assert state == "starting", f"the fork server is {state!r}: see the server's log"
+        time.sleep(0.2)
+    raise AssertionError("the fork server did not start within 120 s")

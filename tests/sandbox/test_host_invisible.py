@@ -19,12 +19,14 @@ print(json.dumps({'texts': texts, 'fds': sorted(os.listdir('/proc/self/fd'))}))
 '''
 
 
-@pytest.mark.parametrize("memory_mb", [-1, 32])  # the warm pool's path and the cold one (tiny limits go cold)
-def test_proc_cmdline_and_env_name_no_host_path(run, sandbox_server, memory_mb):
+# The fork server's path (its init is a fork of `python3 - FD`, the source read from stdin) and the cold one
+# (tiny memory limits go cold; pid 1 is bwrap with its options in a memfd).
+@pytest.mark.parametrize("memory_mb,init_cmdline", [(-1, "python3\0-\0"), (32, "/usr/bin/bwrap\0--args\0")])
+def test_proc_cmdline_and_env_name_no_host_path(run, sandbox_server, fork_server_ready, memory_mb, init_cmdline):
     out = run(code=PROBE, memory_limit_MB=memory_mb) if memory_mb > 0 else run(code=PROBE)
     assert out["status"] == "Success", out
     seen = json.loads(out["run_result"]["stdout"])
-    assert seen["texts"]["/proc/1/cmdline"].startswith("/usr/bin/bwrap\0--args\0")
+    assert seen["texts"]["/proc/1/cmdline"].startswith(init_cmdline)
     assert " / /workspace " in seen["texts"]["/proc/1/mountinfo"]  # the work dir is its own tmpfs
     for name, text in seen["texts"].items():
         assert str(sandbox_server.work_root) not in text, name

@@ -48,6 +48,11 @@ CASES = {
     "lua": Case('local w = io.read("l"):match("%S+"); print("hello " .. w)', "local x = = 1", False),
     "R": Case('w <- strsplit(readLines(file("stdin"), n = 1), " ")[[1]][1]; cat("hello", w, "\\n")',
               "f <- function( {", False),
+    "racket": Case('#lang racket/base\n(require racket/string)\n(define w (car (string-split (read-line))))\n'
+                   '(printf "hello ~a\\n" w)\n', "#lang racket/base\n(define (f x)\n", False),
+    "verilog": Case('module tb;\n  reg [8*64-1:0] w;\n  integer r;\n  initial begin\n'
+                    '    r = $fscanf(32\'h8000_0000, "%s", w);\n    $display("hello %0s", w);\n    $finish;\n'
+                    '  end\nendmodule\n', "module tb;\n  initial begin\n    x = ;\n  end\nendmodule\n", True),
 }
 
 
@@ -101,6 +106,20 @@ def test_pytest_mode(installed: set[str], run):
     assert passing["status"] == "Success"
 
 
+def test_go_test_mode(installed: set[str], run):
+    _need("go_test", installed)
+    code = ('package main\nimport "testing"\nfunc TestOk(t *testing.T) { if 2+2 != 4 { t.Fatal("math") } }\n'
+            'func TestBad(t *testing.T) { t.Fatal("bad") }\n')
+    out = run(code=code, language="go_test", run_timeout=60)
+    assert out["status"] == "Failed" and "--- FAIL: TestBad" in out["run_result"]["stdout"], out
+    passing = run(code='package main\nimport "testing"\nfunc TestOk(t *testing.T) {}\n', language="go_test",
+                  run_timeout=60)
+    assert passing["status"] == "Success", passing
+    assert passing["run_result"]["stdout"].startswith("ok"), passing
+    broken = run(code="package main\nfunc TestX(t *testing.T) {", language="go_test", run_timeout=60)
+    assert broken["status"] == "Failed" and broken["run_result"]["return_code"] != 0, broken
+
+
 @pytest.mark.parametrize("language,code,memory_mb", [
     ("java", 'public class Main { public static void main(String[] a) { System.out.println("jvm up"); } }', 256),
     ("nodejs", 'console.log("jvm up".replace("jvm", "node"))', 128),
@@ -112,3 +131,11 @@ def test_runtimes_start_under_memory_limit(installed: set[str], run, language, c
     out = run(code=code, language=language, memory_limit_MB=memory_mb, compile_timeout=60)
     assert out["status"] == "Success", out
     assert out["run_result"]["stdout"].strip().endswith("up")
+
+
+def test_compile_timeout_has_a_floor(run):
+    """A request's tiny compile_timeout is raised to the server's floor (30 s): a compile slowed by a busy machine
+    (tsc: 3-7 s seen under load, against Sandbox Fusion clients' 10 s) is not the program's fault."""
+    out = run(code=CASES["c"].hello, language="c", stdin="floor\n", compile_timeout=0.001)
+    assert out["status"] == "Success", out
+    assert out["run_result"]["stdout"] == "hello floor\n"

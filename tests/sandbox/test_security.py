@@ -35,21 +35,26 @@ def _proc_info(pid: int) -> tuple[int, str, bytes]:
 
 
 def leftover_pids_of_uid(uid: int, server_pid: int) -> list[int]:
-    """Processes of the sandbox uid, minus pre-started (warm) sandboxes still waiting for a request.
+    """Processes of the sandbox uid, minus the fork server and the runs it prepared ahead.
 
-    A waiting sandbox is a cgroup of at most 3 processes whose outer bwrap is the server's own child;
-    once a run ends its outer bwrap has exited, so anything left in its cgroup counts as a leftover.
+    The fork server (bwrap, its zygote and the per-run keepers) lives in a `template-*` cgroup. A run prepared
+    ahead is a cgroup holding one process, its init, whose parent is a keeper in the template cgroup; once a run
+    ends its init has exited, so anything left in its cgroup counts as a leftover.
     """
     groups: dict[str, list[tuple[int, int, bytes]]] = {}
+    cgroup_of: dict[int, str] = {}
     for pid in host_pids_of_uid(uid):
         try:
             ppid, cgroup, exe = _proc_info(pid)
         except OSError:
             continue
         groups.setdefault(cgroup, []).append((pid, ppid, exe))
+        cgroup_of[pid] = cgroup
     leftovers = []
-    for members in groups.values():
-        held = len(members) <= 3 and any(ppid == server_pid and exe.endswith(b"bwrap") for _, ppid, exe in members)
+    for cgroup, members in groups.items():
+        if cgroup.rpartition("/")[2].startswith("template-"):
+            continue
+        held = len(members) == 1 and cgroup_of.get(members[0][1], "").rpartition("/")[2].startswith("template-")
         if not held:
             leftovers += [pid for pid, _, _ in members]
     return leftovers
@@ -193,7 +198,8 @@ def test_cpu_spin_vs_sleep(run):
     spin = run(code="while True: pass", run_timeout=2)["run_result"]
     sleep = run(code="import time; time.sleep(100)", run_timeout=2)["run_result"]
     assert spin["status"] == sleep["status"] == "TimeLimitExceeded"
-    assert spin["cpu_time"] > 0.5  # the 2 cores are shared with other work, so not the full 2 s
+    # The 2 cores are shared with other work (load averages of 20 seen): the spin gets its share, not 2 s.
+    assert spin["cpu_time"] > max(0.1, 5 * sleep["cpu_time"])
     assert sleep["cpu_time"] < 0.3
 
 

@@ -1,0 +1,449 @@
+"""Warm runs that scale with load: a pre-imported python fork server inside one template sandbox.
+
+Starting a bubblewrap sandbox and a fresh interpreter costs tens of milliseconds of CPU per run, so a
+pool of such sandboxes cannot be refilled as fast as runs arrive under load. Here the expensive part
+happens once: a template sandbox (the usual layout, uid and read-only root) runs the fork server of
+zygote.py. Each run is a fork of it with its own mount/pid/net/ipc/uts/cgroup namespaces, fresh tmpfs
+work dir, /tmp and /dev/shm, its own cgroup, and no capabilities; python code runs in the forked,
+already-initialised interpreter, other languages exec their runtime. A few such runs are prepared ahead
+(namespaces built, cgroup joined) and refilled in the background; preparing one costs about a millisecond
+or two of CPU, so the pool keeps up with the admission limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import socket
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from .cgroups import RunCgroup
+from .isolation import BwrapRunner, StepResult, cpu_limit_s
+from .process import ProcessOutcome, Spawned, _feed, _OutputBudget
+from .workdirs import WorkDirs, remove_tree
+from .zygote import ZYGOTE_SOURCE
+
+logger = logging.getLogger("sandbox_server.fork_server")
+
+_CREDS = struct.Struct("3i")
+_TEMPLATE_CPU_S = 10**7  # the fork server lives long; each run gets its own CPU limit
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not prepare or finish a run."""
+
+
+async def _wait_fd(fd: int, writable: bool = False) -> None:
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    add(fd, lambda: fut.done() or fut.set_result(None))
+    try:
+        await fut
+    finally:
+        remove(fd)
+
+
+async def _recvmsg(sock: socket.socket, nfds: int = 0) -> tuple[bytes, list[int], Optional[int]]:
+    """One message, the fds it carries and the sender's pid in our pid namespace (SO_PASSCRED)."""
+    anc = socket.CMSG_SPACE(_CREDS.size) + (socket.CMSG_SPACE(4 * nfds) if nfds else 0)
+    while True:
+        try:
+            msg, ancdata, _, _ = sock.recvmsg(1 << 16, anc)
+            break
+        except BlockingIOError:
+            await _wait_fd(sock.fileno())
+    fds: list[int] = []
+    pid = None
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += list(struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = _CREDS.unpack(data[:_CREDS.size])[0]
+    return msg, fds, pid
+
+
+async def _sendmsg(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> None:
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
+    while True:
+        try:
+            sock.sendmsg([data], anc)
+            return
+        except BlockingIOError:
+            await _wait_fd(sock.fileno(), writable=True)
+
+
+def _inputs_blob(files: Sequence[tuple[str, bytes]]) -> int:
+    """A memfd with the run's input files, in the layout zygote.py's _write_inputs reads."""
+    index = json.dumps([[rel, len(data)] for rel, data in files]).encode()
+    fd = os.memfd_create("sandbox-inputs")
+    try:
+        with os.fdopen(os.dup(fd), "wb") as f:
+            f.write(struct.pack("<Q", len(index)))
+            f.write(index)
+            for _, data in files:
+                f.write(data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_fetched(fd: int, index: list) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    with os.fdopen(fd, "rb") as f:
+        for rel, size in index:
+            files[rel] = f.read(size)
+    return files
+
+
+async def _pipe_reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+    return reader
+
+
+async def _pipe_writer(fd: int) -> asyncio.StreamWriter:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", 0))
+    return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+@dataclass
+class ForkedSandbox:
+    """A prepared run: namespaces built, its init in `cg` and waiting for the program."""
+
+    sock: socket.socket
+    stdin_w: int
+    stdout_r: int
+    stderr_r: int
+    cg: RunCgroup
+    pid: int
+    closed: bool = field(default=False)
+
+    def alive(self) -> bool:
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def close_fds(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+            for fd in (self.stdin_w, self.stdout_r, self.stderr_r):
+                if fd >= 0:
+                    os.close(fd)
+
+
+@dataclass
+class ForkedResult:
+    step: StepResult
+    files: dict[str, bytes]
+    notes: list[str]
+
+
+class ForkServer:
+    """One template sandbox with the fork server, and `size` runs prepared ahead, refilled off the request path."""
+
+    def __init__(self, runner: BwrapRunner, workdirs: WorkDirs, env: Mapping[str, str], *, size: int,
+                 idle_memory_bytes: int, template_memory_bytes: int, template_pids: int):
+        self.runner = runner
+        self.settings = runner.settings
+        self.workdirs = workdirs
+        self.env = dict(env)
+        self.size = size
+        self.idle_memory_bytes = idle_memory_bytes
+        self.template_memory_bytes = template_memory_bytes
+        self.template_pids = template_pids
+        self._ready: collections.deque[ForkedSandbox] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._pending = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+        self._zsock: Optional[socket.socket] = None
+        self._template: Optional[Spawned] = None
+        self._template_cg: Optional[RunCgroup] = None
+        self._template_dir: Optional[Path] = None
+        self._watcher: Optional[asyncio.Task] = None
+        self._failures = 0
+
+    # ---- template life cycle
+    async def start(self) -> None:
+        """Start the template and fill the pool; raises ForkServerError if the template cannot serve a run."""
+        await self._start_template()
+        sandbox = await self._prepare()  # proves the whole chain works before any request relies on it
+        self._ready.append(sandbox)
+        self._top_up()
+
+    async def _start_template(self) -> None:
+        host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._template_dir = self.workdirs.create(f"warm-template-{uuid.uuid4().hex}")
+        self.runner.prepare_workdir(self._template_dir)
+        self._template_cg = self.runner.cgroups.create(f"template-{uuid.uuid4().hex}", self.template_memory_bytes,
+                                                       self.template_pids)
+        try:
+            self._template = await self.runner.start(
+                ["python3", "-", str(child.fileno())], workdir=self._template_dir, env=self.env,
+                cg=self._template_cg, timeout=_TEMPLATE_CPU_S, extra_fds=[child.fileno()], cap_add=True)
+            stdin = self._template.proc.stdin
+            assert stdin is not None
+            stdin.write(ZYGOTE_SOURCE.encode())
+            await stdin.drain()
+            stdin.close()
+        except BaseException:
+            host.close()
+            raise
+        finally:
+            child.close()
+        host.setblocking(False)
+        self._zsock = host
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(self._template))
+
+    async def _watch(self, template: Spawned) -> None:
+        rc = await template.proc.wait()
+        if self._closed or template is not self._template:
+            return
+        err = bytes(template.err).decode(errors="replace").strip()[-2000:]
+        logger.warning("sandbox fork server exited (rc %s); restarting it. stderr: %s", rc, err or "(empty)")
+        await self._stop_template()
+        await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self._failures, 6)))
+        self._failures += 1
+        if not self._closed:
+            try:
+                await self._start_template()
+                self._top_up()
+            except Exception:
+                logger.exception("could not restart the sandbox fork server")
+
+    async def _stop_template(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        while self._ready:
+            await self.discard(self._ready.popleft())
+        if self._zsock is not None:
+            self._zsock.close()
+            self._zsock = None
+        template, cg, workdir = self._template, self._template_cg, self._template_dir
+        self._template = self._template_cg = self._template_dir = None
+        if template is not None and cg is not None:
+            await template.discard(lambda pid: cg.kill_all())
+        if cg is not None:
+            await cg.remove()
+        if workdir is not None:
+            await asyncio.to_thread(remove_tree, workdir)
+
+    # ---- pool
+    async def acquire(self, wait_s: float = 10.0) -> Optional[ForkedSandbox]:
+        """A prepared run; when none is ready, waits for the next one (preparing takes milliseconds, far less
+        than a cold sandbox). None when the fork server is down or `wait_s` passed: the caller then runs cold."""
+        while self._ready:
+            candidate = self._ready.popleft()
+            if candidate.alive():
+                self._top_up()
+                return candidate
+            self._spawn(self.discard(candidate))
+        if self._closed or self._zsock is None:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._top_up()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=wait_s)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                self._hand_over(waiter.result())  # the request went away; the next one gets it
+            waiter.cancel()
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if waiter.done() and not waiter.cancelled():
+            return waiter.result()
+        waiter.cancel()
+        return None
+
+    def _hand_over(self, sandbox: ForkedSandbox) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(sandbox)
+                return
+        self._ready.append(sandbox)
+
+    def _top_up(self) -> None:
+        if self._closed or self._zsock is None:
+            return
+        want = self.size + len(self._waiters)
+        for _ in range(max(0, want - len(self._ready) - self._pending)):
+            self._pending += 1
+            self._spawn(self._refill())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refill(self) -> None:
+        try:
+            sandbox = await self._prepare()
+        except Exception as e:
+            if not self._closed and self._zsock is not None:
+                logger.warning("could not prepare a forked sandbox: %s", e)
+            while self._waiters:  # one waiting request goes the cold way instead of waiting on
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+            return
+        finally:
+            self._pending -= 1
+        if self._closed:
+            await self.discard(sandbox)
+        else:
+            self._hand_over(sandbox)
+            self._failures = 0
+
+    async def _prepare(self) -> ForkedSandbox:
+        zsock = self._zsock
+        if zsock is None:
+            raise ForkServerError("the fork server is not running")
+        host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        host.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        host.setblocking(False)
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        keep = [in_w, out_r, err_r]
+        try:
+            header = {"workspace_size": self.workdirs.size_bytes, "tmp_size": self.settings.tmp_size_mb << 20,
+                      "cpu": cpu_limit_s(self.settings.max_timeout_s)}
+            try:
+                await _sendmsg(zsock, json.dumps(header).encode(), [in_r, out_w, err_w, child.fileno()])
+            finally:
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
+                child.close()
+            msg, _, pid = await asyncio.wait_for(_recvmsg(host), timeout=30)
+            if msg != b"ready" or pid is None or pid <= 0:
+                raise ForkServerError(f"the fork server's run did not start (got {msg!r})")
+            cg = self.runner.new_cgroup(self.idle_memory_bytes)
+            try:
+                for path in cg.join_files:
+                    with open(path, "w") as f:
+                        f.write(str(pid))
+            except BaseException:
+                await cg.kill_all()
+                await cg.remove()
+                raise
+        except BaseException:
+            host.close()
+            for fd in keep:
+                os.close(fd)
+            raise
+        return ForkedSandbox(host, in_w, out_r, err_r, cg, pid)
+
+    async def discard(self, sandbox: ForkedSandbox) -> None:
+        await sandbox.cg.kill_all()
+        sandbox.close_fds()
+        await sandbox.cg.remove()
+
+    # ---- one run
+    async def run(self, sandbox: ForkedSandbox, *, spec: dict, inputs: Sequence[tuple[str, bytes]],
+                  stdin: Optional[bytes], timeout: float, memory_bytes: int, fetch: Sequence[str],
+                  fetch_budget: int) -> ForkedResult:
+        """Run `spec` (zygote.py: `source`+`args` for in-process python, or `argv`; `env`) in a prepared sandbox."""
+        cg = sandbox.cg
+        budget = _OutputBudget(self.settings.max_output_bytes, self.settings.output_kill_bytes)
+        out, err = bytearray(), bytearray()
+        io_tasks: list[asyncio.Task] = []
+        try:
+            cpu_before = self.runner.arm(cg, memory_bytes=memory_bytes)
+            readers = []
+            for fd, sink in ((sandbox.stdout_r, out), (sandbox.stderr_r, err)):
+                reader = await _pipe_reader(fd)
+                readers.append(asyncio.create_task(budget.drain(reader, sink)))
+            sandbox.stdout_r = sandbox.stderr_r = -1  # owned by the transports now
+            writer = await _pipe_writer(sandbox.stdin_w)
+            sandbox.stdin_w = -1
+            io_tasks = [*readers, asyncio.create_task(_feed(writer, b"", stdin))]
+            blob = _inputs_blob(inputs)
+            try:
+                await _sendmsg(sandbox.sock, json.dumps({**spec, "cpu": cpu_limit_s(timeout)}).encode(), [blob])
+            except OSError as e:
+                raise ForkServerError(f"the prepared sandbox is gone ({e})") from e
+            finally:
+                os.close(blob)
+            start = time.monotonic()
+            done = asyncio.create_task(_recvmsg(sandbox.sock))
+            flood = asyncio.create_task(budget.exceeded.wait())
+            timed_out = False
+            try:
+                finished, _ = await asyncio.wait({done, flood}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if done not in finished:
+                    timed_out = not budget.exceeded.is_set()
+                elapsed = time.monotonic() - start
+            finally:
+                flood.cancel()
+                await cg.kill_all()
+                try:
+                    msg, _, _ = await asyncio.wait_for(asyncio.shield(done), timeout=5)
+                except (asyncio.TimeoutError, OSError):
+                    done.cancel()
+                    msg = b""
+                _, pending = await asyncio.wait(io_tasks, timeout=2)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*io_tasks, return_exceptions=True)
+            if not msg:
+                raise ForkServerError("the forked sandbox ended without reporting the run's exit status")
+            rc = json.loads(msg)["rc"]
+            files: dict[str, bytes] = {}
+            notes: list[str] = []
+            if fetch:
+                await _sendmsg(sandbox.sock, json.dumps({"fetch": list(fetch), "budget": fetch_budget}).encode())
+                reply, fds, _ = await asyncio.wait_for(_recvmsg(sandbox.sock, 1), timeout=30)
+                if not reply or not fds:
+                    raise ForkServerError("the forked sandbox did not return fetch_files")
+                answer = json.loads(reply)
+                files = await asyncio.to_thread(_read_fetched, fds[0], answer["files"])
+                notes = answer["notes"]
+            outcome = ProcessOutcome(
+                return_code=None if timed_out else rc, timed_out=timed_out, execution_time=elapsed,
+                stdout=bytes(out), stderr=bytes(err), output_truncated=budget.truncated,
+                output_limit_killed=budget.exceeded.is_set() and not timed_out)
+            cpu = cg.cpu_time_s()
+            step = StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
+                              oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes(),
+                              pids_limit_hits=cg.pids_limit_hits())
+            return ForkedResult(step, files, notes)
+        finally:
+            for t in io_tasks:
+                t.cancel()
+            await cg.kill_all()
+            sandbox.close_fds()
+            self.runner.remove_later(cg)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._stop_template()
+        if self._watcher is not None:
+            await asyncio.gather(self._watcher, return_exceptions=True)
