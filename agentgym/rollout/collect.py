@@ -79,7 +79,8 @@ def registered_names(cfg: AgentGymConfig) -> Registered:
 def check_dataset(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], console: Console | None = None, *,
                   registered: Registered | None = None, source: str = "the dataset") -> None:
     """Stop before the first rollout when rows would fail in it; show the warnings."""
-    warnings = require_valid_rows(rows, registered or registered_names(cfg), prompt_key=cfg.data.prompt_key, source=source)
+    warnings = require_valid_rows(rows, registered or registered_names(cfg), prompt_key=cfg.data.prompt_key, source=source,
+                                  image_key=cfg.data.image_key)
     if warnings:
         text = format_problems(warnings, source=source)
         if console is not None:
