@@ -148,3 +148,10 @@ def rope_positions(model: torch.nn.Module, input_ids: torch.Tensor, image_grid_t
         return text[None].expand(3, -1, -1).clone(), torch.zeros(input_ids.shape[0], 1, dtype=torch.long)
     return inner.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids(input_ids, image_token_id),
                                 image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+
+
+def load_vision_processor(model_path: str | Path | None) -> VisionProcessor | None:
+    """The processor of a vision-language model directory; None for a text-only model (or no path)."""
+    if not model_path or not VisionProcessor.is_vision_model(model_path):
+        return None
+    return VisionProcessor.from_pretrained(model_path)

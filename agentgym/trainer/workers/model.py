@@ -34,7 +34,9 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: bool = False) -> nn.Module:
     """A causal LM (actor, reference) or a one-label token classifier on the same backbone (critic)."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForTokenClassification
+
+    from agentgym.multimodal.processor import VisionProcessor
 
     if not model_cfg.path:
         raise ConfigError("no model path given.", entry="actor_rollout_ref.model.path",
@@ -47,11 +49,16 @@ def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: b
             setattr(hf_config, key, value)
         kwargs = dict(config=hf_config, dtype=resolve_dtype(fsdp_cfg.model_dtype),
                       trust_remote_code=model_cfg.trust_remote_code, attn_implementation=model_cfg.attn_implementation)
+        if value_head and VisionProcessor.is_vision_model(model_cfg.path):
+            raise ConfigError("a critic on a vision-language model is not supported yet.", entry="critic.model.path",
+                              fix="use algorithm.adv_estimator=grpo (no critic) for vision-language models")
         if value_head:
             hf_config.num_labels = 1
             if "classifier_dropout" not in model_cfg.override_config:
                 hf_config.classifier_dropout = 0.0
             model = AutoModelForTokenClassification.from_pretrained(model_cfg.path, **kwargs)
+        elif VisionProcessor.is_vision_model(model_cfg.path):
+            model = AutoModelForImageTextToText.from_pretrained(model_cfg.path, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(model_cfg.path, **kwargs)
     except OSError as exc:
@@ -124,13 +131,13 @@ def forward_policy(
     if head is not None:
         request = HeadRequest(micro.logit_positions, micro.labels, temperature, with_entropy)
         with head.request(request):
-            out = model(**_model_inputs(micro), use_cache=False).logits[0]
+            out = model(**_model_inputs(micro, model), use_cache=False).logits[0]
         return out[:, 0], (out[:, 1] if with_entropy else None)
     if micro.attention_mask is None:
-        out = model(**_model_inputs(micro), use_cache=False, logits_to_keep=micro.logit_positions)
+        out = model(**_model_inputs(micro, model), use_cache=False, logits_to_keep=micro.logit_positions)
         logits = out.logits[0]
     else:
-        out = model(**_model_inputs(micro), use_cache=False)
+        out = model(**_model_inputs(micro, model), use_cache=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1])[micro.logit_positions]
     if temperature != 1.0:
         logits = logits / temperature
@@ -139,15 +146,23 @@ def forward_policy(
     return log_probs, entropy
 
 
-def _model_inputs(micro: MicroBatch) -> dict:
+def _model_inputs(micro: MicroBatch, model: nn.Module | None = None) -> dict:
     """Model kwargs for a micro-batch: a padded batch with its mask, or one packed row with its sequence bounds
-    (flash-attention's kwarg names, read by varlen attention; dense-mask SDPA ignores them)."""
+    (flash-attention's kwarg names, read by varlen attention; dense-mask SDPA ignores them). Vision-language
+    micro-batches add their pixels and the model's multimodal rotary positions."""
     if micro.attention_mask is not None:
-        return dict(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids)
-    cu = segment_bounds(micro.position_ids)
-    max_len = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
-    return dict(input_ids=micro.input_ids, position_ids=micro.position_ids, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-                max_length_q=max_len, max_length_k=max_len)
+        inputs = dict(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids)
+    else:
+        cu = segment_bounds(micro.position_ids)
+        max_len = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
+        inputs = dict(input_ids=micro.input_ids, position_ids=micro.position_ids, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                      max_length_q=max_len, max_length_k=max_len)
+    if micro.multimodal is not None and model is not None:
+        from agentgym.multimodal.training_inputs import vision_model_inputs
+
+        inputs.update(vision_model_inputs(model, micro.input_ids, micro.position_ids, micro.attention_mask,
+                                          micro.multimodal))
+    return inputs
 
 
 def forward_values(model: nn.Module, micro: MicroBatch) -> torch.Tensor:
@@ -156,7 +171,7 @@ def forward_values(model: nn.Module, micro: MicroBatch) -> torch.Tensor:
     if micro.is_empty:
         ids, pos = _dummy_inputs(device)
         return (model(input_ids=ids, position_ids=pos, use_cache=False).logits.sum() * 0.0).reshape(1)[:0]
-    out = model(**_model_inputs(micro), use_cache=False)
+    out = model(**_model_inputs(micro, model), use_cache=False)
     return out.logits.reshape(-1)[micro.logit_positions].float()
 
 
