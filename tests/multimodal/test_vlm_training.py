@@ -79,3 +79,17 @@ async def test_update_backpropagates_into_the_vision_tower(tiny_vlm_dir, vision_
     assert grad is not None and grad.abs().sum() > 0
     names = {type(b).__name__ for b in transformer_blocks(model)}
     assert names == {"Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"}  # FSDP shards the vision blocks too
+
+
+def test_a_micro_batch_without_images_still_runs_the_vision_tower_when_sharded(tiny_vlm_dir):
+    from agentgym.trainer.batching import MicroBatch
+    from agentgym.trainer.workers.model import _idle_vision_tower
+
+    model = load_hf_model(ModelConfig(path=str(tiny_vlm_dir)), FSDPConfig())
+    text_only = MicroBatch(torch.tensor([[1, 2, 3]]), torch.tensor([[0, 1, 2]]), torch.tensor([0, 1]),
+                           torch.tensor([2, 3]), [2], [0], {"loss_mask": torch.ones(2)})
+    assert _idle_vision_tower(model, text_only) is None  # one process: nothing to keep in step
+    tie = _idle_vision_tower(model, text_only, force=True)
+    assert float(tie) == 0.0
+    tie.backward()
+    assert all(p.grad is not None for p in model.model.visual.parameters())  # every block took part

@@ -125,13 +125,19 @@ def forward_policy(
         ids, pos = _dummy_inputs(device)
         logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
         tie = logits.sum() * 0.0
+        vision = _idle_vision_tower(model, micro)
+        if vision is not None:
+            tie = tie + vision
         empty = tie.reshape(1)[:0]
         return empty, (empty if with_entropy else None)
+    tie = _idle_vision_tower(model, micro)
     head = logprob_head(model)
     if head is not None:
         request = HeadRequest(micro.logit_positions, micro.labels, temperature, with_entropy)
         with head.request(request):
             out = model(**_model_inputs(micro, model), use_cache=False).logits[0]
+        if tie is not None:
+            out = out + tie
         return out[:, 0], (out[:, 1] if with_entropy else None)
     if micro.attention_mask is None:
         out = model(**_model_inputs(micro, model), use_cache=False, logits_to_keep=micro.logit_positions)
@@ -139,11 +145,34 @@ def forward_policy(
     else:
         out = model(**_model_inputs(micro, model), use_cache=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1])[micro.logit_positions]
+    if tie is not None:
+        logits = logits + tie
     if temperature != 1.0:
         logits = logits / temperature
     log_probs = logprobs_from_logits(logits, micro.labels)
     entropy = entropy_from_logits(logits) if with_entropy else None
     return log_probs, entropy
+
+
+def _idle_vision_tower(model: nn.Module, micro: MicroBatch, *, force: bool = False) -> torch.Tensor | None:
+    """A zero that depends on every vision-tower parameter, for a micro-batch without images on a sharded VLM.
+
+    FSDP all-gathers each vision block in forward and reduces its gradients in backward; a rank whose micro-batch
+    has no image would skip both while a rank with images waits for it. One tiny image through the tower, times
+    zero, keeps the ranks in lock-step and changes nothing."""
+    visual = getattr(getattr(model, "model", None), "visual", None)
+    if visual is None or micro.multimodal is not None:
+        return None
+    if not force and world()[1] == 1:
+        return None
+    config = visual.config
+    merge, patch, temporal = config.spatial_merge_size, config.patch_size, config.temporal_patch_size
+    grid = torch.tensor([[1, merge, merge]], device=next(model.parameters()).device)
+    pixels = torch.zeros(merge * merge, config.in_channels * temporal * patch * patch, device=grid.device,
+                         dtype=next(visual.parameters()).dtype)
+    out = visual(pixels, grid_thw=grid)
+    hidden = out.pooler_output if hasattr(out, "pooler_output") else out
+    return hidden.float().sum() * 0.0
 
 
 def _model_inputs(micro: MicroBatch, model: nn.Module | None = None) -> dict:
