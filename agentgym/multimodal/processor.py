@@ -69,9 +69,10 @@ class VisionProcessor:
     def __init__(self, tokenizer: Any, image_processor: Any, *, image_token: str = "<|image_pad|>"):
         self.tokenizer, self.image_processor = tokenizer, image_processor
         self.image_token = image_token
-        self.image_token_id = int(tokenizer.convert_tokens_to_ids(image_token))
-        if self.image_token_id is None or self.image_token_id == getattr(tokenizer, "unk_token_id", -1):
+        token_id = tokenizer.convert_tokens_to_ids(image_token)
+        if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
             raise ValueError(f"the tokenizer has no {image_token!r} token: this is not a Qwen2-VL-family tokenizer")
+        self.image_token_id = int(token_id)
         self.merge_size = int(getattr(image_processor, "merge_size", 2))
 
     @classmethod
