@@ -21,7 +21,8 @@ def _data_validate(args: argparse.Namespace, console: Console) -> int:
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
     registered = registered_names(cfg) if cfg is not None else Registered(None, None)
     rows = read_records(args.file)
-    problems = check_rows(rows, registered, prompt_key=cfg.data.prompt_key if cfg is not None else "prompt")
+    problems = check_rows(rows, registered, prompt_key=cfg.data.prompt_key if cfg is not None else "prompt",
+                          image_key=cfg.data.image_key if cfg is not None else "images")
     if problems:
         console.print(format_problems(problems, source=str(args.file)), markup=False, highlight=False, soft_wrap=True)
     unchecked = "not checked (no --config)"

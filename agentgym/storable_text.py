@@ -33,5 +33,17 @@ def dumps_storable(obj: Any, **kwargs: Any) -> str:
     """`json.dumps(obj, ensure_ascii=False)` whose output always encodes as UTF-8 and `json.loads` back to `obj`.
 
     A lone surrogate can only sit inside a JSON string, where its `\\uXXXX` escape means the same character.
+    Bytes (a VLM row's images inside `extra_info`) are written as base64 `data:` URLs, which image loaders read.
     """
+    kwargs.setdefault("default", _bytes_as_data_url)
     return storable_text(json.dumps(obj, ensure_ascii=False, **kwargs))
+
+
+def _bytes_as_data_url(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        import base64
+
+        data = bytes(value)
+        mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "application/octet-stream"
+        return f"data:{mime};base64," + base64.b64encode(data).decode()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

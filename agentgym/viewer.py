@@ -31,6 +31,7 @@ table.summary{border-collapse:collapse;margin-bottom:24px} table.summary td,tabl
 .trained{background:#c8f0cf} .masked{background:#e4e4e4;color:#666} .prompt{color:#999}
 .legend span{padding:0 6px;margin-right:8px;font-size:12px}
 .failed{color:#b00020;font-weight:bold}
+.turn-image{display:block;width:224px;image-rendering:pixelated;border:1px solid #ccc;margin:4px 0}
 """
 
 
@@ -54,11 +55,30 @@ def find_tokenizer(run_dir: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def _message_html(message: dict[str, Any]) -> str:
+def _content_html(content: Any, images: Sequence[str]) -> str:
+    """Text escaped; image parts (prompt or tool-returned) shown as the images the trajectory stores."""
+    if not isinstance(content, list):
+        return html.escape(content or "")
+    out = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image":
+            index = part.get("image_index")
+            if isinstance(index, int) and 0 <= index < len(images) and images[index].startswith("data:image/"):
+                out.append(f'<img class="turn-image" alt="image {index}" title="image {index}" src="{html.escape(images[index])}">')
+            else:
+                out.append('<span class="call">[image not stored]</span>')
+        elif isinstance(part, dict):
+            out.append(html.escape(str(part.get("text", ""))))
+        else:
+            out.append(html.escape(str(part)))
+    return "".join(out)
+
+
+def _message_html(message: dict[str, Any], images: Sequence[str] = ()) -> str:
     role = message.get("role", "?")
     raw = message.get("raw_content")
     # A turn with an unparseable call: show everything the model wrote, not only the parts that parsed.
-    body = html.escape(raw if raw is not None else message.get("content") or "")
+    body = html.escape(raw) if raw is not None else _content_html(message.get("content"), images)
     for call in [] if raw is not None else message.get("tool_calls") or []:
         fn = call.get("function", {})
         body += f'<span class="call">→ {html.escape(fn.get("name", ""))}({html.escape(str(fn.get("arguments", "")))})</span>'
@@ -88,7 +108,7 @@ def _trajectory_html(index: int, traj: Trajectory, source: str, tokenizer: Any) 
         f"teacher turns {', '.join(f'{r:.2f}' for r in traj.interaction_rewards) or '-'}) · "
         f"{traj.num_tool_calls} tool call(s) · {len(traj.response_ids)} response tokens, {trained} trained · {status}"
     )
-    body = "".join(_message_html(m) for m in traj.messages)
+    body = "".join(_message_html(m, traj.images) for m in traj.messages)
     tokens = _tokens_html(traj, tokenizer) if tokenizer is not None else ""
     return (
         f'<div class="traj" id="t{index}"><h2>#{index} · {html.escape(source)} · group {html.escape(traj.group_id)}</h2>'

@@ -264,6 +264,7 @@ class DataConfig(Section):
     train_files: str | list[str] | None = None
     val_files: str | list[str] | None = None
     prompt_key: str = "prompt"
+    image_key: str = "images"  # verl's VLM rows: images for the prompt's `<image>` placeholders
     max_prompt_length: int = 512
     max_response_length: int = 512
     train_batch_size: int = 8

@@ -104,6 +104,11 @@ def tool_messages(parsed: ParseResult, results: list[ToolResult], limits: Episod
         # A tool may echo the model's own unencodable text (a lone surrogate); the tokenizer needs real text.
         content = storable_text(message["content"])
         message["content"] = truncate(content, limits.max_tool_response_chars, limits.tool_response_truncate_side)
+    for call, r in zip(parsed.calls, results):
+        if r.response.image:  # verl's ToolResponse.image: image parts before the text, payload under `image`
+            message = next(m for _, m in replies if m.get("tool_call_id") == r.call_id and m.get("name") == r.name)
+            message["content"] = [{"type": "image", "image": image} for image in r.response.image] + (
+                [{"type": "text", "text": message["content"]}] if message["content"] else [])
     return [message for _, message in replies]
 
 

@@ -63,14 +63,18 @@ def _prompt_problems(row: Mapping[str, Any], index: int, prompt_key: str) -> lis
     return []
 
 
-def _placeholder_problems(row: Mapping[str, Any], index: int, prompt_key: str) -> list[RowProblem]:
+def _placeholder_problems(row: Mapping[str, Any], index: int, prompt_key: str,
+                          image_key: str = "images") -> list[RowProblem]:
     messages = row.get(prompt_key)
     if not isinstance(messages, (list, tuple)):
         return []
     text = "".join(m["content"] for m in messages if isinstance(m, Mapping) and isinstance(m.get("content"), str))
+    image_parts = sum(1 for m in messages if isinstance(m, Mapping) and isinstance(m.get("content"), (list, tuple))
+                      for part in m["content"] if isinstance(part, Mapping) and part.get("type") == "image")
     problems = []
     for placeholder, column in _PLACEHOLDERS:
-        wanted = text.count(placeholder)
+        column = image_key if column == "images" else column
+        wanted = text.count(placeholder) + (image_parts if placeholder == "<image>" else 0)
         media = row.get(column)
         given = len(media) if isinstance(media, (list, tuple)) else (0 if media is None else 1)
         if wanted != given:
@@ -78,6 +82,23 @@ def _placeholder_problems(row: Mapping[str, Any], index: int, prompt_key: str) -
                 index, f"the prompt has {wanted} `{placeholder}` placeholder(s) but the row has {given} item(s) under "
                        f"`{column}`",
                 f"put one `{placeholder}` in the prompt text per item of `{column}`, in order"))
+        elif placeholder == "<image>" and given:
+            problems += _image_problems(media if isinstance(media, (list, tuple)) else [media], index, column)
+    return problems
+
+
+def _image_problems(images: Sequence[Any], index: int, column: str) -> list[RowProblem]:
+    """Each image entry is of a form the loader reads (bytes, an existing path, a {bytes, path} dict); bytes are
+    checked by their header only, so a large dataset is not decoded twice."""
+    from agentgym.multimodal.images import ImageLoadError, image_entry_problem
+
+    problems = []
+    for position, image in enumerate(images):
+        try:
+            image_entry_problem(image)
+        except ImageLoadError as exc:
+            problems.append(RowProblem(index, f"`{column}[{position}]`: {exc}",
+                                       "store each image as PNG/JPEG bytes, a file path, or {'bytes': ..., 'path': ...}"))
     return problems
 
 
@@ -130,11 +151,12 @@ def _interaction_problems(interaction_kwargs: Any, index: int, registered: Regis
     return []
 
 
-def check_row(row: Any, index: int, registered: Registered, *, prompt_key: str = "prompt") -> list[RowProblem]:
+def check_row(row: Any, index: int, registered: Registered, *, prompt_key: str = "prompt",
+              image_key: str = "images") -> list[RowProblem]:
     if not isinstance(row, Mapping):
         return [RowProblem(index, f"the row is a {type(row).__name__}, not a mapping of columns",
                            "write rows as records with `prompt` and `extra_info`")]
-    problems = _prompt_problems(row, index, prompt_key) + _placeholder_problems(row, index, prompt_key)
+    problems = _prompt_problems(row, index, prompt_key) + _placeholder_problems(row, index, prompt_key, image_key)
     extra_info = row.get("extra_info")
     if not _is_mapping_or_none(extra_info):
         return problems + [RowProblem(index, f"extra_info is a {type(extra_info).__name__}, not a mapping",
@@ -166,8 +188,10 @@ def _selection_problems(selection: Any, index: int, registered: Registered) -> l
                        "register them or fix the names in the row")]
 
 
-def check_rows(rows: Sequence[Any], registered: Registered, *, prompt_key: str = "prompt") -> list[RowProblem]:
-    return [p for index, row in enumerate(rows) for p in check_row(row, index, registered, prompt_key=prompt_key)]
+def check_rows(rows: Sequence[Any], registered: Registered, *, prompt_key: str = "prompt",
+               image_key: str = "images") -> list[RowProblem]:
+    return [p for index, row in enumerate(rows)
+            for p in check_row(row, index, registered, prompt_key=prompt_key, image_key=image_key)]
 
 
 def format_problems(problems: Sequence[RowProblem], *, source: str = "the dataset") -> str:
@@ -192,9 +216,9 @@ class DataCheckError(ConfigError):
 
 
 def require_valid_rows(rows: Sequence[Any], registered: Registered, *, prompt_key: str = "prompt",
-                       source: str = "the dataset") -> list[RowProblem]:
+                       source: str = "the dataset", image_key: str = "images") -> list[RowProblem]:
     """Raise DataCheckError listing every error; return the warnings for the caller to show."""
-    problems = check_rows(rows, registered, prompt_key=prompt_key)
+    problems = check_rows(rows, registered, prompt_key=prompt_key, image_key=image_key)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise DataCheckError(errors, source=source)

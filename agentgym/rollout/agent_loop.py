@@ -18,6 +18,8 @@ from agentgym.env.episode import AssistantTurn, EpisodeLimits, Message, run_epis
 from agentgym.env.session import Session, SessionConfig, tool_selection
 from agentgym.interactions.base import BaseInteraction
 from agentgym.models.chat import chat_delta_ids, chat_ids
+from agentgym.multimodal.episode_images import EpisodeImages, image_parts
+from agentgym.multimodal.images import with_image_parts
 from agentgym.parsers import get_parser
 from agentgym.rollout.engines.base import Engine, SamplingParams
 from agentgym.rollout.trajectory import Trajectory, TurnSpan
@@ -41,6 +43,7 @@ class AgentLoopConfig:
     # False leaves the tools' JSON schemas out of the rendered system turn: a model trained from scratch never
     # learned to read them, and for a tiny model they are most of every prompt's tokens.
     tool_schemas_in_prompt: bool = True
+    image_key: str = "images"  # verl's data.image_key: the row column holding the prompt's images
 
 
 class _TokenTrack:
@@ -48,6 +51,7 @@ class _TokenTrack:
 
     def __init__(self, loop: "AgentLoop", traj: Trajectory, tool_dicts: list[dict] | None):
         self.loop, self.traj, self.tool_dicts = loop, traj, tool_dicts
+        self.images = EpisodeImages(loop.processor, traj)
 
     async def assistant_turn(self, messages: list[Message]) -> AssistantTurn:
         traj, cfg = self.traj, self.loop.config
@@ -58,8 +62,10 @@ class _TokenTrack:
         if sampling.seed is not None:
             # One seed per (episode, turn): samples of a group differ, and a rerun with the same seed repeats.
             sampling = replace(sampling, seed=zlib.crc32(f"{sampling.seed}/{traj.uid}/{len(traj.response_ids)}".encode()))
+        images = self.images.inputs()
+        extra = {"images": images} if images is not None else {}
         out = await asyncio.wait_for(
-            self.loop.engine.generate(traj.prompt_ids + traj.response_ids, sampling, session_id=traj.uid),
+            self.loop.engine.generate(traj.prompt_ids + traj.response_ids, sampling, session_id=traj.uid, **extra),
             timeout=cfg.generate_timeout_s,
         )
         ids = list(out.token_ids)
@@ -76,6 +82,9 @@ class _TokenTrack:
 
     async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
         delta = self.loop.delta_ids(messages, new, self.tool_dicts)
+        if image_parts(new):
+            start = len(self.traj.prompt_ids) + len(self.traj.response_ids)
+            delta = self.images.add_turn(delta, new, start, len(self.traj.turns))
         if len(self.traj.response_ids) + len(delta) >= self.loop.config.max_response_tokens:
             return False
         self._append(new[0]["role"], delta, [0.0] * len(delta), trained=False)
@@ -103,8 +112,12 @@ class AgentLoop:
         tools: Mapping[str, BaseTool],
         interactions: Mapping[str, BaseInteraction] | None = None,
         config: AgentLoopConfig | None = None,
+        processor: Any = None,
     ):
+        """`processor`: a `VisionProcessor` for vision-language models (rows with images, tools returning images);
+        None for text-only models, which then refuse episodes with images instead of dropping them unseen."""
         self.engine = engine
+        self.processor = processor
         self.tokenizer = tokenizer
         self.tools = dict(tools)
         self.interactions = dict(interactions or {})
@@ -152,26 +165,46 @@ class AgentLoop:
 
     def prompt_ids(self, prompt: list[Message], extra_info: Mapping[str, Any] | None = None) -> list[int]:
         ids = chat_ids(self.tokenizer, prompt, self.row_tool_dicts(extra_info), add_generation_prompt=True)
+        self._check_prompt_length(ids)
+        return ids
+
+    def _check_prompt_length(self, ids: list[int]) -> None:
         limit = self.config.max_prompt_tokens
         if limit is not None and len(ids) > limit:
             raise ValueError(f"prompt has {len(ids)} tokens, more than max_prompt_tokens={limit}; shorten it or raise the limit")
-        return ids
+
+    def _check_engine_takes_images(self) -> None:
+        import inspect
+
+        if "images" not in inspect.signature(self.engine.generate).parameters:
+            raise TypeError(f"{type(self.engine).__name__} does not take images; serve vision-language models with "
+                            "the CPU in-process engine (engine_kwargs.transformers.backend=dynamic) or SGLang")
 
     async def run(self, row: Mapping[str, Any], *, group_id: str | None = None, uid: str | None = None) -> Trajectory:
         """One episode for one dataset row (verl layout: `prompt`, `extra_info`)."""
         extra_info = dict(row.get("extra_info") or {})
-        row_info = {k: v for k, v in row.items() if k not in ("prompt", "extra_info")}
+        row_info = {k: v for k, v in row.items() if k not in ("prompt", "extra_info", self.config.image_key)}
         traj = Trajectory(uid=uid or uuid4().hex, group_id=group_id or uuid4().hex, prompt_ids=[], extra_info=extra_info,
                           row_info=row_info)
         traj.messages = [dict(m) for m in row["prompt"]]
         started = time.perf_counter()
         try:
-            traj.prompt_ids = self.prompt_ids(traj.messages, extra_info)
+            track = _TokenTrack(self, traj, self.row_tool_dicts(extra_info))
+            row_images = row.get(self.config.image_key) or []
+            row_images = list(row_images) if isinstance(row_images, (list, tuple)) else [row_images]
+            if row_images or image_parts(traj.messages):
+                self._check_engine_takes_images()
+                traj.messages = with_image_parts(traj.messages)
+                traj.prompt_ids = track.images.add_prompt(self.prompt_ids(traj.messages, extra_info), traj.messages,
+                                                          row_images)
+                self._check_prompt_length(traj.prompt_ids)
+            else:
+                traj.prompt_ids = self.prompt_ids(traj.messages, extra_info)
             async with Session(
                 self.tools, extra_info=extra_info, interactions=self.interactions, config=self.config.session, session_id=traj.uid
             ) as session:
-                track = _TokenTrack(self, traj, self.row_tool_dicts(extra_info))
                 episode = await run_episode(session, track, self.parser, traj.messages, self.config.limits)
+            track.images.finish(episode.messages)
             traj.messages = episode.messages
             traj.finish_reason = episode.finish_reason
             traj.final_score = episode.scores.total

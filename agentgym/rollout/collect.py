@@ -21,6 +21,7 @@ from agentgym.env.episode import EpisodeLimits
 from agentgym.env.session import SessionConfig
 from agentgym.errors import ConfigError
 from agentgym.env.row_check import Registered, format_problems, require_valid_rows
+from agentgym.multimodal.processor import load_vision_processor
 from agentgym.interactions.registry import load_interactions, read_interaction_entries
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.engines.base import SamplingParams
@@ -58,6 +59,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
         parser=mt.format,
         max_concurrent_episodes=rollout.max_num_seqs,
         tool_schemas_in_prompt=mt.tool_schemas_in_prompt,
+        image_key=cfg.data.image_key,
         session=SessionConfig(tool_instance_lifetime=mt.tool_instance_lifetime, max_parallel_calls=mt.max_parallel_calls),
     )
 
@@ -86,7 +88,8 @@ def registered_names(cfg: AgentGymConfig) -> Registered:
 def check_dataset(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], console: Console | None = None, *,
                   registered: Registered | None = None, source: str = "the dataset") -> None:
     """Stop before the first rollout when rows would fail in it; show the warnings."""
-    warnings = require_valid_rows(rows, registered or registered_names(cfg), prompt_key=cfg.data.prompt_key, source=source)
+    warnings = require_valid_rows(rows, registered or registered_names(cfg), prompt_key=cfg.data.prompt_key, source=source,
+                                  image_key=cfg.data.image_key)
     if warnings:
         text = format_problems(warnings, source=source)
         if console is not None:
@@ -200,7 +203,8 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
     tools, interactions = load_environment(cfg)
     n = cfg.actor_rollout_ref.rollout.n
     async with make_engine(cfg) as engine:
-        loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed))
+        loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
+                         processor=load_vision_processor(cfg.actor_rollout_ref.model.path))
         columns = (TextColumn("rollout"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("rollout", total=len(rows) * n)
@@ -300,7 +304,8 @@ def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(cfg.actor_rollout_ref.model.tokenizer_path or cfg.actor_rollout_ref.model.path)
     tools, interactions = load_environment(cfg)
     engine = _StartedOnFirstUse(make_engine(cfg))
-    loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed))
+    loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
+                     processor=load_vision_processor(cfg.actor_rollout_ref.model.path))
 
     async def collect(rows: list[dict[str, Any]], step: int) -> list[Trajectory]:
         await engine.ensure_started()

@@ -20,6 +20,17 @@ class TurnSpan:
 
 
 @dataclass
+class ImageSpan:
+    """Where one image's pad tokens sit in `prompt_ids + response_ids` (half-open), which image it is (an index
+    into `Trajectory.images`) and which turn holds it (an index into `turns`; None for the prompt)."""
+
+    image: int
+    start: int
+    end: int
+    turn: int | None = None
+
+
+@dataclass
 class Trajectory:
     """Token-exact record of an episode.
 
@@ -46,6 +57,10 @@ class Trajectory:
     extra_info: dict[str, Any] = field(default_factory=dict)
     # The row's other top-level columns (verl's data_source, reward_model, ability, ...): what rewards score against.
     row_info: dict[str, Any] = field(default_factory=dict)
+    # Vision-language episodes: every image the model saw, in order (PNG data URLs), and where its tokens sit.
+    # Messages refer to them as {"type": "image", "image_index": k}.
+    images: list[str] = field(default_factory=list)
+    image_spans: list[ImageSpan] = field(default_factory=list)
 
     @property
     def reward(self) -> float:
@@ -71,6 +86,11 @@ class Trajectory:
         for span in self.turns:
             if not 0 <= span.start <= span.end <= n:
                 raise ValueError(f"trajectory {self.uid}: turn {span} lies outside the {n} response tokens")
+        total = len(self.prompt_ids) + n
+        for image_span in self.image_spans:
+            if not (0 <= image_span.start < image_span.end <= total and 0 <= image_span.image < len(self.images)):
+                raise ValueError(f"trajectory {self.uid}: {image_span} lies outside the {total} tokens or names an "
+                                 f"image it does not hold ({len(self.images)})")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,4 +102,6 @@ class Trajectory:
         data = dict(data)
         data.pop("reward", None)
         data["turns"] = [span if isinstance(span, TurnSpan) else TurnSpan(**span) for span in data.get("turns", [])]
+        data["image_spans"] = [s if isinstance(s, ImageSpan) else ImageSpan(**s) for s in data.get("image_spans") or []]
+        data["images"] = list(data.get("images") or [])
         return cls(**data)

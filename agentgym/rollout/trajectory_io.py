@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from agentgym.storable_text import dumps_storable, storable_text
 from agentgym.rollout.trajectory import Trajectory
 
-_JSON_COLUMNS = ("messages", "turns", "tool_metrics", "extra_info", "row_info")
+_JSON_COLUMNS = ("messages", "turns", "tool_metrics", "extra_info", "row_info", "image_spans")
 
 
 def write_jsonl(trajectories: Iterable[Trajectory], path: str | Path, *, append: bool = False) -> int:

@@ -28,9 +28,22 @@ class SampleBatch:
     prompt_lens: list[int]
     group_ids: list[str]
     fields: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    # Vision-language samples: per sample None or {"pixel_values", "image_grid_thw"} of the images its tokens hold.
+    multimodal: list[dict[str, torch.Tensor] | None] = field(default_factory=list)
 
     @classmethod
-    def from_trajectories(cls, trajectories: Sequence[Trajectory]) -> "SampleBatch":
+    def from_trajectories(cls, trajectories: Sequence[Trajectory], processor=None) -> "SampleBatch":
+        """`processor` (a `VisionProcessor`) encodes the images of vision-language trajectories; required when any
+        trajectory holds images."""
+        batch = cls._from_token_fields(trajectories)
+        if any(t.image_spans for t in trajectories):
+            from agentgym.multimodal.training_inputs import trajectory_pixels
+
+            batch.multimodal = [trajectory_pixels(t, processor) for t in trajectories]
+        return batch
+
+    @classmethod
+    def _from_token_fields(cls, trajectories: Sequence[Trajectory]) -> "SampleBatch":
         if not trajectories:
             raise ValueError("cannot train on an empty list of trajectories")
         input_ids, prompt_lens, groups, masks, rollout_lp = [], [], [], [], []
@@ -86,6 +99,9 @@ class MicroBatch:
     num_tokens: float = 1.0  # model tokens in the whole mini-batch (all ranks): token-mean denominator
     num_seqs: float = 1.0  # sequences in the whole mini-batch (all ranks): seq-mean denominator
     attention_mask: torch.Tensor | None = None  # (b, L) when padded; None for one packed row
+    # Vision-language micro-batches: pixel_values and image_grid_thw of every image, in sequence order, and
+    # images_per_seq (how many belong to each sequence), from which the worker computes rotary positions.
+    multimodal: dict[str, torch.Tensor] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -104,6 +120,7 @@ class MicroBatch:
             move(self.input_ids), move(self.position_ids), move(self.logit_positions), move(self.labels),
             self.response_lens, self.sample_indices, {k: move(v) for k, v in self.fields.items()},
             self.num_tokens, self.num_seqs, None if self.attention_mask is None else move(self.attention_mask),
+            None if self.multimodal is None else {k: move(v) for k, v in self.multimodal.items()},
         )
 
 
@@ -115,6 +132,15 @@ def unflatten(flat: torch.Tensor, lens: Sequence[int]) -> torch.Tensor:
 
 
 def pack(batch: SampleBatch, indices: Sequence[int], field_names: Sequence[str], padded: bool = False) -> MicroBatch:
+    micro = _pack_tokens(batch, indices, field_names, padded)
+    if batch.multimodal and indices:
+        from agentgym.multimodal.training_inputs import pack_pixels
+
+        micro.multimodal = pack_pixels([batch.multimodal[i] for i in indices])
+    return micro
+
+
+def _pack_tokens(batch: SampleBatch, indices: Sequence[int], field_names: Sequence[str], padded: bool) -> MicroBatch:
     """Concatenate the chosen samples into one row with restarting position ids (`padded=False`), or right-pad
     them into a (b, max_len) batch with an attention mask. `logit_positions` index the flattened layout either way.
 

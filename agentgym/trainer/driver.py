@@ -109,6 +109,16 @@ class RLTrainer:
             return t.total_epochs * self.batches.batches_per_epoch
         return 1
 
+    def _vision_processor(self, trajectories: Sequence[Trajectory]) -> Any:
+        """The model's image processor, loaded on the first batch with images (text runs never load it)."""
+        if not any(t.image_spans for t in trajectories):
+            return None
+        if getattr(self, "_processor", None) is None:
+            from agentgym.multimodal.processor import load_vision_processor
+
+            self._processor = load_vision_processor(self.config.actor_rollout_ref.model.path)
+        return self._processor
+
     def _check_config(self) -> None:
         cfg = self.config
         if cfg.algorithm.adv_estimator == "gae" and not cfg.use_critic:
@@ -148,7 +158,7 @@ class RLTrainer:
         critic_padded = not cfg.critic.model.use_remove_padding
         with timer.phase("step"):
             with timer.phase("reward"):
-                batch = SampleBatch.from_trajectories(trajectories)
+                batch = SampleBatch.from_trajectories(trajectories, self._vision_processor(trajectories))
                 values, reward_metrics = self.rewards.score(trajectories)
                 scores = torch.tensor(values)
                 metrics.update(reward_metrics)

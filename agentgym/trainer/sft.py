@@ -55,7 +55,12 @@ class SFTTrainer:
         """Returns one metrics dict per epoch (`sft/loss` is the mean of the per-step token-mean NLL);
         `on_epoch(epoch, metrics)` is called as each epoch ends, for progress displays."""
         self.start_workers()
-        batch = SampleBatch.from_trajectories(trajectories)
+        processor = None
+        if any(t.image_spans for t in trajectories):  # vision-language demonstrations: the model's image processor
+            from agentgym.multimodal.processor import load_vision_processor
+
+            processor = load_vision_processor(self.config.actor_rollout_ref.model.path)
+        batch = SampleBatch.from_trajectories(trajectories, processor)
         batch.group_ids = [t.uid for t in trajectories]
         actor = self.config.actor_rollout_ref.actor
         history = []

@@ -32,6 +32,7 @@ SGLANG_SAMPLING_KEYS = {
 GENERATE_KEYS = {
     "text", "input_ids", "sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num",
     "return_text_in_logprobs", "stream", "log_metrics", "lora_path", "session_params", "custom_logit_processor",
+    "image_data",
 }
 
 
@@ -53,6 +54,7 @@ class FakeSGLangServer:
     weight_version: str = "default"
     _runner: web.AppRunner | None = None
     _seen: list[list[int]] = field(default_factory=list)
+    _processor: Any = None
 
     @property
     def url(self) -> str:
@@ -130,6 +132,17 @@ class FakeSGLangServer:
             {"success": True, "message": "Succeeded to update model weights.", "num_paused_requests": 0}
         )
 
+    def _images(self, image_data: Any):
+        """As SGLang: each entry is loaded (here: data URLs and paths) and run through the model's own processor."""
+        from agentgym.multimodal.processor import ImageInputs, VisionProcessor
+
+        if not isinstance(image_data, list):
+            raise ValueError("image_data must be a list of images (URLs, paths or base64 data URLs)")
+        if self._processor is None:
+            self._processor = VisionProcessor.from_pretrained(self.model_path)
+        processor = self._processor
+        return ImageInputs(tuple(processor.encode_image(item) for item in image_data))
+
     def _error(self, message: str) -> web.Response:
         return web.json_response({"error": {"message": message}}, status=400)
 
@@ -157,7 +170,8 @@ class FakeSGLangServer:
         )
         started = time.time()
         try:
-            out = await self.engine.generate(ids, sampling)
+            extra = {"images": self._images(body["image_data"])} if body.get("image_data") else {}
+            out = await self.engine.generate(ids, sampling, **extra)
         except ValueError as exc:
             return self._error(str(exc))
         cached = max((_common_prefix(ids, seen) for seen in self._seen), default=0)

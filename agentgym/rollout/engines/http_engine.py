@@ -108,6 +108,11 @@ class HTTPEngineBase(EngineContextMixin):
 
     # ---- what a server kind provides -------------------------------------------------------------------------
 
+    def _with_images(self, payload: dict[str, Any], images: Any) -> dict[str, Any]:
+        """Add an `ImageInputs`' images to a generate request; servers whose protocol is not wired for them refuse."""
+        raise EngineError(f"the {self.server_kind} engine does not send images yet; serve vision-language models "
+                          "with SGLang or the CPU in-process engine")
+
     def _generate_request(self, prompt_ids: list[int], sampling: SamplingParams) -> tuple[str, dict[str, Any]]:
         """The path and JSON body of one generation request."""
         raise NotImplementedError
@@ -186,12 +191,14 @@ class HTTPEngineBase(EngineContextMixin):
         return self._client
 
     async def generate(
-        self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None
+        self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None, images: Any = None
     ) -> GenerateOutput:
         self._require_started()
         if not prompt_ids:
             raise ValueError("prompt_ids is empty; a generation needs at least one prompt token")
         path, payload = self._generate_request(prompt_ids, sampling)
+        if images is not None and len(images):
+            payload = self._with_images(payload, images)
         data = await self._post_routed(path, payload, session_id)
         out, prompt_tokens, cached = self._parse_generate(data, prompt_ids)
         self.stats.requests += 1

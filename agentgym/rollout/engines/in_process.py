@@ -83,7 +83,7 @@ class InProcessEngine(EngineContextMixin):
         if len(prompt_ids) >= self.max_context:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the engine's context of "
                              f"{self.max_context}; shorten the prompt (or give the engine a longer context)")
-        vocab = self.model.config.vocab_size
+        vocab = self.model.config.get_text_config().vocab_size
         if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
             raise ValueError(f"prompt_ids must lie in [0, {vocab}); got ids outside it")
 

@@ -14,10 +14,13 @@ _LOAD_LOCK = threading.Lock()
 
 def load_causal_lm(path: str | Path, attn_implementation: str = "sdpa") -> tuple[torch.nn.Module, list[int]]:
     """The model (on CPU, as saved) and its eos ids from the generation config, the tokenizer and the config."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, GenerationConfig
 
+    from agentgym.multimodal.processor import VisionProcessor
+
+    auto = AutoModelForImageTextToText if VisionProcessor.is_vision_model(path) else AutoModelForCausalLM
     with _LOAD_LOCK:
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation)
+        model = auto.from_pretrained(path, attn_implementation=attn_implementation)
     eos: list[int] = []
     try:
         gen_eos = GenerationConfig.from_pretrained(path).eos_token_id
@@ -30,7 +33,7 @@ def load_causal_lm(path: str | Path, attn_implementation: str = "sdpa") -> tuple
             eos.append(tok_eos)
     except (OSError, ValueError):
         pass
-    if model.config.eos_token_id is not None and not eos:
-        cfg_eos = model.config.eos_token_id
+    cfg_eos = getattr(model.config.get_text_config(), "eos_token_id", None)
+    if cfg_eos is not None and not eos:
         eos += cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]
     return model, eos

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -28,6 +29,7 @@ class Request:
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
+    images: Any = None  # agentgym.multimodal.processor.ImageInputs of the prompt, for vision-language models
 
     def add(self, token: int, logprob: float) -> None:
         self.output_ids.append(token)

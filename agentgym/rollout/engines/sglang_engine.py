@@ -15,7 +15,12 @@ import httpx
 
 from agentgym.rollout.engines.base import EngineError, GenerateOutput, SamplingParams
 from agentgym.rollout.engines.http_engine import HTTPEngineBase, HTTPEngineConfig, HTTPEngineStats, json_or_text
-from agentgym.rollout.engines.sglang_protocol import error_message, generate_payload, parse_generate_response
+from agentgym.rollout.engines.sglang_protocol import (
+    error_message,
+    generate_payload,
+    image_data_payload,
+    parse_generate_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,9 @@ class SGLangEngine(HTTPEngineBase):
             prompt_ids, sampling, rid=self.new_request_id(), extra_sampling=self.config.extra_sampling_params
         )
         return "/generate", payload
+
+    def _with_images(self, payload: dict[str, Any], images: Any) -> dict[str, Any]:
+        return {**payload, "image_data": image_data_payload(images.pngs())}
 
     def _parse_generate(self, data: dict[str, Any], prompt_ids: list[int]) -> tuple[GenerateOutput, int, int]:
         out = parse_generate_response(data)

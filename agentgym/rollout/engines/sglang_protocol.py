@@ -5,6 +5,9 @@ Request (`GenerateReqInput`): `input_ids`, `sampling_params`, `return_logprob`, 
 "completion_tokens", "cached_tokens", "weight_version", "e2e_latency", "output_token_logprobs", ...}}` where
 `output_token_logprobs` is a list of `[logprob, token_id, text_or_null]` and `finish_reason` is
 `{"type": "stop", "matched": id_or_str}`, `{"type": "length", "length": n}` or `{"type": "abort", "message": ...}`.
+Vision-language models: `image_data` is a list with one image per image in the prompt, in order, each a URL, a
+path on the server or a base64 `data:` URL (sent here); `input_ids` already hold every image's pad tokens expanded
+by the model's processor, the layout SGLang's Qwen-VL processor reads pre-tokenized multimodal prompts in.
 `output_ids` is absent in old versions; the ids in `output_token_logprobs` are always there, so those are used
 and `output_ids`, when present, must agree with them.
 """
@@ -57,6 +60,12 @@ def generate_payload(
         "rid": rid,
         "stream": False,
     }
+
+
+def image_data_payload(pngs: list[bytes]) -> list[str]:
+    from agentgym.multimodal.images import data_url
+
+    return [data_url(png) for png in pngs]
 
 
 def parse_generate_response(data: dict[str, Any]) -> GenerateOutput:

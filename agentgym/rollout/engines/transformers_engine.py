@@ -113,16 +113,23 @@ class TransformersEngine(InProcessEngine):
             p.requires_grad_(False)
         self.model = model
         self.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
-        self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self.max_context = int(getattr(model.config.get_text_config(), "max_position_embeddings", 1 << 30))
+        self.image_token_id = getattr(model.config, "image_token_id", None)
         self._cache_kwarg = cache_kwarg(model)
 
     # ---- requests ----------------------------------------------------------------------------------------------
 
     async def generate(
-        self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None
+        self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None,
+        images: Any = None,
     ) -> GenerateOutput:
-        """Queue one request and wait for its completion (`session_id` is unused: there is one replica)."""
+        """Queue one request and wait for its completion (`session_id` is unused: there is one replica).
+
+        `images` (an `ImageInputs`, for vision-language models) are the images whose pad tokens `prompt_ids`
+        holds, in order; their pixels enter the model at prefill."""
         self._check_prompt(prompt_ids)
+        if images is not None and len(images):
+            self._check_images(prompt_ids, images)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
         request = Request(
             prompt_ids=list(prompt_ids),
@@ -131,10 +138,20 @@ class TransformersEngine(InProcessEngine):
             stop_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids or ()),
             generator=torch.Generator(device=self.config.device).manual_seed(seed),
             max_total_len=self.max_context,
+            images=images if images is not None and len(images) else None,
         )
         self._waiting.append(request)
         self._wake.set()
         return await request.future
+
+    def _check_images(self, prompt_ids: list[int], images: Any) -> None:
+        if self.image_token_id is None:
+            raise ValueError(f"the model ({type(self.model).__name__}) has no vision tower, so it cannot take images; "
+                             "serve a vision-language model (e.g. Qwen2.5-VL) for rows or tools with images")
+        pads = sum(1 for t in prompt_ids if t == self.image_token_id)
+        if pads != images.num_tokens:
+            raise ValueError(f"the prompt holds {pads} image tokens but its {len(images)} image(s) need "
+                             f"{images.num_tokens}; expand each image's placeholder with the model's processor")
 
     # ---- scheduler ---------------------------------------------------------------------------------------------
 
@@ -193,7 +210,7 @@ class TransformersEngine(InProcessEngine):
 
     # ---- worker thread -----------------------------------------------------------------------------------------
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any):
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, **vision: Any):
         return self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -201,6 +218,7 @@ class TransformersEngine(InProcessEngine):
             use_cache=True,
             logits_to_keep=1,
             **{self._cache_kwarg: cache},
+            **vision,
         ).logits[:, -1, :]
 
     def _step(self, newcomers: list[Request], cancelled: list[int]) -> list[Request]:
@@ -233,15 +251,27 @@ class TransformersEngine(InProcessEngine):
             ids[row, width - n :] = torch.tensor(req.prompt_ids, dtype=torch.long)
             mask[row, width - n :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        next_positions = mask.sum(-1)
+        vision: dict[str, Any] = {}
+        with_images = [r.images for r in requests if r.images is not None]
+        if with_images:
+            # Multimodal rotary positions the model's way; text after an image continues from the image's extent.
+            from agentgym.multimodal.processor import rope_positions
+
+            grid = torch.cat([im.image_grid_thw for im in with_images]).to(device)
+            positions, delta = rope_positions(self.model, ids, grid, mask)
+            next_positions = next_positions + delta.reshape(-1).to(device)
+            vision = dict(pixel_values=torch.cat([im.pixel_values for im in with_images]).to(device),
+                          image_grid_thw=grid)
         cache = new_cache(self.model)
-        logits = self._forward(ids, mask, positions, cache)
+        logits = self._forward(ids, mask, positions, cache, **vision)
         self.stats.prefill_passes += 1
         self.stats.max_prefill_batch = max(self.stats.max_prefill_batch, len(requests))
         batch = KVBatch(
             rows=list(requests),
             cache=cache,
             mask=mask,
-            positions=mask.sum(-1),
+            positions=next_positions,
             last_tokens=torch.zeros(len(requests), dtype=torch.long, device=device),
         )
         done = self._sample_into(batch, logits)

@@ -21,7 +21,9 @@ from agentgym.trainer.workers.fast_forward import (
 
 def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: bool = False) -> nn.Module:
     """A causal LM (actor, reference) or a one-label token classifier on the same backbone (critic)."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForTokenClassification
+
+    from agentgym.multimodal.processor import VisionProcessor
 
     if not model_cfg.path:
         raise ConfigError("no model path given.", entry="actor_rollout_ref.model.path",
@@ -34,11 +36,16 @@ def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: b
             setattr(hf_config, key, value)
         kwargs = dict(config=hf_config, dtype=resolve_dtype(fsdp_cfg.model_dtype),
                       trust_remote_code=model_cfg.trust_remote_code, attn_implementation=model_cfg.attn_implementation)
+        if value_head and VisionProcessor.is_vision_model(model_cfg.path):
+            raise ConfigError("a critic on a vision-language model is not supported yet.", entry="critic.model.path",
+                              fix="use algorithm.adv_estimator=grpo (no critic) for vision-language models")
         if value_head:
             hf_config.num_labels = 1
             if "classifier_dropout" not in model_cfg.override_config:
                 hf_config.classifier_dropout = 0.0
             model = AutoModelForTokenClassification.from_pretrained(model_cfg.path, **kwargs)
+        elif VisionProcessor.is_vision_model(model_cfg.path):
+            model = AutoModelForImageTextToText.from_pretrained(model_cfg.path, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(model_cfg.path, **kwargs)
     except OSError as exc:
@@ -105,20 +112,28 @@ def forward_policy(
         ids, pos = _dummy_inputs(device)
         logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
         tie = logits.sum() * 0.0
+        vision = _idle_vision_tower(model, micro)
+        if vision is not None:
+            tie = tie + vision
         empty = tie.reshape(1)[:0]
         return empty, (empty if with_entropy else None)
+    tie = _idle_vision_tower(model, micro)
     head = logprob_head(model)
     if head is not None:
         request = HeadRequest(micro.logit_positions, micro.labels, temperature, with_entropy)
         with head.request(request):
-            out = model(**_model_inputs(micro), use_cache=False).logits[0]
+            out = model(**_model_inputs(micro, model), use_cache=False).logits[0]
+        if tie is not None:
+            out = out + tie
         return out[:, 0], (out[:, 1] if with_entropy else None)
     if micro.attention_mask is None:
-        out = model(**_model_inputs(micro), use_cache=False, logits_to_keep=micro.logit_positions)
+        out = model(**_model_inputs(micro, model), use_cache=False, logits_to_keep=micro.logit_positions)
         logits = out.logits[0]
     else:
-        out = model(**_model_inputs(micro), use_cache=False)
+        out = model(**_model_inputs(micro, model), use_cache=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1])[micro.logit_positions]
+    if tie is not None:
+        logits = logits + tie
     if temperature != 1.0:
         logits = logits / temperature
     log_probs = logprobs_from_logits(logits, micro.labels)
@@ -126,15 +141,44 @@ def forward_policy(
     return log_probs, entropy
 
 
-def _model_inputs(micro: MicroBatch) -> dict:
+def _idle_vision_tower(model: nn.Module, micro: MicroBatch, *, force: bool = False) -> torch.Tensor | None:
+    """A zero that depends on every vision-tower parameter, for a micro-batch without images on a sharded VLM.
+
+    FSDP all-gathers each vision block in forward and reduces its gradients in backward; a rank whose micro-batch
+    has no image would skip both while a rank with images waits for it. One tiny image through the tower, times
+    zero, keeps the ranks in lock-step and changes nothing."""
+    visual = getattr(getattr(model, "model", None), "visual", None)
+    if visual is None or micro.multimodal is not None:
+        return None
+    if not force and world()[1] == 1:
+        return None
+    config = visual.config
+    merge, patch, temporal = config.spatial_merge_size, config.patch_size, config.temporal_patch_size
+    grid = torch.tensor([[1, merge, merge]], device=next(model.parameters()).device)
+    pixels = torch.zeros(merge * merge, config.in_channels * temporal * patch * patch, device=grid.device,
+                         dtype=next(visual.parameters()).dtype)
+    out = visual(pixels, grid_thw=grid)
+    hidden = out.pooler_output if hasattr(out, "pooler_output") else out
+    return hidden.float().sum() * 0.0
+
+
+def _model_inputs(micro: MicroBatch, model: nn.Module | None = None) -> dict:
     """Model kwargs for a micro-batch: a padded batch with its mask, or one packed row with its sequence bounds
-    (flash-attention's kwarg names, read by varlen attention; dense-mask SDPA ignores them)."""
+    (flash-attention's kwarg names, read by varlen attention; dense-mask SDPA ignores them). Vision-language
+    micro-batches add their pixels and the model's multimodal rotary positions."""
     if micro.attention_mask is not None:
-        return dict(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids)
-    cu = segment_bounds(micro.position_ids)
-    max_len = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
-    return dict(input_ids=micro.input_ids, position_ids=micro.position_ids, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-                max_length_q=max_len, max_length_k=max_len)
+        inputs = dict(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids)
+    else:
+        cu = segment_bounds(micro.position_ids)
+        max_len = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
+        inputs = dict(input_ids=micro.input_ids, position_ids=micro.position_ids, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                      max_length_q=max_len, max_length_k=max_len)
+    if micro.multimodal is not None and model is not None:
+        from agentgym.multimodal.training_inputs import vision_model_inputs
+
+        inputs.update(vision_model_inputs(model, micro.input_ids, micro.position_ids, micro.attention_mask,
+                                          micro.multimodal))
+    return inputs
 
 
 def forward_values(model: nn.Module, micro: MicroBatch) -> torch.Tensor:
@@ -143,7 +187,7 @@ def forward_values(model: nn.Module, micro: MicroBatch) -> torch.Tensor:
     if micro.is_empty:
         ids, pos = _dummy_inputs(device)
         return (model(input_ids=ids, position_ids=pos, use_cache=False).logits.sum() * 0.0).reshape(1)[:0]
-    out = model(**_model_inputs(micro), use_cache=False)
+    out = model(**_model_inputs(micro, model), use_cache=False)
     return out.logits.reshape(-1)[micro.logit_positions].float()
 
 

@@ -1,0 +1,20 @@
+"""The GPU VLM benchmark runs end to end in its --tiny CPU mode (so it does not rot between GPU sessions)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_vlm_bench_tiny_runs_and_reports_memory(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "benchmarks/gpu/vlm_bench.py", "--tiny", "--device", "cpu", "--memory-steps", "4",
+                    "--out", str(tmp_path)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    report = json.loads((tmp_path / "vlm_bench.json").read_text())
+    assert [r["model"] for r in report["rollout"]] == ["vlm", "text-only"]
+    assert [r["model"] for r in report["update"]] == ["vlm", "text-only"]
+    assert all(r["tokens_per_s"] > 0 for r in report["rollout"] + report["update"])
+    assert report["rollout"][0]["memory"]["steps"] == 4
