@@ -12,7 +12,7 @@ from agentgym.env.row_check import DataCheckError, Registered, require_valid_row
 from agentgym.multimodal.images import as_png, count_placeholders, load_image, with_image_parts
 from agentgym.row_parquet import write_rows_parquet
 from agentgym.rollout.collect import check_dataset
-from agentgym.trainer.data import read_rows
+from agentgym.rows import read_rows
 
 
 def _png(color: str, size=(20, 12)) -> bytes:
