@@ -2,4 +2,5 @@
 
 VERL_CLASS_ALIASES: dict[str, str] = {
     "verl.tools.sandbox_fusion_tools.SandboxFusionTool": "agentgym.tools.sandbox_fusion.tool.VerlSandboxFusionTool",
+    "verl.tools.search_tool.SearchTool": "agentgym.tools.search.SearchTool",
 }
