@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import statistics
@@ -42,12 +43,12 @@ def write_corpus(path: Path, docs: int, seed: int = 0) -> list[list[str]]:
     """The corpus file; returns each document's words, to draw queries from."""
     rng = random.Random(seed)
     vocab = make_vocabulary(rng, 50_000)
-    weights = [1.0 / (rank + 1) for rank in range(len(vocab))]
+    cum_weights = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(vocab))))
     words_of = []
     with path.open("w") as handle:
         for i in range(docs):
             title = " ".join(rng.sample(vocab[1000:], 2)).title()
-            words = rng.choices(vocab, weights=weights, k=60)
+            words = rng.choices(vocab, cum_weights=cum_weights, k=60)
             words_of.append(title.lower().split() + words)
             handle.write(json.dumps({"id": str(i), "contents": f"{title}\n{' '.join(words)}."}) + "\n")
     return words_of
