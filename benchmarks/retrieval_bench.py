@@ -2,8 +2,9 @@
 
     python benchmarks/retrieval_bench.py [--docs 100000] [--concurrency 1 64] [--seconds 20] [--workers N]
 
-Writes a corpus of `--docs` documents (a title and ~60 words drawn Zipf-like from a 50,000-word made-up
-vocabulary, so common words match many documents as in real text), indexes it (timed), starts
+Writes a corpus of `--docs` documents (a title and 60 words drawn by Zipf's law from a 50,000-word vocabulary:
+the English stop words at the top ranks, made-up words below, so common words match many documents as in real
+text), indexes it (timed), starts
 `python -m retrieval_server` on a free loopback port and keeps `--concurrency` clients busy for `--seconds`,
 each sending one query (3 words of a random document, as a model's query would be) per `/retrieve` request with
 topk 3. Prints requests/s and p50/p99 latency per concurrency level, HTTP included.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import random
 import statistics
@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval_server.index import build_index  # noqa: E402
+from retrieval_server.index import STOP_WORDS, build_index  # noqa: E402
 from retrieval_server.launch import RetrievalServerProcess  # noqa: E402
 
 
@@ -40,15 +41,17 @@ def make_vocabulary(rng: random.Random, size: int) -> list[str]:
 
 
 def write_corpus(path: Path, docs: int, seed: int = 0) -> list[list[str]]:
-    """The corpus file; returns each document's words, to draw queries from."""
+    """The corpus file; returns each document's words, to draw queries from. Word ranks follow Zipf's law and, as
+    in English, the most frequent ranks are the stop words."""
     rng = random.Random(seed)
-    vocab = make_vocabulary(rng, 50_000)
-    cum_weights = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(vocab))))
+    vocab = sorted(STOP_WORDS) + make_vocabulary(rng, 50_000 - len(STOP_WORDS))
+    probs = 1.0 / np.arange(1, len(vocab) + 1)
+    draws = np.random.default_rng(seed).choice(len(vocab), size=(docs, 60), p=probs / probs.sum())
     words_of = []
     with path.open("w") as handle:
         for i in range(docs):
             title = " ".join(rng.sample(vocab[1000:], 2)).title()
-            words = rng.choices(vocab, cum_weights=cum_weights, k=60)
+            words = [vocab[j] for j in draws[i]]
             words_of.append(title.lower().split() + words)
             handle.write(json.dumps({"id": str(i), "contents": f"{title}\n{' '.join(words)}."}) + "\n")
     return words_of

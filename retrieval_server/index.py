@@ -32,13 +32,18 @@ STOP_WORDS = frozenset(
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def fts_query(text: str) -> Optional[str]:
-    """The FTS5 MATCH expression for free text, or None when it has no word to search for."""
+def query_words(text: str) -> list[str]:
+    """The words of free text that a search uses: lower-cased, each once, stop words dropped unless nothing else
+    is left, at most MAX_QUERY_WORDS."""
     words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
     content = [w for w in words if w not in STOP_WORDS] or words
-    if not content:
-        return None
-    return " OR ".join(f'"{w}"' for w in content[:MAX_QUERY_WORDS])
+    return content[:MAX_QUERY_WORDS]
+
+
+def fts_query(text: str | list[str]) -> Optional[str]:
+    """The FTS5 MATCH expression for free text (or its words), or None when it has no word to search for."""
+    words = query_words(text) if isinstance(text, str) else text
+    return " OR ".join(f'"{w}"' for w in words) or None
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ class Bm25Index:
         if meta.get("schema") != SCHEMA_VERSION:
             raise CorpusError(f"{self.path} is not a retrieval index of this version; build it with build_index().")
         self.documents = int(meta["documents"])
+        self._df: dict[str, int] = {}
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -147,15 +153,35 @@ class Bm25Index:
                 self._connections.append(conn)
         return conn
 
+    def document_frequency(self, word: str) -> int:
+        """How many documents contain `word` (after the index's stemming); cached, the corpus never changes."""
+        count = self._df.get(word)
+        if count is None:
+            count = self._connection().execute("SELECT count(*) FROM docs WHERE docs MATCH ?", (f'"{word}"',)).fetchone()[0]
+            self._df[word] = count
+        return count
+
     def search(self, query: str, topk: int) -> list[tuple[dict[str, Any], float]]:
-        """The `topk` best documents for `query` with their BM25 scores (higher is better), best first."""
-        match = fts_query(query)
-        if match is None:
+        """The `topk` best documents for `query` with their BM25 scores (higher is better), best first.
+
+        Words in half the documents or more are left out first: FTS5 gives them an IDF of 1e-6 (BM25's IDF is
+        negative there), so they cannot change the order, but matching them would score most of the corpus. Only
+        when the other words find fewer than `topk` documents does the search run with every word.
+        """
+        words = query_words(query)
+        if not words:
             return []
-        rows = self._connection().execute(
-            "SELECT doc, bm25(docs) FROM docs WHERE docs MATCH ? ORDER BY bm25(docs) LIMIT ?", (match, topk)
-        ).fetchall()
+        frequency = {w: self.document_frequency(w) for w in words}
+        useful = [w for w in words if 0 < 2 * frequency[w] < self.documents]
+        rows = self._ranked(useful, topk) if useful else []
+        if len(rows) < topk and len(useful) < len(words):
+            rows = self._ranked(words, topk)  # too few hits: fill up with what only the common words match
         return [(json.loads(doc), -score) for doc, score in rows]
+
+    def _ranked(self, words: list[str], topk: int) -> list[tuple[str, float]]:
+        return self._connection().execute(
+            "SELECT doc, bm25(docs) FROM docs WHERE docs MATCH ? ORDER BY bm25(docs) LIMIT ?", (fts_query(words), topk)
+        ).fetchall()
 
     def close(self) -> None:
         with self._lock:

@@ -74,3 +74,16 @@ def test_failed_rebuild_keeps_the_old_index(corpus, tmp_path):
         build_index(corpus, tmp_path / "i.sqlite")
     assert Bm25Index(built.path).search("Italy", 1)[0][0]["id"] == "rome"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_leaving_out_common_words_keeps_the_full_queries_ranking(tmp_path):
+    """Words in half the documents or more are skipped when the rest find topk documents; the order is FTS5's."""
+    docs = [{"id": str(i), "contents": f"Doc {i}\ncommon filler text {'rare' if i % 7 == 0 else 'other'} {i}"}
+            for i in range(40)]
+    index = Bm25Index(build_index(write_corpus(tmp_path / "c.jsonl", docs), tmp_path / "i.sqlite").path)
+    assert index.document_frequency("common") == 40 and index.document_frequency("rare") == 6
+    full = index._ranked(["common", "filler", "rare"], 4)
+    hits = index.search("common filler rare", 4)
+    assert [d["id"] for d, _ in hits] == [json.loads(doc)["id"] for doc, _ in full]
+    assert all(d["contents"].count("rare") for d, _ in hits)
+    assert len(index.search("common filler rare", 10)) == 10  # fewer than 10 rare ones: filled up
