@@ -15,6 +15,15 @@ from typing import Optional, Sequence
 _READY = re.compile(r"retrieval_server ready at (http://\S+)")
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started it dies, even by SIGKILL, so no server outlives a
+    killed training run."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class RetrievalServerProcess:
     """`with RetrievalServerProcess(corpus) as server: server.retrieve_url` -> http://127.0.0.1:PORT/retrieve."""
 
@@ -37,7 +46,8 @@ class RetrievalServerProcess:
     def start(self) -> "RetrievalServerProcess":
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         found = threading.Event()
 
         def pump() -> None:

@@ -58,3 +58,32 @@ def test_cli_refuses_a_bad_corpus_with_its_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert f"{bad}, line 2: not valid JSON" in done.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+def test_server_started_by_a_killed_process_goes_with_it(tmp_path):
+    import os
+    import signal
+    import time
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": 1, "contents": "T\\nbody"}\n')
+    script = ("import sys, time; from retrieval_server.launch import RetrievalServerProcess as P; "
+              f"s = P({str(corpus)!r}).start(); print(s.proc.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the server outlived the process that started it")
