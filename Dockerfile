@@ -29,6 +29,8 @@ RUN DEBIAN_MIRROR="$DEBIAN_MIRROR" DEBIAN_SECURITY_MIRROR="$DEBIAN_SECURITY_MIRR
 
 COPY scripts/docker/image/container_init.sh /usr/local/lib/agentgym/container_init.sh
 COPY sandbox_server/ /opt/agentgym/sandbox_server/
+# The retrieval server (docker-compose.yml's `retrieval` service) runs from the same image; it needs no toolchain.
+COPY retrieval_server/ /opt/agentgym/retrieval_server/
 RUN mkdir -p /var/lib/agentgym/work
 WORKDIR /opt/agentgym
 # The server's interpreter is the venv's; user code runs with the system python3 (clean, no server packages).

@@ -145,6 +145,13 @@ class Quickstart:
             ],
         )
 
+    def demonstration_script(self, direct_rows: set[int]) -> Callable[[str, str | None], str]:
+        """The warm-up teacher as a ScriptedEngine script over `self.sft_rows` (another environment overrides it)."""
+        return ideal_script(self.sft_rows, "sft-", self.env.make_call, direct_rows=direct_rows)
+
+    def evaluate(self, trajs: Sequence[Trajectory]) -> EvalResult:
+        return evaluate(trajs)
+
     def loop(self, engine: Any, tokenizer: Any, cfg: AgentGymConfig, *, temperature: float) -> AgentLoop:
         config = agent_loop_config(cfg, temperature=temperature, seed=self.s.seed)
         return AgentLoop(engine, tokenizer, self.tools, self.interactions, config)
@@ -172,7 +179,7 @@ class Quickstart:
                                "actor_rollout_ref.actor.optim.min_lr_ratio=0.1"]
         )
         direct = set(random.Random(s.seed).sample(range(len(self.sft_rows)), round(s.direct_share * len(self.sft_rows))))
-        script = ideal_script(self.sft_rows, "sft-", self.env.make_call, direct_rows=direct)
+        script = self.demonstration_script(direct)
         transcripts = await self.loop(ScriptedEngine(tokenizer, script), tokenizer, sft_cfg, temperature=1.0).run_batch(
             self.sft_rows, group_prefix="sft-"
         )
@@ -211,7 +218,7 @@ class Quickstart:
             async def held_out(stage: str) -> dict[str, EvalResult]:
                 results = {}
                 for mode, loop in (("greedy", greedy), ("sampled", sampler)):
-                    results[mode] = evaluate(await loop.run_batch(self.eval_rows, group_prefix="eval-"))
+                    results[mode] = self.evaluate(await loop.run_batch(self.eval_rows, group_prefix="eval-"))
                     write_jsonl(results[mode].trajectories, s.run_dir / f"eval_{eval_name(stage, mode)}.jsonl")
                 return results
 
@@ -256,9 +263,10 @@ def save_model(init_path: Path, state_dict: dict[str, Any], out: Path) -> Path:
     return out
 
 
-def run_quickstart(settings: QuickstartSettings, console: Console) -> int:
+def run_quickstart(settings: QuickstartSettings, console: Console, job: Quickstart | None = None) -> int:
+    """Run the job (default: the quickstart of `settings.environment`), then print and save its results."""
     started = time.perf_counter()
-    results = asyncio.run(Quickstart(settings, console).run())
+    results = asyncio.run((job or Quickstart(settings, console)).run())
     table = Table(title=f"held-out results ({settings.eval_rows} tasks never trained on)")
     for column in ("", "decoding", "accuracy", "first-try accuracy", "tool used correctly", "mean reward"):
         table.add_column(column)

@@ -2,6 +2,7 @@
 
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.sandbox_fusion import SandboxFusionTool
+from agentgym.tools.search import SearchTool
 from agentgym.tools.schemas import (
     OpenAIFunctionCallSchema,
     OpenAIFunctionParametersSchema,
@@ -23,5 +24,6 @@ __all__ = [
     "OpenAIFunctionToolCall",
     "OpenAIFunctionToolSchema",
     "SandboxFusionTool",
+    "SearchTool",
     "ToolResponse",
 ]

@@ -4,4 +4,5 @@ VERL_CLASS_ALIASES: dict[str, str] = {
     "verl.tools.sandbox_fusion_tools.SandboxFusionTool": "agentgym.tools.sandbox_fusion.tool.VerlSandboxFusionTool",
     "verl.tools.mcp_base_tool.MCPBaseTool": "agentgym.tools.mcp_tool.MCPTool",
     "verl.tools.mcp_search_tool.MCPSearchTool": "agentgym.tools.mcp_tool.MCPTool",
+    "verl.tools.search_tool.SearchTool": "agentgym.tools.search.SearchTool",
 }

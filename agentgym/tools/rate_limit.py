@@ -222,3 +222,30 @@ class GlobalTokenBucket:
             # The process that created the actor may have exited and taken it along; create or find it again.
             self._actor = None
             return await (await self._get_actor()).reserve.remote(max_delays)
+
+
+class RayOrLocalTokenBucket:
+    """The run-wide bucket when this process is connected to Ray, else this process's own (with one warning).
+
+    What a tool's `enable_global_rate_limit: true` means: a run without Ray still works, limited per process.
+    """
+
+    def __init__(self, global_bucket: GlobalTokenBucket, local: TokenBucket):
+        self._global = global_bucket
+        self._local = local
+        self.rate = local.rate
+        self.burst = local.burst
+        self._use_global: Optional[bool] = None
+
+    async def acquire(self, timeout: Optional[float] = None) -> float:
+        if self._use_global is None:
+            import ray
+
+            self._use_global = ray.is_initialized()
+            if not self._use_global:
+                logger.warning(
+                    "enable_global_rate_limit is set but this process is not connected to Ray; the rate limit of "
+                    "%g/s applies to this process only. Call ray.init() before the first tool call to share it.",
+                    self.rate,
+                )
+        return await (self._global if self._use_global else self._local).acquire(timeout)

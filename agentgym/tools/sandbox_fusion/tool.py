@@ -11,7 +11,7 @@ from uuid import uuid4
 from agentgym.storable_text import first_lone_surrogate
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.embedded_sandbox import EmbeddedSandbox, EmbeddedSandboxError, shared_embedded_sandbox
-from agentgym.tools.rate_limit import AsyncRateLimiter, GlobalTokenBucket, TokenBucket
+from agentgym.tools.rate_limit import AsyncRateLimiter, GlobalTokenBucket, RayOrLocalTokenBucket, TokenBucket
 from agentgym.tools.sandbox_fusion.client import CallResult, RetryPolicy, SandboxClient
 from agentgym.tools.sandbox_fusion.config import SandboxFusionToolConfig, run_code_endpoint
 from agentgym.tools.sandbox_fusion.http import PROCESS_SESSIONS
@@ -42,30 +42,6 @@ DEFAULT_TOOL_SCHEMA = OpenAIFunctionToolSchema.model_validate(
         },
     }
 )
-
-
-class _LimiterWithFallback:
-    """The run-wide bucket when this process is connected to Ray, else this process's own (with one warning)."""
-
-    def __init__(self, global_bucket: GlobalTokenBucket, local: TokenBucket):
-        self._global = global_bucket
-        self._local = local
-        self.rate = local.rate
-        self.burst = local.burst
-        self._use_global: Optional[bool] = None
-
-    async def acquire(self, timeout: Optional[float] = None) -> float:
-        if self._use_global is None:
-            import ray
-
-            self._use_global = ray.is_initialized()
-            if not self._use_global:
-                logger.warning(
-                    "enable_global_rate_limit is set but this process is not connected to Ray; the rate limit of "
-                    "%g/s applies to this process only. Call ray.init() before the first tool call to share it.",
-                    self.rate,
-                )
-        return await (self._global if self._use_global else self._local).acquire(timeout)
 
 
 class SandboxFusionTool(BaseTool):
@@ -110,7 +86,7 @@ class SandboxFusionTool(BaseTool):
             # An embedded server serves this process alone, so there is nothing run-wide to protect.
             return local
         key = s.global_rate_limiter_name or s.run_code_url
-        return _LimiterWithFallback(GlobalTokenBucket(key, s.rate_limit, s.effective_burst), local)
+        return RayOrLocalTokenBucket(GlobalTokenBucket(key, s.rate_limit, s.effective_burst), local)
 
     async def _endpoint(self) -> str:
         if self._embedded is None:

@@ -1,0 +1,75 @@
+"""The generated world: people and the companies they work for, each fact drawn at random from a seed."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "st", "tr"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
+_CODAS = ["", "", "n", "r", "s", "l", "th", "x"]
+_COMPANY_KINDS = ["Works", "Mills", "Labs", "Foundry", "Traders", "Shipping", "Textiles", "Press"]
+
+
+@dataclass(frozen=True)
+class Company:
+    name: str
+    founded: int
+    city: str
+
+    def document(self) -> str:
+        return f"{self.name}\n{self.name} is a company founded in {self.founded}, based in {self.city}."
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    born: int
+    city: str
+    employer: Company
+
+    def document(self) -> str:
+        return (f"{self.name}\n{self.name} was born in {self.born} in {self.city}. "
+                f"{self.name} works for {self.employer.name}.")
+
+
+@dataclass(frozen=True)
+class World:
+    people: tuple[Person, ...]
+    companies: tuple[Company, ...]
+
+    def corpus(self) -> list[dict[str, Any]]:
+        """The documents the retrieval server indexes, in Search-R1's layout (first line of `contents` = title)."""
+        docs = [{"id": f"company-{i}", "contents": c.document()} for i, c in enumerate(self.companies)]
+        docs += [{"id": f"person-{i}", "contents": p.document()} for i, p in enumerate(self.people)]
+        return docs
+
+    def split_people(self, split: str) -> list[Person]:
+        """`test` asks about every fifth person, the other splits about the rest: held-out questions are about
+        people no training question mentions."""
+        test = split == "test"
+        return [p for i, p in enumerate(self.people) if (i % 5 == 0) == test]
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)) + rng.choice(_CODAS)
+
+
+def _unique(rng: random.Random, count: int, make) -> list[str]:
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        seen.setdefault(make(rng), None)
+    return list(seen)
+
+
+@lru_cache(maxsize=8)
+def make_world(seed: int = 0, people: int = 1000, companies: int = 60) -> World:
+    rng = random.Random(f"kb-world-{seed}")
+    cities = [w.capitalize() for w in _unique(rng, 40, lambda r: _word(r, 2))]
+    company_names = _unique(rng, companies, lambda r: f"{_word(r, 2).capitalize()} {r.choice(_COMPANY_KINDS)}")
+    firms = tuple(Company(n, rng.randint(1800, 1999), rng.choice(cities)) for n in company_names)
+    person_names = _unique(rng, people, lambda r: f"{_word(r, 2).capitalize()} {_word(r, 2).capitalize()}")
+    folks = tuple(Person(n, rng.randint(1900, 1999), rng.choice(cities), rng.choice(firms)) for n in person_names)
+    return World(people=folks, companies=firms)
