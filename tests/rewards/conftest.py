@@ -1,3 +1,3 @@
-"""A local Ray for the reward-model tests (the code-tool tests' fixture: one Ray per session)."""
+"""The code-tool tests' fixtures: one local Ray per session, a real sandbox server per module."""
 
-from tests.code_tool.conftest import _ray_session, ray_local  # noqa: F401
+from tests.code_tool.conftest import _ray_session, ray_local, sandbox  # noqa: F401

@@ -165,3 +165,31 @@ def test_async_scoring_without_the_flag_waits_for_the_step():
         return await scorer.score([traj])
 
     assert asyncio.run(run())[0] == [1.0]
+
+
+def test_unit_tests_in_the_sandbox_under_the_rate_limited_manager(sandbox, tmp_path, tiny_model_dir):
+    """An expensive remote check: each response's code runs against the row's asserts in a real sandbox server."""
+    from transformers import AutoTokenizer
+
+    cfg = load_config(None, [f"actor_rollout_ref.model.path={tiny_model_dir}",
+                             "custom_reward_function.path=agentgym.rewards.sandbox_tests",
+                             f"+custom_reward_function.reward_kwargs.sandbox_url={sandbox.url}",
+                             "+custom_reward_function.reward_kwargs.run_timeout=3",
+                             "reward_model.reward_manager=rate_limited", "reward_model.rate_limit.max_concurrent=2",
+                             "reward_model.rate_limit.max_rpm=600"])
+    scorer = RewardScorer.from_config(cfg)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
+    answers = ["```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return a - b\n```",
+               "```python\ndef add(a, b):\n    while True: pass\n```"]
+    trajs = [Trajectory(uid=f"c{i}", group_id="g", prompt_ids=[1], response_ids=tok.encode(a, add_special_tokens=False),
+                        row_info={"data_source": "code", "reward_model": {"ground_truth": tests}})
+             for i, a in enumerate(answers)]
+    scores, metrics = asyncio.run(scorer.score(trajs))
+    assert scores == [1.0, 0.0, 0.0]
+    assert metrics["reward/extra/timed_out"] == pytest.approx(1 / 3)
+    assert "reward/errors" not in metrics
+    cfg_down = cfg.model_copy(deep=True)
+    cfg_down.custom_reward_function.reward_kwargs["sandbox_url"] = "http://127.0.0.1:9"
+    scores, metrics = asyncio.run(RewardScorer.from_config(cfg_down).score(trajs[:1]))
+    assert scores == [0.0] and metrics["reward/errors"] == 1.0, "an unreachable sandbox is an error, not a wrong answer"
