@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,7 +54,6 @@ class ComponentContext:
     _tokenizer: Any = None
     _reward_model: Any = None
     _judge: Any = None
-    _built: dict[str, Any] = field(default_factory=dict)
 
     def tokenizer(self) -> Any:
         if self._tokenizer is None:

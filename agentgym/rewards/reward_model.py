@@ -129,7 +129,16 @@ class SequenceRewardModel:
 
         if not ray.is_initialized():
             ray.init(include_dashboard=False)
-        remote = ray.remote(SequenceRewardWorker).options(num_cpus=1, num_gpus=1 if self.use_gpu else 0)
+        # A CPU reward worker shares the node with the trainer's ranks (which may hold every Ray CPU): it asks for
+        # none, so it never waits behind them; GPU workers take their GPU and one CPU.
+        remote = ray.remote(SequenceRewardWorker).options(num_cpus=1 if self.use_gpu else 0,
+                                                          num_gpus=1 if self.use_gpu else 0)
+        free = int(ray.available_resources().get("GPU", 0))
+        if self.use_gpu and free < self.num_workers:
+            raise ConfigError(f"the reward model asks for {self.num_workers} GPU(s) of its own but the Ray cluster "
+                              f"has {free} free (the trainer's ranks hold theirs).",
+                              entry="reward_model.n_gpus_per_node",
+                              fix="lower reward_model.n_gpus_per_node/nnodes, or set enable_resource_pool=false")
         self._workers = [remote.remote(self.path, num_threads=None if self.use_gpu else 1, **self.worker_kwargs)
                          for _ in range(self.num_workers)]
         ray.get([w.ready.remote() for w in self._workers])
