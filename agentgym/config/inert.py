@@ -78,6 +78,9 @@ INERT_KEYS: dict[str, InertKey] = {
         "there is one agent loop (agentgym.rollout.agent_loop); tools and interactions come from "
         "multi_turn.tool_config_path and multi_turn.interaction_config_path"),
     "critic.strategy": InertKey(_FSDP2),
+    "reward_model.strategy": InertKey("the reward model runs unsharded, one copy per reward worker"),
+    "reward_model.model.input_tokenizer": InertKey(
+        "the reward model reads the conversation's messages through its own tokenizer's chat template"),
     "critic.model.tokenizer_path": InertKey("the critic reads the actor's token ids; it needs no tokenizer"),
     "critic.model.fsdp_config.optimizer_offload": InertKey(
         "optimizer state stays with its FSDP2 shard; fsdp_config.param_offload offloads parameters"),

@@ -286,9 +286,63 @@ class OverlongBufferConfig(Section):
     log: bool = False
 
 
-class RewardModelConfig(Section):
-    """Only verl's DAPO reward shaping; model-based rewards are not part of agentgym."""
+class RewardRateLimitConfig(Section):
+    """ours: the `rate_limited` reward manager's limits (agentgym.rewards.managers)."""
 
+    max_concurrent: int = Field(8, ge=1)
+    max_rpm: float | None = Field(None, gt=0)  # calls started per minute; None: no rate bound
+    burst: int = Field(1, ge=1)
+    timeout: float | None = Field(300.0, gt=0)  # seconds one call may take; past it the sample scores 0
+    shared: bool = False  # one bucket for every process of the run (a Ray actor), not one per process
+
+
+class RewardModelModelConfig(Section):
+    path: str | None = None
+    input_tokenizer: str | None = None  # verl: the actor's tokenizer when it differs; the RM always reads messages
+    trust_remote_code: bool = False
+
+
+class JudgeConfig(Section):
+    """ours: a generative judge (agentgym.rewards.judge): a prompt template and a score parser on an engine."""
+
+    enable: bool = False
+    model_path: str | None = None
+    engine: Literal["transformers", "sglang"] = "transformers"
+    url: str | None = None  # engine=sglang: a running server; None launches one for model_path
+    template: str | None = None  # jinja2 with prompt, response, ground_truth, messages; None: the built-in one
+    template_path: str | None = None
+    score_pattern: str | None = None  # regex whose first group is the score; None: the built-in parser
+    max_score: float = Field(10.0, gt=0)  # scores are divided by it (a 0-10 judge gives 0-1)
+    max_new_tokens: int = Field(256, ge=1)
+    max_concurrent: int = Field(32, ge=1)
+
+
+class RewardComponentConfig(Section):
+    """ours: one named term of a mixed reward (agentgym.rewards.mix)."""
+
+    name: str
+    kind: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RewardModelConfig(Section):
+    """verl's reward_model section: the reward manager, a sequence-classification reward model, DAPO's length
+    shaping; ours: a generative judge and a weighted mix of named components."""
+
+    enable: bool = False
+    strategy: str = "fsdp"
+    model: RewardModelModelConfig = Field(default_factory=RewardModelModelConfig)
+    micro_batch_size_per_gpu: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=1)
+    enable_resource_pool: bool = False
+    n_gpus_per_node: int = Field(0, ge=0)
+    nnodes: int = Field(0, ge=0)
+    reward_manager: Literal["naive", "dapo", "batch", "rate_limited"] = "naive"
+    launch_reward_fn_async: bool = False
+    rate_limit: RewardRateLimitConfig = Field(default_factory=RewardRateLimitConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    mix: list[RewardComponentConfig] | str | None = None  # a list, or a YAML file holding `components:`
     overlong_buffer: OverlongBufferConfig = Field(default_factory=OverlongBufferConfig)
 
 

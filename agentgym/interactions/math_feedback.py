@@ -7,7 +7,7 @@ from typing import Any, Optional
 from uuid import uuid4
 
 from agentgym.interactions.base import BaseInteraction
-from agentgym.rewards.numeric_answer import answers_match, extract_answer
+from agentgym.rewards.numeric_answer import extract_answer, response_matches
 
 
 @dataclass
@@ -45,7 +45,7 @@ class MathFeedbackInteraction(BaseInteraction):
         reply = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "assistant"), "")
         answer = extract_answer(reply)
         episode.attempts += 1
-        if answers_match(answer, episode.ground_truth):
+        if response_matches(reply, episode.ground_truth):
             reward = self.decay ** (episode.attempts - 1)
             episode.solved = True
             episode.turn_rewards.append(reward)

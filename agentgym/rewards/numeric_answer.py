@@ -43,3 +43,31 @@ def answers_match(candidate: str | None, ground_truth: str, *, rel_tol: float = 
     if rel_tol == 0.0:
         return got == want
     return abs(got - want) <= rel_tol * max(abs(want), Fraction(1))
+
+
+_LATEX_MARKERS = ("\\", "{", "$")
+
+
+def response_matches(response: str, ground_truth: str) -> bool:
+    """Whether a whole response states the ground truth: this module's exact checker first (tens of
+    microseconds), math-verify where the response holds LaTeX that it cannot read (\\boxed{1{,}234},
+    \\text{...}, \\frac). Measured in benchmarks/answer_check_bench.py (RESULTS.md, "Answer checking")."""
+    if answers_match(extract_answer(response), ground_truth) or answers_match(response, ground_truth):
+        return True
+    if not any(marker in response for marker in _LATEX_MARKERS):
+        return False
+    return math_verify_matches(response, ground_truth)
+
+
+def math_verify_matches(response: str, ground_truth: str) -> bool:
+    """math-verify's verdict. Its time limits use SIGALRM, which only the main thread may set: elsewhere (reward
+    threads, Ray actors' worker threads) it runs without them."""
+    import threading
+
+    from math_verify import parse, verify
+
+    limit = 5 if threading.current_thread() is threading.main_thread() else None
+    gold = parse(str(ground_truth), parsing_timeout=limit)
+    if not gold:
+        return False
+    return bool(verify(gold, parse(response, parsing_timeout=limit), timeout_seconds=limit))

@@ -297,7 +297,7 @@ def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
     """The trainer's default rollout side: `(collect(rows, step), engine)` from the run config.
 
     `actor_rollout_ref.rollout.n` samples per row form one group, and group ids are fixed by the step so a seeded
-    run repeats.
+    run repeats. `on_done(trajectory)` is called as each episode ends (asynchronous reward scoring).
     """
     from transformers import AutoTokenizer
 
@@ -307,8 +307,9 @@ def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
     loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
                      processor=load_vision_processor(cfg.actor_rollout_ref.model.path))
 
-    async def collect(rows: list[dict[str, Any]], step: int) -> list[Trajectory]:
+    async def collect(rows: list[dict[str, Any]], step: int, on_done: Any = None) -> list[Trajectory]:
         await engine.ensure_started()
-        return await loop.run_batch(rows, n=cfg.actor_rollout_ref.rollout.n, group_prefix=f"step{step}-")
+        return await loop.run_batch(rows, n=cfg.actor_rollout_ref.rollout.n, group_prefix=f"step{step}-",
+                                    on_done=on_done)
 
     return collect, engine

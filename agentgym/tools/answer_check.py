@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from uuid import uuid4
 
-from agentgym.rewards.numeric_answer import answers_match
+from agentgym.rewards.numeric_answer import response_matches
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import ToolResponse
 
@@ -44,7 +44,7 @@ class AnswerCheckTool(BaseTool):
         if state.correct or state.submitted >= limit:
             return ToolResponse(text=f"No more submissions accepted ({limit} allowed)."), 0.0, {"accepted": False}
         state.submitted += 1
-        state.correct = answers_match(str(parameters.get("answer", "")), state.ground_truth)
+        state.correct = response_matches(str(parameters.get("answer", "")), state.ground_truth)
         if not self.config.get("reveal", True):
             return ToolResponse(text="Answer recorded."), 0.0, {"accepted": True}
         verdict = "Correct." if state.correct else f"Incorrect. {limit - state.submitted} submission(s) left."

@@ -159,7 +159,7 @@ class RLTrainer:
         with timer.phase("step"):
             with timer.phase("reward"):
                 batch = SampleBatch.from_trajectories(trajectories, self._vision_processor(trajectories))
-                values, reward_metrics = self.rewards.score(trajectories)
+                values, reward_metrics = await self.rewards.score(trajectories)
                 scores = torch.tensor(values)
                 metrics.update(reward_metrics)
                 if cfg.reward_model.overlong_buffer.enable:
@@ -425,18 +425,27 @@ class RLTrainer:
 
     async def _collect_step(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
         """One step's trajectories; with algorithm.filter_groups, only groups whose rewards differ."""
+        fg = self.config.algorithm.filter_groups
         async def collect(rows: list[dict[str, Any]]) -> list[Trajectory]:
-            trajectories = await _maybe_await(self.collect(rows, step))
+            trajectories = await _maybe_await(self.collect(rows, step, **self._on_done()))
             self._check_groups(rows, trajectories)
+            if fg.enable:
+                await self.rewards.prefetch(trajectories)  # dynamic sampling reads the scores
             return trajectories
 
-        fg = self.config.algorithm.filter_groups
         if not fg.enable:
             return await collect(self.batches.next_batch()), {}
         target = self.config.data.train_batch_size
         batch = await collect_informative(self.batches.next_batch, collect, self.rewards, target,
                                           fg.max_num_gen_batches)
         return batch.trajectories, batch.metrics(target)
+
+    def _on_done(self) -> dict[str, Any]:
+        """With reward_model.launch_reward_fn_async, a collect that takes `on_done` hands each trajectory to the
+        scorer as its episode ends."""
+        if not self.rewards.launch_async or "on_done" not in inspect.signature(self.collect).parameters:
+            return {}
+        return {"on_done": self.rewards.submit}
 
     def _check_groups(self, rows: list[dict[str, Any]], trajectories: Sequence[Trajectory]) -> None:
         if not trajectories:

@@ -47,6 +47,7 @@ def test_without_the_package_and_without_urls_the_error_says_what_to_do(name, ti
     text = str(info.value)
     assert f"pip install {'sglang[all]' if name == 'sglang' else 'vllm'}" in text
     assert f"actor_rollout_ref.rollout.engine_kwargs.{name}.urls" in text
+    assert "actor_rollout_ref.rollout.name=transformers" in text, "names the engine that needs no install"
 
 
 def test_commands_carry_the_rollout_resources_as_verl_passes_them(tiny_model_dir):

@@ -1,10 +1,10 @@
 """verl's reward files run unchanged: compute_score(data_source, solution_str, ground_truth, extra_info) gets what
 verl's reward managers pass; dict results give metrics; a raising function costs one trajectory 0, not the run."""
 
+import asyncio
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 from transformers import AutoTokenizer
@@ -54,7 +54,7 @@ def test_verl_compute_score_gets_what_verl_passes(reward_file, tmp_path, tiny_mo
     scorer = RewardScorer.from_config(config)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     trajs = [_trajectory(tokenizer, "so the answer is 42", "42"), _trajectory(tokenizer, "it is 41", "42")]
-    scores, metrics = scorer.score(trajs)
+    scores, metrics = asyncio.run(scorer.score(trajs))
     assert scores == [1.5, 0.5]
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     first = calls[0]
@@ -73,7 +73,7 @@ def test_a_raising_reward_scores_zero_and_says_why(reward_file, tiny_model_dir):
     trajs = [_trajectory(tokenizer, "boom 42", "42"), _trajectory(tokenizer, "42", "42")]
     no_truth = _trajectory(tokenizer, "42", "42")
     no_truth.row_info = {"data_source": "x"}
-    scores, metrics = scorer.score(trajs + [no_truth])
+    scores, metrics = asyncio.run(scorer.score(trajs + [no_truth]))
     assert scores == [0.0, 1.0, 0.0]
     assert metrics["reward/errors"] == 2.0
     assert trajs[0].extra_info["reward_error"] == "RuntimeError: cannot parse the answer"
@@ -81,14 +81,14 @@ def test_a_raising_reward_scores_zero_and_says_why(reward_file, tiny_model_dir):
 
 
 def test_trajectory_functions_and_bad_results(tmp_path):
-    scorer = RewardScorer(fn=lambda t: {"score": 2.0, "format": 1} if t.uid == "a" else {"acc": 1.0})
+    scorer = RewardScorer.of_function(lambda t: {"score": 2.0, "format": 1} if t.uid == "a" else {"acc": 1.0})
     a, b = (Trajectory(uid=u, group_id="g", prompt_ids=[1]) for u in "ab")
-    scores, metrics = scorer.score([a, b])
+    scores, metrics = asyncio.run(scorer.score([a, b]))
     assert scores == [2.0, 0.0] and metrics["reward/extra/format"] == 1.0
     assert "without a `score` key" in b.extra_info["reward_error"]
     half = tmp_path / "half.py"
     half.write_text("def compute_score(solution_str, ground_truth):\n    return 0.0\n")
-    cfg = SimpleNamespace(custom_reward_function=SimpleNamespace(path=str(half), name="compute_score", reward_kwargs={}))
+    cfg = load_config(None, [f"custom_reward_function.path={half}"])
     with pytest.raises(ConfigError, match="lacks parameter"):
         RewardScorer.from_config(cfg)
 

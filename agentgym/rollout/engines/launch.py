@@ -116,8 +116,9 @@ class ServerLauncher:
                 f"rollout.name={spec.kind} with no server URLs starts the {spec.kind} servers itself, but the "
                 f"`{_PACKAGES[spec.kind]}` package is not installed in this Python ({sys.executable}).",
                 entry=url_key or None,
-                fix=f"pip install {pip} (it pins its own torch version), or start the servers yourself and list "
-                f"their URLs in {url_key or 'the engine urls'}",
+                fix=f"pip install {pip} (it pins its own torch version), start the servers yourself and list "
+                f"their URLs in {url_key or 'the engine urls'}, or set actor_rollout_ref.rollout.name=transformers "
+                f"(agentgym's in-process engine: nothing to install)",
             )
         self.processes: list[asyncio.subprocess.Process] = []
         self.urls: list[str] = []

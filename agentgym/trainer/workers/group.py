@@ -42,6 +42,7 @@ class RayWorkerGroup:
             raise RuntimeError("Ray is not initialised; call ray.init() (or let the trainer do it) first")
         if use_gpu is None:
             use_gpu = config.trainer.device != "cpu" and torch.cuda.is_available()
+        _check_cluster_fits(world_size, use_gpu, cpus_per_worker)
         remote_cls = ray.remote(TrainWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
         self.world_size = world_size
         # Ray starts actors with one intra-op thread; on CPU the ranks are the compute, so they share the node's cores.
@@ -64,6 +65,23 @@ class RayWorkerGroup:
         finally:
             for actor in self.actors:
                 ray.kill(actor)
+
+
+def _check_cluster_fits(world_size: int, use_gpu: bool, cpus_per_worker: int) -> None:
+    """Ray would wait forever for actors the cluster cannot hold: say so instead."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    needed_cpus = world_size * cpus_per_worker
+    if (use_gpu and gpus < world_size) or cpus < needed_cpus:
+        have = f"{gpus} GPU(s) and {cpus} CPU(s)"
+        want = f"{world_size} GPU(s)" if use_gpu else f"{needed_cpus} CPU(s) (no GPU is used)"
+        raise ConfigError(
+            f"trainer.nnodes * trainer.n_gpus_per_node = {world_size} trainer ranks need {want}, but the Ray "
+            f"cluster has {have}.", entry="trainer.n_gpus_per_node",
+            fix="set trainer.n_gpus_per_node (and trainer.nnodes) to the devices you have, or connect to a larger "
+                "cluster with ray_kwargs.ray_init.address")
 
 
 def start_worker_group(config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None):
