@@ -17,8 +17,9 @@ class Section(BaseModel):
 
 
 # Both name lists must match the registries in agentgym.trainer.algorithms (tests/trainer/test_policy_losses.py).
-AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg"]
-LossMode = Literal["vanilla", "gspo", "gpg", "cispo", "clip_cov", "kl_cov"]
+AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg", "remax", "opo",
+                       "grpo_passk"]
+LossMode = Literal["vanilla", "gspo", "gpg", "cispo", "clip_cov", "kl_cov", "sapo", "geo_mean"]
 LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 KLPenalty = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"]
 Dtype = Literal["fp32", "bf16", "fp16", "float32", "bfloat16", "float16"]
@@ -99,6 +100,9 @@ class ActorConfig(Section):
     # workers); True also averages over the mini-batch's sequences, as verl's default FSDP actor does in effect.
     norm_seq_mean: bool = True
     policy_loss: PolicyLossConfig = Field(default_factory=PolicyLossConfig)
+    # SAPO's gate temperatures for positive / negative advantages (verl's keys and defaults)
+    tau_pos: float = Field(1.0, gt=0)
+    tau_neg: float = Field(1.05, gt=0)
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001

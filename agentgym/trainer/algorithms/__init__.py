@@ -6,9 +6,12 @@ from agentgym.trainer.algorithms.advantages import (
     gae_advantage,
     gpg_advantage,
     grpo_outcome_advantage,
+    grpo_passk_advantage,
+    opo_advantage,
     place_outcome_rewards,
     reinforce_plus_plus_advantage,
     reinforce_plus_plus_baseline_advantage,
+    remax_advantage,
     rloo_advantage,
 )
 from agentgym.trainer.algorithms.estimators import (

@@ -24,6 +24,7 @@ class AdvantageInputs:
     gamma: float = 1.0
     lam: float = 1.0
     norm_adv_by_std_in_grpo: bool = True
+    reward_baselines: torch.Tensor | None = None  # (batch,): each sample's greedy-response reward, only for remax
 
     @property
     def scores(self) -> torch.Tensor:
@@ -81,3 +82,21 @@ def _gae(x: AdvantageInputs):
 @register_adv_estimator("gpg")
 def _gpg(x: AdvantageInputs):
     return adv.gpg_advantage(x.scores, x.response_mask, x.group_ids)
+
+
+@register_adv_estimator("remax")
+def _remax(x: AdvantageInputs):
+    if x.reward_baselines is None:
+        raise ValueError("adv_estimator=remax needs the reward of a greedy response per prompt; RLTrainer.fit "
+                         "collects it (collect(rows, step, greedy=True))")
+    return adv.remax_advantage(x.scores, x.reward_baselines, x.response_mask)
+
+
+@register_adv_estimator("opo")
+def _opo(x: AdvantageInputs):
+    return adv.opo_advantage(x.scores, x.response_mask, x.group_ids)
+
+
+@register_adv_estimator("grpo_passk")
+def _grpo_passk(x: AdvantageInputs):
+    return adv.grpo_passk_advantage(x.scores, x.response_mask, x.group_ids, x.norm_adv_by_std_in_grpo)
