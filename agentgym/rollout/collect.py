@@ -295,9 +295,13 @@ def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
     tools, interactions = load_environment(cfg)
     engine = _StartedOnFirstUse(make_engine(cfg))
     loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed))
+    greedy_loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0))
 
-    async def collect(rows: list[dict[str, Any]], step: int) -> list[Trajectory]:
+    async def collect(rows: list[dict[str, Any]], step: int, *, greedy: bool = False) -> list[Trajectory]:
+        """`greedy`: one temperature-0 response per row instead (ReMax's baseline), in the rows' order."""
         await engine.ensure_started()
+        if greedy:
+            return await greedy_loop.run_batch(rows, n=1, group_prefix=f"step{step}-greedy-")
         return await loop.run_batch(rows, n=cfg.actor_rollout_ref.rollout.n, group_prefix=f"step{step}-")
 
     return collect, engine
