@@ -249,6 +249,14 @@ class FilterGroupsConfig(Section):
     max_num_gen_batches: int = 0
 
 
+class TurnCreditConfig(Section):
+    """Ours (verl has no turn-level credit): where per-turn rewards sit and which return each token gets
+    (agentgym.trainer.algorithms.turn_credit, docs/algorithms.md)."""
+
+    mode: Literal["outcome", "discounted", "turn_grpo"] = "outcome"
+    gamma: float = Field(1.0, ge=0.0, le=1.0)  # discount per assistant turn
+
+
 class AlgorithmConfig(Section):
     gamma: float = 1.0
     lam: float = 1.0
@@ -259,6 +267,19 @@ class AlgorithmConfig(Section):
     kl_ctrl: KLControlConfig = Field(default_factory=KLControlConfig)
     rollout_correction: RolloutCorrectionConfig = Field(default_factory=RolloutCorrectionConfig)
     filter_groups: FilterGroupsConfig = Field(default_factory=FilterGroupsConfig)
+    turn_credit: TurnCreditConfig = Field(default_factory=TurnCreditConfig)
+
+    @model_validator(mode="after")
+    def _turn_credit_fits_the_estimator(self) -> "AlgorithmConfig":
+        mode, gamma = self.turn_credit.mode, self.turn_credit.gamma
+        allowed = {"outcome": None, "discounted": ("grpo", "gae", "reinforce_plus_plus"), "turn_grpo": ("grpo",)}[mode]
+        if allowed is not None and self.adv_estimator not in allowed:
+            raise ValueError(f"algorithm.turn_credit.mode={mode} works with adv_estimator {' or '.join(allowed)}, "
+                             f"not {self.adv_estimator}; set turn_credit.mode=outcome or change the estimator")
+        if mode == "discounted" and self.adv_estimator != "grpo" and gamma != 1.0:
+            raise ValueError(f"algorithm.turn_credit.gamma={gamma} applies to grpo; {self.adv_estimator} discounts "
+                             f"per model token with algorithm.gamma (turn_credit.mode=discounted places the rewards)")
+        return self
 
 
 class DataConfig(Section):

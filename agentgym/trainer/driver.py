@@ -190,7 +190,7 @@ class RLTrainer:
                         c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz, critic_padded)
                     batch.set_ragged("values", gather_outputs(plans, outs, len(batch)))
             with timer.phase("adv"):
-                self._compute_advantages(batch, scores, mask, metrics)
+                self._compute_advantages(batch, scores, mask, metrics, trajectories)
             groups_per_mb = arr.actor.ppo_mini_batch_size
             if cfg.use_critic:
                 with timer.phase("update_critic"):
@@ -257,10 +257,18 @@ class RLTrainer:
             (weights[model] >= rc.rollout_is_threshold * (1 - 1e-6)).float().mean()) if model.any() else 0.0
 
     def _compute_advantages(self, batch: SampleBatch, scores: torch.Tensor, mask: torch.Tensor,
-                            metrics: dict[str, float]) -> None:
+                            metrics: dict[str, float], trajectories: Sequence[Trajectory] | None = None) -> None:
         cfg = self.config
         a = cfg.algorithm
-        token_rewards = algo.place_outcome_rewards(scores, mask)
+        token_turns = None
+        if a.turn_credit.mode == "outcome":
+            token_rewards = algo.place_outcome_rewards(scores, mask)
+        else:
+            if trajectories is None:
+                raise ValueError(f"algorithm.turn_credit.mode={a.turn_credit.mode} needs the batch's trajectories")
+            layout = algo.turn_layout(trajectories, scores.tolist(), mask.shape[1])
+            token_rewards, token_turns = layout.token_rewards, layout.token_turns
+            metrics["critic/turns/mean"] = float((token_turns.max(dim=1).values + 1).float().mean())
         if a.use_kl_in_reward:
             token_rewards, mean_kl = algo.apply_kl_in_reward(
                 token_rewards, batch.padded("old_log_probs"), batch.padded("ref_log_probs"), mask,
@@ -270,7 +278,8 @@ class RLTrainer:
             self.kl_ctrl.update(float(mean_kl), n_steps=len(batch))
         inputs = algo.AdvantageInputs(
             token_rewards, mask, batch.group_ids, batch.padded("values") if cfg.use_critic else None,
-            a.gamma, a.lam, a.norm_adv_by_std_in_grpo, reward_baselines=self._baselines_for(batch.group_ids))
+            a.gamma, a.lam, a.norm_adv_by_std_in_grpo, reward_baselines=self._baselines_for(batch.group_ids),
+            token_turns=token_turns, turn_mode=a.turn_credit.mode, turn_gamma=a.turn_credit.gamma)
         try:
             estimator = algo.get_adv_estimator(a.adv_estimator)
         except ValueError as e:
