@@ -86,3 +86,29 @@ async def test_dynamic_sampling_keeps_groups_of_different_batches_apart(config_f
     assert groups == ["step1-1", "step1-1", "step1-1~2", "step1-1~2"]
     assert len({t.uid for t in trajectories}) == 4
     assert metrics["dynamic_sampling/extra_groups_sampled"] == 2
+
+
+async def test_the_default_rollout_samples_one_greedy_response_per_row(tiny_model_dir):
+    """make_rollout's collect(greedy=True): the real engine at temperature 0, one trajectory per row, in order."""
+    from agentgym.config import load_config
+    from agentgym.rollout.collect import make_rollout
+    from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+    from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+
+    cfg = load_config(None, [
+        f"actor_rollout_ref.model.path={tiny_model_dir}", "trainer.device=cpu", "actor_rollout_ref.rollout.n=3",
+        "data.max_response_length=12", "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=1",
+        f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}",
+        f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}",
+    ])
+    rows = make_rows(ArithmeticTaskConfig(num_rows=2, seed=5))
+    collect, engine = make_rollout(cfg)
+    try:
+        sampled = await collect(rows, 4)
+        first = await collect(rows, 4, greedy=True)
+        again = await collect(rows, 4, greedy=True)
+    finally:
+        await engine.engine.close()
+    assert len(sampled) == 6 and [t.group_id for t in first] == ["step4-greedy-0", "step4-greedy-1"]
+    assert [t.response_ids for t in first] == [t.response_ids for t in again], "temperature 0 repeats"
+    assert all(t.prompt_ids == s.prompt_ids for t, s in zip(first, sampled[::3]))
