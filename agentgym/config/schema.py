@@ -17,8 +17,9 @@ class Section(BaseModel):
 
 
 # Both name lists must match the registries in agentgym.trainer.algorithms (tests/trainer/test_policy_losses.py).
-AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg"]
-LossMode = Literal["vanilla", "gspo", "gpg", "cispo", "clip_cov", "kl_cov"]
+AdvEstimator = Literal["grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg", "remax", "opo",
+                       "grpo_passk"]
+LossMode = Literal["vanilla", "gspo", "gpg", "cispo", "clip_cov", "kl_cov", "sapo", "geo_mean"]
 LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 KLPenalty = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"]
 Dtype = Literal["fp32", "bf16", "fp16", "float32", "bfloat16", "float16"]
@@ -99,6 +100,9 @@ class ActorConfig(Section):
     # workers); True also averages over the mini-batch's sequences, as verl's default FSDP actor does in effect.
     norm_seq_mean: bool = True
     policy_loss: PolicyLossConfig = Field(default_factory=PolicyLossConfig)
+    # SAPO's gate temperatures for positive / negative advantages (verl's keys and defaults)
+    tau_pos: float = Field(1.0, gt=0)
+    tau_neg: float = Field(1.05, gt=0)
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
@@ -246,6 +250,14 @@ class FilterGroupsConfig(Section):
     max_num_gen_batches: int = 0
 
 
+class TurnCreditConfig(Section):
+    """Ours (verl has no turn-level credit): where per-turn rewards sit and which return each token gets
+    (agentgym.trainer.algorithms.turn_credit, docs/algorithms.md)."""
+
+    mode: Literal["outcome", "discounted", "turn_grpo"] = "outcome"
+    gamma: float = Field(1.0, ge=0.0, le=1.0)  # discount per assistant turn
+
+
 class AlgorithmConfig(Section):
     gamma: float = 1.0
     lam: float = 1.0
@@ -256,6 +268,19 @@ class AlgorithmConfig(Section):
     kl_ctrl: KLControlConfig = Field(default_factory=KLControlConfig)
     rollout_correction: RolloutCorrectionConfig = Field(default_factory=RolloutCorrectionConfig)
     filter_groups: FilterGroupsConfig = Field(default_factory=FilterGroupsConfig)
+    turn_credit: TurnCreditConfig = Field(default_factory=TurnCreditConfig)
+
+    @model_validator(mode="after")
+    def _turn_credit_fits_the_estimator(self) -> "AlgorithmConfig":
+        mode, gamma = self.turn_credit.mode, self.turn_credit.gamma
+        allowed = {"outcome": None, "discounted": ("grpo", "gae", "reinforce_plus_plus"), "turn_grpo": ("grpo",)}[mode]
+        if allowed is not None and self.adv_estimator not in allowed:
+            raise ValueError(f"algorithm.turn_credit.mode={mode} works with adv_estimator {' or '.join(allowed)}, "
+                             f"not {self.adv_estimator}; set turn_credit.mode=outcome or change the estimator")
+        if mode == "discounted" and self.adv_estimator != "grpo" and gamma != 1.0:
+            raise ValueError(f"algorithm.turn_credit.gamma={gamma} applies to grpo; {self.adv_estimator} discounts "
+                             f"per model token with algorithm.gamma (turn_credit.mode=discounted places the rewards)")
+        return self
 
 
 class DataConfig(Section):

@@ -52,6 +52,9 @@ class Episode:
     parse_errors: int = 0
     parse_failures: list[ParseError] = field(default_factory=list)  # the call attempts the parser could not read
     turn_rewards: list[float] = field(default_factory=list)
+    # the 0-based assistant turn whose output earned each tool result / interaction turn reward (turn-level credit)
+    tool_result_turns: list[int] = field(default_factory=list)
+    turn_reward_turns: list[int] = field(default_factory=list)
     assistant_turns: int = 0
     user_turns: int = 0
     finish_reason: str = "stop"
@@ -130,6 +133,7 @@ async def run_episode(
         if parsed.has_call_attempts:
             results = await session.run_calls(parsed.calls)
             episode.tool_results.extend(results)
+            episode.tool_result_turns.extend([episode.assistant_turns - 1] * len(results))
             episode.parse_errors += len(parsed.errors)
             episode.parse_failures.extend(parsed.errors)
             new = tool_messages(parsed, results, limits)
@@ -143,6 +147,7 @@ async def run_episode(
                 break
             episode.user_turns += 1
             episode.turn_rewards.append(user.reward)
+            episode.turn_reward_turns.append(episode.assistant_turns - 1)
             new = [{"role": "user", "content": storable_text(user.content)}]
             if user.should_terminate:
                 messages.extend(new)

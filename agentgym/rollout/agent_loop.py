@@ -212,6 +212,8 @@ class AgentLoop:
                 traj.extra_info = {**traj.extra_info, "reward_metrics": episode.scores.reward_metrics}
             traj.tool_rewards = [r.reward for r in episode.tool_results]
             traj.interaction_rewards = list(episode.turn_rewards)
+            traj.tool_reward_turns = list(episode.tool_result_turns)
+            traj.interaction_reward_turns = list(episode.turn_reward_turns)
             traj.num_tool_calls = len(episode.tool_results) + episode.parse_errors
             traj.tool_metrics = [
                 {"name": r.name, "latency_s": r.latency_s, "error": r.error, "error_kind": r.error_kind,

@@ -304,11 +304,18 @@ def make_rollout(cfg: AgentGymConfig) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(cfg.actor_rollout_ref.model.tokenizer_path or cfg.actor_rollout_ref.model.path)
     tools, interactions = load_environment(cfg)
     engine = _StartedOnFirstUse(make_engine(cfg))
+    processor = load_vision_processor(cfg.actor_rollout_ref.model.path)
     loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                     processor=load_vision_processor(cfg.actor_rollout_ref.model.path))
+                     processor=processor)
+    greedy_loop = AgentLoop(engine.engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
+                            processor=processor)
 
-    async def collect(rows: list[dict[str, Any]], step: int, on_done: Any = None) -> list[Trajectory]:
+    async def collect(rows: list[dict[str, Any]], step: int, on_done: Any = None, *,
+                      greedy: bool = False) -> list[Trajectory]:
+        """`greedy`: one temperature-0 response per row instead (ReMax's baseline), in the rows' order."""
         await engine.ensure_started()
+        if greedy:
+            return await greedy_loop.run_batch(rows, n=1, group_prefix=f"step{step}-greedy-")
         return await loop.run_batch(rows, n=cfg.actor_rollout_ref.rollout.n, group_prefix=f"step{step}-",
                                     on_done=on_done)
 

@@ -49,6 +49,10 @@ class Trajectory:
     turns: list[TurnSpan] = field(default_factory=list)
     tool_rewards: list[float] = field(default_factory=list)
     interaction_rewards: list[float] = field(default_factory=list)
+    # Which assistant turn (0-based, counting the episode's assistant turns) earned each tool / interaction reward:
+    # turn-level credit assignment puts the reward on that turn's last model token.
+    tool_reward_turns: list[int] = field(default_factory=list)
+    interaction_reward_turns: list[int] = field(default_factory=list)
     final_score: float = 0.0
     tool_metrics: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str = "stop"

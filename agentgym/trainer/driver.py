@@ -98,6 +98,7 @@ class RLTrainer:
         self.total_steps = self._total_steps()
         self.workers = workers
         self.resumed_from: Path | None = None
+        self._reward_baselines: dict[str, float] = {}  # remax: group id -> its prompt's greedy-response reward
         self._check_config()
 
     # ---- setup ----
@@ -123,6 +124,11 @@ class RLTrainer:
         cfg = self.config
         if cfg.algorithm.adv_estimator == "gae" and not cfg.use_critic:
             raise ConfigError("adv_estimator=gae needs a critic.", entry="critic.enable", fix="set critic.enable=true")
+        if cfg.algorithm.adv_estimator == "remax" and self.collect is not None and not _takes_greedy(self.collect):
+            raise ConfigError("adv_estimator=remax needs one greedy response per prompt as its baseline, but the "
+                              "rollout's collect(rows, step) has no `greedy` keyword.", entry="algorithm.adv_estimator",
+                              fix="give collect a `greedy: bool = False` keyword that samples one response per row at "
+                                  "temperature 0 (agentgym.rollout.collect:make_rollout does), or pick another estimator")
 
     def start_workers(self) -> None:
         if self.workers is None:
@@ -194,7 +200,7 @@ class RLTrainer:
                         c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz, critic_padded)
                     batch.set_ragged("values", gather_outputs(plans, outs, len(batch)))
             with timer.phase("adv"):
-                self._compute_advantages(batch, scores, mask, metrics)
+                self._compute_advantages(batch, scores, mask, metrics, trajectories)
             groups_per_mb = arr.actor.ppo_mini_batch_size
             if cfg.use_critic:
                 with timer.phase("update_critic"):
@@ -261,10 +267,18 @@ class RLTrainer:
             (weights[model] >= rc.rollout_is_threshold * (1 - 1e-6)).float().mean()) if model.any() else 0.0
 
     def _compute_advantages(self, batch: SampleBatch, scores: torch.Tensor, mask: torch.Tensor,
-                            metrics: dict[str, float]) -> None:
+                            metrics: dict[str, float], trajectories: Sequence[Trajectory] | None = None) -> None:
         cfg = self.config
         a = cfg.algorithm
-        token_rewards = algo.place_outcome_rewards(scores, mask)
+        token_turns = None
+        if a.turn_credit.mode == "outcome":
+            token_rewards = algo.place_outcome_rewards(scores, mask)
+        else:
+            if trajectories is None:
+                raise ValueError(f"algorithm.turn_credit.mode={a.turn_credit.mode} needs the batch's trajectories")
+            layout = algo.turn_layout(trajectories, scores.tolist(), mask.shape[1])
+            token_rewards, token_turns = layout.token_rewards, layout.token_turns
+            metrics["critic/turns/mean"] = float((token_turns.max(dim=1).values + 1).float().mean())
         if a.use_kl_in_reward:
             token_rewards, mean_kl = algo.apply_kl_in_reward(
                 token_rewards, batch.padded("old_log_probs"), batch.padded("ref_log_probs"), mask,
@@ -274,7 +288,8 @@ class RLTrainer:
             self.kl_ctrl.update(float(mean_kl), n_steps=len(batch))
         inputs = algo.AdvantageInputs(
             token_rewards, mask, batch.group_ids, batch.padded("values") if cfg.use_critic else None,
-            a.gamma, a.lam, a.norm_adv_by_std_in_grpo)
+            a.gamma, a.lam, a.norm_adv_by_std_in_grpo, reward_baselines=self._baselines_for(batch.group_ids),
+            token_turns=token_turns, turn_mode=a.turn_credit.mode, turn_gamma=a.turn_credit.gamma)
         try:
             estimator = algo.get_adv_estimator(a.adv_estimator)
         except ValueError as e:
@@ -288,6 +303,35 @@ class RLTrainer:
         metrics.update(_stats("critic/returns", returns[model]))
         if cfg.use_critic:
             metrics.update(_stats("critic/values", batch.padded("values")[model]))
+
+    def _baselines_for(self, group_ids: Sequence[str]) -> torch.Tensor | None:
+        if self.config.algorithm.adv_estimator != "remax":
+            return None
+        missing = sorted({g for g in group_ids if g not in self._reward_baselines})
+        if missing:
+            raise ValueError(f"adv_estimator=remax: no greedy baseline for group(s) {missing[:3]}; train_step needs "
+                             f"the trajectories of fit()'s collect step (which samples the greedy responses)")
+        return torch.tensor([self._reward_baselines[g] for g in group_ids], dtype=torch.float32)
+
+    async def _greedy_baselines(self, rows: list[dict[str, Any]], trajectories: Sequence[Trajectory], step: int,
+                                metrics: dict[str, list[float]]) -> None:
+        """ReMax: one greedy response per row, scored like the samples; its reward is the row's baseline."""
+        start = time.perf_counter()
+        greedy = await _maybe_await(self.collect(rows, step, greedy=True))
+        groups = list(dict.fromkeys(t.group_id for t in trajectories))
+        if len(greedy) != len(rows) or len(groups) != len(rows):
+            raise RuntimeError(f"adv_estimator=remax: collect(greedy=True) returned {len(greedy)} trajectories and "
+                               f"collect() {len(groups)} groups for {len(rows)} rows; both must follow the rows' order, "
+                               f"one greedy trajectory and one group per row")
+        await self.rewards.prefetch(greedy)
+        values = torch.tensor([self.rewards(t) for t in greedy], dtype=torch.float32)
+        if self.config.reward_model.overlong_buffer.enable:
+            ob = self.config.reward_model.overlong_buffer
+            values = values + algo.overlong_penalty(torch.tensor([len(t.loss_mask) for t in greedy]),
+                                                    self.config.data.max_response_length, ob.len, ob.penalty_factor)
+        self._reward_baselines.update(zip(groups, values.tolist()))
+        metrics["remax/baseline_score"].extend(values.tolist())
+        metrics["timing_s/remax_greedy"].append(time.perf_counter() - start)
 
     # ---- weights ----
     async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
@@ -426,19 +470,38 @@ class RLTrainer:
     async def _collect_step(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
         """One step's trajectories; with algorithm.filter_groups, only groups whose rewards differ."""
         fg = self.config.algorithm.filter_groups
+        remax = self.config.algorithm.adv_estimator == "remax"
+        self._reward_baselines.clear()
+        remax_metrics: dict[str, list[float]] = {"remax/baseline_score": [], "timing_s/remax_greedy": []}
+
+        batches = 0
+
         async def collect(rows: list[dict[str, Any]]) -> list[Trajectory]:
+            nonlocal batches
             trajectories = await _maybe_await(self.collect(rows, step, **self._on_done()))
             self._check_groups(rows, trajectories)
+            batches += 1
+            if batches > 1:  # dynamic sampling's next batch: collect(rows, step) may reuse the step's group ids
+                for traj in trajectories:
+                    traj.group_id, traj.uid = f"{traj.group_id}~{batches}", f"{traj.uid}~{batches}"
             if fg.enable:
                 await self.rewards.prefetch(trajectories)  # dynamic sampling reads the scores
+            if remax:
+                await self._greedy_baselines(rows, trajectories, step, remax_metrics)
             return trajectories
 
         if not fg.enable:
-            return await collect(self.batches.next_batch()), {}
-        target = self.config.data.train_batch_size
-        batch = await collect_informative(self.batches.next_batch, collect, self.rewards, target,
-                                          fg.max_num_gen_batches)
-        return batch.trajectories, batch.metrics(target)
+            trajectories = await collect(self.batches.next_batch())
+            metrics: dict[str, float] = {}
+        else:
+            target = self.config.data.train_batch_size
+            batch = await collect_informative(self.batches.next_batch, collect, self.rewards, target,
+                                              fg.max_num_gen_batches)
+            trajectories, metrics = batch.trajectories, batch.metrics(target)
+        if remax:
+            metrics.update(_stats("remax/baseline_score", torch.tensor(remax_metrics["remax/baseline_score"])))
+            metrics["timing_s/remax_greedy"] = sum(remax_metrics["timing_s/remax_greedy"])
+        return trajectories, metrics
 
     def _on_done(self) -> dict[str, Any]:
         """With reward_model.launch_reward_fn_async, a collect that takes `on_done` hands each trajectory to the
@@ -460,6 +523,14 @@ class RLTrainer:
         if self.workers is not None:
             self.workers.shutdown()
             self.workers = None
+
+
+def _takes_greedy(collect: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(collect).parameters.values()
+    except (TypeError, ValueError):
+        return True  # cannot tell: the first call will say
+    return any(p.name == "greedy" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _logprob_gap(trainer: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:

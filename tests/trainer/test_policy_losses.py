@@ -30,8 +30,8 @@ def test_registries_match_the_config_schema():
 def test_unknown_names_are_clear_errors():
     with pytest.raises(ValueError, match="policy_loss.loss_mode 'ppo'.*vanilla"):
         get_policy_loss("ppo")
-    with pytest.raises(ValueError, match="adv_estimator 'remax'.*grpo"):
-        get_adv_estimator("remax")
+    with pytest.raises(ValueError, match="adv_estimator 'reinforce'.*grpo"):
+        get_adv_estimator("reinforce")
 
 
 def _loss(name, old, new, adv, mask, **settings):

@@ -6,9 +6,12 @@ from agentgym.trainer.algorithms.advantages import (
     gae_advantage,
     gpg_advantage,
     grpo_outcome_advantage,
+    grpo_passk_advantage,
+    opo_advantage,
     place_outcome_rewards,
     reinforce_plus_plus_advantage,
     reinforce_plus_plus_baseline_advantage,
+    remax_advantage,
     rloo_advantage,
 )
 from agentgym.trainer.algorithms.estimators import (
@@ -41,6 +44,14 @@ from agentgym.trainer.algorithms.policy_losses import (
     register_policy_loss,
 )
 from agentgym.trainer.algorithms.rollout_correction import ROLLOUT_IS_LEVELS, rollout_is_weights
+from agentgym.trainer.algorithms.turn_credit import (
+    TURN_CREDIT_MODES,
+    TurnLayout,
+    discounted_turn_grpo_advantage,
+    turn_grpo_advantage,
+    turn_layout,
+    turn_returns,
+)
 from agentgym.trainer.algorithms.masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 __all__ = [name for name in dir() if not name.startswith("_")]

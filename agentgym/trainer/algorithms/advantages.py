@@ -14,7 +14,8 @@ import torch
 
 from agentgym.trainer.algorithms.masked import masked_whiten
 
-ADV_ESTIMATORS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg")
+ADV_ESTIMATORS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg", "remax", "opo",
+                  "grpo_passk")
 
 
 def _groups(group_ids: Sequence[Hashable]) -> list[list[int]]:
@@ -164,4 +165,64 @@ def gpg_advantage(
         centred[idx] = group - group.mean()
     alpha = len(scores) / max(len(scores) - invalid, 1)
     adv_tokens = alpha * centred[:, None] * response_mask
+    return adv_tokens, adv_tokens
+
+
+def remax_advantage(
+    scores: torch.Tensor, baselines: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReMax (Li et al. 2023): A = r - r(greedy), the baseline being the reward of the prompt's greedy response.
+    Returns (advantages, returns) with the returns the sampled score on every model token."""
+    if baselines.shape != scores.shape:
+        raise ValueError(f"ReMax needs one baseline reward per sample: got {tuple(baselines.shape)} for "
+                         f"{tuple(scores.shape)} scores")
+    mask = response_mask.float()
+    returns = scores.float()[:, None] * mask
+    return (scores.float() - baselines.float())[:, None] * mask, returns
+
+
+def opo_advantage(
+    scores: torch.Tensor, response_mask: torch.Tensor, group_ids: Sequence[Hashable]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OPO (Hao et al. 2025, "On-Policy RL with Optimal reward baseline"): A = r - b with the length-weighted group
+    baseline b = sum_j l_j r_j / sum_j l_j, l_j the sample's number of model tokens (the baseline that minimises the
+    gradient's variance when it grows with length). A group of one gets b = r, i.e. A = 0 (verl: b = 0)."""
+    scores = scores.float()
+    lengths = response_mask.float().sum(-1)
+    adv = torch.zeros_like(scores)
+    for members in _groups(group_ids):
+        idx = torch.tensor(members, device=scores.device)
+        if len(members) == 1:
+            continue
+        weights = lengths[idx]
+        baseline = (weights * scores[idx]).sum() / weights.sum().clamp_min(1e-8)
+        adv[idx] = scores[idx] - baseline
+    adv_tokens = adv[:, None] * response_mask
+    return adv_tokens, adv_tokens
+
+
+def grpo_passk_advantage(
+    scores: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: Sequence[Hashable],
+    norm_adv_by_std_in_grpo: bool = True,
+    epsilon: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass@k training (Chen et al. 2025, arXiv 2503.19595, as in verl's grpo_passk): only the best sample of each
+    group learns, with A = r_max - r_second (divided by the group's std when norm_adv_by_std_in_grpo): the
+    objective rewards the best of k tries, not the average one. Groups need at least two samples."""
+    scores = scores.float()
+    adv = torch.zeros_like(scores)
+    for members in _groups(group_ids):
+        if len(members) < 2:
+            raise ValueError(f"grpo_passk compares the best two samples of a group, but group {group_ids[members[0]]!r} "
+                             f"has {len(members)}; set actor_rollout_ref.rollout.n >= 2")
+        idx = torch.tensor(members, device=scores.device)
+        group = scores[idx]
+        top, where = torch.topk(group, 2)
+        value = top[0] - top[1]
+        if norm_adv_by_std_in_grpo:
+            value = value / (group.std() + epsilon)
+        adv[idx[where[0]]] = value
+    adv_tokens = adv[:, None] * response_mask
     return adv_tokens, adv_tokens

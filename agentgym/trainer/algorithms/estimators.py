@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from agentgym.trainer.algorithms import advantages as adv
+from agentgym.trainer.algorithms import turn_credit
 
 
 @dataclass
@@ -24,6 +25,11 @@ class AdvantageInputs:
     gamma: float = 1.0
     lam: float = 1.0
     norm_adv_by_std_in_grpo: bool = True
+    reward_baselines: torch.Tensor | None = None  # (batch,): each sample's greedy-response reward, only for remax
+    # turn-level credit (algorithm.turn_credit): each model token's assistant-turn index (-1 elsewhere)
+    token_turns: torch.Tensor | None = None
+    turn_mode: str = "outcome"
+    turn_gamma: float = 1.0
 
     @property
     def scores(self) -> torch.Tensor:
@@ -53,6 +59,13 @@ def get_adv_estimator(name: str) -> Estimator:
 
 @register_adv_estimator("grpo")
 def _grpo(x: AdvantageInputs):
+    if x.turn_mode != "outcome":
+        if x.token_turns is None:
+            raise ValueError(f"turn_credit.mode={x.turn_mode} needs each token's turn index (token_turns)")
+        fn = (turn_credit.turn_grpo_advantage if x.turn_mode == "turn_grpo"
+              else turn_credit.discounted_turn_grpo_advantage)
+        return fn(x.token_rewards, x.token_turns, x.response_mask, x.group_ids, x.turn_gamma,
+                  x.norm_adv_by_std_in_grpo)
     return adv.grpo_outcome_advantage(x.scores, x.response_mask, x.group_ids, x.norm_adv_by_std_in_grpo)
 
 
@@ -81,3 +94,21 @@ def _gae(x: AdvantageInputs):
 @register_adv_estimator("gpg")
 def _gpg(x: AdvantageInputs):
     return adv.gpg_advantage(x.scores, x.response_mask, x.group_ids)
+
+
+@register_adv_estimator("remax")
+def _remax(x: AdvantageInputs):
+    if x.reward_baselines is None:
+        raise ValueError("adv_estimator=remax needs the reward of a greedy response per prompt; RLTrainer.fit "
+                         "collects it (collect(rows, step, greedy=True))")
+    return adv.remax_advantage(x.scores, x.reward_baselines, x.response_mask)
+
+
+@register_adv_estimator("opo")
+def _opo(x: AdvantageInputs):
+    return adv.opo_advantage(x.scores, x.response_mask, x.group_ids)
+
+
+@register_adv_estimator("grpo_passk")
+def _grpo_passk(x: AdvantageInputs):
+    return adv.grpo_passk_advantage(x.scores, x.response_mask, x.group_ids, x.norm_adv_by_std_in_grpo)

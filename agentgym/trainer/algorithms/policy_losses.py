@@ -31,6 +31,8 @@ class PolicyLossSettings:
     clip_cov_ub: float = 5.0
     kl_cov_ratio: float = 0.0002
     ppo_kl_coef: float = 0.1
+    tau_pos: float = 1.0
+    tau_neg: float = 1.05
 
 
 PolicyLossFn = Callable[..., PolicyLossOutput]
@@ -171,3 +173,53 @@ def kl_cov_loss(old_log_prob, log_prob, advantages, mask, s: PolicyLossSettings,
     loss = agg_loss(losses, mask, s.loss_agg_mode, **agg)
     ppo_kl = masked_mean(log_ratio.abs(), mask)
     return PolicyLossOutput(loss, _zero(loss), ppo_kl.detach(), _zero(loss))
+
+
+def _seq_mean(per_seq: torch.Tensor, num_seqs: float | torch.Tensor | None) -> torch.Tensor:
+    """Mean over the sequences of the whole mini-batch (num_seqs), so micro-batches add up to it."""
+    return per_seq.sum() / (per_seq.shape[0] if num_seqs is None else num_seqs)
+
+
+@register_policy_loss("sapo")
+def sapo_loss(old_log_prob, log_prob, advantages, mask, s: PolicyLossSettings, *, token_weights=None, **agg):
+    """SAPO (Qwen, 2025, arXiv 2511.20347): a smooth gate instead of a hard clip, -f(r) * A with
+    f(r) = sigmoid(tau * (r - 1)) * 4 / tau, tau = tau_pos for A > 0 and tau_neg otherwise. f'(1) = 1, so on-policy
+    it is the plain policy gradient; away from r = 1 the gradient fades instead of stopping. Aggregated
+    seq-mean-token-mean whatever loss_agg_mode says, as the paper (and verl) do."""
+    if s.tau_pos <= 0 or s.tau_neg <= 0:
+        raise ValueError(f"SAPO's temperatures actor.tau_pos and actor.tau_neg must be > 0 (got {s.tau_pos}, {s.tau_neg})")
+    log_ratio = _log_ratio(log_prob, old_log_prob)
+    ratio = torch.exp(log_ratio)
+    tau = torch.where(advantages > 0, torch.full_like(advantages, s.tau_pos), torch.full_like(advantages, s.tau_neg))
+    gate = torch.sigmoid(tau * (ratio - 1.0)) * (4.0 / tau)
+    losses = _weighted(-gate * advantages, token_weights)
+    loss = agg_loss(losses, mask, "seq-mean-token-mean", **agg)
+    ppo_kl = masked_mean(-log_ratio, mask)
+    return PolicyLossOutput(loss, _zero(loss), ppo_kl.detach(), _zero(loss))
+
+
+@register_policy_loss("geo_mean")
+def geo_mean_loss(old_log_prob, log_prob, advantages, mask, s: PolicyLossSettings, *, token_weights=None,
+                  num_seqs=None, **agg):
+    """GMPO (Zhao et al. 2025, arXiv 2507.20673): the geometric mean of the token ratios instead of their
+    arithmetic mean, so one outlier token cannot dominate the sequence's update. Per sequence,
+    -A_i * exp(mean_t sgn(A_i) * min(sgn(A_i) log r_t, sgn(A_i) clip(log r_t, -clip_ratio_low, clip_ratio_high))),
+    A_i the sequence's mean advantage, averaged over sequences (loss_agg_mode is not used). The clip bounds apply
+    to log r, as in verl; the paper uses (-0.4, 0.4). Rollout weights enter as their per-sequence geometric mean."""
+    mask_f = mask.to(log_prob.dtype)
+    lengths = mask_f.sum(-1)
+    log_ratio = log_prob - old_log_prob
+    clamped = torch.clamp(log_ratio, -s.clip_ratio_low, s.clip_ratio_high)
+    sign = torch.sign(advantages)
+    pessimistic = sign * torch.minimum(sign * log_ratio, sign * clamped)
+    seq_ratio = torch.exp((pessimistic * mask_f).sum(-1) / (lengths + 1e-8))
+    seq_adv = (advantages * mask_f).sum(-1) / (lengths + 1e-8)
+    per_seq = -seq_adv * seq_ratio
+    if token_weights is not None:
+        per_seq = per_seq * torch.exp((torch.log(token_weights + 1e-10) * mask_f).sum(-1) / (lengths + 1e-8))
+    loss = _seq_mean(per_seq, num_seqs)
+    clipped = torch.ne(log_ratio, clamped).float()
+    clipfrac = masked_mean(clipped * (advantages > 0), mask)
+    clipfrac_lower = masked_mean(clipped * (advantages < 0), mask)
+    ppo_kl = masked_mean(-log_ratio, mask)
+    return PolicyLossOutput(loss, clipfrac.detach(), ppo_kl.detach(), clipfrac_lower.detach())

@@ -161,7 +161,8 @@ class PolicyRole(ModelRole):
         settings = PolicyLossSettings(
             clip_ratio_low=clip_low, clip_ratio_high=clip_high, clip_ratio_c=cfg.clip_ratio_c,
             loss_agg_mode=cfg.loss_agg_mode, clip_cov_ratio=pl.clip_cov_ratio, clip_cov_lb=pl.clip_cov_lb,
-            clip_cov_ub=pl.clip_cov_ub, kl_cov_ratio=pl.kl_cov_ratio, ppo_kl_coef=pl.ppo_kl_coef)
+            clip_cov_ub=pl.clip_cov_ub, kl_cov_ratio=pl.kl_cov_ratio, ppo_kl_coef=pl.ppo_kl_coef,
+            tau_pos=cfg.tau_pos, tau_neg=cfg.tau_neg)
         for _ in range(cfg.ppo_epochs):
             for mini in minibatches:
                 for micro in mini:
