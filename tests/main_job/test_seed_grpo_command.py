@@ -3,6 +3,7 @@ aside; what cannot run on this machine stops with a clear error naming the key, 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,9 @@ def data(tmp_path_factory):
 def _run(args, data, timeout=600):
     cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", *args, f"data.train_files={data / 'train.parquet'}",
            f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=data)
+    # The run's working directory is the data's (relative paths), so the checkout goes on the path explicitly.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=data, env=env)
 
 
 def _override(args, **changes):
