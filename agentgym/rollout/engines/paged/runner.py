@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from agentgym.rollout.engines.paged.blocks import NULL_BLOCK
 from agentgym.rollout.engines.paged.decode_attention import paged_decode_attention
-from agentgym.rollout.engines.paged.fused import FusedOps
+from agentgym.rollout.engines.paged.fused import FusedOps, rope_qk
 from agentgym.rollout.engines.paged.sampler import SamplingInputs, sample
 
 log = logging.getLogger(__name__)
@@ -195,11 +195,6 @@ class PagedModelRunner:
 
     # ---- shared layer stack ----------------------------------------------------------------------------------
 
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
-
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, attend,
                  *, final_norm: bool = True) -> torch.Tensor:
         """Hidden states [T, hidden] after the final norm; `attend(layer, q, k_cache, v_cache)` -> [T, heads, dim]."""
@@ -212,7 +207,7 @@ class PagedModelRunner:
             attn = layer.self_attn
             x = layer.input_layernorm(h)
             q, k, v = self._qkv(attn, x, t)
-            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            q, k = rope_qk(q, k, cos, sin)
             out = self._attend(index, q, k, v, slots, attend)
             h = h + attn.o_proj(out.reshape(t, self.heads * self.head_dim))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
