@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -63,15 +64,24 @@ def build_tiny_model(out_dir: str | os.PathLike[str], *, size: str = "tiny", see
     """
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {size!r}; choose one of {list(MODEL_SIZES)}")
+    name = f"agentgym-{size}-seed{seed}-{model_dir_key(size, seed)}"
+    return build_once(out_dir, name, lambda staging: _write_model(staging, size=size, seed=seed))
+
+
+def build_once(out_dir: str | os.PathLike[str], name: str, write: Callable[[Path], None]) -> Path:
+    """`out_dir/name`, written by `write(staging_dir)` unless a complete copy is there already.
+
+    The directory is written under a temporary name and renamed into place when complete, so concurrent
+    builders never see a half-written directory."""
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"agentgym-{size}-seed{seed}-{model_dir_key(size, seed)}"
+    target = root / name
     if (target / _COMPLETE_MARKER).exists():
         return target
 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
-        _write_model(staging, size=size, seed=seed)
+        write(staging)
         (staging / _COMPLETE_MARKER).write_text(target.name)
         try:
             os.rename(staging, target)

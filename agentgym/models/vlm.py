@@ -13,8 +13,6 @@ import copy
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,12 @@ from typing import Any
 import torch
 from transformers import AddedToken, GenerationConfig, PreTrainedTokenizerFast
 
-from agentgym.models.build import tiny_tokenizer
+from agentgym.models.build import build_once, tiny_tokenizer
 from agentgym.models.configs import TINY_SHAPES
 from agentgym.models.tokenizer import ENDOFTEXT, IM_END
 
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
 VISION_TOKENS = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
-_COMPLETE_MARKER = ".agentgym-complete"
 
 # Vision towers: patch 14, 2x2 merge (one LM token per 28x28 pixels), as every Qwen2.5-VL checkout.
 VLM_SHAPES: dict[str, dict[str, Any]] = {
@@ -94,23 +91,8 @@ def build_tiny_vlm(out_dir: str | os.PathLike[str], *, size: str = "tiny-vl", se
     """
     if size not in VLM_SHAPES:
         raise ValueError(f"unknown VLM size {size!r}; choose one of {sorted(VLM_SHAPES)}")
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"agentgym-{size}-seed{seed}-{_digest(size, seed)}"
-    if (target / _COMPLETE_MARKER).exists():
-        return target
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    try:
-        _write_vlm(staging, VLM_SHAPES[size], seed)
-        (staging / _COMPLETE_MARKER).write_text(target.name)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / _COMPLETE_MARKER).exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    name = f"agentgym-{size}-seed{seed}-{_digest(size, seed)}"
+    return build_once(out_dir, name, lambda staging: _write_vlm(staging, VLM_SHAPES[size], seed))
 
 
 def _write_vlm(path: Path, shape: dict[str, Any], seed: int) -> None:
