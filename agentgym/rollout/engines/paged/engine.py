@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,6 +28,7 @@ from agentgym.rollout.engines.base import (
 )
 from agentgym.rollout.engines.in_process import InProcessEngine
 from agentgym.rollout.engines.loading import load_causal_lm
+from agentgym.rollout.engines.paged import images as paged_images
 from agentgym.rollout.engines.paged.blocks import BlockPool
 from agentgym.rollout.engines.paged.runner import DecodeRow, PagedModelRunner, PrefillBatch, attention_shape
 from agentgym.rollout.engines.paged.sampler import uniform_for
@@ -93,6 +95,7 @@ class PagedEngineStats:
     decode_calls: int = 0
     max_decode_batch: int = 0
     decode_batch_sizes: Counter = field(default_factory=Counter)
+    images_encoded: int = 0  # images through the vision tower (an image whose pads are all cached is not)
     weight_version: int = 0
     num_blocks: int = 0
     block_size: int = 0
@@ -133,12 +136,13 @@ class PagedEngineStats:
             "kv_cache_gib": self.kv_cache_bytes / 2**30, "graph_captures": self.graph_captures, "capture_seconds": self.capture_seconds,
             "decode_attention": self.decode_attention, "fused_elementwise": self.fused_elementwise,
             "busy_seconds": self.busy_seconds, "decode_seconds": self.decode_seconds, "handoff_seconds": self.handoff_seconds,
-            "weight_version": self.weight_version,
+            "weight_version": self.weight_version, "images_encoded": self.images_encoded,
         }
 
 
 class PagedEngine(InProcessEngine):
-    """Engine over a local Llama/Qwen-family model directory (see `runner.unsupported_reason`)."""
+    """Engine over a local Llama/Qwen-family or Qwen2.5-VL model directory (see `runner.unsupported_reason`);
+    a vision-language model takes images with its prompts (`paged/images.py`)."""
 
     def __init__(self, model_path: str | Path | None, config: PagedEngineConfig | None = None):
         self.model_path = str(model_path) if model_path is not None else None
@@ -174,7 +178,7 @@ class PagedEngine(InProcessEngine):
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model
-        max_len = cfg.max_model_len or int(getattr(model.config, "max_position_embeddings", 4096))
+        max_len = cfg.max_model_len or int(getattr(model.config.get_text_config(), "max_position_embeddings", 4096))
         blocks_per_seq = -(-max_len // cfg.block_size)
         num_blocks = cfg.num_blocks or self._size_cache(model, blocks_per_seq)
         try:
@@ -202,7 +206,7 @@ class PagedEngine(InProcessEngine):
                  num_blocks, cfg.block_size, self.stats.kv_cache_bytes / 2**30, self.max_context, runner.cuda_graphs)
 
     def _size_cache(self, model: torch.nn.Module, blocks_per_seq: int) -> int:
-        cfg = model.config
+        cfg = model.config.get_text_config()
         _, kv_heads, head_dim = attention_shape(cfg)
         itemsize = torch.empty(0, dtype=getattr(torch, self.config.dtype)).element_size()
         per_block = cfg.num_hidden_layers * 2 * kv_heads * head_dim * self.config.block_size * itemsize
@@ -230,18 +234,36 @@ class PagedEngine(InProcessEngine):
     # ---- requests ----------------------------------------------------------------------------------------------
 
     async def generate(self, prompt_ids: list[int], sampling: SamplingParams, *,
-                       session_id: str | None = None) -> GenerateOutput:
+                       session_id: str | None = None, images: Any = None) -> GenerateOutput:
         """Queue one request and wait for its completion (`session_id` is unused: the prefix cache finds the
-        conversation's earlier turns by their tokens)."""
+        conversation's earlier turns by their tokens). `images` (an `ImageInputs`, vision-language models) are
+        the images whose pad tokens `prompt_ids` holds, in order."""
         self._check_prompt(prompt_ids)
+        if images is not None and len(images):
+            self._check_images(prompt_ids, images)
+        else:
+            images = None
         request = Request(
             prompt_ids=list(prompt_ids), sampling=sampling, future=asyncio.get_running_loop().create_future(),
             stop_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids or ()), max_total_len=self.max_context,
-            seed=sampling.seed if sampling.seed is not None else secrets.randbits(63),
+            seed=sampling.seed if sampling.seed is not None else secrets.randbits(63), images=images,
         )
         self._arrivals.append(request)
         self._wake.set()
         return await request.future
+
+    def _check_images(self, prompt_ids: list[int], images: Any) -> None:
+        pad = self._runner.image_token_id if self._runner is not None else None
+        if pad is None:
+            raise ValueError(f"the model ({type(self.model).__name__}) has no vision tower, so it cannot take images; "
+                             "serve a vision-language model (e.g. Qwen2.5-VL) for rows or tools with images")
+        pads = sum(1 for t in prompt_ids if t == pad)
+        if pads != images.num_tokens:
+            raise ValueError(f"the prompt holds {pads} image tokens but its {len(images)} image(s) need "
+                             f"{images.num_tokens}; expand each image's placeholder with the model's processor")
+        if prompt_ids[-1] == pad:
+            raise ValueError("the prompt ends inside an image; end it with the text that follows the image "
+                             "(e.g. the chat template's generation prompt)")
 
     def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         """In place, so the captured graphs stay valid; the prefix cache is emptied, since its keys and values
@@ -299,7 +321,10 @@ class PagedEngine(InProcessEngine):
         scheduler, runner = self._scheduler, self._runner
         for req in arrivals:
             prompt_len = len(req.prompt_ids)
-            scheduler.add(Sequence(req, tokens=list(req.prompt_ids), prompt_len=prompt_len,
+            tokens, media = list(req.prompt_ids), None
+            if req.images is not None:
+                tokens, media = paged_images.prepare(self.model, req.prompt_ids, req.images, runner.image_token_id)
+            scheduler.add(Sequence(req, tokens=tokens, prompt_len=prompt_len, media=media,
                                    max_len=min(prompt_len + req.sampling.max_new_tokens, req.max_total_len)))
         for seq in list(scheduler.running) + list(scheduler.waiting):
             if seq.request.future.done():  # the caller gave up (cancelled): free its blocks now
@@ -312,15 +337,7 @@ class PagedEngine(InProcessEngine):
                 scheduler.drop(seq)
                 finished.append(seq.request)
             if plan.prefill:
-                batch = PrefillBatch([], [], [], [], [], [])
-                for chunk in plan.prefill:
-                    seq = chunk.seq
-                    batch.tokens += seq.tokens[chunk.start : chunk.end]
-                    batch.positions += range(chunk.start, chunk.end)
-                    batch.slots += scheduler.slots(seq, chunk.start, chunk.end)
-                    batch.context_slots += scheduler.slots(seq, 0, chunk.end)
-                    batch.query_lens.append(chunk.end - chunk.start)
-                    batch.context_lens.append(chunk.end)
+                batch = self._prefill_batch(plan.prefill)
                 runner.prefill(batch)
                 for chunk in plan.prefill:
                     scheduler.computed(chunk.seq, chunk.end)
@@ -332,6 +349,58 @@ class PagedEngine(InProcessEngine):
         self.stats.capture_seconds = runner.capture_seconds
         return finished
 
+    def _prefill_batch(self, chunks: list) -> PrefillBatch:
+        scheduler, runner = self._scheduler, self._runner
+        self._encode_images(chunks)
+        batch = PrefillBatch([], [], [], [], [], [])
+        multimodal = any(chunk.seq.media is not None for chunk in chunks)
+        if multimodal:
+            batch.mrope = [[], [], []]
+        for chunk in chunks:
+            seq, start, end = chunk.seq, chunk.start, chunk.end
+            media = seq.media
+            offset = len(batch.tokens)
+            if media is None:
+                batch.tokens += seq.tokens[start:end]
+            else:
+                pad = runner.image_token_id
+                batch.tokens += [pad if t < 0 else t for t in seq.tokens[start:end]]
+                first, last = media.pads_in(start, end)
+                if last > first:
+                    batch.embed_index += [offset + p - start for p in media.pad_positions[first:last]]
+                    batch.embeds.append(media.embeds[first:last])
+            batch.positions += range(start, end)
+            if multimodal:
+                rows = media.rope_positions(start, end) if media is not None else [list(range(start, end))] * 3
+                for out, row in zip(batch.mrope, rows):
+                    out += row
+            batch.slots += scheduler.slots(seq, start, end)
+            batch.context_slots += scheduler.slots(seq, 0, end)
+            batch.query_lens.append(end - start)
+            batch.context_lens.append(end)
+        return batch
+
+    def _encode_images(self, chunks: list) -> None:
+        """Run the vision tower, in one pass, for the sequences whose chunk reaches a pad not yet encoded."""
+        needing = []
+        for chunk in chunks:
+            media = chunk.seq.media
+            if media is not None and media.embeds is None:
+                first, last = media.pads_in(chunk.start, chunk.end)
+                if last > first:
+                    needing.append(media)
+        if not needing:
+            return
+        pixels = torch.cat([m.inputs.pixel_values for m in needing])
+        grid = torch.cat([m.inputs.image_grid_thw for m in needing])
+        per_image = self._runner.image_embeddings(pixels, grid)
+        self.stats.images_encoded += len(per_image)
+        at = 0
+        for media in needing:
+            n = len(media.inputs)
+            media.embeds = torch.cat(per_image[at : at + n])
+            at += n
+
     def _decode(self, seqs: list[Sequence]) -> list[Request]:
         scheduler, runner = self._scheduler, self._runner
         rows, filtered = [], False
@@ -342,7 +411,8 @@ class PagedEngine(InProcessEngine):
                 token=seq.tokens[-1], position=len(seq.tokens) - 1, table_row=seq.row,
                 inv_temperature=1.0 if p.greedy else 1.0 / p.temperature, greedy=p.greedy,
                 top_k=runner.vocab if p.top_k == -1 else p.top_k, top_p=p.top_p, steps=seq.steps,
-                uniforms=[uniform_for(seq.request.seed, first + j) for j in range(seq.steps)]))
+                uniforms=[uniform_for(seq.request.seed, first + j) for j in range(seq.steps)],
+                rope_delta=seq.media.delta if seq.media is not None else 0))
             filtered = filtered or (not p.greedy and (p.top_k != -1 or p.top_p < 1.0))
         updates = []
         for seq in seqs:

@@ -56,11 +56,11 @@ class FusedOps:
         self.silu_mul = compile_(silu_mul)
 
     @classmethod
-    def load(cls, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> FusedOps | None:
-        """The fused ops, compiled and checked against the model's own modules, or None (with the reason logged)."""
-        layer = model.model.layers[0]
+    def load(cls, layer: torch.nn.Module, config, device: torch.device, dtype: torch.dtype) -> FusedOps | None:
+        """The fused ops, compiled and checked against a decoder layer's own modules (`config`: the text model's),
+        or None (with the reason logged)."""
         norm, mlp = layer.input_layernorm, layer.mlp
-        if not hasattr(norm, "variance_epsilon") or getattr(model.config, "hidden_act", None) != "silu":
+        if not hasattr(norm, "variance_epsilon") or getattr(config, "hidden_act", None) != "silu":
             log.info("fused decode ops skipped: the model's norm or activation is not RMSNorm/SiLU")
             return None
         try:

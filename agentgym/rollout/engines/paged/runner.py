@@ -21,7 +21,7 @@ import bisect
 import logging
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from agentgym.rollout.engines.paged.sampler import SamplingInputs, sample
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral", "qwen2_5_vl")
 _STATIC_ROPE = (None, "default", "linear", "llama3", "yarn")
 
 
@@ -57,12 +57,19 @@ def attention_shape(config) -> tuple[int, int, int]:
     return heads, kv_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
 
 
+def text_model(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The decoder stack (embed_tokens, layers, norm, rotary_emb): `model.model`, or for a vision-language model
+    its `language_model`."""
+    inner = getattr(model, "model", None)
+    return getattr(inner, "language_model", inner)
+
+
 def unsupported_reason(model: torch.nn.Module) -> str | None:
     """Why the paged runner cannot run this model, or None if it can."""
-    config = model.config
-    kind = getattr(config, "model_type", None)
+    kind = getattr(model.config, "model_type", None)
     if kind not in SUPPORTED_MODEL_TYPES:
         return f"model type {kind!r} is not one of {list(SUPPORTED_MODEL_TYPES)}"
+    config = model.config.get_text_config()
     uses_window = getattr(config, "use_sliding_window", kind == "mistral") and getattr(config, "sliding_window", None)
     layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
     if uses_window or layer_types != {"full_attention"}:
@@ -71,7 +78,7 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
     rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
     if rope_type not in _STATIC_ROPE:
         return f"rope type {rope_type!r} depends on the sequence length; only {_STATIC_ROPE[1:]} are supported"
-    inner = getattr(model, "model", None)
+    inner = text_model(model)
     if inner is None or not all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
         return "the model does not have the embed_tokens / layers / norm / rotary_emb layout of Llama-family models"
     attn = inner.layers[0].self_attn
@@ -90,6 +97,11 @@ class PrefillBatch:
     context_slots: list[int]  # every sequence's whole context (cached prefix + new tokens), packed
     query_lens: list[int]
     context_lens: list[int]
+    # Vision-language models: the three rotary position rows of every token (None: `positions` in all three),
+    # and the rows of `embeds` (vision tower output) that replace the token embeddings at `embed_index`.
+    mrope: list[list[int]] | None = None
+    embed_index: list[int] = field(default_factory=list)
+    embeds: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +118,7 @@ class DecodeRow:
     top_p: float
     steps: int
     uniforms: list[float]
+    rope_delta: int = 0  # vision-language models: rotary position minus cache position (`paged/images.py`)
 
 
 class PagedModelRunner:
@@ -117,8 +130,8 @@ class PagedModelRunner:
         if reason is not None:
             raise ValueError(f"the paged engine cannot run this model: {reason}; use the `dynamic` backend")
         self.model = model
-        inner = model.model
-        cfg = model.config
+        inner = text_model(model)
+        cfg = model.config.get_text_config()
         self.embed, self.layers, self.norm = inner.embed_tokens, list(inner.layers), inner.norm
         self.lm_head = model.get_output_embeddings()
         param = next(model.parameters())
@@ -134,7 +147,7 @@ class PagedModelRunner:
         if not 1 <= decode_steps <= block_size:
             raise ValueError(f"decode_steps must be between 1 and block_size ({block_size}), got {decode_steps}")
         self.decode_steps = decode_steps
-        self._row_fields = 8 + decode_steps
+        self._row_fields = 9 + decode_steps
         # [layer, k|v, kv head, slot, head dim]: a layer's keys for a block table gather as one indexing op.
         self.kv = torch.zeros(len(self.layers), 2, self.kv_heads, num_blocks * block_size, self.head_dim,
                               dtype=self.dtype, device=self.device)
@@ -143,6 +156,8 @@ class PagedModelRunner:
             probe = torch.zeros(1, dtype=self.dtype, device=self.device)
             cos, sin = inner.rotary_emb(probe, positions)
         self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+        self._mrope_select = _mrope_select(getattr(inner.rotary_emb, "mrope_section", None), self.head_dim, self.device)
+        self.image_token_id = getattr(model.config, "image_token_id", None) if self._mrope_select is not None else None
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.batch_buckets = buckets(max_batch)
         self.block_buckets = buckets(max_blocks_per_seq)
@@ -152,10 +167,12 @@ class PagedModelRunner:
         self.capture_seconds = 0.0
         self._flash = _flash_prefill_kernel(self.device) if self.device.type == "cuda" else None
         self._paged_kernel = paged_decode_attention if self.device.type == "cuda" else None
-        self._fused = FusedOps.load(model, self.device, self.dtype) if self.device.type == "cuda" and fuse else None
+        self._fused = (FusedOps.load(self.layers[0], cfg, self.device, self.dtype)
+                       if self.device.type == "cuda" and fuse else None)
         dev = self.device
         self._tokens = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self._positions = torch.zeros(max_batch, dtype=torch.long, device=dev)
+        self._deltas = torch.zeros(max_batch, dtype=torch.long, device=dev)
         self._steps = torch.ones(max_batch, dtype=torch.long, device=dev)
         self._lens = torch.ones(max_batch, dtype=torch.long, device=dev)
         self._tables = torch.zeros(max_batch, max_blocks_per_seq, dtype=torch.long, device=dev)
@@ -195,14 +212,13 @@ class PagedModelRunner:
 
     # ---- shared layer stack ----------------------------------------------------------------------------------
 
-    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, attend,
+    def _forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor, attend,
                  *, final_norm: bool = True) -> torch.Tensor:
-        """Hidden states [T, hidden] after the final norm; `attend(layer, q, k_cache, v_cache)` -> [T, heads, dim]."""
+        """Hidden states [T, hidden] (after the final norm) from input embeddings `h` and each token's rotary
+        cos/sin; `attend(q, k_cache, v_cache)` -> [T, heads, dim]."""
         if self._fused is not None:
-            return self._fused_forward(tokens, positions, slots, attend, final_norm=final_norm)
-        h = self.embed(tokens)
-        cos, sin = self.cos[positions], self.sin[positions]
-        t = tokens.shape[0]
+            return self._fused_forward(h, cos, sin, slots, attend, final_norm=final_norm)
+        t = h.shape[0]
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
@@ -213,12 +229,10 @@ class PagedModelRunner:
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.norm(h) if final_norm else h
 
-    def _fused_forward(self, tokens, positions, slots, attend, *, final_norm: bool) -> torch.Tensor:
+    def _fused_forward(self, h, cos, sin, slots, attend, *, final_norm: bool) -> torch.Tensor:
         """`_forward` with each residual add + norm, the rope of q and k, and the MLP's activation as one kernel."""
         ops = self._fused
-        h = self.embed(tokens)
-        cos, sin = self.cos[positions], self.sin[positions]
-        t = tokens.shape[0]
+        t = h.shape[0]
         delta = None
         for index, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
@@ -272,7 +286,27 @@ class PagedModelRunner:
                 return self._flash(q, k, v, cu_q, cu_k, max_q, max_k, self.scale)
             return _prefix_attention(q, k, v, batch.query_lens, batch.context_lens, self.scale)
 
-        self._forward(tokens, positions, slots, attend, final_norm=False)
+        h = self.embed(tokens)
+        if batch.embed_index:
+            index = as_long(batch.embed_index)
+            h = h.index_copy(0, index, torch.cat(batch.embeds).to(h.dtype))
+        if batch.mrope is not None:
+            cos, sin = self.mrope_cos_sin(as_long(batch.mrope))
+        else:
+            cos, sin = self.cos[positions], self.sin[positions]
+        self._forward(h, cos, sin, slots, attend, final_norm=False)
+
+    def mrope_cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [T, head_dim] for [3, T] positions: each rotary dimension takes the position of its section
+        (temporal, height, width), as the model's multimodal rotary embedding does."""
+        index = positions[self._mrope_select].T
+        return self.cos.gather(0, index), self.sin.gather(0, index)
+
+    def image_embeddings(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[torch.Tensor]:
+        """The vision tower's output for each image (rows = the image's pad tokens), in the LM's dtype."""
+        out = self.model.model.get_image_features(pixel_values.to(self.device), grid_thw.to(self.device),
+                                                  return_dict=True)
+        return [e.to(self.dtype) for e in out.pooler_output]
 
     # ---- decode ----------------------------------------------------------------------------------------------
 
@@ -327,7 +361,8 @@ class PagedModelRunner:
             slots = torch.where(steps > j, block * bs + positions % bs, NULL_BLOCK * bs)
             self._lens[:rows].copy_(positions + 1)
             attend = self._decode_attention(rows, blocks)
-            hidden = self._forward(tokens, positions, slots, attend)
+            rope = positions + self._deltas[:rows]
+            hidden = self._forward(self.embed(tokens), self.cos[rope], self.sin[rope], slots, attend)
             logits = self.lm_head(hidden)
             sampling = self._sampling.rows(rows)
             sampling.uniform = self._uniforms[:rows, j]
@@ -386,10 +421,11 @@ class PagedModelRunner:
         k = self.decode_steps
         flat: list[float] = []
         for r in rows_in:
-            flat += (r.token, r.position, r.table_row, r.inv_temperature, r.greedy, r.top_k, r.top_p, r.steps)
+            flat += (r.token, r.position, r.table_row, r.inv_temperature, r.greedy, r.top_k, r.top_p, r.steps,
+                     r.rope_delta)
             flat += r.uniforms
             flat += [0.0] * (k - len(r.uniforms))
-        flat += ([0, 0, self.max_batch, 1.0, 1, self.vocab, 1.0, 1] + [0.0] * k) * (rows - len(rows_in))
+        flat += ([0, 0, self.max_batch, 1.0, 1, self.vocab, 1.0, 1, 0] + [0.0] * k) * (rows - len(rows_in))
         host = torch.frombuffer(array("d", flat), dtype=torch.float64)
         self._staging[: rows * self._row_fields].copy_(host)
 
@@ -404,7 +440,8 @@ class PagedModelRunner:
         s.top_k[:rows].copy_(staged[:, 5])
         s.top_p[:rows].copy_(staged[:, 6])
         self._steps[:rows].copy_(staged[:, 7])
-        self._uniforms[:rows].copy_(staged[:, 8:])
+        self._deltas[:rows].copy_(staged[:, 8])
+        self._uniforms[:rows].copy_(staged[:, 9:])
 
     def capture_all(self) -> None:
         """Capture the unfiltered decode graph of every batch bucket now, largest first (smaller graphs reuse its
@@ -437,6 +474,16 @@ class PagedModelRunner:
         self.capture_seconds += time.perf_counter() - started
         graph.replay()
         return out
+
+
+def _mrope_select(sections: list[int] | None, head_dim: int, device: torch.device) -> torch.Tensor | None:
+    """For each rotary dimension, which of the three position rows it rotates by (None: a text-only model)."""
+    if not sections:
+        return None
+    per_frequency = [i for i, n in enumerate(sections) for _ in range(n)]
+    if len(per_frequency) * 2 != head_dim:
+        raise ValueError(f"mrope_section {sections} does not cover half the head dim ({head_dim // 2})")
+    return torch.tensor(per_frequency * 2, dtype=torch.long, device=device)
 
 
 def _cumulative(lengths: list[int], device: torch.device) -> torch.Tensor:

@@ -39,6 +39,7 @@ class Sequence:
     synced_blocks: int = 0  # how many of `blocks` that row holds
     max_len: int = 1 << 62  # the length at which it ends (max new tokens, context limit)
     steps: int = 1  # tokens the next decode call may sample for it (blocks are allocated for them)
+    media: Any = None  # a vision-language request's images (`paged/images.py`); pads in `tokens` are content ids
 
     @property
     def output_len(self) -> int:
