@@ -4,8 +4,8 @@ model without its vision tower, plus host/GPU memory over repeated rollout steps
     python benchmarks/gpu/vlm_bench.py --out $OUT                      # GPU: Qwen2.5-VL-3B shapes, bf16
     python benchmarks/gpu/vlm_bench.py --tiny --device cpu             # CPU check: the tiny Qwen2.5-VL
 
-Rollout: `--batch` requests at once through the in-process dynamic-cache engine (the one that takes images),
-each one `--image-size`^2 image (448 -> 256 image tokens) plus `--prompt-len` text tokens, sampling exactly
+Rollout: `--batch` requests at once through an in-process engine (`--engine`: the paged engine, the GPU default,
+or the dynamic-cache one), each one `--image-size`^2 image (448 -> 256 image tokens) plus `--prompt-len` text tokens, sampling exactly
 `--new-tokens` tokens; the text-only run gives the same language model a prompt of the same total length in text
 tokens. Update: forward + backward + AdamW over `--batch` sequences of prompt + `--response-len` tokens, padded
 micro-batches of `--micro` sequences, the trainer's own forward (`forward_policy`, chunked log-prob head).
@@ -81,10 +81,12 @@ def build_models(args):
 def random_image(processor, size: int, rng: np.random.Generator) -> EncodedImage:
     from PIL import Image
 
+    from agentgym.multimodal.images import as_png
+
     img = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
     out = processor(images=[img], return_tensors="pt")
     grid = tuple(int(x) for x in out["image_grid_thw"][0])
-    return EncodedImage(b"", out["pixel_values"], grid, grid[0] * grid[1] * grid[2] // processor.merge_size ** 2)
+    return EncodedImage(as_png(img), out["pixel_values"], grid, grid[0] * grid[1] * grid[2] // processor.merge_size ** 2)
 
 
 def text_id(rng: random.Random, vocab: int) -> int:
@@ -98,23 +100,57 @@ def vl_prompt(args, image: EncodedImage, pad: int, start: int, end: int, vocab: 
     return text[:half] + [start] + [pad] * image.num_tokens + [end] + text[half:]
 
 
-async def rollout(engine, prompts, images, new_tokens: int) -> tuple[float, int]:
+async def rollout(engine, prompts, images, new_tokens: int) -> tuple[float, list]:
     sampling = SamplingParams(max_new_tokens=new_tokens, temperature=1.0)
     start = time.perf_counter()
     outs = await asyncio.gather(*(engine.generate(p, sampling, **({"images": im} if im is not None else {}))
                                   for p, im in zip(prompts, images)))
-    return time.perf_counter() - start, sum(len(o.token_ids) for o in outs)
+    return time.perf_counter() - start, outs
+
+
+def logprob_gap(model, device: str, prompts, images, outs, count: int = 4) -> dict:
+    """|engine logprob - the model's own full forward (pixels, 3-D rotary positions)| over the sampled tokens."""
+    from agentgym.multimodal.processor import rope_positions
+
+    gaps = []
+    with torch.inference_mode():
+        for prompt, image, out in list(zip(prompts, images, outs))[:count]:
+            ids = torch.tensor([prompt + out.token_ids], device=device)
+            kwargs = {}
+            if image is not None:
+                grid = image.image_grid_thw.to(device)
+                kwargs = dict(pixel_values=image.pixel_values.to(device), image_grid_thw=grid,
+                              position_ids=rope_positions(model, ids.cpu(), grid.cpu())[0].to(device))
+            logits = model(input_ids=ids, **kwargs).logits[0, len(prompt) - 1 : -1].float()
+            ref = torch.log_softmax(logits, -1).gather(1, torch.tensor(out.token_ids, device=device)[:, None])[:, 0]
+            gaps.append((ref - torch.tensor(out.logprobs, device=device)).abs())
+    gap = torch.cat(gaps)
+    return {"sequences": len(gaps), "mean": float(gap.mean()), "max": float(gap.max())}
+
+
+def make_engine(args, model):
+    dtype = "bfloat16" if args.device == "cuda" else "float32"
+    threads = None if args.device == "cuda" else 1
+    if args.engine == "paged":
+        from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
+
+        image_tokens = (args.image_size // 28) ** 2
+        return PagedEngine.from_model(model, eos_token_ids=[], config=PagedEngineConfig(
+            device=args.device, dtype=dtype, max_batch_size=args.batch, intra_op_threads=threads,
+            max_model_len=args.prompt_len + image_tokens + 2 + args.new_tokens + 64,
+            gpu_memory_utilization=0.5, cuda_graphs=args.device == "cuda"))
+    from agentgym.rollout.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
+
+    return TransformersEngine.from_model(model, eos_token_ids=[], config=TransformersEngineConfig(
+        device=args.device, dtype=dtype, max_batch_size=args.batch, max_prefill_tokens=1 << 20,
+        intra_op_threads=threads))
 
 
 async def bench_rollout(args, model, processor, token_ids, vision: bool) -> dict:
-    from agentgym.rollout.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
-
     pad, start, end = token_ids
     vocab = model.config.get_text_config().vocab_size
-    engine = TransformersEngine.from_model(model, eos_token_ids=[], config=TransformersEngineConfig(
-        device=args.device, dtype="bfloat16" if args.device == "cuda" else "float32", max_batch_size=args.batch,
-        max_prefill_tokens=1 << 20, intra_op_threads=None if args.device == "cuda" else 1))
-    result: dict = {"model": "vlm" if vision else "text-only", "batch": args.batch}
+    engine = make_engine(args, model)
+    result: dict = {"model": "vlm" if vision else "text-only", "batch": args.batch, "engine": args.engine}
     memory = []
     async with engine:
         runs = []
@@ -130,15 +166,22 @@ async def bench_rollout(args, model, processor, token_ids, vision: bool) -> dict
                            for p in prompts]
             inputs = [ImageInputs((im,)) for im in images] if vision else [None] * len(prompts)
             sync(args.device)
-            seconds, sampled = await rollout(engine, prompts, inputs, args.new_tokens)
+            seconds, outs = await rollout(engine, prompts, inputs, args.new_tokens)
+            sampled = sum(len(o.token_ids) for o in outs)
             sync(args.device)
+            if step == 1:
+                result["logprob_gap"] = logprob_gap(model, args.device, prompts, inputs, outs)
             runs.append({"seconds": seconds, "sampled_tokens": sampled, "tokens_per_s": sampled / seconds,
                          "image_encode_s": encode_s if vision else 0.0, "prompt_tokens": len(prompts[0])})
-            del images, inputs, prompts
+            del images, inputs, prompts, outs
             gc.collect()
             memory.append({"step": step, "rss_mb": rss_mb(),
                            "cuda_allocated_mb": torch.cuda.memory_allocated() / 2**20 if args.device == "cuda" else 0.0})
         result.update(runs[1], first_run_tokens_per_s=runs[0]["tokens_per_s"])
+        if args.engine == "paged":
+            stats = engine.stats.as_dict()
+            result["engine_stats"] = {k: stats[k] for k in ("images_encoded", "prefilled_tokens", "cached_tokens",
+                                                            "graph_captures", "decode_attention", "fused_elementwise")}
     if vision and args.memory_steps:
         result["memory"] = {"steps": len(memory), "rss_mb_after_step2": memory[1]["rss_mb"],
                             "rss_mb_last": memory[-1]["rss_mb"], "rss_growth_mb": memory[-1]["rss_mb"] - memory[1]["rss_mb"],
@@ -154,7 +197,10 @@ def bench_update(args, model, processor, token_ids, vision: bool) -> dict:
 
     pad, start, end = token_ids
     vocab = model.config.get_text_config().vocab_size
+    from agentgym.multimodal.vision_attention import use_vision_attention
+
     install_logprob_head(model)
+    use_vision_attention(model)  # what the trainer's model loading does
     model.train()
     for p in model.parameters():  # the rollout engine adopted the same module and froze it
         p.requires_grad_(True)
@@ -209,6 +255,8 @@ def main() -> None:
     parser.add_argument("--micro", type=int, default=None)
     parser.add_argument("--memory-steps", type=int, default=50)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--engine", choices=["paged", "dynamic"], default=None,
+                        help="rollout engine (default: paged on CUDA, dynamic on CPU)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["rollout", "update", "text"])
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args()
@@ -217,6 +265,8 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.engine is None:
+        args.engine = "paged" if args.device == "cuda" else "dynamic"
     if args.tiny and args.device == "cpu":
         torch.set_num_threads(1)
     vlm, lm, processor, *token_ids = build_models(args)

@@ -24,6 +24,7 @@ def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: b
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForTokenClassification
 
     from agentgym.multimodal.processor import VisionProcessor
+    from agentgym.multimodal.vision_attention import use_vision_attention
 
     if not model_cfg.path:
         raise ConfigError("no model path given.", entry="actor_rollout_ref.model.path",
@@ -57,6 +58,7 @@ def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: b
     if model_cfg.use_remove_padding and model_cfg.attn_implementation == "sdpa":
         # Packed rows under dense-mask SDPA cost O(T^2) in the row length; per-sequence attention is exact and cheaper.
         use_varlen_attention(model)
+    use_vision_attention(model)  # after the line above, which switches every sub-model
     if model_cfg.enable_gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from agentgym.multimodal.vision_attention import use_vision_attention
 from agentgym.rollout.engines.base import (
     FINISH_LENGTH,
     EngineError,
@@ -178,6 +179,7 @@ class PagedEngine(InProcessEngine):
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model
+        use_vision_attention(model)  # a vision tower's windows in one kernel (no-op for text models)
         max_len = cfg.max_model_len or int(getattr(model.config.get_text_config(), "max_position_embeddings", 4096))
         blocks_per_seq = -(-max_len // cfg.block_size)
         num_blocks = cfg.num_blocks or self._size_cache(model, blocks_per_seq)
