@@ -178,7 +178,7 @@ class AgentLoop:
 
         if "images" not in inspect.signature(self.engine.generate).parameters:
             raise TypeError(f"{type(self.engine).__name__} does not take images; serve vision-language models with "
-                            "the CPU in-process engine (engine_kwargs.transformers.backend=dynamic) or SGLang")
+                            "the in-process engines (rollout.name=transformers) or SGLang")
 
     async def run(self, row: Mapping[str, Any], *, group_id: str | None = None, uid: str | None = None) -> Trajectory:
         """One episode for one dataset row (verl layout: `prompt`, `extra_info`)."""
