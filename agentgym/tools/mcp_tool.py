@@ -18,11 +18,17 @@ server's tools, closed when the trajectory's last instance of them is released),
 session keeps it per trajectory. Calls wait for the entry's token bucket (`rate_limit` calls/s per server) and
 are bounded by `timeout`. A server that cannot be started or reached, a call that fails or times out, and a tool
 result flagged as an error all reach the model as the call's tool message.
+
+Image content in a result reaches the model as images of the tool message (`ToolResponse.image`, as a
+vision-language model sees a tool's picture); a text-only model would fail such an episode rather than lose the
+image unseen, so for one set `config.images: false` and the images arrive as a `[image image/png]` placeholder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import threading
 from collections.abc import Coroutine
@@ -252,6 +258,7 @@ class MCPTool(BaseTool):
         self.pool = pool
         self.remote_name = remote_name or self.name
         self.timeout = float(self.config.get("timeout", 30.0))
+        self.pass_images = bool(self.config.get("images", True))
         self._keys: dict[str, str] = {}
 
     def _trajectory_key(self, instance_id: str) -> str:
@@ -293,6 +300,9 @@ class MCPTool(BaseTool):
         if getattr(result, "is_error", False):
             return ToolResponse(text=f"Error: {text}" if text else f"Error: `{self.name}` failed on {where}."), 0.0, \
                 {"mcp_error": "tool"}
+        images = result_images(result) if self.pass_images else []
+        if images:
+            return ToolResponse(text=result_text(result, images_apart=True) or None, image=images), 0.0, {}
         return ToolResponse(text=text), 0.0, {}
 
     async def release(self, instance_id: str, **kwargs: Any) -> None:
@@ -301,12 +311,28 @@ class MCPTool(BaseTool):
             await self.pool.release(key)
 
 
-def result_text(result: Any) -> str:
-    """A CallToolResult as text for the model: text parts in order, resources by their text or URI, media named;
-    the structured content as JSON when there is no text."""
+def result_images(result: Any) -> list[bytes]:
+    """The decoded bytes of a CallToolResult's image blocks, in order (a block that does not decode is left to the
+    text, as a placeholder)."""
+    images = []
+    for block in getattr(result, "content", None) or []:
+        if getattr(block, "type", "") == "image":
+            try:
+                images.append(base64.b64decode(block.data, validate=True))
+            except (binascii.Error, ValueError, TypeError):
+                continue
+    return images
+
+
+def result_text(result: Any, *, images_apart: bool = False) -> str:
+    """A CallToolResult as text for the model: text parts in order, resources by their text or URI, media named
+    (images left out when `images_apart`: they travel as images); the structured content as JSON when there is
+    no text."""
     parts = []
     for block in getattr(result, "content", None) or []:
         kind = getattr(block, "type", "")
+        if kind == "image" and images_apart:
+            continue
         if kind == "text":
             parts.append(block.text)
         elif kind == "resource":
@@ -356,6 +382,9 @@ def parse_mcp_entry(raw: dict[str, Any], index: int, file: str) -> MCPEntry:
         raise ConfigError("`mcp.tool_selected_list` must be a list of tool names.", file=file, entry=entry,
                           fix="write it as tool_selected_list: [search, fetch]")
     config = dict(raw.get("config") or {})
+    if not isinstance(config.get("images", True), bool):
+        raise ConfigError(f"`config.images` must be true or false, got {config['images']!r}.", file=file, entry=entry,
+                          fix="images: true passes a result's images to the model; false sends a placeholder")
     for key in ("timeout", "rate_limit", "connect_timeout"):
         value = config.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Image, MCPServer
 
 server = MCPServer("agentgym-test", log_level="CRITICAL")
 _notes: dict[str, list[str]] = {}  # per MCP session (one stdio process, or one HTTP session id): the notes so far
@@ -37,6 +37,18 @@ async def slow(seconds: float) -> str:
 def explode(message: str) -> str:
     """Always fails."""
     raise ValueError(message)
+
+
+@server.tool()
+def picture(colour: str) -> list:
+    """A 24x16 PNG of one colour, and its caption."""
+    import io
+
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.new("RGB", (24, 16), colour).save(out, format="PNG")
+    return [f"a {colour} rectangle", Image(data=out.getvalue(), format="png")]
 
 
 @server.tool()

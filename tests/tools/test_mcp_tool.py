@@ -150,3 +150,26 @@ def test_servers_file_errors(tmp_path: Path) -> None:
         read_servers_file(tmp_path / "missing.json")
     bad.write_text('{"mcpServers": {"a": {"url": "http://h/mcp", "auth_token": "t"}}}')
     assert read_servers_file(bad)["a"].auth_token == "t"
+
+
+def test_a_results_images_reach_the_model_as_images_or_as_a_placeholder(tmp_path: Path) -> None:
+    """A vision-language model sees a tool's picture (`ToolResponse.image`); `images: false` (text-only models)
+    sends a placeholder instead, so the episode does not fail on an image it could not show."""
+    import io
+
+    from PIL import Image
+
+    async def call(tools):
+        async with Session(tools) as session:
+            [result] = await session.run_calls([_Call("picture", {"colour": "red"})])
+            return result.response
+
+    as_images = asyncio.run(call(load_all_tools(write_config(tmp_path, STDIO, selected=["picture"], timeout=60))))
+    assert as_images.text == "a red rectangle"
+    [png] = as_images.image
+    picture = Image.open(io.BytesIO(png))
+    assert picture.size == (24, 16) and picture.convert("RGB").getpixel((3, 3)) == (255, 0, 0)
+    as_text = asyncio.run(call(load_all_tools(write_config(tmp_path, STDIO, selected=["picture"], timeout=60, images=False))))
+    assert as_text.image is None and as_text.text == "a red rectangle\n[image image/png]"
+    with pytest.raises(ConfigError, match="config.images"):
+        load_all_tools(write_config(tmp_path, STDIO, selected=["picture"], images="yes"))
