@@ -8,22 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agentgym.cli_registries import add_interaction_commands
+from agentgym.cli_registries import add_interaction_commands, add_tool_commands
 from agentgym.data_cli import add_data_commands
 from agentgym.console import make_console
 from agentgym.errors import AgentGymError
 
 
-def _tools_validate(args: argparse.Namespace, console: Console) -> int:
-    from agentgym.cli_registries import validate_registry_file
-
-    return validate_registry_file(args.file, console, expected="tools")
-
-
-def _tools_list(args: argparse.Namespace, console: Console) -> int:
-    from agentgym.cli_registries import list_registry_file
-
-    return list_registry_file(args.file, console, expected="tools")
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -112,14 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=2)
     demo.set_defaults(handler=_demo)
 
-    tools = sub.add_parser("tools", help="inspect tool YAML registrations").add_subparsers(dest="tools_command", required=True)
-    validate = tools.add_parser("validate", help="check a tool YAML file: syntax, classes, JSON Schemas (meta-schema, "
-                                "required names defined), names (an interaction file is recognised and checked)")
-    validate.add_argument("file", type=Path)
-    validate.set_defaults(handler=_tools_validate)
-    listing = tools.add_parser("list", help="list the tools a YAML file registers")
-    listing.add_argument("file", type=Path)
-    listing.set_defaults(handler=_tools_list)
+    add_tool_commands(sub)
     add_data_commands(sub)
     add_interaction_commands(sub)
     return parser

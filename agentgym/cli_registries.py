@@ -1,7 +1,9 @@
 """`agentgym tools validate|list` and `agentgym interactions validate|list`.
 
 `validate` takes either kind of file: it looks at the top-level key (`tools` or `interaction`) and checks what it
-finds, so pointing the wrong subcommand at a file still checks it instead of failing on the layout.
+finds, so pointing the wrong subcommand at a file still checks it instead of failing on the layout. MCP entries are
+checked offline (their servers file and config); `--connect` also starts or reaches their servers and lists the
+tools they serve, as a run would.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ def _kinds(path: Path) -> list[str]:
     return [kind for kind in ("tools", "interaction") if kind in data]
 
 
-def _validate_tools(path: Path, console: Console) -> None:
+def _mcp_tools(path: Path, connect: bool) -> list[tuple[Any, dict | None]]:
+    """Each MCP entry of the file with its tools by name (None without `connect`: the servers are not contacted)."""
+    from agentgym.tools.mcp_tool import build_mcp_tools
+    from agentgym.tools.registry import load_mcp_entries
+
+    return [(entry, build_mcp_tools(entry) if connect else None) for entry in load_mcp_entries(path)]
+
+
+def _validate_tools(path: Path, console: Console, connect: bool = False) -> None:
     from agentgym.tools.registry import load_tool_specs
 
     specs = load_tool_specs(path)
@@ -36,6 +46,14 @@ def _validate_tools(path: Path, console: Console) -> None:
     for spec in specs:
         for warning in spec.warnings:
             console.print(f"[yellow]warning[/yellow] {warning}", soft_wrap=True)
+    for entry, tools in _mcp_tools(path, connect):
+        servers = ", ".join(entry.servers)
+        if tools is None:
+            console.print(f"[green]OK[/green] tools[{entry.index}] (mcp): servers {servers} (not contacted; "
+                          "--connect lists their tools)", soft_wrap=True)
+        else:
+            console.print(f"[green]OK[/green] tools[{entry.index}] (mcp): servers {servers} serve {len(tools)} "
+                          f"tool(s): {', '.join(tools)}", soft_wrap=True)
 
 
 def _validate_interactions(path: Path, console: Console) -> None:
@@ -53,26 +71,40 @@ def _validate_interactions(path: Path, console: Console) -> None:
     console.print(f"[green]OK[/green] {path}: {len(specs)} interaction(s): {shown}")
 
 
-def validate_registry_file(path: Path, console: Console, *, expected: str) -> int:
+def validate_registry_file(path: Path, console: Console, *, expected: str, connect: bool = False) -> int:
     """Check a tool or interaction YAML (whichever the file is; `expected` when it is neither)."""
     kinds = _kinds(path) or [expected]
     if expected not in kinds:
         console.print(f"{path} is an {' and '.join(kinds)} config; checking it as one.")
     for kind in kinds:
-        (_validate_tools if kind == "tools" else _validate_interactions)(path, console)
+        if kind == "tools":
+            _validate_tools(path, console, connect)
+        else:
+            _validate_interactions(path, console)
     return 0
 
 
-def _tools_table(path: Path) -> Table:
+def _parameters(schema: Any) -> str:
+    params = schema.function.parameters
+    return ", ".join(f"{k}{'*' if k in params.required else ''}: {v.type}" for k, v in params.properties.items())
+
+
+def _tools_table(path: Path, connect: bool = False) -> Table:
     from agentgym.tools.registry import load_tool_specs
 
     table = Table(title=str(path))
     for column in ("name", "class", "parameters", "description"):
         table.add_column(column)
     for spec in load_tool_specs(path):
-        params = spec.tool_schema.function.parameters
-        shown = ", ".join(f"{k}{'*' if k in params.required else ''}: {v.type}" for k, v in params.properties.items())
-        table.add_row(spec.name, spec.class_name, shown, spec.tool_schema.function.description)
+        table.add_row(spec.name, spec.class_name, _parameters(spec.tool_schema), spec.tool_schema.function.description)
+    for entry, tools in _mcp_tools(path, connect):
+        if tools is None:
+            table.add_row(f"tools[{entry.index}] (mcp)", entry.tool_class.__name__, "-",
+                          f"the tools of servers {', '.join(entry.servers)} (--connect lists them)")
+            continue
+        for name, tool in tools.items():
+            table.add_row(name, f"{type(tool).__name__} ({tool.pool.server.name})", _parameters(tool.tool_schema),
+                          tool.tool_schema.function.description)
     return table
 
 
@@ -87,10 +119,28 @@ def _interactions_table(path: Path) -> Table:
     return table
 
 
-def list_registry_file(path: Path, console: Console, *, expected: str) -> int:
+def list_registry_file(path: Path, console: Console, *, expected: str, connect: bool = False) -> int:
     for kind in _kinds(path) or [expected]:
-        console.print(_tools_table(path) if kind == "tools" else _interactions_table(path))
+        console.print(_tools_table(path, connect) if kind == "tools" else _interactions_table(path))
     return 0
+
+
+def add_tool_commands(sub: Any) -> None:
+    """`agentgym tools validate|list FILE [--connect]`."""
+    commands = sub.add_parser("tools", help="inspect tool YAML registrations").add_subparsers(
+        dest="tools_command", required=True)
+    validate = commands.add_parser("validate", help="check a tool YAML file: syntax, classes, JSON Schemas "
+                                   "(meta-schema, required names defined), names, MCP entries (an interaction file "
+                                   "is recognised and checked)")
+    listing = commands.add_parser("list", help="list the tools a YAML file registers")
+    for parser in (validate, listing):
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--connect", action="store_true",
+                            help="start or reach the MCP servers of `type: mcp` entries and list their tools")
+    validate.set_defaults(handler=lambda args, console: validate_registry_file(
+        args.file, console, expected="tools", connect=args.connect))
+    listing.set_defaults(handler=lambda args, console: list_registry_file(
+        args.file, console, expected="tools", connect=args.connect))
 
 
 def add_interaction_commands(sub: Any) -> None:

@@ -21,7 +21,6 @@ import gc
 import json
 import os
 import random
-import resource
 import sys
 import time
 from pathlib import Path

@@ -173,3 +173,18 @@ def test_a_results_images_reach_the_model_as_images_or_as_a_placeholder(tmp_path
     assert as_text.image is None and as_text.text == "a red rectangle\n[image image/png]"
     with pytest.raises(ConfigError, match="config.images"):
         load_all_tools(write_config(tmp_path, STDIO, selected=["picture"], images="yes"))
+
+
+def test_tools_validate_and_list_show_mcp_entries_and_connect_on_request(tmp_path: Path, capsys) -> None:
+    from agentgym.cli import main
+
+    path = write_config(tmp_path, STDIO, selected=["add", "picture"], timeout=60)
+    assert main(["tools", "validate", str(path)]) == 0
+    offline = capsys.readouterr().out
+    assert "1 tool(s): calculator" in offline and "servers local (not contacted" in offline
+    assert main(["tools", "list", str(path), "--connect"]) == 0
+    listed = capsys.readouterr().out
+    assert "calculator" in listed and "MCPTool (local)" in listed
+    assert "add" in listed and "picture" in listed and "a*: integer" in listed
+    assert main(["tools", "validate", str(path), "--connect"]) == 0
+    assert "serve 2 tool(s): add, picture" in capsys.readouterr().out
