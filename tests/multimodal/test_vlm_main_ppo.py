@@ -43,3 +43,23 @@ def test_seed_command_line_without_a_dataset_names_the_key(tiny_vlm_dir, tmp_pat
                       "data.max_response_length=2048"],
                      tmp_path)
     assert "data.train_files" in done.stderr and "no training rows" in done.stderr
+
+
+def test_the_paged_engine_serves_the_vlm_and_follows_its_weights(tiny_vlm_dir, tmp_path):
+    """The paged engine (the GPU default) on CPU: images at prefill, a group's samples share the image's cache
+    blocks, and after a real update (step 2) its logprobs still equal the trainer's: the vision tower's weights
+    were synced too."""
+    data = write_rows(make_rows(ZoomCountTaskConfig(num_rows=4)), tmp_path / "train.parquet")
+    run = tmp_path / "run"
+    done = _main_ppo(["environments/zoom_count/train.yaml", *SEED_KEYS, "data.train_batch_size=2",
+                      f"actor_rollout_ref.model.path={tiny_vlm_dir}", "data.max_response_length=64",
+                      f"data.train_files={data}", "trainer.total_training_steps=2", "actor_rollout_ref.rollout.n=2",
+                      "actor_rollout_ref.actor.ppo_mini_batch_size=2", f"trainer.default_local_dir={run}",
+                      "trainer.logger=[jsonl]", "actor_rollout_ref.actor.optim.lr=0.02",
+                      "+actor_rollout_ref.rollout.engine_kwargs.transformers.backend=paged"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in records] == [1, 2]
+    for m in records:
+        assert m["rollout/engine/prefix_cache_hit_rate"] > 0.3  # the second sample reuses the first's image blocks
+        assert m["rollout/logprob_diff/max"] < 1e-3
