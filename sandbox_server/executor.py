@@ -8,6 +8,7 @@ import logging
 import binascii
 import os
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -143,10 +144,14 @@ class CodeExecutor:
         # Tiny memory limits go the cold way: a forked interpreter's first page writes are charged to the run.
         if (self.pool is not None and spec.compile is None and spec.name in self.settings.warm_languages
                 and memory >= _WARM_MIN_MEMORY):
+            t0 = time.monotonic()
             forked = await self.pool.acquire()
             if forked is not None:
+                t1 = time.monotonic()
                 try:
-                    return await self._run_forked(forked, spec, request, memory)
+                    response = await self._run_forked(forked, spec, request, memory)
+                    self.pool.phases.add({"acquire": t1 - t0, "request": time.monotonic() - t0})
+                    return response
                 except ForkServerError as e:
                     # Its fork server died under it (runs are hermetic, so running again is safe).
                     logger.warning("a forked run failed (%s); running it in a sandbox of its own", e)

@@ -47,14 +47,17 @@ class _OutputBudget:
         if stream is None:
             return
         while chunk := await stream.read(_CHUNK):
-            self.total += len(chunk)
-            room = self.keep - len(sink)
-            if room > 0:
-                sink.extend(chunk[:room])
-            if len(chunk) > max(room, 0):
-                self.truncated = True
-            if self.total > self.kill_after:
-                self.exceeded.set()
+            self.take(chunk, sink)
+
+    def take(self, chunk: bytes, sink: bytearray) -> None:
+        self.total += len(chunk)
+        room = self.keep - len(sink)
+        if room > 0:
+            sink.extend(chunk[:room])
+        if len(chunk) > max(room, 0):
+            self.truncated = True
+        if self.total > self.kill_after:
+            self.exceeded.set()
 
 
 async def _feed(stream: Optional[asyncio.StreamWriter], prefix: bytes, data: Optional[bytes]) -> None:
