@@ -28,7 +28,7 @@ from typing import Mapping, Optional, Sequence
 from .cgroups import RunCgroup
 from .phases import PhaseTimes
 from .isolation import BwrapRunner, StepResult, cpu_limit_s
-from .process import ProcessOutcome, Spawned, _OutputBudget
+from .process import ProcessOutcome, Spawned, _OutputBudget, own_stdio
 from .workdirs import WorkDirs, remove_tree
 from .zygote import ZYGOTE_SOURCE
 
@@ -429,6 +429,7 @@ class ForkServer:
         err_r, err_w = os.pipe()
         keep = [in_w, out_r, err_r]
         try:
+            own_stdio(self.settings.sandbox_uid, self.settings.sandbox_gid, (in_r, out_w, err_w))
             header = {"workspace_size": self.workdirs.size_bytes, "tmp_size": self.settings.tmp_size_mb << 20,
                       "cpu": cpu_limit_s(self.settings.max_timeout_s)}
             try:

@@ -49,7 +49,7 @@ class SandboxSettings(BaseModel):
     warm_pool_size: Optional[int] = Field(None, ge=0, description="runs the fork server prepares ahead "
                                           "(None: max_concurrency + cores; 0: no fork server, every run cold)")
     warm_languages: list[str] = Field(["python", "pytest", "bash", "nodejs", "ruby", "perl", "php", "lua", "R",
-                                       "racket"],
+                                       "racket", "sql"],
                                       description="languages run by the fork server (python in-process, the "
                                                   "others exec'd); the rest get a sandbox of their own per step")
 
