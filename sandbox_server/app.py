@@ -143,6 +143,7 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
         ex: CodeExecutor = request.app.state.executor
         return {"running": adm.running, "waiting": adm.waiting, "max_concurrency": adm.max_concurrency,
                 "max_queue": adm.max_queue, "fork_server": ex.fork_server_state,
+                "fork_pool": ex.pool.pool_state() if ex.pool is not None else None,
                 "fork_phases": ex.pool.phases.summary() if ex.pool is not None else {}}
 
     @app.post("/run_code", response_model=RunCodeResponse)

@@ -276,6 +276,8 @@ class ForkServer:
         self._watcher: Optional[asyncio.Task] = None
         self._failures = 0
         self.phases = PhaseTimes()
+        self.reserve = max(2, min(size // 2, os.cpu_count() or 1))
+        self._refill_owed = False
 
     # ---- template life cycle
     async def start(self) -> None:
@@ -351,7 +353,7 @@ class ForkServer:
         while self._ready:
             candidate = self._ready.popleft()
             if candidate.alive():
-                self._top_up()
+                self._top_up(defer=True)
                 return candidate
             self._spawn(self.discard(candidate))
         if self._closed or self._zsock is None:
@@ -384,8 +386,17 @@ class ForkServer:
                 return
         self._ready.append(sandbox)
 
-    def _top_up(self) -> None:
+    def pool_state(self) -> dict[str, int]:
+        return {"ready": len(self._ready), "preparing": self._pending, "size": self.size, "reserve": self.reserve}
+
+    def _top_up(self, defer: bool = False) -> None:
+        """Start preparing runs up to `size` (+ one per waiting request). With `defer`, while `reserve` runs are
+        still ready, the refill waits until a run finishes: preparing costs server CPU, which would otherwise
+        land on the request that just took a run, between its arrival and its answer."""
         if self._closed or self._zsock is None:
+            return
+        if defer and len(self._ready) >= self.reserve and not self._waiters:
+            self._refill_owed = True
             return
         want = self.size + len(self._waiters)
         for _ in range(max(0, want - len(self._ready) - self._pending)):
@@ -546,6 +557,9 @@ class ForkServer:
                 await cg.kill_all()
             sandbox.close_fds()
             self.runner.remove_later(cg)
+            if self._refill_owed:  # runs after this request's answer is written (the task yields only then)
+                self._refill_owed = False
+                asyncio.get_running_loop().call_soon(self._top_up)
 
     async def aclose(self) -> None:
         self._closed = True

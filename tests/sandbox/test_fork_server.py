@@ -229,3 +229,18 @@ def test_stats_report_where_forked_runs_spend_their_time(http, run):
         assert st["runs"] >= 3 and 0 <= st["p50_ms"] <= st["p95_ms"], (name, st)
     inside = sum(phases[n]["mean_ms"] for n in ("to_init", "init_setup", "program", "init_exit", "to_server"))
     assert inside <= phases["request"]["mean_ms"] + 1e-3, phases
+
+
+def test_the_pool_is_refilled_after_runs_that_found_it_ready(http, run):
+    """Refills of runs taken while others were still ready wait until the run is answered (off the request
+    path), but they do happen: the pool is full again afterwards, not left at its reserve."""
+    size = http.get("/v1/stats").json()["fork_pool"]["size"]
+    for _ in range(size + 2):
+        assert run(code="print(1)")["status"] == "Success"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pool = http.get("/v1/stats").json()["fork_pool"]
+        if pool["ready"] == size:
+            break
+        time.sleep(0.1)
+    assert pool["ready"] == size, pool
