@@ -140,8 +140,11 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
     @app.get("/v1/stats")
     async def stats(request: Request) -> dict:
         adm: AdmissionController = request.app.state.admission
+        ex: CodeExecutor = request.app.state.executor
         return {"running": adm.running, "waiting": adm.waiting, "max_concurrency": adm.max_concurrency,
-                "max_queue": adm.max_queue, "fork_server": request.app.state.executor.fork_server_state}
+                "max_queue": adm.max_queue, "fork_server": ex.fork_server_state,
+                "fork_pool": ex.pool.pool_state() if ex.pool is not None else None,
+                "fork_phases": ex.pool.phases.summary() if ex.pool is not None else {}}
 
     @app.post("/run_code", response_model=RunCodeResponse)
     async def run_code(body: RunCodeRequest, request: Request):

@@ -59,15 +59,31 @@ def _under(mount: _Mount, cgroup_path: str) -> Path:
     return mount.mountpoint / rel.lstrip("/")
 
 
+# Plain os-level I/O: these run several times per request on the event loop, where open()'s text layer and
+# pathlib's parsing cost more than the syscalls.
 def _write(path: Path, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
 
 
 def _read_keyed(path: Path) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
-        for line in path.read_text().splitlines():
+        for line in _read(path).splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[1].lstrip("-").isdigit():
                 out[parts[0]] = int(parts[1])
@@ -78,14 +94,14 @@ def _read_keyed(path: Path) -> dict[str, int]:
 
 def _read_int(path: Path) -> Optional[int]:
     try:
-        return int(path.read_text().strip())
+        return int(_read(path).strip())
     except (OSError, ValueError):
         return None
 
 
 def _read_pids(procs: Path) -> list[int]:
     try:
-        return [int(p) for p in procs.read_text().split()]
+        return [int(p) for p in _read(procs).split()]
     except OSError:
         return []
 
@@ -99,14 +115,19 @@ class RunCgroup:
     pids_dir: Path
     cpu_dir: Optional[Path]
     dirs: list[Path] = field(default_factory=list)
+    memory_limit: Optional[int] = None
 
     @property
     def join_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
 
     def set_memory_limit(self, limit_bytes: int) -> None:
+        if limit_bytes == self.memory_limit:  # a prepared run whose request keeps the default limit
+            return
+        self.memory_limit = None
         if self.version == 2:
             _write(self.memory_dir / "memory.max", str(limit_bytes))
+            self.memory_limit = limit_bytes
             return
         limit, memsw = self.memory_dir / "memory.limit_in_bytes", self.memory_dir / "memory.memsw.limit_in_bytes"
         # v1 requires limit <= memsw at every moment: raise memsw first, lower it last.
@@ -116,6 +137,7 @@ class RunCgroup:
         for path in order:
             if path.exists():
                 _write(path, str(limit_bytes))
+        self.memory_limit = limit_bytes
 
     def reset_peak(self) -> None:
         if self.version == 1:

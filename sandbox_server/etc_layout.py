@@ -17,7 +17,7 @@ HOST_ENTRIES: tuple[str, ...] = (
     "ssl", "ca-certificates", "ca-certificates.conf",
     "localtime", "timezone", "os-release", "debian_version", "locale.alias",
     "protocols", "services", "mime.types", "gai.conf", "host.conf", "mtab", "shells", "inputrc", "magic",
-    "java-*", "R", "php", "perl", "python3", "python3.*", "fonts", "racket",
+    "java-*", "R", "php", "perl", "python3", "python3.*", "fonts", "racket", "mono", "ldc2.conf",
 )
 
 GENERATED: dict[str, str] = {

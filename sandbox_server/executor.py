@@ -8,6 +8,7 @@ import logging
 import binascii
 import os
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -143,10 +144,14 @@ class CodeExecutor:
         # Tiny memory limits go the cold way: a forked interpreter's first page writes are charged to the run.
         if (self.pool is not None and spec.compile is None and spec.name in self.settings.warm_languages
                 and memory >= _WARM_MIN_MEMORY):
+            t0 = time.monotonic()
             forked = await self.pool.acquire()
             if forked is not None:
+                t1 = time.monotonic()
                 try:
-                    return await self._run_forked(forked, spec, request, memory)
+                    response = await self._run_forked(forked, spec, request, memory)
+                    self.pool.phases.add({"acquire": t1 - t0, "request": time.monotonic() - t0})
+                    return response
                 except ForkServerError as e:
                     # Its fork server died under it (runs are hermetic, so running again is safe).
                     logger.warning("a forked run failed (%s); running it in a sandbox of its own", e)
@@ -158,7 +163,11 @@ class CodeExecutor:
             compile_result: Optional[CommandRunResult] = None
             run_result: Optional[CommandRunResult] = None
             notes: list[str] = []
-            if spec.compile is not None:
+            if spec.entry is not None and not spec.entry(request.code):
+                # Sandbox Fusion's answer for Scala code without an `object` to run.
+                compile_result = CommandRunResult(status=CommandRunStatus.Error, return_code=1,
+                                                  stderr="Object name not found.")
+            elif spec.compile is not None:
                 # A compile slowed by a busy machine is not the program's fault (tsc takes 3-7 s under load).
                 compile_timeout = max(request.compile_timeout, self.settings.min_compile_timeout_s)
                 step = await self.runner.run_step(spec.compile, workdir=workdir, stdin=None,
@@ -169,7 +178,8 @@ class CodeExecutor:
             if compile_result is None or (compile_result.status == CommandRunStatus.Finished
                                           and compile_result.return_code == 0):
                 stdin = request.stdin.encode() if request.stdin is not None else None
-                step = await self.runner.run_step(spec.run_argv(request.args), workdir=workdir, stdin=stdin,
+                step = await self.runner.run_step(spec.run_argv(request.args, request.code), workdir=workdir,
+                                                  stdin=stdin,
                                                   timeout=request.run_timeout, memory_bytes=memory, env=env)
                 run_result, run_notes = to_command_result(step, self._limits(request.run_timeout, memory))
                 notes += run_notes
@@ -190,7 +200,7 @@ class CodeExecutor:
         assert self.pool is not None
         env = self._env(spec)
         run_spec: dict = ({"source": spec.source, "args": list(request.args), "env": env} if spec.name == "python"
-                          else {"argv": spec.run_argv(request.args), "env": env})
+                          else {"argv": spec.run_argv(request.args, request.code), "env": env})
         inputs = [(rel, base64.b64decode(content)) for rel, content in request.files.items()
                   if isinstance(content, str)]  # Sandbox Fusion skips null contents
         inputs.append((spec.source, (spec.transform(request.code) if spec.transform else request.code).encode()))

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from .cgroups import RunCgroup
+from .phases import PhaseTimes
 from .isolation import BwrapRunner, StepResult, cpu_limit_s
-from .process import ProcessOutcome, Spawned, _feed, _OutputBudget
+from .process import ProcessOutcome, Spawned, _OutputBudget, own_stdio
 from .workdirs import WorkDirs, remove_tree
 from .zygote import ZYGOTE_SOURCE
 
@@ -81,6 +82,34 @@ async def _sendmsg(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) ->
             await _wait_fd(sock.fileno(), writable=True)
 
 
+async def _exit_status(sock: socket.socket, init_pid: int) -> tuple[Optional[int], dict[str, float]]:
+    """The keeper's exit status of the run (None if the sandbox went away) and the init's phase timestamps.
+
+    Only the keeper may report the status: a message from the init's pid is read for its timestamps alone."""
+    times: dict[str, float] = {}
+    while True:
+        msg, fds, pid = await _recvmsg(sock)
+        for fd in fds:
+            os.close(fd)
+        if not msg:
+            return None, times
+        try:
+            body = json.loads(msg)
+        except ValueError:
+            continue
+        if not isinstance(body, dict):
+            continue
+        if pid == init_pid:
+            reported = body.get("times")
+            if isinstance(reported, dict):
+                times.update({k: float(v) for k, v in reported.items() if isinstance(v, (int, float))})
+            continue
+        if isinstance(body.get("rc"), int):
+            if isinstance(body.get("init_exited"), (int, float)):
+                times["init_exited"] = float(body["init_exited"])
+            return body["rc"], times
+
+
 def _inputs_blob(files: Sequence[tuple[str, bytes]]) -> int:
     """A memfd with the run's input files, in the layout zygote.py's _write_inputs reads."""
     index = json.dumps([[rel, len(data)] for rel, data in files]).encode()
@@ -106,17 +135,84 @@ def _read_fetched(fd: int, index: list) -> dict[str, bytes]:
     return files
 
 
-async def _pipe_reader(fd: int) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
-    return reader
+class _PipeSink:
+    """Reads a run's stdout or stderr pipe into `sink` under the output budget with a bare reader callback: a
+    transport + StreamReader + task per pipe cost more server CPU than a print(1) run itself."""
+
+    def __init__(self, fd: int, sink: bytearray, budget: _OutputBudget):
+        self.loop = asyncio.get_running_loop()
+        self.fd, self.sink, self.budget = fd, sink, budget
+        self.done = self.loop.create_future()
+        os.set_blocking(fd, False)
+        self.loop.add_reader(fd, self._ready)
+
+    def _ready(self) -> None:
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self.budget.take(chunk, self.sink)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if not self.done.done():
+            self.done.set_result(None)
 
 
-async def _pipe_writer(fd: int) -> asyncio.StreamWriter:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", 0))
-    return asyncio.StreamWriter(transport, protocol, None, loop)
+async def _feed_pipe(fd: int, data: bytes) -> None:
+    """Write stdin and close it; a program that exits without reading it all is not an error."""
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except (BlockingIOError, InterruptedError):
+                await _wait_fd(fd, writable=True)
+    except OSError:  # EPIPE: the program closed its stdin
+        pass
+    finally:
+        os.close(fd)
+
+
+def _start_feed(fd: int, data: Optional[bytes]) -> Optional[asyncio.Future]:
+    """stdin that fits in the pipe is written at once, without a task; None when nothing is left to write."""
+    if not data:
+        os.close(fd)
+        return None
+    os.set_blocking(fd, False)
+    try:
+        written = os.write(fd, data)
+    except (BlockingIOError, InterruptedError):
+        written = 0
+    except OSError:
+        os.close(fd)
+        return None
+    if written == len(data):
+        os.close(fd)
+        return None
+    return asyncio.ensure_future(_feed_pipe(fd, data[written:]))
+
+
+def _phases(t_start: float, t_sent: float, times: Mapping[str, float], t_status: float, t_end: float
+            ) -> dict[str, float]:
+    """Phase durations of one run from the server's and the sandbox's CLOCK_MONOTONIC timestamps."""
+    out = {"arm": t_sent - t_start, "collect": t_end - t_status}
+    marks = [("to_init", t_sent, times.get("go")), ("init_setup", times.get("go"), times.get("forked")),
+             ("program", times.get("forked"), times.get("reaped")),
+             ("init_exit", times.get("reaped"), times.get("init_exited")),
+             ("to_server", times.get("init_exited"), t_status)]
+    for name, a, b in marks:
+        if a is not None and b is not None:
+            out[name] = b - a
+    return out
 
 
 @dataclass
@@ -179,6 +275,9 @@ class ForkServer:
         self._template_dir: Optional[Path] = None
         self._watcher: Optional[asyncio.Task] = None
         self._failures = 0
+        self.phases = PhaseTimes()
+        self.reserve = max(2, min(size // 2, os.cpu_count() or 1))
+        self._refill_owed = False
 
     # ---- template life cycle
     async def start(self) -> None:
@@ -254,7 +353,7 @@ class ForkServer:
         while self._ready:
             candidate = self._ready.popleft()
             if candidate.alive():
-                self._top_up()
+                self._top_up(defer=True)
                 return candidate
             self._spawn(self.discard(candidate))
         if self._closed or self._zsock is None:
@@ -287,8 +386,17 @@ class ForkServer:
                 return
         self._ready.append(sandbox)
 
-    def _top_up(self) -> None:
+    def pool_state(self) -> dict[str, int]:
+        return {"ready": len(self._ready), "preparing": self._pending, "size": self.size, "reserve": self.reserve}
+
+    def _top_up(self, defer: bool = False) -> None:
+        """Start preparing runs up to `size` (+ one per waiting request). With `defer`, while `reserve` runs are
+        still ready, the refill waits until a run finishes: preparing costs server CPU, which would otherwise
+        land on the request that just took a run, between its arrival and its answer."""
         if self._closed or self._zsock is None:
+            return
+        if defer and len(self._ready) >= self.reserve and not self._waiters:
+            self._refill_owed = True
             return
         want = self.size + len(self._waiters)
         for _ in range(max(0, want - len(self._ready) - self._pending)):
@@ -332,6 +440,7 @@ class ForkServer:
         err_r, err_w = os.pipe()
         keep = [in_w, out_r, err_r]
         try:
+            own_stdio(self.settings.sandbox_uid, self.settings.sandbox_gid, (in_r, out_w, err_w))
             header = {"workspace_size": self.workdirs.size_bytes, "tmp_size": self.settings.tmp_size_mb << 20,
                       "cpu": cpu_limit_s(self.settings.max_timeout_s)}
             try:
@@ -370,20 +479,22 @@ class ForkServer:
                   fetch_budget: int) -> ForkedResult:
         """Run `spec` (zygote.py: `source`+`args` for in-process python, or `argv`; `env`) in a prepared sandbox."""
         cg = sandbox.cg
+        t_start = time.monotonic()
         budget = _OutputBudget(self.settings.max_output_bytes, self.settings.output_kill_bytes)
         out, err = bytearray(), bytearray()
-        io_tasks: list[asyncio.Task] = []
+        killed = False
+        sinks: list[_PipeSink] = []
+        io_tasks: list[asyncio.Future] = []
         try:
             cpu_before = self.runner.arm(cg, memory_bytes=memory_bytes)
-            readers = []
             for fd, sink in ((sandbox.stdout_r, out), (sandbox.stderr_r, err)):
-                reader = await _pipe_reader(fd)
-                readers.append(asyncio.create_task(budget.drain(reader, sink)))
-            sandbox.stdout_r = sandbox.stderr_r = -1  # owned by the transports now
-            writer = await _pipe_writer(sandbox.stdin_w)
+                sinks.append(_PipeSink(fd, sink, budget))
+            sandbox.stdout_r = sandbox.stderr_r = -1  # owned by the sinks now
+            feed = _start_feed(sandbox.stdin_w, stdin)
             sandbox.stdin_w = -1
-            io_tasks = [*readers, asyncio.create_task(_feed(writer, b"", stdin))]
+            io_tasks = [s.done for s in sinks] + ([feed] if feed is not None else [])
             blob = _inputs_blob(inputs)
+            t_sent = time.monotonic()
             try:
                 await _sendmsg(sandbox.sock, json.dumps({**spec, "cpu": cpu_limit_s(timeout)}).encode(), [blob])
             except OSError as e:
@@ -391,7 +502,7 @@ class ForkServer:
             finally:
                 os.close(blob)
             start = time.monotonic()
-            done = asyncio.create_task(_recvmsg(sandbox.sock))
+            done = asyncio.create_task(_exit_status(sandbox.sock, sandbox.pid))
             flood = asyncio.create_task(budget.exceeded.wait())
             timed_out = False
             try:
@@ -402,18 +513,21 @@ class ForkServer:
             finally:
                 flood.cancel()
                 await cg.kill_all()
+                killed = True
                 try:
-                    msg, _, _ = await asyncio.wait_for(asyncio.shield(done), timeout=5)
+                    rc, times = await asyncio.wait_for(asyncio.shield(done), timeout=5)
                 except (asyncio.TimeoutError, OSError):
                     done.cancel()
-                    msg = b""
+                    rc, times = None, {}
+                t_status = time.monotonic()
                 _, pending = await asyncio.wait(io_tasks, timeout=2)
                 for t in pending:
                     t.cancel()
+                for sink in sinks:
+                    sink.close()
                 await asyncio.gather(*io_tasks, return_exceptions=True)
-            if not msg:
+            if rc is None:
                 raise ForkServerError("the forked sandbox ended without reporting the run's exit status")
-            rc = json.loads(msg)["rc"]
             files: dict[str, bytes] = {}
             notes: list[str] = []
             if fetch:
@@ -432,13 +546,20 @@ class ForkServer:
             step = StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
                               oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes(),
                               pids_limit_hits=cg.pids_limit_hits())
+            self.phases.add(_phases(t_start, t_sent, times, t_status, time.monotonic()))
             return ForkedResult(step, files, notes)
         finally:
             for t in io_tasks:
                 t.cancel()
-            await cg.kill_all()
+            for sink in sinks:
+                sink.close()
+            if not killed:
+                await cg.kill_all()
             sandbox.close_fds()
             self.runner.remove_later(cg)
+            if self._refill_owed:  # runs after this request's answer is written (the task yields only then)
+                self._refill_owed = False
+                asyncio.get_running_loop().call_soon(self._top_up)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -226,7 +226,8 @@ class BwrapRunner:
             return await spawn([*self._launcher, self.bwrap, "--args", str(fds[-1]), *full[split:]], env={},
                                cwd="/", max_output_bytes=self.settings.max_output_bytes,
                                output_kill_bytes=self.settings.output_kill_bytes, pass_fds=[*fds, *extra_fds],
-                               gate=lambda pid: _apply_limits(pid, cg.join_files, limits))
+                               gate=lambda pid: _apply_limits(pid, cg.join_files, limits),
+                               pipe_owner=(self.settings.sandbox_uid, self.settings.sandbox_gid))
         finally:
             for fd in fds:
                 os.close(fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence
@@ -23,9 +24,22 @@ class LanguageSpec:
     accepts_args: bool = False
     transform: Optional[Callable[[str], str]] = None
     aliases: tuple[str, ...] = ()
+    # For languages whose run command names something in the code (Scala's main object): found in the code
+    # and put where `run` says "{entry}"; None when the code has none (the request then fails to compile).
+    entry: Optional[Callable[[str], Optional[str]]] = None
 
-    def run_argv(self, args: Sequence[str]) -> list[str]:
-        return [*self.run, *args] if self.accepts_args else list(self.run)
+    def run_argv(self, args: Sequence[str], code: str = "") -> list[str]:
+        run = list(self.run)
+        if self.entry is not None:
+            name = self.entry(code) or ""
+            run = [part.replace("{entry}", name) for part in run]
+        return [*run, *args] if self.accepts_args else run
+
+
+def scala_main_object(code: str) -> Optional[str]:
+    """The first `object Name` in the code, which Sandbox Fusion runs with `scala Name`."""
+    match = re.search(r"\bobject\s+(\w+)", code)
+    return match.group(1) if match else None
 
 
 _GO_ENV = {"GOCACHE": "/tmp/.cache/go-build", "GOPATH": "/tmp/go", "GO111MODULE": "off", "CGO_ENABLED": "0",
@@ -62,6 +76,19 @@ ALL_LANGUAGES: tuple[LanguageSpec, ...] = (
     LanguageSpec("racket", "main.rkt", ("racket", "main.rkt"), needs=("racket",), accepts_args=True),
     # Sandbox Fusion's go_test: `go test` on the one test file (compile errors show in the run step, as there).
     LanguageSpec("go_test", "main_test.go", ("go", "test", "main_test.go"), needs=("go",), env=_GO_ENV),
+    # C# through Debian's mono: mcs (C# 7.x; no top-level statements or implicit usings, see README) + mono.
+    LanguageSpec("csharp", "main.cs", ("mono", "main.exe"), ("mcs", "-out:main.exe", "main.cs"),
+                 needs=("mcs", "mono"), accepts_args=True, aliases=("cs",)),
+    # Sandbox Fusion's D_ut: `dmd main.d -unittest` run; ldc's ldmd2 takes dmd's flags (unittests run, then main
+    # only if there were none, as with dmd).
+    LanguageSpec("D_ut", "main.d", ("./test",), ("ldmd2", "main.d", "-unittest", "-of=test"), needs=("ldmd2",)),
+    # The script runs on a fresh database file in the work dir (`main.db`, or the one sent in `files`);
+    # -bail stops at the first error, which then fails the run.
+    LanguageSpec("sql", "main.sql", ("sqlite3", "-bail", "-batch", "main.db", ".read main.sql"),
+                 needs=("sqlite3",), aliases=("sqlite",)),
+    # Sandbox Fusion's scala: scalac, then `scala <first object>` (Debian's Scala 2.11 on the JDK).
+    LanguageSpec("scala", "main.scala", ("scala", "{entry}"), ("scalac", "main.scala"),
+                 needs=("scala", "scalac"), accepts_args=True, entry=scala_main_object),
     # Sandbox Fusion's verilog (VerilogEval's commands): the top module must be `tb`.
     LanguageSpec("verilog", "main.sv", ("vvp", "-n", "test.vvp"),
                  ("iverilog", "-Wall", "-Winfloop", "-Wno-timescale", "-g2012", "-s", "tb", "-o", "test.vvp",

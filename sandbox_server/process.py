@@ -47,14 +47,17 @@ class _OutputBudget:
         if stream is None:
             return
         while chunk := await stream.read(_CHUNK):
-            self.total += len(chunk)
-            room = self.keep - len(sink)
-            if room > 0:
-                sink.extend(chunk[:room])
-            if len(chunk) > max(room, 0):
-                self.truncated = True
-            if self.total > self.kill_after:
-                self.exceeded.set()
+            self.take(chunk, sink)
+
+    def take(self, chunk: bytes, sink: bytearray) -> None:
+        self.total += len(chunk)
+        room = self.keep - len(sink)
+        if room > 0:
+            sink.extend(chunk[:room])
+        if len(chunk) > max(room, 0):
+            self.truncated = True
+        if self.total > self.kill_after:
+            self.exceeded.set()
 
 
 async def _feed(stream: Optional[asyncio.StreamWriter], prefix: bytes, data: Optional[bytes]) -> None:
@@ -103,6 +106,23 @@ class Spawned:
         await asyncio.gather(*self.readers, return_exceptions=True)
 
 
+def own_stdio(uid: int, gid: int, fds: Sequence[int]) -> None:
+    """Give the run's stdio pipes to the sandbox uid: programs that reopen `/dev/stdin` or `/dev/stdout` (e.g.
+    node's `readFileSync("/dev/stdin")`) open the pipe anew, which a root-owned 0600 pipe refuses."""
+    for fd in fds:
+        os.fchown(fd, uid, gid)
+
+
+def _pipe_fds(proc: asyncio.subprocess.Process) -> list[int]:
+    fds = []
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        transport = getattr(stream, "transport", None) or getattr(stream, "_transport", None)
+        pipe = transport.get_extra_info("pipe") if transport is not None else None
+        if pipe is not None:
+            fds.append(pipe.fileno())
+    return fds
+
+
 async def spawn(
     argv: Sequence[str],
     *,
@@ -114,6 +134,7 @@ async def spawn(
     new_session: bool = False,
     gate: Optional[Callable[[int], None]] = None,
     pass_fds: Sequence[int] = (),
+    pipe_owner: Optional[tuple[int, int]] = None,
 ) -> Spawned:
     """Start `argv` with all three pipes.
 
@@ -128,6 +149,8 @@ async def spawn(
     spawned = Spawned(proc, _OutputBudget(max_output_bytes, output_kill_bytes))
     if gate is not None:
         try:
+            if pipe_owner is not None:
+                own_stdio(*pipe_owner, _pipe_fds(proc))
             gate(proc.pid)
         except BaseException:
             _kill(proc.pid)

@@ -17,7 +17,7 @@ whatever the program left behind. Nothing returns to the zygote, so no run sees 
 """
 
 ZYGOTE_SOURCE = r'''# agentgym sandbox fork server
-import ctypes, fcntl, gc, json, os, resource, signal, socket, struct, sys, types, builtins
+import ctypes, fcntl, gc, json, os, resource, signal, socket, struct, sys, time, types, builtins
 import collections, functools, itertools, math, re, heapq, bisect, string, typing, dataclasses  # warm imports
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -136,14 +136,17 @@ def _init(sock, stdio, cpu_default):
     msg, fds = _recv(sock, 1)
     if not msg:
         os._exit(0)
+    times = {"go": time.monotonic()}
     spec = json.loads(msg)
     if fds:
         _write_inputs(fds[0])
     _check(_libc.unshare(_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")
     _drop_privileges(spec.get("cpu", cpu_default))
-    sock.close()
+    _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: the program (same uid) cannot ptrace the init and its socket
     program = os.fork()
     if program == 0:
+        _libc.prctl(4, 1, 0, 0, 0)
+        sock.close()
         os.setsid()
         for i, fd in enumerate(stdio):
             os.dup2(fd, i)
@@ -151,7 +154,10 @@ def _init(sock, stdio, cpu_default):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.chdir("/workspace")
         return spec
-    os.closerange(0, 1 << 16)
+    times["forked"] = time.monotonic()
+    os.closerange(0, 3)
+    os.closerange(sock.fileno() + 1, 1 << 16)
+    os.closerange(3, sock.fileno())
     while True:
         try:
             pid, status = os.wait()
@@ -160,6 +166,11 @@ def _init(sock, stdio, cpu_default):
         except InterruptedError:
             continue
         if pid == program:
+            times["reaped"] = time.monotonic()
+            try:  # per-phase timing for the server's /v1/stats; the run's status comes from the keeper
+                sock.send(json.dumps({"times": times}).encode())
+            except OSError:
+                pass
             os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 
 
@@ -189,7 +200,7 @@ def _keeper(header, fds):
             continue
     rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     try:
-        sock.send(json.dumps({"rc": rc}).encode())
+        sock.send(json.dumps({"rc": rc, "init_exited": time.monotonic()}).encode())
         msg, _ = _recv(sock)
         if msg:
             req = json.loads(msg)

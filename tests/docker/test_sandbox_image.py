@@ -188,3 +188,27 @@ def test_server_runs_without_sys_admin(compose_service: ComposeService) -> None:
     assert masks, f"server process not found: {out.stdout} {out.stderr}"
     cap_sys_admin = 1 << 21
     assert all(not m & cap_sys_admin for m in masks), out.stdout
+
+
+def test_fork_server_runs_or_falls_back_cold_with_a_warning(compose_service: ComposeService) -> None:
+    """Inside the container the fork server either serves python runs (pid 1 of a run is `python3 - N`) or, where
+    the container forbids what it needs, the server says why in its log and every run is cold (pid 1 bwrap)."""
+    import time
+    deadline = time.monotonic() + 120
+    while True:
+        state = httpx.get(f"{compose_service.url}/v1/stats", timeout=30).json()["fork_server"]
+        if state != "starting" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    out = run_code(compose_service, language="python", code="print(open('/proc/1/cmdline').read().split(chr(0))[0])")
+    assert out["status"] == "Success", out
+    pid1 = out["run_result"]["stdout"].strip()
+    print(f"fork server in the container: {state}; a python run's pid 1: {pid1}")
+    if state == "ready":
+        assert pid1 == "python3", out
+    else:
+        assert state == "off", state
+        logs = subprocess.run(["docker", "logs", compose_service.container_id()], capture_output=True, text=True,
+                              timeout=60)
+        assert "fork server could not start" in logs.stdout + logs.stderr, (logs.stdout + logs.stderr)[-3000:]
+        assert pid1.endswith("bwrap"), out

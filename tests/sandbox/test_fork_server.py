@@ -183,3 +183,64 @@ def test_a_killed_fork_server_is_replaced(sandbox_server, run):
         time.sleep(0.5)
     else:
         raise AssertionError("the fork server did not come back")
+
+
+INIT_TAKEOVER = r'''
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+res = {"ptrace": libc.ptrace(16, 1, 0, 0), "errno": ctypes.get_errno()}  # PTRACE_ATTACH to the run's init
+try:
+    open("/proc/1/mem", "rb").read(1)
+    res["mem"] = "read"
+except OSError as e:
+    res["mem"] = type(e).__name__
+res["init_fds"] = sorted(os.listdir("/proc/1/fd")) if os.access("/proc/1/fd", os.R_OK) else None
+print(json.dumps(res))
+'''
+
+
+def test_the_program_cannot_take_over_its_init(run):
+    """The run's init keeps a socket to the server (it reports its phase timestamps); the program runs as the
+    same uid, so the init is made non-dumpable: no ptrace, no /proc/1/mem, no look at its fds."""
+    out = run(code=INIT_TAKEOVER)
+    res = json.loads(out["run_result"]["stdout"])
+    assert res["ptrace"] == -1 and res["errno"] == 1, res  # EPERM
+    assert res["mem"] == "PermissionError" and res["init_fds"] is None, res
+
+
+def test_stdin_larger_than_a_pipe_reaches_a_forked_run(run):
+    data = "".join(f"{i}\n" for i in range(200_000))  # ~1.3 MB: more than the 64 KiB pipe buffer
+    out = run(code="import sys; d = sys.stdin.read(); print(len(d), d.count(chr(10)))", stdin=data)
+    assert out["run_result"]["stdout"] == f"{len(data)} 200000\n", out
+
+
+def test_a_program_that_ignores_a_large_stdin_still_finishes(run):
+    out = run(code="print('no read')", stdin="x" * (4 << 20))
+    assert out["status"] == "Success" and out["run_result"]["stdout"] == "no read\n", out
+
+
+def test_stats_report_where_forked_runs_spend_their_time(http, run):
+    for _ in range(3):
+        assert run(code="print(1)")["status"] == "Success"
+    phases = http.get("/v1/stats").json()["fork_phases"]
+    expected = {"acquire", "arm", "to_init", "init_setup", "program", "init_exit", "to_server", "collect", "request"}
+    assert set(phases) == expected, phases
+    for name, st in phases.items():
+        assert st["runs"] >= 3 and 0 <= st["p50_ms"] <= st["p95_ms"], (name, st)
+    inside = sum(phases[n]["mean_ms"] for n in ("to_init", "init_setup", "program", "init_exit", "to_server"))
+    assert inside <= phases["request"]["mean_ms"] + 1e-3, phases
+
+
+def test_the_pool_is_refilled_after_runs_that_found_it_ready(http, run):
+    """Refills of runs taken while others were still ready wait until the run is answered (off the request
+    path), but they do happen: the pool is full again afterwards, not left at its reserve."""
+    size = http.get("/v1/stats").json()["fork_pool"]["size"]
+    for _ in range(size + 2):
+        assert run(code="print(1)")["status"] == "Success"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pool = http.get("/v1/stats").json()["fork_pool"]
+        if pool["ready"] == size:
+            break
+        time.sleep(0.1)
+    assert pool["ready"] == size, pool

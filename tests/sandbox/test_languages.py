@@ -50,6 +50,18 @@ CASES = {
               "f <- function( {", False),
     "racket": Case('#lang racket/base\n(require racket/string)\n(define w (car (string-split (read-line))))\n'
                    '(printf "hello ~a\\n" w)\n', "#lang racket/base\n(define (f x)\n", False),
+    "csharp": Case('using System;\nclass Program { static void Main() {\n'
+                   ' Console.WriteLine("hello " + Console.ReadLine().Split(\' \')[0]); } }',
+                   'class Program { static void Main() { int x = "s"; } }', True),
+    # D_ut (unittest mode): the unittests run and main does not, as with Sandbox Fusion's dmd.
+    "D_ut": Case('import std.stdio, std.array;\nunittest { writeln("hello ", readln().split()[0]); }\n'
+                 'void main() { writeln("main must not run"); }\n', 'unittest { int x = "s"; }\nvoid main() {}\n',
+                 True),
+    "sql": Case("CREATE TABLE t(line TEXT);\n.import /dev/stdin t\n"
+                "SELECT 'hello ' || substr(line, 1, instr(line, ' ') - 1) FROM t;\n", "SELEC 1;\n", False),
+    "scala": Case('object Hello {\n  def main(args: Array[String]): Unit = {\n'
+                  '    println("hello " + scala.io.StdIn.readLine().split(" ")(0))\n  }\n}\n',
+                  'object Main {\n  def main(args: Array[String]): Unit = { val x: Int = "s" }\n}\n', True),
     "verilog": Case('module tb;\n  reg [8*64-1:0] w;\n  integer r;\n  initial begin\n'
                     '    r = $fscanf(32\'h8000_0000, "%s", w);\n    $display("hello %0s", w);\n    $finish;\n'
                     '  end\nendmodule\n', "module tb;\n  initial begin\n    x = ;\n  end\nendmodule\n", True),
@@ -139,3 +151,54 @@ def test_compile_timeout_has_a_floor(run):
     out = run(code=CASES["c"].hello, language="c", stdin="floor\n", compile_timeout=0.001)
     assert out["status"] == "Success", out
     assert out["run_result"]["stdout"] == "hello floor\n"
+
+
+def test_d_unittest_failure_fails_the_run(installed: set[str], run):
+    _need("D_ut", installed)
+    out = run(code="unittest { assert(1 + 1 == 3); }\nvoid main() {}\n", language="D_ut", run_timeout=20)
+    assert out["status"] == "Failed" and out["run_result"]["return_code"] != 0, out
+    assert "unittest" in out["run_result"]["stderr"], out
+
+
+def test_sql_script_runs_on_the_database_sent_in_files(installed: set[str], run, tmp_path):
+    _need("sql", installed)
+    import base64
+    import sqlite3
+    db = tmp_path / "main.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript("CREATE TABLE emp(name TEXT, dept TEXT, pay INT);"
+                           "INSERT INTO emp VALUES ('ann','eng',10),('bob','eng',30),('cy','ops',5);")
+    conn.close()
+    code = "SELECT dept, SUM(pay) FROM emp GROUP BY dept ORDER BY dept;\n"
+    out = run(code=code, language="sql", files={"main.db": base64.b64encode(db.read_bytes()).decode()})
+    assert out["status"] == "Success" and out["run_result"]["stdout"] == "eng|40\nops|5\n", out
+    fresh = run(code="CREATE TABLE t(x INT); INSERT INTO t VALUES (41); SELECT x + 1 FROM t;\n", language="sql")
+    assert fresh["status"] == "Success" and fresh["run_result"]["stdout"] == "42\n", fresh
+    missing = run(code=code, language="sql")  # a fresh database each run: no table left by another
+    assert missing["status"] == "Failed" and "no such table" in missing["run_result"]["stderr"], missing
+
+
+# memory_limit_MB=32 takes the cold path (a bubblewrap sandbox of its own), -1 the fork server's.
+@pytest.mark.parametrize("memory_mb", [-1, 32])
+def test_programs_can_reopen_dev_stdin_and_stdout(run, memory_mb):
+    """Competitive-programming code often reads `/dev/stdin` by name (node's readFileSync("/dev/stdin")), which
+    opens the stdin pipe anew: the pipes belong to the sandbox uid, not to root."""
+    code = "data = open('/dev/stdin').read()\nwith open('/dev/stdout', 'w') as f:\n    f.write(data.upper())\n"
+    out = run(code=code, stdin="abc\n", memory_limit_MB=memory_mb)
+    assert out["status"] == "Success" and out["run_result"]["stdout"] == "ABC\n", out
+
+
+def test_node_reads_dev_stdin(installed: set[str], run):
+    _need("nodejs", installed)
+    out = run(code='console.log(require("fs").readFileSync("/dev/stdin", "utf8").trim() + "!")', language="nodejs",
+              stdin="hi\n")
+    assert out["status"] == "Success" and out["run_result"]["stdout"] == "hi!\n", out
+
+
+def test_scala_without_an_object_fails_to_compile_as_in_sandbox_fusion(installed: set[str], run):
+    _need("scala", installed)
+    out = run(code="class NoMain { def f = 1 }\n", language="scala")
+    # Sandbox Fusion's own answer: an Error compile step, which its status rule turns into SandboxError.
+    assert out["status"] == "SandboxError" and out["run_result"] is None, out
+    assert out["compile_result"]["status"] == "Error" and out["compile_result"]["stderr"] == "Object name not found."
+    assert out["message"] == "Object name not found."
