@@ -70,6 +70,15 @@ def make_world(seed: int = 0, people: int = 1000, companies: int = 60) -> World:
     cities = [w.capitalize() for w in _unique(rng, 40, lambda r: _word(r, 2))]
     company_names = _unique(rng, companies, lambda r: f"{_word(r, 2).capitalize()} {r.choice(_COMPANY_KINDS)}")
     firms = tuple(Company(n, rng.randint(1800, 1999), rng.choice(cities)) for n in company_names)
-    person_names = _unique(rng, people, lambda r: f"{_word(r, 2).capitalize()} {_word(r, 2).capitalize()}")
+    # People are combinations of a pool of given names and surnames, as real names are: each part recurs across
+    # many people, so a question's name is made of words the model has seen and can copy into a query, while the
+    # combination (and so the person's facts) is new for held-out questions. Wholly made-up names split into
+    # unfamiliar sub-word pieces that a small model garbles when it copies them (the first learning run).
+    pool = max(8, int(people ** 0.5 * 1.3))
+    given = [w.capitalize() for w in _unique(rng, pool, lambda r: _word(r, 1))]
+    family = [w.capitalize() for w in _unique(rng, pool, lambda r: _word(r, 2))]
+    if people > len(given) * len(family):
+        raise ValueError(f"{people} people need more than {len(given)} x {len(family)} name combinations")
+    person_names = _unique(rng, people, lambda r: f"{r.choice(given)} {r.choice(family)}")
     folks = tuple(Person(n, rng.randint(1900, 1999), rng.choice(cities), rng.choice(firms)) for n in person_names)
     return World(people=folks, companies=firms)
