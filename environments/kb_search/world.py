@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+from retrieval_server.index import STOP_WORDS, TOKENIZER
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "st", "tr"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
@@ -57,6 +60,31 @@ def _word(rng: random.Random, syllables: int) -> str:
     return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)) + rng.choice(_CODAS)
 
 
+def _index_terms(words: list[str]) -> list[str]:
+    """The term the retrieval server's index makes of each word (its FTS5 tokenizer: lower case, Porter stem)."""
+    db = sqlite3.connect(":memory:")
+    db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize='{TOKENIZER}')")
+    db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")
+    db.executemany("INSERT INTO t(rowid, x) VALUES (?, ?)", list(enumerate(words, 1)))
+    terms = dict(db.execute("SELECT doc, term FROM v"))
+    db.close()
+    return [terms.get(i, "") for i in range(1, len(words) + 1)]
+
+
+def _searchable_words(rng: random.Random, count: int, syllables: int, taken: set[str]) -> list[str]:
+    """`count` capitalised made-up words, each one index term that no other generated word has and that is no
+    stop word: "Kras" and "Kra" stem alike and "No" is dropped from queries, so a person named so could not be
+    found by name."""
+    out: list[str] = []
+    while len(out) < count:
+        candidates = [_word(rng, syllables).capitalize() for _ in range(count - len(out))]
+        for word, term in zip(candidates, _index_terms(candidates)):
+            if term and term not in taken and term not in STOP_WORDS and len(out) < count:
+                taken.add(term)
+                out.append(word)
+    return out
+
+
 def _unique(rng: random.Random, count: int, make) -> list[str]:
     seen: dict[str, None] = {}
     while len(seen) < count:
@@ -75,8 +103,9 @@ def make_world(seed: int = 0, people: int = 1000, companies: int = 60) -> World:
     # combination (and so the person's facts) is new for held-out questions. Wholly made-up names split into
     # unfamiliar sub-word pieces that a small model garbles when it copies them (the first learning run).
     pool = max(8, int(people ** 0.5 * 1.3))
-    given = [w.capitalize() for w in _unique(rng, pool, lambda r: _word(r, 1))]
-    family = [w.capitalize() for w in _unique(rng, pool, lambda r: _word(r, 2))]
+    taken = set(_index_terms(cities + company_names))
+    given = _searchable_words(rng, pool, 1, taken)
+    family = _searchable_words(rng, pool, 2, taken)
     if people > len(given) * len(family):
         raise ValueError(f"{people} people need more than {len(given)} x {len(family)} name combinations")
     person_names = _unique(rng, people, lambda r: f"{r.choice(given)} {r.choice(family)}")

@@ -115,3 +115,20 @@ def test_train_yaml_runs_main_ppo_steps_against_the_server(server, tmp_path, tin
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and "actor/grad_norm" in json.dumps(metrics)
+
+
+def test_every_entity_is_found_first_by_its_name(tmp_path):
+    """The whole world, not a sample: top-1 BM25 on each person's and company's name is its own document (name
+    parts that stem alike, or a stop word as a name, would send the ideal policy to someone else)."""
+    from retrieval_server.index import Bm25Index, build_index
+
+    world = make_world()
+    corpus = write_corpus(tmp_path / "corpus.jsonl")
+    build_index(corpus, tmp_path / "index.sqlite")
+    index = Bm25Index(tmp_path / "index.sqlite")
+    try:
+        for entity in (*world.people, *world.companies):
+            [(doc, _)] = index.search(entity.name, 1)
+            assert doc["contents"].splitlines()[0] == entity.name, entity.name
+    finally:
+        index.close()
