@@ -82,10 +82,11 @@ class _TokenTrack:
 
     async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
         delta = self.loop.delta_ids(messages, new, self.tool_dicts)
+        room = self.loop.config.max_response_tokens - len(self.traj.response_ids)
         if image_parts(new):
             start = len(self.traj.prompt_ids) + len(self.traj.response_ids)
-            delta = self.images.add_turn(delta, new, start, len(self.traj.turns))
-        if len(self.traj.response_ids) + len(delta) >= self.loop.config.max_response_tokens:
+            delta = self.images.add_turn(delta, new, start, len(self.traj.turns), room=room)
+        if len(delta) >= room:
             return False
         self._append(new[0]["role"], delta, [0.0] * len(delta), trained=False)
         return True
