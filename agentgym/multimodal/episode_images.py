@@ -77,6 +77,17 @@ class EpisodeImages:
             part["image_index"] = index
         self.encoded.extend(new)
 
+    def first_placeholder(self, generated: list[int]) -> int | None:
+        """Where the model itself sampled an image or video placeholder token (a weakly trained model can), or
+        None. Such a token has no image behind it, so the trainer and the next prefill could not match it."""
+        if self.processor is None:
+            return None
+        banned = {self.processor.image_token_id}
+        video = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        if isinstance(video, int) and video != getattr(self.processor.tokenizer, "unk_token_id", None):
+            banned.add(video)
+        return next((i for i, token in enumerate(generated) if token in banned), None)
+
     def inputs(self) -> ImageInputs | None:
         return ImageInputs(tuple(self.encoded)) if self.encoded else None
 

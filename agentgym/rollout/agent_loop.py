@@ -71,6 +71,12 @@ class _TokenTrack:
         ids = list(out.token_ids)
         if len(out.logprobs) != len(ids):
             raise RuntimeError(f"engine returned {len(ids)} tokens but {len(out.logprobs)} logprobs")
+        cut = self.images.first_placeholder(ids)
+        if cut is not None:
+            # A sampled image/video placeholder would make the trainer look for an image that is not there: keep
+            # the turn up to it (still the policy's own sample) and end the episode.
+            self._append("assistant", ids[:cut], list(out.logprobs)[:cut], trained=True)
+            return AssistantTurn(self.loop.decode(ids[:cut]), "vision_token")
         self._append("assistant", ids, list(out.logprobs), trained=True)
         text = self.loop.decode(ids)
         if out.finish_reason != "stop":

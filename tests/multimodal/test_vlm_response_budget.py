@@ -47,3 +47,22 @@ async def test_a_tool_image_past_the_response_budget_is_not_given_a_span(vision_
                       config=AgentLoopConfig(max_response_tokens=400), processor=vp)
     full = await roomy.run(row)
     assert len(full.image_spans) == 2 and full.error is None
+
+
+async def test_a_sampled_image_placeholder_ends_the_turn_before_it(vision_processor):
+    """A weakly trained VLM can sample `<|image_pad|>`; kept, it has no image behind it and training stops with
+    "image tokens and recorded image spans disagree". The turn keeps the tokens before it and the episode ends."""
+    from agentgym.trainer.batching import SampleBatch
+
+    vp = vision_processor
+    image = _png()
+    row = {"prompt": [{"role": "user", "content": "<image>How many?"}], "images": [image],
+           "extra_info": {"tools_kwargs": {"image_zoom_in": {"create_kwargs": {"image": image}}}}}
+    tools = build_tools(load_tool_specs("tool_configs/image_zoom_in.yaml"))
+    loop = AgentLoop(ImageScripted(vp.tokenizer, lambda conversation, sid: "two <|image_pad|> squares"),
+                     vp.tokenizer, tools, config=AgentLoopConfig(max_response_tokens=400), processor=vp)
+    traj = await loop.run(row)
+    assert traj.error is None and traj.finish_reason == "vision_token"
+    assert vp.image_token_id not in traj.response_ids
+    assert vp.tokenizer.decode(traj.response_ids).strip() == "two"
+    SampleBatch.from_trajectories([traj], vp)  # trains without the mismatch
