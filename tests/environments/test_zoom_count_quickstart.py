@@ -61,6 +61,9 @@ def test_zoom_count_quickstart_runs_every_stage(tmp_path):
     text = next(p for p in tool["content"] if isinstance(p, dict) and p.get("type") == "text")
     text["text"] = f"Zoomed in on [{x1 + 8}, {y1}, {x2}, {y2}]."
     assert job.evaluate([wrong]).accuracy == 0.0 and job.evaluate([wrong]).tool_use_correct == 0.0
+    junk = copy.deepcopy(transcripts[0])  # what GRPO found: the rule's last-number fallback pays it a quarter of the time
+    junk.messages[-1]["content"] = "\\box_, %s}" % junk.row_info["reward_model"]["ground_truth"]
+    assert job.evaluate([junk]).accuracy == 0.0
 
 
 def test_arithmetic_only_options_are_refused_with_the_fix(tmp_path):
