@@ -27,6 +27,16 @@ def _quickstart(args: argparse.Namespace, console: Console) -> int:
 
     given = {name: getattr(args, name) for name in ("seed", "environment", "model_size", "rl_steps", "sft_epochs",
                                                     "sft_rows", "direct_share", "eval_rows")}
+    if args.task == "zoom_count":
+        from environments.zoom_count.learn import ZoomCountQuickstart, zoom_settings
+
+        if given.pop("environment") is not None or given["model_size"] is not None:
+            raise AgentGymError("--environment and --model-size choose the arithmetic task's tool and text model; "
+                                "--task zoom_count has its own (the zoom tool, the tiny-vl model): drop them")
+        given.pop("model_size")
+        settings = zoom_settings(args.run_dir, overrides=tuple(args.overrides),
+                                 **{name: value for name, value in given.items() if value is not None})
+        return run_quickstart(settings, console, ZoomCountQuickstart(settings, console))
     settings = QuickstartSettings(run_dir=args.run_dir, overrides=tuple(args.overrides),
                                   **{name: value for name, value in given.items() if value is not None})
     return run_quickstart(settings, console)
@@ -60,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = sub.add_parser("quickstart", help="the main job: warm-up SFT then GRPO with a tool, on embedded defaults")
     quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
+    quick.add_argument("--task", choices=["arithmetic", "zoom_count"], default="arithmetic",
+                       help="arithmetic (default): word problems with a tool, a text model; zoom_count: count red "
+                            "squares in a picture with the image_zoom_in tool, a tiny vision-language model")
     # Unset options take QuickstartSettings' defaults.
     quick.add_argument("--seed", type=int)
     quick.add_argument("--environment", choices=["code_arith", "arithmetic"],

@@ -114,6 +114,13 @@ def evaluate(trajs: Sequence[Trajectory]) -> EvalResult:
 
 
 class Quickstart:
+    """The main job's flow (model, warm-up SFT, held-out evaluation, GRPO, evaluation again) on the arithmetic
+    environments. Another task subclasses it and replaces the parts named below (rows, teacher, evaluation, and
+    for a vision-language task the model builder, the scripted teacher engine and the run config)."""
+
+    train_config: Path = TRAIN_CONFIG
+    processor: Any = None  # the model's VisionProcessor when it is a vision-language model (set by `run`)
+
     def __init__(self, settings: QuickstartSettings, console: Console):
         self.s = settings
         self.console = console
@@ -135,7 +142,7 @@ class Quickstart:
 
     def config(self, model_path: Path, stage: str, extra: Sequence[str] = ()) -> AgentGymConfig:
         return load_config(
-            TRAIN_CONFIG,
+            self.train_config,
             [
                 f"actor_rollout_ref.model.path={model_path}",
                 f"trainer.default_local_dir={self.s.run_dir / stage}",
@@ -152,14 +159,27 @@ class Quickstart:
     def evaluate(self, trajs: Sequence[Trajectory]) -> EvalResult:
         return evaluate(trajs)
 
+    def build_model(self) -> Path:
+        from agentgym.models import build_tiny_model
+
+        return build_tiny_model(self.s.run_dir / "models", size=self.s.model_size, seed=self.s.seed)
+
+    def teacher_engine(self, tokenizer: Any, script: Callable[[str, str | None], str]) -> Any:
+        """The engine that plays the warm-up teacher's script through the agent loop."""
+        return ScriptedEngine(tokenizer, script)
+
+    def failed_demonstrations(self, transcripts: Sequence[Trajectory]) -> list[Trajectory]:
+        """Warm-up transcripts that did not solve their task (the teacher interaction judged them)."""
+        return [t for t in transcripts if t.failed or t.final_score < 1.0]
+
     def loop(self, engine: Any, tokenizer: Any, cfg: AgentGymConfig, *, temperature: float) -> AgentLoop:
         config = agent_loop_config(cfg, temperature=temperature, seed=self.s.seed)
-        return AgentLoop(engine, tokenizer, self.tools, self.interactions, config)
+        return AgentLoop(engine, tokenizer, self.tools, self.interactions, config, processor=self.processor)
 
     async def run(self) -> dict[str, dict[str, EvalResult]]:
         from transformers import AutoTokenizer
 
-        from agentgym.models import build_tiny_model
+        from agentgym.multimodal.processor import load_vision_processor
         from agentgym.rollout.engines.transformers_engine import TransformersEngine
         from agentgym.trainer.driver import RLTrainer
         from agentgym.trainer.sft import SFTTrainer
@@ -167,9 +187,19 @@ class Quickstart:
 
         s, console = self.s, self.console
         s.run_dir.mkdir(parents=True, exist_ok=True)
-        init_path = build_tiny_model(s.run_dir / "models", size=s.model_size, seed=s.seed)
+        self.phase_seconds: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def phase_done(name: str) -> None:
+            now = time.perf_counter()
+            self.phase_seconds[name] = round(now - clock[0], 1)
+            clock[0] = now
+
+        init_path = self.build_model()
         tokenizer = AutoTokenizer.from_pretrained(init_path)
+        self.processor = load_vision_processor(init_path)
         console.print(f"[bold]1. model[/bold] {init_path}")
+        phase_done("model")
 
         sft_cfg = self.config(
             init_path, "sft", [f"actor_rollout_ref.actor.optim.lr={s.sft_lr}", f"data.train_batch_size={s.sft_batch_size}",
@@ -180,13 +210,14 @@ class Quickstart:
         )
         direct = set(random.Random(s.seed).sample(range(len(self.sft_rows)), round(s.direct_share * len(self.sft_rows))))
         script = self.demonstration_script(direct)
-        transcripts = await self.loop(ScriptedEngine(tokenizer, script), tokenizer, sft_cfg, temperature=1.0).run_batch(
+        transcripts = await self.loop(self.teacher_engine(tokenizer, script), tokenizer, sft_cfg, temperature=1.0).run_batch(
             self.sft_rows, group_prefix="sft-"
         )
-        bad = [t for t in transcripts if t.failed or t.final_score < 1.0]
+        bad = self.failed_demonstrations(transcripts)
         if bad:
             raise RuntimeError(f"{len(bad)} warm-up transcripts did not solve their task; first: {bad[0].error or bad[0].messages}")
         write_jsonl(transcripts, s.run_dir / "sft_transcripts.jsonl")
+        phase_done("demonstrations")
         console.print(f"[bold]2. warm-up SFT[/bold] on {len(transcripts)} transcripts ({len(direct)} answer from memory, "
                       f"the rest call the tool), {s.sft_epochs} epochs")
         sft = SFTTrainer(sft_cfg, total_steps=s.sft_epochs * len(transcripts) // s.sft_batch_size)
@@ -207,6 +238,7 @@ class Quickstart:
         console.print("   SFT loss per epoch: " + ", ".join(f"{h.get('sft/loss', float('nan')):.3f}" for h in history)
                       + f" ({time.perf_counter() - started:.0f}s)")
         sft_path = save_model(init_path, state, s.run_dir / "models" / "sft")
+        phase_done("sft")
 
         rl_cfg = self.config(sft_path, "rl", [f"trainer.total_training_steps={s.rl_steps}"])
         engine = TransformersEngine(sft_path)
@@ -223,6 +255,7 @@ class Quickstart:
                 return results
 
             before = await held_out("before")
+            phase_done("eval_before")
             console.print(f"[bold]3. held-out before RL[/bold]: accuracy {before['greedy'].accuracy:.1%} greedy, "
                           f"{before['sampled'].accuracy:.1%} sampled; tool used correctly {before['greedy'].tool_use_correct:.1%}")
             rollouts = s.run_dir / "rl_trajectories.jsonl"
@@ -241,7 +274,9 @@ class Quickstart:
             finally:
                 tracker.close()
                 trainer.close()
+            phase_done("rl")
             after = await held_out("after")
+            phase_done("eval_after")
         finally:
             await engine.close()
             await aclose_http_sessions()
@@ -250,9 +285,12 @@ class Quickstart:
 
 def save_model(init_path: Path, state_dict: dict[str, Any], out: Path) -> Path:
     """A loadable HF model directory holding the trained weights (config and tokenizer from the initial model)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    model = AutoModelForCausalLM.from_pretrained(init_path)
+    from agentgym.multimodal.processor import VisionProcessor
+
+    auto = AutoModelForImageTextToText if VisionProcessor.is_vision_model(init_path) else AutoModelForCausalLM
+    model = auto.from_pretrained(init_path)
     model.load_state_dict(state_dict, strict=True)
     if out.exists():
         shutil.rmtree(out)
@@ -266,7 +304,8 @@ def save_model(init_path: Path, state_dict: dict[str, Any], out: Path) -> Path:
 def run_quickstart(settings: QuickstartSettings, console: Console, job: Quickstart | None = None) -> int:
     """Run the job (default: the quickstart of `settings.environment`), then print and save its results."""
     started = time.perf_counter()
-    results = asyncio.run((job or Quickstart(settings, console)).run())
+    job = job or Quickstart(settings, console)
+    results = asyncio.run(job.run())
     table = Table(title=f"held-out results ({settings.eval_rows} tasks never trained on)")
     for column in ("", "decoding", "accuracy", "first-try accuracy", "tool used correctly", "mean reward"):
         table.add_column(column)
@@ -279,7 +318,7 @@ def run_quickstart(settings: QuickstartSettings, console: Console, job: Quicksta
         eval_name(stage, mode): {k: v for k, v in vars(result).items() if k != "trajectories"}
         for stage, by_mode in results.items() for mode, result in by_mode.items()
     }
-    summary.update(seconds=time.perf_counter() - started, settings={k: str(v) for k, v in vars(settings).items()})
+    summary.update(seconds=time.perf_counter() - started, phase_seconds=getattr(job, "phase_seconds", {}), settings={k: str(v) for k, v in vars(settings).items()})
     (settings.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     try:
         from agentgym.trainer.plot import plot_run

@@ -49,15 +49,20 @@ class EpisodeImages:
         self._record(ids, new, parts, offset=0, turn=None)
         return ids
 
-    def add_turn(self, delta_ids: list[int], new_messages: list[Message], offset: int, turn: int) -> list[int]:
+    def add_turn(self, delta_ids: list[int], new_messages: list[Message], offset: int, turn: int, *,
+                 room: int | None = None) -> list[int]:
         """Encode the images of the environment's new messages (a tool's `ToolResponse.image`) and expand the
-        delta's placeholders; `offset` is where the delta starts in prompt + response."""
+        delta's placeholders; `offset` is where the delta starts in prompt + response. An expanded delta of `room`
+        tokens or more will not be appended (the response budget ends the episode): its images are not recorded
+        as seen (`finish` stores them without spans)."""
         parts = [p for p in image_parts(new_messages) if "image" in p]
         if not parts:
             return delta_ids
         processor = self._require_processor(f"a tool returned {len(parts)} image(s)")
         new = [processor.encode_image(part["image"]) for part in parts]
         ids = processor.expand(delta_ids, new)
+        if room is not None and len(ids) >= room:
+            return ids
         self._record(ids, new, parts, offset=offset, turn=turn)
         return ids
 
@@ -71,6 +76,17 @@ class EpisodeImages:
             part.pop("image", None)
             part["image_index"] = index
         self.encoded.extend(new)
+
+    def first_placeholder(self, generated: list[int]) -> int | None:
+        """Where the model itself sampled an image or video placeholder token (a weakly trained model can), or
+        None. Such a token has no image behind it, so the trainer and the next prefill could not match it."""
+        if self.processor is None:
+            return None
+        banned = {self.processor.image_token_id}
+        video = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        if isinstance(video, int) and video != getattr(self.processor.tokenizer, "unk_token_id", None):
+            banned.add(video)
+        return next((i for i, token in enumerate(generated) if token in banned), None)
 
     def inputs(self) -> ImageInputs | None:
         return ImageInputs(tuple(self.encoded)) if self.encoded else None

@@ -71,6 +71,12 @@ class _TokenTrack:
         ids = list(out.token_ids)
         if len(out.logprobs) != len(ids):
             raise RuntimeError(f"engine returned {len(ids)} tokens but {len(out.logprobs)} logprobs")
+        cut = self.images.first_placeholder(ids)
+        if cut is not None:
+            # A sampled image/video placeholder would make the trainer look for an image that is not there: keep
+            # the turn up to it (still the policy's own sample) and end the episode.
+            self._append("assistant", ids[:cut], list(out.logprobs)[:cut], trained=True)
+            return AssistantTurn(self.loop.decode(ids[:cut]), "vision_token")
         self._append("assistant", ids, list(out.logprobs), trained=True)
         text = self.loop.decode(ids)
         if out.finish_reason != "stop":
@@ -82,10 +88,11 @@ class _TokenTrack:
 
     async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
         delta = self.loop.delta_ids(messages, new, self.tool_dicts)
+        room = self.loop.config.max_response_tokens - len(self.traj.response_ids)
         if image_parts(new):
             start = len(self.traj.prompt_ids) + len(self.traj.response_ids)
-            delta = self.images.add_turn(delta, new, start, len(self.traj.turns))
-        if len(self.traj.response_ids) + len(delta) >= self.loop.config.max_response_tokens:
+            delta = self.images.add_turn(delta, new, start, len(self.traj.turns), room=room)
+        if len(delta) >= room:
             return False
         self._append(new[0]["role"], delta, [0.0] * len(delta), trained=False)
         return True

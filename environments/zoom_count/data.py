@@ -21,6 +21,9 @@ SYSTEM_PROMPT = ("Count the red squares. The picture is small: call image_zoom_i
                  "shapes, then give the count as \\boxed{n}.")
 QUESTION = "<image>How many red squares are in the picture?"
 SIZE, REGION, SQUARE = 224, 96, 7
+# The teacher's zoom boxes: ZOOM-pixel squares on a GRID-pixel lattice. One of them always holds the region, and
+# their 16 corners are few and round enough for a tiny model to learn to name from the coarse whole-image view.
+ZOOM, GRID = 128, 32
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,21 @@ def make_rows(cfg: ZoomCountTaskConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def zoom_box(region: list[int]) -> list[int]:
+    """The teacher's box around `region`: the ZOOM square on the GRID lattice that holds it."""
+    x0, y0 = (min(v // GRID * GRID, SIZE - ZOOM) for v in region[:2])
+    return [x0, y0, x0 + ZOOM, y0 + ZOOM]
+
+
+def box_holds(box: list[float], region: list[int]) -> bool:
+    return box[0] <= region[0] and box[1] <= region[1] and box[2] >= region[2] and box[3] >= region[3]
+
+
 def demonstration(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The turns of a correct episode (zoom on the region, then the count), for SFT warm-up."""
+    """The turns of a correct episode (zoom on a lattice box that holds the region, then the count), for SFT."""
     import json
 
-    box = row["extra_info"]["region"]
+    box = zoom_box(row["extra_info"]["region"])
     call = {"name": "image_zoom_in", "arguments": {"bbox_2d": box}}
     return [{"role": "assistant", "content": "<tool_call>\n" + json.dumps(call) + "\n</tool_call>"},
             {"role": "tool", "content": None},  # the zoomed image: produced by the tool when replayed

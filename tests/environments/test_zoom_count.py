@@ -46,3 +46,18 @@ def test_text_alone_is_at_chance():
     assert len({str(r["prompt"]) for r in rows}) == 1  # every row asks the same words
     counts = Counter(r["reward_model"]["ground_truth"] for r in rows)
     assert max(counts.values()) / len(rows) == 0.25  # the best a text-only guess can score
+
+
+def test_the_teachers_zoom_box_holds_the_shapes_on_a_coarse_lattice():
+    from environments.zoom_count.data import GRID, SIZE, ZOOM, box_holds, demonstration, zoom_box
+
+    rows = make_rows(ZoomCountTaskConfig(num_rows=200, seed=5))
+    corners = set()
+    for row in rows:
+        region = row["extra_info"]["region"]
+        box = zoom_box(region)
+        assert box_holds(box, region) and 0 <= box[0] and box[2] <= SIZE and 0 <= box[1] and box[3] <= SIZE
+        assert box[0] % GRID == box[1] % GRID == 0 and box[2] - box[0] == box[3] - box[1] == ZOOM
+        assert str(box) in demonstration(row)[0]["content"]
+        corners.add(tuple(box[:2]))
+    assert len(corners) == 16  # every lattice box is used: the corner is not a constant the model could memorise
