@@ -40,10 +40,15 @@ def register_scorer(name: str, fn: Scorer) -> None:
 
 def rule_score(solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, *,
                mode: str = "numeric", case_sensitive: bool = False) -> float:
-    """1.0 when the answer matches: `numeric` (the final \\boxed{} or last number, exact), `string` (the boxed
-    answer or whole text, trimmed), `regex` (ground_truth is a pattern searched in the text)."""
+    """1.0 when the answer matches: `numeric` (the final \\boxed{} or last number, exact), `boxed` (numeric, but only
+    a final \\boxed{} counts: no last-number fallback, which a policy under RL learns to game by writing any text
+    that ends in a likely number), `string` (the boxed answer or whole text, trimmed), `regex` (ground_truth is a
+    pattern searched in the text)."""
     if mode == "numeric":
         return float(answers_match(extract_answer(solution_str), str(ground_truth)))
+    if mode == "boxed":
+        boxed = re.findall(r"\\boxed\{([^{}]*)\}", solution_str)
+        return float(bool(boxed) and answers_match(boxed[-1].strip(), str(ground_truth)))
     if mode == "string":
         boxed = re.findall(r"\\boxed\{([^{}]*)\}", solution_str)
         got = (boxed[-1] if boxed else solution_str).strip()
@@ -51,7 +56,7 @@ def rule_score(solution_str: str, ground_truth: Any, extra_info: Mapping[str, An
         return float(got == want if case_sensitive else got.lower() == want.lower())
     if mode == "regex":
         return float(re.search(str(ground_truth), solution_str, 0 if case_sensitive else re.IGNORECASE) is not None)
-    raise ValueError(f"unknown rule mode {mode!r}; use numeric, string or regex")
+    raise ValueError(f"unknown rule mode {mode!r}; use numeric, boxed, string or regex")
 
 
 def _mentions(text: str) -> tuple[set[str], set[str], list[tuple[int, str | None, str]]]:

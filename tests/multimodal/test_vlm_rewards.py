@@ -33,3 +33,14 @@ def test_weighted_mix_and_a_registered_component():
     assert compute_score("x", "", "3", SCENE, components=[{"name": "always_half", "weight": 2}])["score"] == 1.0
     with pytest.raises(ValueError, match="unknown reward component"):
         compute_score("x", "", "3", SCENE, components=[{"name": "judge"}])
+
+
+def test_boxed_mode_pays_only_a_final_boxed_answer():
+    """The zoom quickstart's GRPO learnt to write `\\box_, 1}` to every picture: the numeric mode's last-number
+    fallback paid it whenever the count was 1. The boxed mode pays only a boxed count."""
+    from agentgym.rewards.vlm import rule_score
+
+    assert rule_score(r"\box_, 1}", "1") == 1.0  # the fallback
+    assert rule_score(r"\box_, 1}", "1", mode="boxed") == 0.0
+    assert rule_score(r"I count \boxed{3}", "3", mode="boxed") == 1.0
+    assert rule_score(r"\boxed{2} no, \boxed{3}", "2", mode="boxed") == 0.0
