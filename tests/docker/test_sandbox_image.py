@@ -34,7 +34,10 @@ LEAVE_MARKS = f"for d in . /tmp /dev/shm; do echo x > $d/{MARK} 2>/dev/null; don
 
 def assert_healthy(svc: ComposeService) -> None:
     """The server still answers and a fresh run sees a clean sandbox."""
-    out = run_code(svc, language="bash", code=f"ls -a . /tmp /dev/shm | grep -c {MARK}; ps -e -o comm= | grep -c '^bash$'")
+    # ps's output is taken whole before it is counted: in a pipeline, grep's side may still be a forked bash
+    # (not yet exec'd) while ps lists the processes, and counts as a second bash.
+    out = run_code(svc, language="bash",
+                   code=f"ls -a . /tmp /dev/shm | grep -c {MARK}; procs=$(ps -e -o comm=); grep -c '^bash$' <<< \"$procs\"")
     assert out["run_result"]["stdout"].split() == ["0", "1"], out  # no marks; no bash but this one
 
 
