@@ -68,9 +68,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m environments.kb_search.learn", description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sft-rows", type=int, default=1024)
+    p.add_argument("--sft-rows", type=int, default=1536)
     p.add_argument("--sft-epochs", type=int, default=12)
-    p.add_argument("--direct-share", type=float, default=0.5,
+    p.add_argument("--direct-share", type=float, default=0.1,
                    help="share of warm-up demonstrations that answer from memory instead of searching")
     p.add_argument("--rl-steps", type=int, default=20)
     p.add_argument("--eval-rows", type=int, default=128)
