@@ -26,5 +26,19 @@ class ConfigError(AgentGymError):
         super().__init__(text)
 
 
+def validation_problems(exc) -> str:
+    """A pydantic ValidationError of a YAML `config:` mapping as one sentence: each problem by its key."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        elif err["type"] == "missing":
+            problems.append(f"{key} is required")
+        else:
+            problems.append(f"{key}: {err['msg']}")
+    return "; ".join(problems) + "."
+
+
 class RolloutFailed(AgentGymError):
     """Too many trajectories of a step ended in an error for the step to be worth training on."""

@@ -21,7 +21,7 @@ import aiohttp
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
 
-from agentgym.errors import ConfigError
+from agentgym.errors import ConfigError, validation_problems
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.rate_limit import (
     AsyncRateLimiter,
@@ -114,17 +114,8 @@ class SearchToolConfig(BaseModel):
         try:
             return cls.model_validate(dict(config or {}))
         except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                key = ".".join(str(p) for p in err["loc"]) or "(config)"
-                if err["type"] == "extra_forbidden":
-                    problems.append(f"unknown key {key!r}")
-                elif err["type"] == "missing":
-                    problems.append(f"{key} is required")
-                else:
-                    problems.append(f"{key}: {err['msg']}")
             raise ConfigError(
-                "; ".join(problems) + ".",
+                validation_problems(exc),
                 entry=tool,
                 fix="set `retrieval_service_url: http://HOST:PORT/retrieve` (start a server with `python -m "
                 "retrieval_server --corpus docs.jsonl`); known keys: " + ", ".join(sorted(cls.model_fields)) + ".",

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agentgym.errors import ConfigError
+from agentgym.errors import ConfigError, validation_problems
 
 
 class SandboxFusionToolConfig(BaseModel):
@@ -139,16 +139,9 @@ class SandboxFusionToolConfig(BaseModel):
         try:
             return cls.model_validate(dict(config or {}))
         except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                key = ".".join(str(p) for p in err["loc"]) or "(config)"
-                if err["type"] == "extra_forbidden":
-                    problems.append(f"unknown key {key!r}")
-                else:
-                    problems.append(f"{key}: {err['msg']}")
             known = ", ".join(sorted(cls.model_fields))
             raise ConfigError(
-                "; ".join(problems) + ".",
+                validation_problems(exc),
                 entry=tool,
                 fix=f"edit the tool's `config:` mapping; known keys: {known}.",
             ) from None
