@@ -296,13 +296,14 @@ class MCPTool(BaseTool):
             return ToolResponse(text=f"Error: {exc}."), 0.0, {"mcp_error": "unavailable"}
         except Exception as exc:  # noqa: BLE001 - a protocol or transport failure is the model's tool message
             return ToolResponse(text=f"Error: {where} failed on `{self.name}`: {_reason(exc)}"), 0.0, {"mcp_error": "call"}
-        text = result_text(result)
         if getattr(result, "is_error", False):
+            text = result_text(result)
             return ToolResponse(text=f"Error: {text}" if text else f"Error: `{self.name}` failed on {where}."), 0.0, \
                 {"mcp_error": "tool"}
         images = result_images(result) if self.pass_images else []
+        text = result_text(result, images_apart=bool(images))
         if images:
-            return ToolResponse(text=result_text(result, images_apart=True) or None, image=images), 0.0, {}
+            return ToolResponse(text=text or None, image=images), 0.0, {}
         return ToolResponse(text=text), 0.0, {}
 
     async def release(self, instance_id: str, **kwargs: Any) -> None:

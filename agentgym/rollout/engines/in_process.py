@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 
@@ -86,6 +87,16 @@ class InProcessEngine(EngineContextMixin):
         vocab = self.model.config.get_text_config().vocab_size
         if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
             raise ValueError(f"prompt_ids must lie in [0, {vocab}); got ids outside it")
+
+    def _check_image_tokens(self, prompt_ids: list[int], images: Any, image_token_id: int | None) -> None:
+        """The prompt holds exactly the pad tokens its images need (`image_token_id`: None for a text model)."""
+        if image_token_id is None:
+            raise ValueError(f"the model ({type(self.model).__name__}) has no vision tower, so it cannot take images; "
+                             "serve a vision-language model (e.g. Qwen2.5-VL) for rows or tools with images")
+        pads = sum(1 for t in prompt_ids if t == image_token_id)
+        if pads != images.num_tokens:
+            raise ValueError(f"the prompt holds {pads} image tokens but its {len(images)} image(s) need "
+                             f"{images.num_tokens}; expand each image's placeholder with the model's processor")
 
     async def update_weights(self, state_dict: dict[str, torch.Tensor] | None = None, *,
                              path: str | None = None) -> None:

@@ -145,13 +145,7 @@ class TransformersEngine(InProcessEngine):
         return await request.future
 
     def _check_images(self, prompt_ids: list[int], images: Any) -> None:
-        if self.image_token_id is None:
-            raise ValueError(f"the model ({type(self.model).__name__}) has no vision tower, so it cannot take images; "
-                             "serve a vision-language model (e.g. Qwen2.5-VL) for rows or tools with images")
-        pads = sum(1 for t in prompt_ids if t == self.image_token_id)
-        if pads != images.num_tokens:
-            raise ValueError(f"the prompt holds {pads} image tokens but its {len(images)} image(s) need "
-                             f"{images.num_tokens}; expand each image's placeholder with the model's processor")
+        self._check_image_tokens(prompt_ids, images, self.image_token_id)
 
     # ---- scheduler ---------------------------------------------------------------------------------------------
 

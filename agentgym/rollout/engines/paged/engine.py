@@ -256,13 +256,7 @@ class PagedEngine(InProcessEngine):
 
     def _check_images(self, prompt_ids: list[int], images: Any) -> None:
         pad = self._runner.image_token_id if self._runner is not None else None
-        if pad is None:
-            raise ValueError(f"the model ({type(self.model).__name__}) has no vision tower, so it cannot take images; "
-                             "serve a vision-language model (e.g. Qwen2.5-VL) for rows or tools with images")
-        pads = sum(1 for t in prompt_ids if t == pad)
-        if pads != images.num_tokens:
-            raise ValueError(f"the prompt holds {pads} image tokens but its {len(images)} image(s) need "
-                             f"{images.num_tokens}; expand each image's placeholder with the model's processor")
+        self._check_image_tokens(prompt_ids, images, pad)
         if prompt_ids[-1] == pad:
             raise ValueError("the prompt ends inside an image; end it with the text that follows the image "
                              "(e.g. the chat template's generation prompt)")
