@@ -108,21 +108,29 @@ async def rollout(engine, prompts, images, new_tokens: int) -> tuple[float, list
 
 
 def logprob_gap(model, device: str, prompts, images, outs, count: int = 4) -> dict:
-    """|engine logprob - the model's own full forward (pixels, 3-D rotary positions)| over the sampled tokens."""
+    """|engine logprob - the model's own full forward (pixels, 3-D rotary positions)| over the sampled tokens.
+
+    A random model can sample an image placeholder; the reference forward would read it as a second image with no
+    pixels behind it, so each sequence is scored up to its first one (the agent loop ends a turn there too)."""
     from agentgym.multimodal.processor import rope_positions
 
+    placeholder = getattr(model.config, "image_token_id", None)
     gaps = []
     with torch.inference_mode():
         for prompt, image, out in list(zip(prompts, images, outs))[:count]:
-            ids = torch.tensor([prompt + out.token_ids], device=device)
+            cut = next((i for i, t in enumerate(out.token_ids) if t == placeholder), len(out.token_ids))
+            if cut == 0:
+                continue
+            token_ids, logprobs = out.token_ids[:cut], out.logprobs[:cut]
+            ids = torch.tensor([prompt + token_ids], device=device)
             kwargs = {}
             if image is not None:
                 grid = image.image_grid_thw.to(device)
                 kwargs = dict(pixel_values=image.pixel_values.to(device), image_grid_thw=grid,
                               position_ids=rope_positions(model, ids.cpu(), grid.cpu())[0].to(device))
             logits = model(input_ids=ids, **kwargs).logits[0, len(prompt) - 1 : -1].float()
-            ref = torch.log_softmax(logits, -1).gather(1, torch.tensor(out.token_ids, device=device)[:, None])[:, 0]
-            gaps.append((ref - torch.tensor(out.logprobs, device=device)).abs())
+            ref = torch.log_softmax(logits, -1).gather(1, torch.tensor(token_ids, device=device)[:, None])[:, 0]
+            gaps.append((ref - torch.tensor(logprobs, device=device)).abs())
     gap = torch.cat(gaps)
     return {"sequences": len(gaps), "mean": float(gap.mean()), "max": float(gap.max())}
 
