@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -22,21 +23,24 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     return run_demo(console=console, seed=args.seed, episodes=args.episodes)
 
 
+# The quickstart's vision-language tasks: environments/<task>/learn.py and the job class it defines.
+VISION_TASKS = {"zoom_color": "ZoomColorQuickstart", "zoom_count": "ZoomCountQuickstart"}
+
+
 def _quickstart(args: argparse.Namespace, console: Console) -> int:
     from agentgym.quickstart import QuickstartSettings, run_quickstart
 
     given = {name: getattr(args, name) for name in ("seed", "environment", "model_size", "rl_steps", "sft_epochs",
                                                     "sft_rows", "direct_share", "eval_rows")}
-    if args.task == "zoom_count":
-        from environments.zoom_count.learn import ZoomCountQuickstart, zoom_settings
-
+    if args.task in VISION_TASKS:
+        module = importlib.import_module(f"environments.{args.task}.learn")
         if given.pop("environment") is not None or given["model_size"] is not None:
             raise AgentGymError("--environment and --model-size choose the arithmetic task's tool and text model; "
-                                "--task zoom_count has its own (the zoom tool, the tiny-vl model): drop them")
+                                f"--task {args.task} has its own (the zoom tool, the tiny-vl model): drop them")
         given.pop("model_size")
-        settings = zoom_settings(args.run_dir, overrides=tuple(args.overrides),
-                                 **{name: value for name, value in given.items() if value is not None})
-        return run_quickstart(settings, console, ZoomCountQuickstart(settings, console))
+        settings = module.task_settings(args.run_dir, overrides=tuple(args.overrides),
+                                        **{name: value for name, value in given.items() if value is not None})
+        return run_quickstart(settings, console, getattr(module, VISION_TASKS[args.task])(settings, console))
     settings = QuickstartSettings(run_dir=args.run_dir, overrides=tuple(args.overrides),
                                   **{name: value for name, value in given.items() if value is not None})
     return run_quickstart(settings, console)
@@ -70,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = sub.add_parser("quickstart", help="the main job: warm-up SFT then GRPO with a tool, on embedded defaults")
     quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
-    quick.add_argument("--task", choices=["arithmetic", "zoom_count"], default="arithmetic",
-                       help="arithmetic (default): word problems with a tool, a text model; zoom_count: count red "
-                            "squares in a picture with the image_zoom_in tool, a tiny vision-language model")
+    quick.add_argument("--task", choices=["arithmetic", *VISION_TASKS], default="arithmetic",
+                       help="arithmetic (default): word problems with a tool, a text model; zoom_color: read the "
+                            "colour of a square in a picture with the image_zoom_in tool, a tiny vision-language "
+                            "model (learns in minutes); zoom_count: count small squares the same way (harder: does "
+                            "not learn at this size yet)")
     # Unset options take QuickstartSettings' defaults.
     quick.add_argument("--seed", type=int)
     quick.add_argument("--environment", choices=["code_arith", "arithmetic"],

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = dict(environment="zoom_count", model_size="tiny-vl", 
                                 direct_share=0.0, rl_steps=16, eval_rows=64, sft_lr=3e-3)
 
 
-def zoom_settings(run_dir: Path, **given: Any) -> QuickstartSettings:
+def task_settings(run_dir: Path, **given: Any) -> QuickstartSettings:
     """The job's settings for this task: `given` (the command line's) over this task's defaults."""
     return QuickstartSettings(run_dir=run_dir, **{**DEFAULTS, **given})
 
@@ -44,13 +44,15 @@ class TeacherEngine(ScriptedEngine):
         return await super().generate(prompt_ids, sampling, session_id=session_id)
 
 
-def teacher_script(rows: Sequence[dict[str, Any]], group_prefix: str) -> Callable[[str, str | None], str]:
-    """Replays `demonstration(row)`; every row asks the same words, so the row is found by the episode's uid."""
+def teacher_script(rows: Sequence[dict[str, Any]], group_prefix: str, demonstrate: Callable[..., list[dict]],
+                   direct_rows: set[int] = frozenset()) -> Callable[[str, str | None], str]:
+    """Replays `demonstrate(row)` (`demonstrate(row, direct=True)` for `direct_rows`); rows may ask the same words,
+    so the row is found by the episode's uid."""
 
     def script(conversation: str, session_id: str | None) -> str:
         index = int(str(session_id).removeprefix(group_prefix).split("-")[0])
-        call, _, answer = demonstration(rows[index])
-        return (answer if "<tool_response>" in conversation else call)["content"]
+        turns = demonstrate(rows[index], direct=True) if index in direct_rows else demonstrate(rows[index])
+        return (turns[-1] if "<tool_response>" in conversation else turns[0])["content"]
 
     return script
 
@@ -59,8 +61,8 @@ def truth(traj: Trajectory) -> str:
     return str(traj.row_info["reward_model"]["ground_truth"])
 
 
-def boxed_count_right(traj: Trajectory) -> bool:
-    """The final answer's last `\\boxed{}` holds the count (strict: the rule reward's last-number fallback would
+def boxed_answer_right(traj: Trajectory) -> bool:
+    """The final answer's last `\\boxed{}` holds the truth (strict: the rule reward's last-number fallback would
     also pay `\\box_, 1}`, which GRPO finds)."""
     import re
 
@@ -71,6 +73,10 @@ def boxed_count_right(traj: Trajectory) -> bool:
 def final_answer(traj: Trajectory) -> str:
     replies = [m.get("content") for m in traj.messages if m["role"] == "assistant"]
     return replies[-1] if replies and isinstance(replies[-1], str) else ""
+
+
+def called_a_tool(traj: Trajectory) -> bool:
+    return any(message["role"] == "tool" for message in traj.messages)
 
 
 def zoomed_on_region(traj: Trajectory) -> bool:
@@ -91,22 +97,29 @@ def zoomed_on_region(traj: Trajectory) -> bool:
 
 
 class ZoomCountQuickstart(Quickstart):
-    """The main job on zoom-count rows with a tiny vision-language model. Held-out rows come from their own split."""
+    """The main job on zoom-count rows with a tiny vision-language model. Held-out rows come from their own split.
+
+    Other zoom tasks (`environments.zoom_color`) subclass it with their own rows, demonstrations and config."""
 
     train_config = TRAIN_CONFIG
+    task_config: Any = ZoomCountTaskConfig
+    make_rows = staticmethod(make_rows)
+    demonstrate = staticmethod(demonstration)
+    task_name = "zoom_count"
+    answers_from_memory = False
 
     def __init__(self, settings: QuickstartSettings, console: Console):
-        if settings.direct_share != 0.0:
-            raise ValueError("zoom_count's warm-up teacher always zooms (there is no answering from memory): "
+        if settings.direct_share != 0.0 and not self.answers_from_memory:
+            raise ValueError(f"{self.task_name}'s warm-up teacher always zooms (there is no answering from memory): "
                              f"leave --direct-share unset, got {settings.direct_share}")
         self.s = settings
         self.console = console
         self.tools = build_tools(load_tool_specs(TOOL_CONFIG))
         self.interactions = {}
-        task = ZoomCountTaskConfig(seed=settings.seed)
-        self.eval_rows = make_rows(replace(task, num_rows=settings.eval_rows, split="test"))
-        self.sft_rows = make_rows(replace(task, num_rows=settings.sft_rows, split="sft"))
-        self.train_rows = make_rows(replace(task, num_rows=1024, split="train"))
+        task = self.task_config(seed=settings.seed)
+        self.eval_rows = self.make_rows(replace(task, num_rows=settings.eval_rows, split="test"))
+        self.sft_rows = self.make_rows(replace(task, num_rows=settings.sft_rows, split="sft"))
+        self.train_rows = self.make_rows(replace(task, num_rows=1024, split="train"))
         self.reward_kwargs: dict[str, Any] = {}
 
     def build_model(self) -> Path:
@@ -120,20 +133,22 @@ class ZoomCountQuickstart(Quickstart):
         return cfg
 
     def demonstration_script(self, direct_rows: set[int]) -> Callable[[str, str | None], str]:
-        return teacher_script(self.sft_rows, "sft-")
+        return teacher_script(self.sft_rows, "sft-", self.demonstrate, direct_rows)
 
     def teacher_engine(self, tokenizer: Any, script: Callable[[str, str | None], str]) -> Any:
         return TeacherEngine(tokenizer, script)
 
     def failed_demonstrations(self, transcripts: Sequence[Trajectory]) -> list[Trajectory]:
-        return [t for t in transcripts if t.failed or not zoomed_on_region(t) or not boxed_count_right(t)]
+        """A demonstration must end right, and zoom where the shapes are (or, from memory, not call the tool)."""
+        return [t for t in transcripts if t.failed or not boxed_answer_right(t)
+                or not (zoomed_on_region(t) if called_a_tool(t) else self.answers_from_memory)]
 
     def evaluate(self, trajs: Sequence[Trajectory]) -> EvalResult:
-        """Accuracy: the final answer's boxed count is right. The reward is the run's VLM mix. There is no retry, so
+        """Accuracy: the final answer's boxed answer is right. The reward is the run's VLM mix. There is no retry, so
         first-try accuracy is the accuracy. Tool used correctly: a zoom held every shape."""
         n = max(len(trajs), 1)
-        right = [boxed_count_right(t) for t in trajs]
-        rewards = [compute_score("agentgym/zoom_count", final_answer(t), truth(t), t.extra_info,
+        right = [boxed_answer_right(t) for t in trajs]
+        rewards = [compute_score(f"agentgym/{self.task_name}", final_answer(t), truth(t), t.extra_info,
                                  **self.reward_kwargs)["score"] for t in trajs]
         return EvalResult(accuracy=sum(right) / n, first_try_accuracy=sum(right) / n,
                           tool_use_correct=sum(map(zoomed_on_region, trajs)) / n, mean_reward=sum(rewards) / n,

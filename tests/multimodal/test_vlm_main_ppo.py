@@ -1,5 +1,5 @@
-"""The seed's VLM command line: main_ppo with data.image_key on a local tiny Qwen2.5-VL, one GRPO step of the
-zoom-count environment (images in prompts, the zoom tool registered, VLM rewards); and the bare command line
+"""The seed's VLM command line: main_ppo with data.image_key on a local tiny Qwen2.5-VL, one GRPO step of each
+zoom environment's train.yaml (images in prompts, the zoom tool registered, VLM rewards); and the bare command line
 without a dataset stops naming the key to set."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from environments.data_cli import write_rows
+from environments.zoom_color.data import ZoomColorTaskConfig, make_rows as zoom_color_rows
 from environments.zoom_count.data import ZoomCountTaskConfig, make_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +26,13 @@ def _main_ppo(args, tmp_path):
                           capture_output=True, text=True, timeout=900)
 
 
-def test_seed_command_line_trains_one_step_on_zoom_count(tiny_vlm_dir, tmp_path):
-    data = write_rows(make_rows(ZoomCountTaskConfig(num_rows=4)), tmp_path / "train.parquet")
+@pytest.mark.parametrize("environment", ["zoom_count", "zoom_color"])
+def test_seed_command_line_trains_one_step_on_a_zoom_environment(environment, tiny_vlm_dir, tmp_path):
+    rows = (make_rows(ZoomCountTaskConfig(num_rows=4)) if environment == "zoom_count"
+            else zoom_color_rows(ZoomColorTaskConfig(num_rows=4)))
+    data = write_rows(rows, tmp_path / "train.parquet")
     run = tmp_path / "run"
-    done = _main_ppo(["environments/zoom_count/train.yaml", *SEED_KEYS, "data.train_batch_size=2", f"actor_rollout_ref.model.path={tiny_vlm_dir}",
+    done = _main_ppo([f"environments/{environment}/train.yaml", *SEED_KEYS, "data.train_batch_size=2", f"actor_rollout_ref.model.path={tiny_vlm_dir}",
                       "data.max_response_length=96",  # the seed's 2048 works too; 96 keeps a random model's turns short
                       f"data.train_files={data}", "trainer.total_training_steps=1", "actor_rollout_ref.rollout.n=2",
                       "actor_rollout_ref.actor.ppo_mini_batch_size=2", f"trainer.default_local_dir={run}",
