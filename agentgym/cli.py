@@ -33,14 +33,14 @@ def _quickstart(args: argparse.Namespace, console: Console) -> int:
     given = {name: getattr(args, name) for name in ("seed", "environment", "model_size", "rl_steps", "sft_epochs",
                                                     "sft_rows", "direct_share", "eval_rows")}
     if args.task in VISION_TASKS:
-        module = importlib.import_module(f"environments.{args.task}.learn")
+        job = getattr(importlib.import_module(f"environments.{args.task}.learn"), VISION_TASKS[args.task])
         if given.pop("environment") is not None or given["model_size"] is not None:
             raise AgentGymError("--environment and --model-size choose the arithmetic task's tool and text model; "
                                 f"--task {args.task} has its own (the zoom tool, the tiny-vl model): drop them")
         given.pop("model_size")
-        settings = module.task_settings(args.run_dir, overrides=tuple(args.overrides),
-                                        **{name: value for name, value in given.items() if value is not None})
-        return run_quickstart(settings, console, getattr(module, VISION_TASKS[args.task])(settings, console))
+        settings = job.settings(args.run_dir, overrides=tuple(args.overrides),
+                                **{name: value for name, value in given.items() if value is not None})
+        return run_quickstart(settings, console, job(settings, console))
     settings = QuickstartSettings(run_dir=args.run_dir, overrides=tuple(args.overrides),
                                   **{name: value for name, value in given.items() if value is not None})
     return run_quickstart(settings, console)

@@ -7,30 +7,22 @@ quarter pays. This is the VLM task that learns on the 2-core machine (benchmarks
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from agentgym.quickstart import QuickstartSettings
 from environments.zoom_color.data import ZoomColorTaskConfig, demonstration, make_rows
 from environments.zoom_count.learn import ZoomCountQuickstart
 
-ENV_DIR = Path(__file__).resolve().parent
-TRAIN_CONFIG = ENV_DIR / "quickstart.yaml"
 # Sized for the 2-core machine: ~6 minutes there (benchmarks/learning.md, "VLM quickstart"). With half as many
 # warm-up steps (512 x 8) the warm-up model samples broken text at temperature 1 and GRPO gets no signal.
 DEFAULTS: dict[str, Any] = dict(environment="zoom_color", model_size="tiny-vl", sft_rows=1024, sft_epochs=8,
                                 direct_share=0.5, rl_steps=24, eval_rows=64, sft_lr=3e-3)
 
 
-def task_settings(run_dir: Path, **given: Any) -> QuickstartSettings:
-    """The job's settings for this task: `given` (the command line's) over this task's defaults."""
-    return QuickstartSettings(run_dir=run_dir, **{**DEFAULTS, **given})
-
-
 class ZoomColorQuickstart(ZoomCountQuickstart):
-    """The main job on zoom-colour rows: zoom on the quarter the question names, answer the square's colour."""
+    """The main job on zoom-colour rows: zoom on the quarter the question names, answer the square's colour. The
+    run config is zoom_count's (`environments/zoom_count/quickstart.yaml`): the same tool, rewards and GRPO."""
 
-    train_config = TRAIN_CONFIG
+    defaults = DEFAULTS
     task_config = ZoomColorTaskConfig
     make_rows = staticmethod(make_rows)
     demonstrate = staticmethod(demonstration)

@@ -31,11 +31,6 @@ DEFAULTS: dict[str, Any] = dict(environment="zoom_count", model_size="tiny-vl", 
                                 direct_share=0.0, rl_steps=16, eval_rows=64, sft_lr=3e-3)
 
 
-def task_settings(run_dir: Path, **given: Any) -> QuickstartSettings:
-    """The job's settings for this task: `given` (the command line's) over this task's defaults."""
-    return QuickstartSettings(run_dir=run_dir, **{**DEFAULTS, **given})
-
-
 class TeacherEngine(ScriptedEngine):
     """The scripted teacher, taking (and not looking at) the images the agent loop passes a vision model."""
 
@@ -102,11 +97,17 @@ class ZoomCountQuickstart(Quickstart):
     Other zoom tasks (`environments.zoom_color`) subclass it with their own rows, demonstrations and config."""
 
     train_config = TRAIN_CONFIG
+    defaults: dict[str, Any] = DEFAULTS
     task_config: Any = ZoomCountTaskConfig
     make_rows = staticmethod(make_rows)
     demonstrate = staticmethod(demonstration)
     task_name = "zoom_count"
     answers_from_memory = False
+
+    @classmethod
+    def settings(cls, run_dir: Path, **given: Any) -> QuickstartSettings:
+        """The job's settings for this task: `given` (the command line's) over this task's defaults."""
+        return QuickstartSettings(run_dir=run_dir, **{**cls.defaults, **given})
 
     def __init__(self, settings: QuickstartSettings, console: Console):
         if settings.direct_share != 0.0 and not self.answers_from_memory:

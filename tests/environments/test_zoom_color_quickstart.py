@@ -15,7 +15,8 @@ from pathlib import Path
 from rich.console import Console
 
 from agentgym.rollout.trajectory_io import read_jsonl
-from environments.zoom_color.learn import ZoomColorQuickstart, task_settings
+from environments.zoom_color.learn import ZoomColorQuickstart
+from environments.zoom_count.learn import called_a_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,11 +35,11 @@ def test_zoom_color_quickstart_runs_every_stage_with_direct_answers(tmp_path):
         assert 0.0 <= summary[key]["accuracy"] <= 1.0
 
     transcripts = read_jsonl(run_dir / "sft_transcripts.jsonl")
-    zoomed = [t for t in transcripts if any(m["role"] == "tool" for m in t.messages)]
+    zoomed = [t for t in transcripts if called_a_tool(t)]
     direct = [t for t in transcripts if t not in zoomed]
     assert len(zoomed) == len(direct) == 4  # half the teacher's episodes answer from the whole picture
     assert all(len(t.image_spans) == 2 for t in zoomed) and all(len(t.image_spans) == 1 for t in direct)
-    job = ZoomColorQuickstart(task_settings(run_dir), Console(file=None))
+    job = ZoomColorQuickstart(ZoomColorQuickstart.settings(run_dir), Console(file=None))
     graded = job.evaluate(transcripts)
     assert graded.accuracy == 1.0 and graded.tool_use_correct == 0.5
     assert job.failed_demonstrations(transcripts) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from agentgym.rollout.trajectory_io import read_jsonl
-from environments.zoom_count.learn import ZoomCountQuickstart, task_settings
+from environments.zoom_count.learn import ZoomCountQuickstart
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def test_zoom_count_quickstart_runs_every_stage(tmp_path):
     # image, then the true count.
     transcripts = read_jsonl(run_dir / "sft_transcripts.jsonl")
     assert len(transcripts) == 8
-    job = ZoomCountQuickstart(task_settings(run_dir), Console(file=None))
+    job = ZoomCountQuickstart(ZoomCountQuickstart.settings(run_dir), Console(file=None))
     graded = job.evaluate(transcripts)
     assert graded.accuracy == 1.0 and graded.tool_use_correct == 1.0
     assert all([s.turn is None for s in t.image_spans[:1]] and len(t.image_spans) == 2 for t in transcripts)
@@ -70,7 +70,7 @@ def test_arithmetic_only_options_are_refused_with_the_fix(tmp_path):
     done = _quickstart("--run-dir", str(tmp_path), "--environment", "arithmetic")
     assert done.returncode == 2 and "--task zoom_count has its own" in done.stderr
     try:
-        ZoomCountQuickstart(task_settings(tmp_path, direct_share=0.5), Console(file=None))
+        ZoomCountQuickstart(ZoomCountQuickstart.settings(tmp_path, direct_share=0.5), Console(file=None))
     except ValueError as exc:
         assert "always zooms" in str(exc)
     else:
