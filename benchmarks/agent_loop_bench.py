@@ -15,14 +15,14 @@ import json
 import re
 import time
 
-from agentgym.env.episode import EpisodeLimits
+from agentgym.episode.episode import EpisodeLimits
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
-from environments.arithmetic import TOOL_CONFIG
+from agentgym_envs.arithmetic import TOOL_CONFIG
 
 
 def four_turn_script(conversation: str, session_id: str) -> str:

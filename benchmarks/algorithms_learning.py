@@ -23,9 +23,10 @@ from typing import Any
 
 from rich.console import Console
 
-from agentgym.quickstart import Quickstart, QuickstartSettings, evaluate, eval_name
-from agentgym.rollout.engines.transformers_engine import TransformersEngine
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.quickstart import QuickstartSettings, evaluate, eval_name
+from agentgym_envs.arithmetic.quickstart import ArithmeticQuickstart as Quickstart
+from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine
+from agentgym.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.trainer.driver import RLTrainer
@@ -39,7 +40,7 @@ async def rl_from(job: Quickstart, sft_model: Path, evaluate_before: bool) -> di
     s.run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(sft_model)
     cfg = job.config(sft_model, "rl", [f"trainer.total_training_steps={s.rl_steps}"])
-    engine = TransformersEngine(sft_model)
+    engine = DynamicCacheEngine(sft_model)
     await engine.start()
     results: dict[str, Any] = {}
     try:

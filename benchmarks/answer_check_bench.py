@@ -52,8 +52,8 @@ def _variants(gt: str) -> list[tuple[str, str, bool]]:
 
 def held_out_rows(n: int) -> list[tuple[str, str, Callable[[str], float] | None]]:
     """(source, ground_truth, reasoning-gym scorer or None)."""
-    from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
-    from environments.code_arith import make_rows as make_code_rows
+    from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
+    from agentgym_envs.code_arith import make_rows as make_code_rows
 
     rows = [("arithmetic", r["reward_model"]["ground_truth"], None)
             for r in make_rows(ArithmeticTaskConfig(num_rows=n, seed=0, split="test"))]
@@ -79,7 +79,7 @@ def _rg_score(ds, entry, text: str) -> float:
 def checkers() -> dict[str, Callable[[str, str], bool]]:
     from math_verify import parse, verify
 
-    from agentgym.rewards.numeric_answer import answers_match, extract_answer, response_matches
+    from agentgym.answers.numeric import answers_match, extract_answer, response_matches
 
     def ours(response: str, gt: str) -> bool:
         return answers_match(extract_answer(response), gt)

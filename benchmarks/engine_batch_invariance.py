@@ -12,11 +12,11 @@ import sys
 
 from agentgym.models import build_tiny_model
 from agentgym.rollout.engines.base import SamplingParams
-from agentgym.rollout.engines.transformers_engine import TransformersEngine
+from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine
 
 
 async def main(path: str) -> None:
-    engine = TransformersEngine(path)
+    engine = DynamicCacheEngine(path)
     await engine.start()
     greedy = SamplingParams(max_new_tokens=12, temperature=0.0)
     a, b, c = list(range(5, 45)), list(range(7, 140)), list(range(9, 20))

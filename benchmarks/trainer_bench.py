@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentgym.config import load_config  # noqa: E402
-from agentgym.rollout.trajectory import Trajectory  # noqa: E402
+from agentgym.trajectory import Trajectory  # noqa: E402
 from agentgym.trainer.driver import RLTrainer  # noqa: E402
 from agentgym.trainer.workers import LocalWorkerGroup  # noqa: E402
 

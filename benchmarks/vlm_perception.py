@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentgym.models.vlm import build_tiny_vlm  # noqa: E402
 from agentgym.multimodal.processor import VisionProcessor, rope_positions  # noqa: E402
-from environments.zoom_color.data import BACKGROUND, COLOURS, QUARTERS, make_scene, quarter_box  # noqa: E402
-from environments.zoom_count.data import make_scene as count_scene, zoom_box  # noqa: E402
+from agentgym_envs.zoom_color.data import BACKGROUND, COLOURS, QUARTERS, make_scene, quarter_box  # noqa: E402
+from agentgym_envs.zoom_count.data import make_scene as count_scene, zoom_box  # noqa: E402
 
 NAMES = list(COLOURS)
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from uuid import uuid4
 
 from agentgym.interactions.base import BaseInteraction
-from agentgym.rewards.numeric_answer import extract_answer, response_matches
+from agentgym.answers.numeric import extract_answer, response_matches
 
 
 @dataclass

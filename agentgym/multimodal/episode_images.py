@@ -9,7 +9,7 @@ from typing import Any
 
 from agentgym.multimodal.images import as_png, data_url
 from agentgym.multimodal.processor import EncodedImage, ImageInputs, VisionProcessor
-from agentgym.rollout.trajectory import ImageSpan, Trajectory
+from agentgym.trajectory import ImageSpan, Trajectory
 
 Message = dict[str, Any]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 
 def trajectory_pixels(traj: Trajectory, processor: Any) -> dict[str, torch.Tensor] | None:

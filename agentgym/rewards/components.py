@@ -33,7 +33,7 @@ from agentgym.config.schema import AgentGymConfig, RewardComponentConfig
 from agentgym.errors import ConfigError
 from agentgym.rewards.functions import Scored, load_function
 from agentgym.rewards.managers import RewardFunction, RewardManager, make_manager
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ from typing import Any
 
 from agentgym.config.schema import CustomRewardFunctionConfig
 from agentgym.errors import ConfigError
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 VERL_PARAMETERS = ("data_source", "solution_str", "ground_truth", "extra_info")
 VERL_BATCH_PARAMETERS = ("data_sources", "solution_strs", "ground_truths", "extra_infos")

@@ -26,7 +26,7 @@ import jinja2
 from agentgym.errors import ConfigError
 from agentgym.rewards.functions import Scored
 from agentgym.rollout.engines.base import SamplingParams
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 DEFAULT_TEMPLATE = """Grade the assistant's answer to the question.
 
@@ -159,7 +159,7 @@ class GenerativeJudge:
 
 def judge_engine(config: Any) -> Any:
     """The judge's engine, built as the rollout's is (same checks and messages) from the judge's settings."""
-    from agentgym.rollout.collect import make_engine
+    from agentgym.rollout.engines.registry import make_engine
 
     judge = config.reward_model.judge
     rollout = config.actor_rollout_ref.rollout

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from agentgym.errors import ConfigError
 from agentgym.rewards.functions import Scored, error_result, function_style, split_result, verl_arguments
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 MANAGER_NAMES = ("naive", "dapo", "batch", "rate_limited")
 

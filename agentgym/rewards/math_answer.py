@@ -1,6 +1,6 @@
 """A verl-style reward for math answers: `custom_reward_function.path=agentgym.rewards.math_answer`.
 
-1.0 when the response states the ground truth (agentgym.rewards.numeric_answer.response_matches: the exact
+1.0 when the response states the ground truth (agentgym.answers.numeric.response_matches: the exact
 numeric checker, with math-verify for LaTeX it cannot read), else 0.0; `format_score` is given instead of 0 to a
 response that commits to some answer, as verl's gsm8k reward does.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentgym.rewards.numeric_answer import extract_answer, response_matches
+from agentgym.answers.numeric import extract_answer, response_matches
 
 
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None,

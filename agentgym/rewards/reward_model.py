@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgym.errors import ConfigError
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 

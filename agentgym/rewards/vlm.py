@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agentgym.rewards.numeric_answer import answers_match, extract_answer
+from agentgym.answers.numeric import answers_match, extract_answer
 
 Scorer = Callable[..., float]
 _SCORERS: dict[str, Scorer] = {}

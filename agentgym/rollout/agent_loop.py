@@ -14,15 +14,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 from uuid import uuid4
 
-from agentgym.env.episode import AssistantTurn, EpisodeLimits, Message, run_episode
-from agentgym.env.session import Session, SessionConfig, tool_selection
+from agentgym.episode.episode import AssistantTurn, EpisodeLimits, Message, run_episode
+from agentgym.episode.session import Session, SessionConfig, tool_selection
 from agentgym.interactions.base import BaseInteraction
 from agentgym.models.chat import chat_delta_ids, chat_ids
 from agentgym.multimodal.episode_images import EpisodeImages, image_parts
 from agentgym.multimodal.images import with_image_parts
 from agentgym.parsers import get_parser
 from agentgym.rollout.engines.base import Engine, SamplingParams
-from agentgym.rollout.trajectory import Trajectory, TurnSpan
+from agentgym.trajectory import Trajectory, TurnSpan
 from agentgym.tools.base_tool import BaseTool
 
 
@@ -181,9 +181,7 @@ class AgentLoop:
             raise ValueError(f"prompt has {len(ids)} tokens, more than max_prompt_tokens={limit}; shorten it or raise the limit")
 
     def _check_engine_takes_images(self) -> None:
-        import inspect
-
-        if "images" not in inspect.signature(self.engine.generate).parameters:
+        if not self.engine.takes_images:
             raise TypeError(f"{type(self.engine).__name__} does not take images; serve vision-language models with "
                             "the in-process engines (rollout.name=transformers) or SGLang")
 

@@ -15,6 +15,7 @@ ScriptFn = Callable[[str, str | None], str]
 
 
 class ScriptedEngine:
+    takes_images = False
     """`script(conversation_text, session_id) -> reply_text`; the reply is encoded and closed with `end_of_turn`.
 
     Logprobs are a fixed value per token (`logprob`); `delay_s` simulates generation time without using CPU.

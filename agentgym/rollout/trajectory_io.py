@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agentgym.storable_text import dumps_storable, storable_text
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 _JSON_COLUMNS = ("messages", "turns", "tool_metrics", "extra_info", "row_info", "image_spans")
 

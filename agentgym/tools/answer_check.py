@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from uuid import uuid4
 
-from agentgym.rewards.numeric_answer import response_matches
+from agentgym.answers.numeric import response_matches
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import ToolResponse
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Where a run resumes: the checkpoint folders under `trainer.default_local_dir` and the pointer to the newest.
+"""Checkpoints: saving them, and where a run resumes: the checkpoint folders under `trainer.default_local_dir` and the pointer to the newest.
 
 A run can be killed at any instant, saves included. So every file that says "this is done" is written atomically
 (temp file, fsync, rename), `trainer_state.json` is written last in a checkpoint (its presence marks the folder
@@ -7,13 +7,25 @@ complete), and a missing, empty or dangling pointer falls back to the newest com
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentgym.errors import ConfigError
 
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 STATE_FILE = "trainer_state.json"
+RNG_FILE = "driver_rng.pt"
 _PREFIX = "global_step_"
 
 
@@ -84,3 +96,77 @@ def find_resume_point(root: Path) -> tuple[ResumePoint | None, str | None]:
         return None, None if problem is None else f"{problem} and no complete checkpoint exists; starting from step 0"
     point = ResumePoint(checkpoint_dir(root, steps[-1]), steps[-1])
     return point, None if problem is None else f"{problem}; using the newest complete checkpoint instead"
+
+
+class CheckpointManager:
+    """Saves, finds, loads and prunes a run's checkpoints under `trainer.default_local_dir`.
+
+    The trainer hands it what a checkpoint holds besides the workers' model and optimizer state: the global step,
+    the prompt iterator's position and the KL coefficient (`state`), and it restores the driver's random generators.
+    """
+
+    def __init__(self, config: Any, workers: Callable[[], Any]):
+        self.config = config
+        self._workers = workers  # the worker group is started lazily: look it up at each call
+        self.resumed_from: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config.checkpoint_dir)
+
+    async def save(self, step: int, state: dict[str, Any]) -> Path:
+        path = checkpoint_dir(self.root, step)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / STATE_FILE).unlink(missing_ok=True)  # re-saving a step: incomplete until its state is written again
+        with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.save_contents
+        await self._workers().call("save_checkpoint", directory=str(path), with_optimizer=with_optim)
+        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+                   path / RNG_FILE)
+        # Written last and atomically: its presence is what makes the folder a complete checkpoint.
+        atomic_write_text(path / STATE_FILE, json.dumps({"global_step": step, **state}))
+        atomic_write_text(self.root / LATEST_FILE, str(step))
+        self.prune()
+        return path
+
+    def prune(self) -> None:
+        keep = self.config.trainer.max_actor_ckpt_to_keep
+        if not keep or keep <= 0:
+            return
+        steps = sorted(int(p.name.rsplit("_", 1)[1]) for p in self.root.glob(f"{_PREFIX}*")
+                       if p.name.rsplit("_", 1)[1].isdigit())
+        for old in steps[:-keep]:
+            shutil.rmtree(checkpoint_dir(self.root, old), ignore_errors=True)
+
+    def resume_path(self) -> Path | None:
+        """The checkpoint `trainer.resume_mode` points at, or None to start fresh."""
+        t = self.config.trainer
+        if t.resume_mode == "disable":
+            return None
+        if t.resume_mode == "resume_path":
+            if not t.resume_from_path:
+                raise ConfigError("resume_mode=resume_path needs a path.", entry="trainer.resume_from_path",
+                                  fix="set trainer.resume_from_path to a global_step_N folder")
+            return Path(t.resume_from_path)
+        point, note = find_resume_point(self.root)
+        if note:
+            print(f"agentgym: warning: {note}", file=sys.stderr, flush=True)
+        return None if point is None else point.path
+
+    async def load(self, path: str | Path | None = None) -> dict[str, Any] | None:
+        """Load the workers' state and the driver's generators from `path` (default: `resume_path()`); return the
+        saved trainer state, or None when there is nothing to resume."""
+        path = Path(path) if path is not None else self.resume_path()
+        if path is None:
+            return None
+        if not is_complete(path):
+            raise ConfigError(f"{path} is not a complete checkpoint (no {STATE_FILE}).",
+                              fix="point trainer.resume_from_path at a global_step_N folder, or resume_mode=disable")
+        with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.load_contents
+        await self._workers().call("load_checkpoint", directory=str(path), with_optimizer=with_optim)
+        state = json.loads((path / STATE_FILE).read_text())
+        rng = torch.load(path / RNG_FILE, weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        self.resumed_from = path
+        return state

@@ -1,50 +1,40 @@
 """The RL driver: rollout -> rewards -> (old/ref log-probs, values) -> advantages -> critic/actor update -> weight sync.
 
-The rollout side plugs in through two objects: `collect(batch_rows, step) -> list[Trajectory]` (sync or async;
-it must return `actor_rollout_ref.rollout.n` trajectories per row, the samples of one row sharing a `group_id`) and
-an engine with `update_weights(state_dict)` (sync or async) that receives the actor's full weights after each step.
+The rollout side plugs in through the `Rollout` protocol (agentgym.rollout.protocol): `collect(rows, step)` returns
+`actor_rollout_ref.rollout.n` trajectories per row, the samples of one row sharing a `group_id`, and
+`update_weights(state_dict)` receives the actor's full weights after each step. A plain function is one through
+`CallableRollout` (`RLTrainer(config, collect=fn, engine=...)` wraps it so).
 """
 
 from __future__ import annotations
 
-import inspect
-import json
-import random
-import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
-from agentgym.rollout.trajectory import Trajectory
 from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
-from agentgym.trainer.checkpoints import (LATEST_FILE, STATE_FILE, atomic_write_text, checkpoint_dir,
-                                          find_resume_point, is_complete)
+from agentgym.rollout.protocol import CallableRollout, CollectFn, Rollout, WeightReceiver, check_groups
 from agentgym.rows import PromptBatches
+from agentgym.trainer.baselines import GreedyBaselines
+from agentgym.trainer.checkpoints import CheckpointManager
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym.trainer.workers.metrics_acc import MetricSums
+from agentgym.trajectory import Trajectory
 
-CollectFn = Callable[[list[dict[str, Any]], int], "list[Trajectory] | Awaitable[list[Trajectory]]"]
-
-
-class WeightReceiver(Protocol):
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> Any: ...
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+__all__ = ["CollectFn", "RLTrainer", "WeightReceiver"]
 
 
 class _Timer:
@@ -73,22 +63,25 @@ def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
 
 
 class RLTrainer:
-    """Owns the worker group, the KL controller, the prompt iterator and checkpoints; `fit()` runs the loop and
-    `train_step(trajectories)` runs one update on trajectories collected elsewhere."""
+    """Owns the worker group, the KL controller and the prompt iterator; `fit()` runs the loop and
+    `train_step(trajectories)` runs one update on trajectories collected elsewhere. Checkpoints are the
+    `CheckpointManager`'s; greedy baselines, when the estimator asks for them, `GreedyBaselines`'."""
 
     def __init__(
         self,
         config: AgentGymConfig,
         *,
+        rollout: Rollout | None = None,
         collect: CollectFn | None = None,
         engine: WeightReceiver | None = None,
         dataset: Sequence[dict[str, Any]] | None = None,
         reward_fn: Callable[[Trajectory], float] | None = None,
         workers: Any = None,
     ) -> None:
+        if rollout is not None and collect is not None:
+            raise ValueError("pass either rollout= or collect= (a function, wrapped in CallableRollout), not both")
         self.config = config
-        self.collect = collect
-        self.engine = engine
+        self.rollout: Rollout | None = rollout if collect is None else CallableRollout(collect, engine)
         self.rewards = RewardScorer.from_config(config, reward_fn=reward_fn)
         self.batches = (PromptBatches(dataset, config.data.train_batch_size, shuffle=config.data.shuffle,
                                       seed=config.data.seed) if dataset is not None else None)
@@ -97,9 +90,10 @@ class RLTrainer:
         self.global_step = 0
         self.total_steps = self._total_steps()
         self.workers = workers
-        self.resumed_from: Path | None = None
-        self._reward_baselines: dict[str, float] = {}  # remax: group id -> its prompt's greedy-response reward
+        self.checkpoints = CheckpointManager(config, lambda: self.workers)
         self._check_config()
+        self.baselines = (GreedyBaselines(config, self.rewards, self.rollout)
+                          if algo.needs_greedy_baseline(config.algorithm.adv_estimator) else None)
 
     # ---- setup ----
     def _total_steps(self) -> int:
@@ -124,11 +118,6 @@ class RLTrainer:
         cfg = self.config
         if cfg.algorithm.adv_estimator == "gae" and not cfg.use_critic:
             raise ConfigError("adv_estimator=gae needs a critic.", entry="critic.enable", fix="set critic.enable=true")
-        if cfg.algorithm.adv_estimator == "remax" and self.collect is not None and not _takes_greedy(self.collect):
-            raise ConfigError("adv_estimator=remax needs one greedy response per prompt as its baseline, but the "
-                              "rollout's collect(rows, step) has no `greedy` keyword.", entry="algorithm.adv_estimator",
-                              fix="give collect a `greedy: bool = False` keyword that samples one response per row at "
-                                  "temperature 0 (agentgym.rollout.collect:make_rollout does), or pick another estimator")
 
     def start_workers(self) -> None:
         if self.workers is None:
@@ -288,7 +277,8 @@ class RLTrainer:
             self.kl_ctrl.update(float(mean_kl), n_steps=len(batch))
         inputs = algo.AdvantageInputs(
             token_rewards, mask, batch.group_ids, batch.padded("values") if cfg.use_critic else None,
-            a.gamma, a.lam, a.norm_adv_by_std_in_grpo, reward_baselines=self._baselines_for(batch.group_ids),
+            a.gamma, a.lam, a.norm_adv_by_std_in_grpo,
+            reward_baselines=self.baselines.for_groups(batch.group_ids) if self.baselines is not None else None,
             token_turns=token_turns, turn_mode=a.turn_credit.mode, turn_gamma=a.turn_credit.gamma)
         try:
             estimator = algo.get_adv_estimator(a.adv_estimator)
@@ -304,109 +294,37 @@ class RLTrainer:
         if cfg.use_critic:
             metrics.update(_stats("critic/values", batch.padded("values")[model]))
 
-    def _baselines_for(self, group_ids: Sequence[str]) -> torch.Tensor | None:
-        if self.config.algorithm.adv_estimator != "remax":
-            return None
-        missing = sorted({g for g in group_ids if g not in self._reward_baselines})
-        if missing:
-            raise ValueError(f"adv_estimator=remax: no greedy baseline for group(s) {missing[:3]}; train_step needs "
-                             f"the trajectories of fit()'s collect step (which samples the greedy responses)")
-        return torch.tensor([self._reward_baselines[g] for g in group_ids], dtype=torch.float32)
-
-    async def _greedy_baselines(self, rows: list[dict[str, Any]], trajectories: Sequence[Trajectory], step: int,
-                                metrics: dict[str, list[float]]) -> None:
-        """ReMax: one greedy response per row, scored like the samples; its reward is the row's baseline."""
-        start = time.perf_counter()
-        greedy = await _maybe_await(self.collect(rows, step, greedy=True))
-        groups = list(dict.fromkeys(t.group_id for t in trajectories))
-        if len(greedy) != len(rows) or len(groups) != len(rows):
-            raise RuntimeError(f"adv_estimator=remax: collect(greedy=True) returned {len(greedy)} trajectories and "
-                               f"collect() {len(groups)} groups for {len(rows)} rows; both must follow the rows' order, "
-                               f"one greedy trajectory and one group per row")
-        await self.rewards.prefetch(greedy)
-        values = torch.tensor([self.rewards(t) for t in greedy], dtype=torch.float32)
-        if self.config.reward_model.overlong_buffer.enable:
-            ob = self.config.reward_model.overlong_buffer
-            values = values + algo.overlong_penalty(torch.tensor([len(t.loss_mask) for t in greedy]),
-                                                    self.config.data.max_response_length, ob.len, ob.penalty_factor)
-        self._reward_baselines.update(zip(groups, values.tolist()))
-        metrics["remax/baseline_score"].extend(values.tolist())
-        metrics["timing_s/remax_greedy"].append(time.perf_counter() - start)
-
     # ---- weights ----
     async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         return (await self.workers.call("actor_state_dict", dtype=dtype))[0]
 
     async def sync_weights(self) -> None:
-        if self.engine is not None:
-            await _maybe_await(self.engine.update_weights(await self.actor_state_dict()))
+        if self.rollout is not None:
+            await self.rollout.update_weights(await self.actor_state_dict())
 
     # ---- checkpoints ----
     @property
     def checkpoint_root(self) -> Path:
-        return Path(self.config.checkpoint_dir)
+        return self.checkpoints.root
+
+    @property
+    def resumed_from(self) -> Path | None:
+        return self.checkpoints.resumed_from
 
     async def save_checkpoint(self) -> Path:
-        path = checkpoint_dir(self.checkpoint_root, self.global_step)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / STATE_FILE).unlink(missing_ok=True)  # re-saving a step: incomplete until its state is written again
-        with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.save_contents
-        await self.workers.call("save_checkpoint", directory=str(path), with_optimizer=with_optim)
-        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-                   path / "driver_rng.pt")
-        state = {
-            "global_step": self.global_step,
+        return await self.checkpoints.save(self.global_step, {
             "data": self.batches.state_dict() if self.batches is not None else None,
             "kl_coef": self.kl_ctrl.value,
-        }
-        # Written last and atomically: its presence is what makes the folder a complete checkpoint.
-        atomic_write_text(path / STATE_FILE, json.dumps(state))
-        atomic_write_text(self.checkpoint_root / LATEST_FILE, str(self.global_step))
-        self._prune_checkpoints()
-        return path
-
-    def _prune_checkpoints(self) -> None:
-        keep = self.config.trainer.max_actor_ckpt_to_keep
-        if not keep or keep <= 0:
-            return
-        steps = sorted(int(p.name.rsplit("_", 1)[1]) for p in self.checkpoint_root.glob("global_step_*")
-                       if p.name.rsplit("_", 1)[1].isdigit())
-        for old in steps[:-keep]:
-            shutil.rmtree(checkpoint_dir(self.checkpoint_root, old), ignore_errors=True)
-
-    def _resume_path(self) -> Path | None:
-        t = self.config.trainer
-        if t.resume_mode == "disable":
-            return None
-        if t.resume_mode == "resume_path":
-            if not t.resume_from_path:
-                raise ConfigError("resume_mode=resume_path needs a path.", entry="trainer.resume_from_path",
-                                  fix="set trainer.resume_from_path to a global_step_N folder")
-            return Path(t.resume_from_path)
-        point, note = find_resume_point(self.checkpoint_root)
-        if note:
-            _say(f"warning: {note}")
-        return None if point is None else point.path
+        })
 
     async def load_checkpoint(self, path: str | Path | None = None) -> bool:
-        path = Path(path) if path is not None else self._resume_path()
-        if path is None:
+        state = await self.checkpoints.load(path)
+        if state is None:
             return False
-        if not is_complete(path):
-            raise ConfigError(f"{path} is not a complete checkpoint (no {STATE_FILE}).",
-                              fix="point trainer.resume_from_path at a global_step_N folder, or resume_mode=disable")
-        with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.load_contents
-        await self.workers.call("load_checkpoint", directory=str(path), with_optimizer=with_optim)
-        state = json.loads((path / STATE_FILE).read_text())
         self.global_step = int(state["global_step"])
         if self.batches is not None and state.get("data"):
             self.batches.load_state_dict(state["data"])
         self.kl_ctrl.value = float(state["kl_coef"])
-        rng = torch.load(path / "driver_rng.pt", weights_only=False)
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        self.resumed_from = path
         return True
 
     def _announce_start(self) -> None:
@@ -425,9 +343,9 @@ class RLTrainer:
     # ---- the loop ----
     async def fit(self, tracker: MetricsTracker | None = None) -> list[dict[str, float]]:
         """Resume if a checkpoint exists, then collect -> train -> sync for the remaining steps."""
-        if self.collect is None or self.batches is None:
-            raise ConfigError("fit() needs a collect callable and a dataset.",
-                              fix="pass collect=... and dataset=... (or data.train_files) to RLTrainer")
+        if self.rollout is None or self.batches is None:
+            raise ConfigError("fit() needs a rollout and a dataset.",
+                              fix="pass rollout=... (or collect=...) and dataset=... (or data.train_files) to RLTrainer")
         self.start_workers()
         await self.load_checkpoint()
         self._announce_start()
@@ -449,8 +367,7 @@ class RLTrainer:
                     write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
                                             parquet=self.config.trainer.rollout_data_parquet)
                 metrics = await self.train_step(trajectories, step)
-                if hasattr(self.engine, "step_metrics"):
-                    metrics.update(self.engine.step_metrics())
+                metrics.update(self.rollout.step_metrics())
                 start = time.perf_counter()
                 await self.sync_weights()
                 metrics["timing_s/weight_sync"] = time.perf_counter() - start
@@ -469,25 +386,27 @@ class RLTrainer:
 
     async def _collect_step(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
         """One step's trajectories; with algorithm.filter_groups, only groups whose rewards differ."""
+        assert self.rollout is not None
+        rollout = self.rollout
         fg = self.config.algorithm.filter_groups
-        remax = self.config.algorithm.adv_estimator == "remax"
-        self._reward_baselines.clear()
-        remax_metrics: dict[str, list[float]] = {"remax/baseline_score": [], "timing_s/remax_greedy": []}
-
+        if self.baselines is not None:
+            self.baselines.start_step()
+        # With reward_model.launch_reward_fn_async, the scorer takes each trajectory as its episode ends.
+        on_done = self.rewards.submit if self.rewards.launch_async and rollout.reports_done else None
         batches = 0
 
         async def collect(rows: list[dict[str, Any]]) -> list[Trajectory]:
             nonlocal batches
-            trajectories = await _maybe_await(self.collect(rows, step, **self._on_done()))
-            self._check_groups(rows, trajectories)
+            trajectories = await rollout.collect(rows, step, on_done=on_done)
+            check_groups(rows, trajectories)
             batches += 1
             if batches > 1:  # dynamic sampling's next batch: collect(rows, step) may reuse the step's group ids
                 for traj in trajectories:
                     traj.group_id, traj.uid = f"{traj.group_id}~{batches}", f"{traj.uid}~{batches}"
             if fg.enable:
                 await self.rewards.prefetch(trajectories)  # dynamic sampling reads the scores
-            if remax:
-                await self._greedy_baselines(rows, trajectories, step, remax_metrics)
+            if self.baselines is not None:
+                await self.baselines.collect(rows, trajectories, step)
             return trajectories
 
         if not fg.enable:
@@ -498,39 +417,14 @@ class RLTrainer:
             batch = await collect_informative(self.batches.next_batch, collect, self.rewards, target,
                                               fg.max_num_gen_batches)
             trajectories, metrics = batch.trajectories, batch.metrics(target)
-        if remax:
-            metrics.update(_stats("remax/baseline_score", torch.tensor(remax_metrics["remax/baseline_score"])))
-            metrics["timing_s/remax_greedy"] = sum(remax_metrics["timing_s/remax_greedy"])
+        if self.baselines is not None:
+            metrics.update(self.baselines.metrics())
         return trajectories, metrics
-
-    def _on_done(self) -> dict[str, Any]:
-        """With reward_model.launch_reward_fn_async, a collect that takes `on_done` hands each trajectory to the
-        scorer as its episode ends."""
-        if not self.rewards.launch_async or "on_done" not in inspect.signature(self.collect).parameters:
-            return {}
-        return {"on_done": self.rewards.submit}
-
-    def _check_groups(self, rows: list[dict[str, Any]], trajectories: Sequence[Trajectory]) -> None:
-        if not trajectories:
-            raise RuntimeError(f"collect() returned no trajectories for {len(rows)} rows")
-        groups = {t.group_id for t in trajectories}
-        if len(groups) > len(rows):
-            raise RuntimeError(
-                f"collect() returned {len(groups)} groups for {len(rows)} rows: the samples of one row must share "
-                f"a group_id (GRPO/RLOO compare samples within a group)")
 
     def close(self) -> None:
         if self.workers is not None:
             self.workers.shutdown()
             self.workers = None
-
-
-def _takes_greedy(collect: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(collect).parameters.values()
-    except (TypeError, ValueError):
-        return True  # cannot tell: the first call will say
-    return any(p.name == "greedy" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _logprob_gap(trainer: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 
 def informative_groups(trajectories: Sequence[Trajectory], scores: Sequence[float]) -> list[Hashable]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agentgym.errors import RolloutFailed
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 _SHOWN_KINDS = 3
 _ERROR_CHARS = 300

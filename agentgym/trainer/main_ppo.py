@@ -1,15 +1,15 @@
 """`python -m agentgym.trainer.main_ppo [CONFIG.yaml] key=value ...`: an RL run from one YAML plus dotted overrides.
 
-The rollout side is a factory `make_rollout(config) -> (collect, engine)`: pass it to `main()`/`run_ppo()` from
-Python, or name it on the command line with `--rollout package.module:function`. Without either, the default is the
-agent loop built from the config (`agentgym.rollout.collect:make_rollout`: model, tools, interaction, engine).
+The rollout side is a factory `make_rollout(config) -> Rollout` (agentgym.rollout.protocol; a factory returning the
+older `(collect, engine)` pair works too): pass it to `main()`/`run_ppo()` from Python, or name it on the command
+line with `--rollout package.module:function`. Without either, the default is the agent loop built from the config
+(`agentgym.rollout.build:make_rollout`: model, tools, interaction, engine).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -20,12 +20,13 @@ from agentgym.config import AgentGymConfig, load_config
 from agentgym.errors import AgentGymError, ConfigError
 from agentgym.models.local_path import check_model_path
 from agentgym.rows import read_rows
-from agentgym.trainer.driver import CollectFn, RLTrainer, WeightReceiver
+from agentgym.rollout.protocol import CollectFn, Rollout, WeightReceiver, as_rollout
+from agentgym.trainer.driver import RLTrainer
 
-RolloutFactory = Callable[[AgentGymConfig], "tuple[CollectFn, WeightReceiver | None]"]
+RolloutFactory = Callable[[AgentGymConfig], "Rollout | tuple[CollectFn, WeightReceiver | None]"]
 
 
-DEFAULT_ROLLOUT = "agentgym.rollout.collect:make_rollout"
+DEFAULT_ROLLOUT = "agentgym.rollout.build:make_rollout"
 
 
 def parse_args(argv: Sequence[str]) -> tuple[str | None, list[str], str | None]:
@@ -35,7 +36,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str | None, list[str], str | None]:
     parser.add_argument("--config", default=None, help="run YAML")
     parser.add_argument("--config-path", default=None)
     parser.add_argument("--config-name", default=None)
-    parser.add_argument("--rollout", default=None, help="module:function returning (collect, engine)")
+    parser.add_argument("--rollout", default=None, help="module:function returning a Rollout (or (collect, engine))")
     parser.add_argument("rest", nargs="*", help="[CONFIG.yaml] key=value overrides")
     args = parser.parse_intermixed_args(list(argv))
     rest = list(args.rest)
@@ -71,30 +72,29 @@ async def run_ppo_async(
         check_model_path(config.actor_rollout_ref.model.tokenizer_path, entry="actor_rollout_ref.model.tokenizer_path")
     if collect is None and make_rollout is None:
         raise ConfigError("no rollout is wired to the trainer.",
-                          fix="pass make_rollout=... (or --rollout module:function) returning (collect, engine)")
+                          fix="pass make_rollout=... (or --rollout module:function) returning a Rollout")
     rows = list(dataset) if dataset is not None else read_rows(
         config.data.train_files, prompt_key=config.data.prompt_key, check_prompts=False)
     if not rows:
         raise ConfigError("no training rows.", entry="data.train_files", fix="point data.train_files at a dataset file")
     check_training_rows(config, rows, default_rollout=collect is None and _is_default_rollout(make_rollout))
-    owned_engine = None
+    owned: Rollout | None = None
     if collect is None:
         assert make_rollout is not None
-        collect, engine = make_rollout(config)
-        owned_engine = engine  # built here from the config: closed here (servers it launched are stopped)
-    trainer = RLTrainer(config, collect=collect, engine=engine, dataset=rows)
+        owned = as_rollout(make_rollout(config))  # built here from the config: closed here (servers it launched stop)
+        trainer = RLTrainer(config, rollout=owned, dataset=rows)
+    else:
+        trainer = RLTrainer(config, collect=collect, engine=engine, dataset=rows)
     try:
         return await trainer.fit()
     finally:
         trainer.close()
-        if owned_engine is not None and hasattr(owned_engine, "close"):
-            closed = owned_engine.close()
-            if inspect.isawaitable(closed):
-                await closed
+        if owned is not None:
+            await owned.close()
 
 
 def _is_default_rollout(make_rollout: RolloutFactory | None) -> bool:
-    from agentgym.rollout import collect as default
+    from agentgym.rollout import build as default
 
     return make_rollout is default.make_rollout
 
@@ -105,8 +105,8 @@ def check_training_rows(config: AgentGymConfig, rows: Sequence[dict[str, Any]], 
     The default rollout registers exactly the config's tools and interactions. A custom rollout may bring its own:
     then only what the config names is checked against (rows still need a prompt).
     """
-    from agentgym.env.row_check import Registered
-    from agentgym.rollout.collect import check_dataset, registered_names
+    from agentgym.rows.check import Registered
+    from agentgym.rollout.build import check_dataset, registered_names
 
     mt = config.actor_rollout_ref.rollout.multi_turn
     names = registered_names(config)

@@ -29,7 +29,7 @@ from agentgym.rewards.components import (ComponentContext, ManagedComponent, Rew
 from agentgym.rewards.functions import (Scored, check_verl_signature, error_result, is_verl_style,
                                         load_user_function, split_result)
 from agentgym.rewards.managers import RewardFunction, default_reward, make_manager
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentgym.config.schema import AgentGymConfig
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 from agentgym.trainer.batching import SampleBatch, plan_update
 from agentgym.trainer.workers.metrics_acc import MetricSums
 

@@ -46,7 +46,7 @@ class MetricsTracker:
         if "console" in self.backends:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-            from agentgym.console import make_console
+            from agentgym.utils.console import make_console
 
             self._console = make_console()
             self._progress = Progress("[bold]training", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -50,7 +50,7 @@ async def run_engine(engine, prompts, new_tokens: int) -> tuple[float, list]:
 
 async def bench_ours(kind: str, args, model_path: Path, concurrency: int, decode_steps: int = 4) -> dict:
     from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
-    from agentgym.rollout.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
+    from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine, DynamicCacheEngineConfig
 
     dtype = "bfloat16" if args.device == "cuda" else "float32"
     if kind == "paged":
@@ -58,7 +58,7 @@ async def bench_ours(kind: str, args, model_path: Path, concurrency: int, decode
             device=args.device, dtype=dtype, max_batch_size=max(concurrency, 1), max_model_len=args.max_model_len,
             cuda_graphs=not args.no_graphs, decode_steps=decode_steps, fuse_elementwise=not args.no_fuse))
     else:
-        engine = TransformersEngine(model_path, TransformersEngineConfig(
+        engine = DynamicCacheEngine(model_path, DynamicCacheEngineConfig(
             device=args.device, dtype=dtype, max_batch_size=concurrency, max_prefill_tokens=65536,
             intra_op_threads=None if args.device == "cuda" else 1))
     result: dict = {"engine": kind, "concurrency": concurrency}
@@ -141,7 +141,7 @@ async def logprob_gap(args, model_path: Path, prompts, outs) -> dict:
     """The trainer's recomputed old log-probs (its own forward: packed rows, bf16 mixed precision on CUDA) on
     the engine's sampled tokens, against the engine's logprobs."""
     from agentgym.config import load_config
-    from agentgym.rollout.trajectory import Trajectory
+    from agentgym.trajectory import Trajectory
     from agentgym.trainer.driver import RLTrainer
     from agentgym.trainer.workers import LocalWorkerGroup
 

@@ -1,4 +1,4 @@
-"""Our GRPO step, phase by phase, on one device: multi-turn rollout with the code tool (TransformersEngine, a local
+"""Our GRPO step, phase by phase, on one device: multi-turn rollout with the code tool (DynamicCacheEngine, a local
 sandbox server), old log-probs, FSDP2 actor update, weight sync; then the update alone on a TRL-shaped batch.
 
     python benchmarks/gpu/grpo_step_bench.py --size 0.5b --out $OUT        # GPU (Qwen2.5 shapes, random init)
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from agentgym.config import load_config  # noqa: E402
 from agentgym.rollout.engines.base import GenerateOutput  # noqa: E402
-from agentgym.rollout.trajectory import Trajectory  # noqa: E402
+from agentgym.trajectory import Trajectory  # noqa: E402
 from agentgym.trainer.driver import RLTrainer  # noqa: E402
 from agentgym.trainer.workers import LocalWorkerGroup  # noqa: E402
 
@@ -185,12 +185,12 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
 
     from agentgym.interactions.registry import load_interactions
     from agentgym.rollout.agent_loop import AgentLoop
-    from agentgym.rollout.collect import agent_loop_config
-    from agentgym.rollout.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
+    from agentgym.rollout.build import agent_loop_config
+    from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine, DynamicCacheEngineConfig
     from agentgym.tools.registry import build_tools, load_tool_specs
-    from environments.arithmetic import INTERACTION_CONFIG
-    from environments.arithmetic.data import ArithmeticTaskConfig
-    from environments.code_arith import make_rows
+    from agentgym_envs.arithmetic import INTERACTION_CONFIG
+    from agentgym_envs.arithmetic.data import ArithmeticTaskConfig
+    from agentgym_envs.code_arith import make_rows
 
     sandbox, url = start_sandbox(Path(tempfile.mkdtemp(prefix="agentgym_sbx_", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)))
     try:
@@ -207,10 +207,10 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
                 device=args.device, dtype=dtype, max_batch_size=args.prompts * args.n, max_model_len=4096,
                 intra_op_threads=None if args.device == "cuda" else 1, decode_steps=args.decode_steps))
         else:
-            engine_cfg = TransformersEngineConfig(device=args.device, dtype=dtype,
+            engine_cfg = DynamicCacheEngineConfig(device=args.device, dtype=dtype,
                                                   max_batch_size=args.prompts * args.n, max_prefill_tokens=65536,
                                                   intra_op_threads=None if args.device == "cuda" else 1)
-            inner = TransformersEngine(model_path, engine_cfg)
+            inner = DynamicCacheEngine(model_path, engine_cfg)
         engine = ToolCallingEngine(inner, tokenizer, tool_turns=args.tool_turns, turn_tokens=args.turn_tokens)
         tools = build_tools(load_tool_specs(tool_file))
         interactions = load_interactions(INTERACTION_CONFIG)

@@ -16,8 +16,8 @@ fi
 export PYTHONPATH="/tmp/site:$PWD"
 WORK=$(mktemp -d)
 MODEL=$(python3 -c "from agentgym.models import build_tiny_model; print(build_tiny_model('$WORK/models', size='small'))")
-python3 -m environments.arithmetic.data --out "$WORK/train.jsonl" --rows 64
-time python3 -m agentgym.trainer.main_ppo environments/arithmetic/train.yaml \
+python3 -m agentgym_envs.arithmetic.data --out "$WORK/train.jsonl" --rows 64
+time python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
   actor_rollout_ref.model.path="$MODEL" data.train_files="$WORK/train.jsonl" \
   trainer.device=cuda actor_rollout_ref.model.use_remove_padding=true \
   "actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: bf16, reduce_dtype: fp32}" \

@@ -146,9 +146,9 @@ def make_engine(args, model):
             device=args.device, dtype=dtype, max_batch_size=args.batch, intra_op_threads=threads,
             max_model_len=args.prompt_len + image_tokens + 2 + args.new_tokens + 64,
             gpu_memory_utilization=0.5, cuda_graphs=args.device == "cuda"))
-    from agentgym.rollout.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
+    from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine, DynamicCacheEngineConfig
 
-    return TransformersEngine.from_model(model, eos_token_ids=[], config=TransformersEngineConfig(
+    return DynamicCacheEngine.from_model(model, eos_token_ids=[], config=DynamicCacheEngineConfig(
         device=args.device, dtype=dtype, max_batch_size=args.batch, max_prefill_tokens=1 << 20,
         intra_op_threads=threads))
 

@@ -293,7 +293,7 @@ async def test_lone_surrogate_in_code_is_the_models_error_told_without_a_request
 async def test_time_queued_in_the_client_does_not_count_against_the_session_bound(fault_server):
     from types import SimpleNamespace
 
-    from agentgym.env.session import Session, SessionConfig
+    from agentgym.episode.session import Session, SessionConfig
 
     tool = make_tool(fault_server, rate_limit=10, burst=1)  # the 8th call starts 0.7 s in
     calls = [SimpleNamespace(name="code_interpreter", arguments={"code": f"# fault: ok\n{i}"}, id=str(i))

@@ -19,7 +19,8 @@ from agentgym.config.inert import INERT_KEYS, InertConfigKeyWarning, inert_keys_
 from agentgym.config.loader import all_keys
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop
-from agentgym.rollout.collect import agent_loop_config, transformers_engine_config
+from agentgym.rollout.build import agent_loop_config
+from agentgym.rollout.engines.registry import in_process_engine_config
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
@@ -52,7 +53,7 @@ def test_rollout_keys_reach_the_agent_loop_config():
 def test_engine_keys_reach_the_in_process_engine_config():
     cfg = load_config(None, [f"{RO}.dtype=fp32", f"{RO}.engine_kwargs.transformers.max_batch_size=3",
                              "actor_rollout_ref.model.attn_implementation=eager"])
-    engine = transformers_engine_config(cfg)
+    engine = in_process_engine_config(cfg)
     assert engine.max_batch_size == 3 and engine.dtype == "float32"
 
 

@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from agentgym.models import build_tiny_model
-from agentgym.rollout.engines import TransformersEngine, TransformersEngineConfig
+from agentgym.rollout.engines import DynamicCacheEngine, DynamicCacheEngineConfig
 
 
 @pytest.fixture(scope="session")
@@ -31,5 +31,5 @@ def chat_prompts(tokenizer) -> list[list[int]]:
 
 @pytest.fixture
 async def engine(tiny_model_dir):
-    async with TransformersEngine(tiny_model_dir, TransformersEngineConfig(max_batch_size=8)) as eng:
+    async with DynamicCacheEngine(tiny_model_dir, DynamicCacheEngineConfig(max_batch_size=8)) as eng:
         yield eng

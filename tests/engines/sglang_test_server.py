@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from transformers import AutoTokenizer
 
-from agentgym.rollout.engines import SamplingParams, TransformersEngine
+from agentgym.rollout.engines import SamplingParams, DynamicCacheEngine
 
 # SGLang's SamplingParams arguments (python/sglang/srt/sampling/sampling_params.py).
 SGLANG_SAMPLING_KEYS = {
@@ -47,7 +47,7 @@ class FakeSGLangServer:
     model_path: str
     port: int = 0
     host: str = "127.0.0.1"
-    engine: TransformersEngine | None = None
+    engine: DynamicCacheEngine | None = None
     requests: list[Recorded] = field(default_factory=list)
     healthy: bool = True
     fail_weight_updates: bool = False
@@ -65,7 +65,7 @@ class FakeSGLangServer:
 
     async def start(self) -> FakeSGLangServer:
         if self.engine is None:
-            self.engine = TransformersEngine(self.model_path)
+            self.engine = DynamicCacheEngine(self.model_path)
             await self.engine.start()
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         app = web.Application()

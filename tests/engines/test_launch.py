@@ -15,11 +15,11 @@ import pytest
 
 from agentgym.config import load_config
 from agentgym.errors import ConfigError
-from agentgym.rollout.collect import make_engine
-from agentgym.rollout.engines import EngineError, SamplingParams, TransformersEngine
-from agentgym.rollout.engines.launch import LaunchConfig, ServerLauncher, ServerSpec, package_available, server_command
-from agentgym.rollout.engines.sglang_engine import SGLangEngine
-from agentgym.rollout.engines.vllm_engine import VLLMEngine
+from agentgym.rollout.engines.registry import make_engine
+from agentgym.rollout.engines import EngineError, SamplingParams, DynamicCacheEngine
+from agentgym.rollout.engines.servers.launch import LaunchConfig, ServerLauncher, ServerSpec, package_available, server_command
+from agentgym.rollout.engines.servers.sglang_engine import SGLangEngine
+from agentgym.rollout.engines.servers.vllm_engine import VLLMEngine
 from agentgym.rollout.engines.weights import read_weights
 
 
@@ -97,7 +97,7 @@ async def test_the_engine_starts_its_servers_uses_them_and_stops_them(
         + json.dumps({"command": fake_server(kind), "num_servers": 2, "start_timeout_s": 120, "log_dir": str(tmp_path)}),
         f"+actor_rollout_ref.rollout.engine_kwargs.{kind}.health_interval_s=0.1",
     ])
-    async with TransformersEngine(other_tiny_model_dir) as direct:
+    async with DynamicCacheEngine(other_tiny_model_dir) as direct:
         expected = await direct.generate(chat_prompts[0], SamplingParams(max_new_tokens=4, temperature=0.0))
     engine = make_engine(cfg)
     assert isinstance(engine, engine_cls) and engine.config.weight_sync_dir
@@ -164,7 +164,7 @@ def test_servers_are_stopped_when_the_process_exits_without_stop(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         "import asyncio, sys\n"
-        "from agentgym.rollout.engines.launch import LaunchConfig, ServerLauncher, ServerSpec\n"
+        "from agentgym.rollout.engines.servers.launch import LaunchConfig, ServerLauncher, ServerSpec\n"
         f"stub = {HEALTHY_STUB!r}\n"
         "launcher = ServerLauncher(ServerSpec('vllm', '/m'), LaunchConfig(num_servers=2,\n"
         "    command=[sys.executable, '-c', stub, '{port}'], stop_timeout_s=5))\n"
@@ -180,14 +180,14 @@ def test_servers_are_stopped_when_the_process_exits_without_stop(tmp_path):
 
 
 async def test_the_trainers_rollout_stops_the_servers_it_started(tiny_model_dir):
-    from agentgym.rollout.collect import make_rollout
+    from agentgym.rollout.build import make_rollout
 
     stub = [sys.executable, "-c", HEALTHY_STUB, "{port}"]
     cfg = load_config(None, ["actor_rollout_ref.rollout.name=sglang", f"actor_rollout_ref.model.path={tiny_model_dir}",
                              "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch=" + json.dumps({"command": stub})])
-    _, engine = make_rollout(cfg)
-    await engine.ensure_started()
-    procs = list(engine.engine.launcher.processes)
+    rollout = make_rollout(cfg)
+    await rollout.ensure_started()
+    procs = list(rollout.engine.launcher.processes)
     assert len(procs) == 1 and _alive(procs[0].pid)
-    await engine.close()
+    await rollout.close()
     assert procs[0].returncode is not None and not _alive(procs[0].pid)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from agentgym.rollout.engines import Engine, EngineError, SamplingParams, TransformersEngine
+from agentgym.rollout.engines import Engine, EngineError, SamplingParams, DynamicCacheEngine
 from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
 from agentgym.rollout.engines.weights import read_weights
 
@@ -77,7 +77,7 @@ async def test_the_fused_layer_stack_computes_what_the_modules_do(tiny_model_dir
 
 
 async def test_greedy_matches_the_dynamic_engine(paged, tiny_model_dir, chat_prompts):
-    async with TransformersEngine(tiny_model_dir) as dynamic:
+    async with DynamicCacheEngine(tiny_model_dir) as dynamic:
         expected = [await dynamic.generate(p, GREEDY) for p in chat_prompts]
     together = await asyncio.gather(*(paged.generate(p, GREEDY) for p in chat_prompts))
     assert [o.token_ids for o in together] == [o.token_ids for o in expected]

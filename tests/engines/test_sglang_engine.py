@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM
 from .forward import forward_logprobs
 from .sglang_test_server import ReplayServer, start_servers
 
-from agentgym.rollout.engines import Engine, EngineError, SamplingParams, TransformersEngine
-from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig
-from agentgym.rollout.engines.sglang_protocol import parse_generate_response
+from agentgym.rollout.engines import Engine, EngineError, SamplingParams, DynamicCacheEngine
+from agentgym.rollout.engines.servers.sglang_engine import SGLangEngine, SGLangEngineConfig
+from agentgym.rollout.engines.servers.sglang_protocol import parse_generate_response
 from agentgym.rollout.engines.weights import read_weights
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "sglang_responses.json").read_text())
@@ -89,7 +89,7 @@ async def test_replayed_responses_drive_the_engine_and_requests_use_sglang_field
 
 
 async def test_outputs_equal_the_model_run_directly(servers, tiny_model_dir, chat_prompts):
-    async with TransformersEngine(tiny_model_dir) as direct:
+    async with DynamicCacheEngine(tiny_model_dir) as direct:
         expected = [await direct.generate(p, GREEDY) for p in chat_prompts]
     async with SGLangEngine(fast_config([s.url for s in servers])) as engine:
         got = await asyncio.gather(*(engine.generate(p, GREEDY, session_id=f"s{i}") for i, p in enumerate(chat_prompts)))
@@ -236,7 +236,7 @@ async def test_unhealthy_server_is_skipped(servers, chat_prompts):
 
 
 async def test_update_weights_from_disk_reaches_every_server(servers, other_tiny_model_dir, chat_prompts):
-    async with TransformersEngine(other_tiny_model_dir) as direct:
+    async with DynamicCacheEngine(other_tiny_model_dir) as direct:
         expected = await direct.generate(chat_prompts[1], GREEDY)
     async with SGLangEngine(fast_config([s.url for s in servers])) as engine:
         before = await engine.generate(chat_prompts[1], GREEDY)
@@ -253,7 +253,7 @@ async def test_update_weights_from_disk_reaches_every_server(servers, other_tiny
 async def test_update_weights_from_state_dict_writes_a_loadable_directory(
     servers, tiny_model_dir, other_tiny_model_dir, chat_prompts, tmp_path
 ):
-    async with TransformersEngine(other_tiny_model_dir) as direct:
+    async with DynamicCacheEngine(other_tiny_model_dir) as direct:
         expected = await direct.generate(chat_prompts[0], GREEDY)
     config = fast_config([s.url for s in servers], weight_sync_dir=str(tmp_path), model_path=str(tiny_model_dir))
     async with SGLangEngine(config) as engine:
@@ -294,7 +294,7 @@ async def test_failed_update_takes_the_server_out_until_it_loads_the_weights(ser
 
 async def test_server_down_during_update_gets_the_weights_when_it_returns(servers, other_tiny_model_dir, chat_prompts):
     a, b, c = servers
-    async with TransformersEngine(other_tiny_model_dir) as direct:
+    async with DynamicCacheEngine(other_tiny_model_dir) as direct:
         expected = await direct.generate(chat_prompts[2], GREEDY)
     async with SGLangEngine(fast_config([s.url for s in servers])) as engine:
         await c.stop()

@@ -10,8 +10,8 @@ from agentgym.rollout.engines import (
     EngineError,
     GenerateOutput,
     SamplingParams,
-    TransformersEngine,
-    TransformersEngineConfig,
+    DynamicCacheEngine,
+    DynamicCacheEngineConfig,
 )
 from agentgym.rollout.engines.weights import read_weights
 
@@ -88,8 +88,8 @@ async def test_requests_join_a_running_batch(engine, chat_prompts):
 
 
 async def test_batch_size_is_capped(tiny_model_dir, chat_prompts):
-    config = TransformersEngineConfig(max_batch_size=4)
-    async with TransformersEngine(tiny_model_dir, config) as eng:
+    config = DynamicCacheEngineConfig(max_batch_size=4)
+    async with DynamicCacheEngine(tiny_model_dir, config) as eng:
         outs = await asyncio.gather(*(eng.generate(chat_prompts[i % 3], GREEDY) for i in range(10)))
         assert eng.stats.max_decode_batch == 4 and eng.stats.max_prefill_batch == 4
         assert eng.stats.requests_finished == 10
@@ -116,7 +116,7 @@ async def test_eos_of_the_model_stops_generation(tiny_model_dir, chat_prompts):
     eos = model.config.eos_token_id
     with torch.no_grad():  # make <|im_end|> the most likely token after any input
         model.lm_head.weight[eos] = model.lm_head.weight[eos] * 0 + model.model.norm.weight * 50
-    async with TransformersEngine.from_model(model, eos_token_ids=[eos]) as eng:
+    async with DynamicCacheEngine.from_model(model, eos_token_ids=[eos]) as eng:
         out = await eng.generate(chat_prompts[0], SamplingParams(max_new_tokens=50, temperature=0))
     assert out.token_ids[-1] == eos and out.finish_reason == "stop"
     assert eos not in out.token_ids[:-1]
@@ -125,7 +125,7 @@ async def test_eos_of_the_model_stops_generation(tiny_model_dir, chat_prompts):
 async def test_generation_stops_at_the_context_limit(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model.config.max_position_embeddings = 40
-    async with TransformersEngine.from_model(model, eos_token_ids=[]) as eng:
+    async with DynamicCacheEngine.from_model(model, eos_token_ids=[]) as eng:
         out = await eng.generate(list(range(3, 33)), SamplingParams(max_new_tokens=100, temperature=0))
         assert out.finish_reason == "length" and len(out.token_ids) == 10
         with pytest.raises(ValueError, match="does not fit the engine's context of 40"):
@@ -134,7 +134,7 @@ async def test_generation_stops_at_the_context_limit(tiny_model_dir):
 
 async def test_update_weights_from_path_and_state_dict(engine, other_tiny_model_dir, tiny_model_dir, chat_prompts):
     before = await engine.generate(chat_prompts[1], GREEDY)
-    async with TransformersEngine(other_tiny_model_dir) as other:
+    async with DynamicCacheEngine(other_tiny_model_dir) as other:
         expected_after = await other.generate(chat_prompts[1], GREEDY)
     assert expected_after.token_ids != before.token_ids
 
@@ -198,7 +198,7 @@ async def test_cancelled_request_leaves_and_others_finish(engine, chat_prompts):
 
 
 async def test_close_aborts_requests_in_flight(tiny_model_dir, chat_prompts):
-    eng = TransformersEngine(tiny_model_dir)
+    eng = DynamicCacheEngine(tiny_model_dir)
     await eng.start()
     task = asyncio.create_task(eng.generate(chat_prompts[0], SamplingParams(max_new_tokens=5000, temperature=0)))
     while eng.stats.decode_steps < 3:

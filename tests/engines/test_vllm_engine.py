@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from agentgym.config import load_config
 from agentgym.errors import ConfigError
-from agentgym.rollout.collect import make_engine
-from agentgym.rollout.engines import Engine, EngineError, SamplingParams, TransformersEngine
-from agentgym.rollout.engines.vllm_engine import VLLMEngine, VLLMEngineConfig
-from agentgym.rollout.engines.vllm_protocol import parse_completion_response
+from agentgym.rollout.engines.registry import make_engine
+from agentgym.rollout.engines import Engine, EngineError, SamplingParams, DynamicCacheEngine
+from agentgym.rollout.engines.servers.vllm_engine import VLLMEngine, VLLMEngineConfig
+from agentgym.rollout.engines.servers.vllm_protocol import parse_completion_response
 from agentgym.rollout.engines.weights import read_weights
 
 from .forward import forward_logprobs
@@ -135,7 +135,7 @@ async def test_weight_update_changes_what_every_server_generates(target, other_t
 
 
 async def test_greedy_outputs_equal_the_model_run_directly(servers, tiny_model_dir, chat_prompts):
-    async with TransformersEngine(tiny_model_dir) as direct:
+    async with DynamicCacheEngine(tiny_model_dir) as direct:
         expected = [await direct.generate(p, GREEDY) for p in chat_prompts]
     async with VLLMEngine(fast_config([s.url for s in servers])) as engine:
         got = await asyncio.gather(*(engine.generate(p, GREEDY, session_id=f"s{i}") for i, p in enumerate(chat_prompts)))
@@ -252,7 +252,7 @@ async def test_start_fails_clearly_when_no_server_answers():
 
 
 async def test_update_weights_from_a_path_reloads_every_server(servers, other_tiny_model_dir, chat_prompts):
-    async with TransformersEngine(other_tiny_model_dir) as direct:
+    async with DynamicCacheEngine(other_tiny_model_dir) as direct:
         expected = await direct.generate(chat_prompts[1], GREEDY)
     async with VLLMEngine(fast_config([s.url for s in servers])) as engine:
         before = await engine.generate(chat_prompts[1], GREEDY)
@@ -274,7 +274,7 @@ async def test_update_weights_from_a_path_reloads_every_server(servers, other_ti
 async def test_update_weights_from_a_state_dict_writes_a_loadable_directory(
     servers, tiny_model_dir, other_tiny_model_dir, chat_prompts, tmp_path
 ):
-    async with TransformersEngine(other_tiny_model_dir) as direct:
+    async with DynamicCacheEngine(other_tiny_model_dir) as direct:
         expected = await direct.generate(chat_prompts[0], GREEDY)
     config = fast_config([s.url for s in servers], weight_sync_dir=str(tmp_path), model_path=str(tiny_model_dir))
     async with VLLMEngine(config) as engine:

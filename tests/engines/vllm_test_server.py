@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from transformers import AutoTokenizer
 
-from agentgym.rollout.engines import SamplingParams, TransformersEngine
+from agentgym.rollout.engines import SamplingParams, DynamicCacheEngine
 
 # CompletionRequest fields this server acts on; vLLM ignores unknown fields (with a warning), and so does this.
 _INT_LIST = "prompt"
@@ -46,7 +46,7 @@ class FakeVLLMServer:
     dev_mode: bool = True
     enable_prompt_tokens_details: bool = True
     block_size: int = 16
-    engine: TransformersEngine | None = None
+    engine: DynamicCacheEngine | None = None
     requests: list[Recorded] = field(default_factory=list)
     healthy: bool = True
     fail_weight_updates: bool = False
@@ -68,7 +68,7 @@ class FakeVLLMServer:
 
     async def start(self) -> FakeVLLMServer:
         if self.engine is None:
-            self.engine = TransformersEngine(self.model_path)
+            self.engine = DynamicCacheEngine(self.model_path)
             await self.engine.start()
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             self._resumed = asyncio.Event()

@@ -3,12 +3,12 @@
 import subprocess
 import sys
 
-from agentgym.env.session import Session
-from agentgym.env.episode import EpisodeLimits, TextTurnSource, run_episode, truncate
+from agentgym.episode.session import Session
+from agentgym.episode.episode import EpisodeLimits, TextTurnSource, run_episode, truncate
 from agentgym.interactions.registry import load_interactions
 from agentgym.parsers import get_parser
 from agentgym.tools.registry import build_tools, load_tool_specs
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 
 def scripted(*replies):

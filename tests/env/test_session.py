@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agentgym.interactions.base import BaseInteraction
-from agentgym.env.session import Session, SessionConfig
+from agentgym.episode.session import Session, SessionConfig
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 

@@ -7,9 +7,9 @@ from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
-from environments.arithmetic.solver import ideal_script
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
+from agentgym_envs.arithmetic.solver import ideal_script
 
 
 def test_direct_rows_answer_without_the_tool_and_the_rest_call_it():

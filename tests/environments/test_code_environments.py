@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from agentgym.env.session import Session
+from agentgym.episode.session import Session
 from agentgym.interactions.registry import load_interactions
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop
@@ -13,9 +13,9 @@ from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from environments import code_arith, codegen
-from environments.arithmetic.data import ArithmeticTaskConfig
-from environments.arithmetic.solver import ideal_script
-from environments.codegen.data import CodegenTaskConfig, make_rows
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig
+from agentgym_envs.arithmetic.solver import ideal_script
+from agentgym_envs.codegen.data import CodegenTaskConfig, make_rows
 
 SOLUTIONS = {
     "divisible by": "def solve(xs):\n    return sum(x for x in xs if x % {k} == 0)\n",

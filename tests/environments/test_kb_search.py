@@ -18,10 +18,10 @@ from agentgym.rollout.agent_loop import AgentLoop
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
-from environments.kb_search import INTERACTION_CONFIG, TOOL_CONFIG
-from environments.kb_search.data import KbSearchTaskConfig, make_rows, write_corpus
-from environments.kb_search.solver import found_answer, ideal_script
-from environments.kb_search.world import make_world
+from agentgym_envs.kb_search import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.kb_search.data import KbSearchTaskConfig, make_rows, write_corpus
+from agentgym_envs.kb_search.solver import found_answer, ideal_script
+from agentgym_envs.kb_search.world import make_world
 from retrieval_server.launch import RetrievalServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def test_corpus_has_one_document_per_entity_with_its_facts(tmp_path):
 
 def test_data_command_writes_rows_and_the_corpus(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "environments.kb_search.data", *args], cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "agentgym_envs.kb_search.data", *args], cwd=REPO,
                               capture_output=True, text=True, check=True).stdout
 
     assert "wrote 6 rows" in run("--out", str(tmp_path / "rows.parquet"), "--rows", "6")
@@ -96,14 +96,14 @@ def test_ideal_policy_solves_every_question_through_the_real_search(server, tmp_
 
 def test_train_yaml_runs_main_ppo_steps_against_the_server(server, tmp_path, tiny_model_dir):
     """The header's commands with a test server's URL and small sizes: two GRPO steps, real tool and teacher."""
-    cfg = load_config(REPO / "environments/kb_search/train.yaml")
-    assert cfg.actor_rollout_ref.rollout.multi_turn.tool_config_path == "environments/kb_search/tools.yaml"
+    cfg = load_config(REPO / "agentgym_envs/kb_search/train.yaml")
+    assert cfg.actor_rollout_ref.rollout.multi_turn.tool_config_path == "agentgym_envs/kb_search/tools.yaml"
     rows = tmp_path / "train.parquet"
-    subprocess.run([sys.executable, "-m", "environments.kb_search.data", "--out", str(rows), "--rows", "4"],
+    subprocess.run([sys.executable, "-m", "agentgym_envs.kb_search.data", "--out", str(rows), "--rows", "4"],
                    cwd=REPO, check=True, capture_output=True)
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "agentgym.trainer.main_ppo", "environments/kb_search/train.yaml",
+        sys.executable, "-m", "agentgym.trainer.main_ppo", "agentgym_envs/kb_search/train.yaml",
         f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files={rows}",
         f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tools_yaml(tmp_path, server.retrieve_url)}",
         "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.rollout.n=2",

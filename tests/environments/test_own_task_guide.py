@@ -1,4 +1,4 @@
-"""environments/README.md's "Write your own task" runs as written: its files are saved where their first-line
+"""agentgym_envs/README.md's "Write your own task" runs as written: its files are saved where their first-line
 comments say, its bash blocks run in order in an empty directory, with a tiny model built offline."""
 
 from __future__ import annotations

@@ -76,15 +76,15 @@ def test_data_command_writes_rows_the_config_reads(env, tmp_path):
 
 
 def test_shared_writer_creates_the_folder(tmp_path):
-    from environments.code_arith.data import main
+    from agentgym_envs.code_arith.data import main
 
     main(["--out", str(tmp_path / "data" / "code_arith" / "train.parquet"), "--rows", "2"])
     assert len(read_rows(str(tmp_path / "data" / "code_arith" / "train.parquet"))) == 2
 
 
 def test_code_arith_rows_are_arithmetics_tasks_with_its_own_prompt(tmp_path):
-    from environments.arithmetic.data import main as arithmetic_main
-    from environments.code_arith.data import main as code_arith_main
+    from agentgym_envs.arithmetic.data import main as arithmetic_main
+    from agentgym_envs.code_arith.data import main as code_arith_main
 
     arithmetic_main(["--out", str(tmp_path / "a.jsonl"), "--rows", "4"])
     code_arith_main(["--out", str(tmp_path / "c.jsonl"), "--rows", "4"])
@@ -94,7 +94,7 @@ def test_code_arith_rows_are_arithmetics_tasks_with_its_own_prompt(tmp_path):
 
 
 def test_codegen_data_refuses_parquet(tmp_path):
-    from environments.codegen.data import main
+    from agentgym_envs.codegen.data import main
 
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "rows.parquet")])
@@ -106,7 +106,7 @@ def test_code_arith_tool_of_the_train_yaml_runs_code_in_the_sandbox():
     import asyncio
 
     from agentgym.tools.sandbox_fusion import aclose_http_sessions
-    from environments.code_arith import code_call
+    from agentgym_envs.code_arith import code_call
 
     cfg = load_config(train_yaml("code_arith"))
     [tool] = build_tools(load_tool_specs(REPO / cfg.actor_rollout_ref.rollout.multi_turn.tool_config_path)).values()
@@ -124,11 +124,11 @@ def test_code_arith_tool_of_the_train_yaml_runs_code_in_the_sandbox():
 def test_code_arith_train_yaml_runs_one_main_ppo_step(tmp_path, tiny_model_dir):
     """The README's two commands, from the repo root, with only sizes overridden (embedded sandbox, real tools)."""
     rows = tmp_path / "train.parquet"
-    subprocess.run([sys.executable, "-m", "environments.code_arith.data", "--out", str(rows), "--rows", "4"],
+    subprocess.run([sys.executable, "-m", "agentgym_envs.code_arith.data", "--out", str(rows), "--rows", "4"],
                    cwd=REPO, check=True, capture_output=True)
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "agentgym.trainer.main_ppo", "environments/code_arith/train.yaml",
+        sys.executable, "-m", "agentgym.trainer.main_ppo", "agentgym_envs/code_arith/train.yaml",
         f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files={rows}",
         "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.rollout.n=2",
         "data.max_response_length=32", "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2",

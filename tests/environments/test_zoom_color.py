@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from agentgym.env.row_check import Registered, require_valid_rows
+from agentgym.rows.check import Registered, require_valid_rows
 from agentgym.multimodal.images import load_image
-from environments.zoom_color.data import (BACKGROUND, COLOURS, QUARTERS, ZoomColorTaskConfig, demonstration,
+from agentgym_envs.zoom_color.data import (BACKGROUND, COLOURS, QUARTERS, ZoomColorTaskConfig, demonstration,
                                           make_rows, quarter_box)
 
 

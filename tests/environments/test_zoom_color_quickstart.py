@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 
 from agentgym.rollout.trajectory_io import read_jsonl
-from environments.zoom_color.learn import ZoomColorQuickstart
-from environments.zoom_count.learn import called_a_tool
+from agentgym_envs.zoom_color.learn import ZoomColorQuickstart
+from agentgym_envs.zoom_count.learn import called_a_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 

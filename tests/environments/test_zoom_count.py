@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 
-from agentgym.env.row_check import Registered, require_valid_rows
+from agentgym.rows.check import Registered, require_valid_rows
 from agentgym.multimodal.images import load_image
-from environments.zoom_count.data import ZoomCountTaskConfig, make_rows
+from agentgym_envs.zoom_count.data import ZoomCountTaskConfig, make_rows
 
 
 def _red_squares(image) -> int:
@@ -49,7 +49,7 @@ def test_text_alone_is_at_chance():
 
 
 def test_the_teachers_zoom_box_holds_the_shapes_on_a_coarse_lattice():
-    from environments.zoom_count.data import GRID, SIZE, ZOOM, box_holds, demonstration, zoom_box
+    from agentgym_envs.zoom_count.data import GRID, SIZE, ZOOM, box_holds, demonstration, zoom_box
 
     rows = make_rows(ZoomCountTaskConfig(num_rows=200, seed=5))
     corners = set()

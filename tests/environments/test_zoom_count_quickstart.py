@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from agentgym.rollout.trajectory_io import read_jsonl
-from environments.zoom_count.learn import ZoomCountQuickstart
+from agentgym_envs.zoom_count.learn import ZoomCountQuickstart
 
 ROOT = Path(__file__).resolve().parents[2]
 

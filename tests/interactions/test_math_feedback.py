@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from agentgym.env.session import Session
+from agentgym.episode.session import Session
 from agentgym.errors import ConfigError
 from agentgym.interactions.registry import load_interactions
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "environments/arithmetic/interaction.yaml"
+CONFIG = REPO / "agentgym_envs/arithmetic/interaction.yaml"
 
 
 async def test_wrong_then_right_gives_decayed_reward():

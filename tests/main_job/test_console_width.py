@@ -35,7 +35,7 @@ def test_training_step_table_is_not_cut_when_piped(tmp_path):
 
 
 def test_cli_tables_are_not_cut_when_piped():
-    out = _piped(["-m", "agentgym", "tools", "list", "environments/codegen/tools.yaml"])
+    out = _piped(["-m", "agentgym", "tools", "list", "agentgym_envs/codegen/tools.yaml"])
     assert "…" not in out
     assert "agentgym.tools.sandbox_fusion.SandboxFusionTool" in out
     assert "Run a Python program and see its output." in out

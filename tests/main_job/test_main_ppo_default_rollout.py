@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 from agentgym.rollout.trajectory_io import read_jsonl, read_parquet
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 
 def test_main_ppo_trains_with_the_default_agent_loop(tmp_path, tiny_model_dir):
     model = tiny_model_dir
     rows = tmp_path / "rows.parquet"
-    subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
+    subprocess.run([sys.executable, "-m", "agentgym_envs.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "agentgym.trainer.main_ppo",

@@ -5,12 +5,12 @@ import json
 import subprocess
 import sys
 
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 
 def test_main_ppo_trains_through_the_paged_engine_and_reports_prefix_reuse(tmp_path, tiny_model_dir):
     rows = tmp_path / "rows.parquet"
-    subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
+    subprocess.run([sys.executable, "-m", "agentgym_envs.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "agentgym.trainer.main_ppo",

@@ -11,7 +11,8 @@ import pytest
 
 from rich.console import Console
 
-from agentgym.quickstart import Quickstart, QuickstartSettings, question, tool_used_correctly
+from agentgym.quickstart import QuickstartSettings, question, tool_used_correctly
+from agentgym_envs.arithmetic.quickstart import ArithmeticQuickstart as Quickstart
 from agentgym.rollout.trajectory_io import read_jsonl
 
 

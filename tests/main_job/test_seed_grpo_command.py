@@ -12,7 +12,7 @@ import pytest
 
 from tests.code_tool.conftest import _ray_session, ray_local  # noqa: F401
 
-from environments.arithmetic import TOOL_CONFIG
+from agentgym_envs.arithmetic import TOOL_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ trainer.nnodes=1 trainer.save_freq=-1 trainer.test_freq=20 trainer.total_epochs=
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("seed")
-    subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(out / "train.parquet"),
+    subprocess.run([sys.executable, "-m", "agentgym_envs.arithmetic.data", "--out", str(out / "train.parquet"),
                     "--rows", "256"], check=True, cwd=ROOT)
     return out
 

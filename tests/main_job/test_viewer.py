@@ -13,9 +13,9 @@ from agentgym.rollout.agent_loop import AgentLoop
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory_io import write_jsonl
 from agentgym.tools.registry import build_tools, load_tool_specs
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
-from environments.arithmetic.solver import ideal_script
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
+from agentgym_envs.arithmetic.solver import ideal_script
 
 TRAINED_GREEN = (0xC8, 0xF0, 0xCF)
 
@@ -69,10 +69,10 @@ def test_view_says_what_is_missing(tmp_path):
 
 
 def test_view_shows_what_the_model_wrote_in_a_turn_with_an_unparseable_call():
-    from agentgym.env.episode import assistant_message
+    from agentgym.episode.episode import assistant_message
     from agentgym.parsers import get_parser
-    from agentgym.rollout.trajectory import Trajectory
-    from agentgym.viewer import render_html
+    from agentgym.trajectory import Trajectory
+    from agentgym.report.viewer import render_html
 
     text = 'Let me see.\n<tool_call>{"name": "calculator", "arguments": {"expression": }</tool_call>'
     message = assistant_message(get_parser("hermes").parse(text), text)

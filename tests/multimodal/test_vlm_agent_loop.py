@@ -14,12 +14,12 @@ from transformers import AutoModelForImageTextToText
 from agentgym.models.chat import chat_ids
 from agentgym.multimodal.processor import ImageInputs, rope_positions
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
-from agentgym.rollout.engines import TransformersEngine
+from agentgym.rollout.engines import DynamicCacheEngine
 from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory_io import read_jsonl, write_jsonl
 from agentgym.tools.registry import build_tools, load_tool_specs
-from agentgym.env.episode import EpisodeLimits
+from agentgym.episode.episode import EpisodeLimits
 
 
 def _png(size=(120, 90)) -> bytes:
@@ -38,6 +38,9 @@ class ImageScripted(ScriptedEngine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.seen: list[ImageInputs | None] = []
+
+    takes_images = True
+
 
     async def generate(self, prompt_ids, sampling, *, session_id=None, images=None):
         self.seen.append(images)
@@ -115,7 +118,7 @@ async def test_engine_takes_pixels_at_prefill_and_matches_a_full_forward(tiny_vl
     text_prompt = chat_ids(vp.tokenizer, [{"role": "user", "content": "hello there"}], add_generation_prompt=True)
     inputs = ImageInputs((image,))
     sampling = SamplingParams(max_new_tokens=6, temperature=0.0, stop_token_ids=[])
-    async with TransformersEngine(tiny_vlm_dir) as engine:
+    async with DynamicCacheEngine(tiny_vlm_dir) as engine:
         import asyncio
 
         together = await asyncio.gather(engine.generate(prompt, sampling, images=inputs),
@@ -138,7 +141,7 @@ async def test_engine_takes_pixels_at_prefill_and_matches_a_full_forward(tiny_vl
 
 
 async def test_sglang_engine_sends_image_data_with_expanded_ids(tiny_vlm_dir, vision_processor):
-    from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig
+    from agentgym.rollout.engines.servers.sglang_engine import SGLangEngine, SGLangEngineConfig
     from tests.engines.sglang_test_server import FakeSGLangServer
 
     vp = vision_processor
@@ -150,7 +153,7 @@ async def test_sglang_engine_sends_image_data_with_expanded_ids(tiny_vlm_dir, vi
     try:
         async with SGLangEngine(SGLangEngineConfig(urls=[server.url])) as engine:
             remote = await engine.generate(prompt, sampling, images=ImageInputs((image,)))
-        async with TransformersEngine(tiny_vlm_dir) as local_engine:
+        async with DynamicCacheEngine(tiny_vlm_dir) as local_engine:
             local = await local_engine.generate(prompt, sampling, images=ImageInputs((image,)))
     finally:
         await server.close()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from environments.data_cli import write_rows
-from environments.zoom_color.data import ZoomColorTaskConfig, make_rows as zoom_color_rows
-from environments.zoom_count.data import ZoomCountTaskConfig, make_rows
+from agentgym_envs.data_cli import write_rows
+from agentgym_envs.zoom_color.data import ZoomColorTaskConfig, make_rows as zoom_color_rows
+from agentgym_envs.zoom_count.data import ZoomCountTaskConfig, make_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_KEYS = ["algorithm.adv_estimator=grpo", "data.image_key=images", "data.max_prompt_length=1024"]
@@ -57,7 +57,7 @@ def test_the_paged_engine_serves_the_vlm_and_follows_its_weights(tiny_vlm_dir, t
     were synced too."""
     data = write_rows(make_rows(ZoomCountTaskConfig(num_rows=4)), tmp_path / "train.parquet")
     run = tmp_path / "run"
-    done = _main_ppo(["environments/zoom_count/train.yaml", *SEED_KEYS, "data.train_batch_size=2",
+    done = _main_ppo(["agentgym_envs/zoom_count/train.yaml", *SEED_KEYS, "data.train_batch_size=2",
                       f"actor_rollout_ref.model.path={tiny_vlm_dir}", "data.max_response_length=64",
                       f"data.train_files={data}", "trainer.total_training_steps=2", "actor_rollout_ref.rollout.n=2",
                       "actor_rollout_ref.actor.ppo_mini_batch_size=2", f"trainer.default_local_dir={run}",

@@ -15,7 +15,7 @@ from transformers import AutoModelForImageTextToText
 
 from agentgym.models.chat import chat_ids
 from agentgym.multimodal.processor import ImageInputs, rope_positions
-from agentgym.rollout.engines import SamplingParams, TransformersEngine
+from agentgym.rollout.engines import SamplingParams, DynamicCacheEngine
 from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
 
 
@@ -94,7 +94,7 @@ async def test_logprobs_match_the_models_full_forward_with_pixels(sharp_vlm_dir,
         expected = full_forward_logprobs(reference, prompt, out.token_ids, images, sampling.temperature)
         torch.testing.assert_close(torch.tensor(out.logprobs), expected, atol=1e-4, rtol=1e-4)
     if sampling.temperature == 0.0:
-        async with TransformersEngine(sharp_vlm_dir) as dynamic:
+        async with DynamicCacheEngine(sharp_vlm_dir) as dynamic:
             dynamic.eos_token_ids = frozenset()
             same = await asyncio.gather(*(dynamic.generate(p, sampling, images=im) for p, im in prompts))
         assert [o.token_ids for o in same] == [o.token_ids for o in outs]

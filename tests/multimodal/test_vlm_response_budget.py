@@ -20,6 +20,8 @@ def _png() -> bytes:
 
 
 class ImageScripted(ScriptedEngine):
+    takes_images = True
+
     async def generate(self, prompt_ids, sampling, *, session_id=None, images=None):
         return await super().generate(prompt_ids, sampling, session_id=session_id)
 

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from agentgym.config import load_config
-from agentgym.env.row_check import DataCheckError, Registered, require_valid_rows
+from agentgym.rows.check import DataCheckError, Registered, require_valid_rows
 from agentgym.multimodal.images import as_png, count_placeholders, load_image, with_image_parts
-from agentgym.row_parquet import write_rows_parquet
-from agentgym.rollout.collect import check_dataset
+from agentgym.rows.parquet import write_rows_parquet
+from agentgym.rollout.build import check_dataset
 from agentgym.rows import read_rows
 
 

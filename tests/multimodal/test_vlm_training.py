@@ -7,7 +7,7 @@ import torch
 
 from agentgym.config.schema import FSDPConfig, ModelConfig
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
-from agentgym.rollout.engines import TransformersEngine
+from agentgym.rollout.engines import DynamicCacheEngine
 from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
@@ -20,10 +20,13 @@ from tests.multimodal.test_vlm_agent_loop import _png, _row
 class ZoomThenModel:
     """First turn: a scripted zoom call (so a tool image sits mid-sequence); later turns: the real engine."""
 
-    def __init__(self, tokenizer, real: TransformersEngine):
+    def __init__(self, tokenizer, real: DynamicCacheEngine):
         box = '<tool_call>\n{"name": "image_zoom_in", "arguments": {"bbox_2d": [0, 0, 60, 45]}}\n</tool_call>'
         self.scripted = ScriptedEngine(tokenizer, lambda text, sid: box)
         self.real = real
+
+    takes_images = True
+
 
     async def generate(self, prompt_ids, sampling, *, session_id=None, images=None):
         if "<tool_response>" not in self.scripted.tokenizer.decode(prompt_ids[-60:]):
@@ -34,7 +37,7 @@ class ZoomThenModel:
 async def _trajectories(tiny_vlm_dir, vp):
     tools = build_tools(load_tool_specs("tool_configs/image_zoom_in.yaml"))
     config = AgentLoopConfig(max_response_tokens=300, sampling=SamplingParams(max_new_tokens=48, temperature=1.0, seed=3))
-    async with TransformersEngine(tiny_vlm_dir) as real:
+    async with DynamicCacheEngine(tiny_vlm_dir) as real:
         loop = AgentLoop(ZoomThenModel(vp.tokenizer, real), vp.tokenizer, tools, config=config, processor=vp)
         with_tool = await loop.run(_row(_png()))
         plain = await AgentLoop(real, vp.tokenizer, {}, config=config, processor=vp).run(

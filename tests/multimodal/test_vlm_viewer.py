@@ -10,7 +10,7 @@ import sys
 from PIL import Image
 
 from agentgym.multimodal.images import data_url
-from agentgym.rollout.trajectory import ImageSpan, Trajectory, TurnSpan
+from agentgym.trajectory import ImageSpan, Trajectory, TurnSpan
 from agentgym.rollout.trajectory_io import write_jsonl
 
 MAGENTA, CYAN = (255, 0, 255), (0, 255, 255)

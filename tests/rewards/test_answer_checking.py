@@ -9,7 +9,7 @@ import pytest
 
 from agentgym.interactions.math_feedback import MathFeedbackInteraction
 from agentgym.rewards.math_answer import compute_score
-from agentgym.rewards.numeric_answer import answers_match, extract_answer, response_matches
+from agentgym.answers.numeric import answers_match, extract_answer, response_matches
 
 
 @pytest.mark.parametrize("response, truth, expected", [

@@ -14,10 +14,10 @@ from agentgym.interactions.registry import load_interactions
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 from agentgym.trainer.rewards import RewardScorer
-from environments.arithmetic import INTERACTION_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+from agentgym_envs.arithmetic import INTERACTION_CONFIG
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
 
 def _trajs(n: int) -> list[Trajectory]:

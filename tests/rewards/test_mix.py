@@ -12,9 +12,9 @@ import yaml
 
 from agentgym.config import load_config
 from agentgym.errors import ConfigError
-from agentgym.rollout.trajectory import Trajectory, TurnSpan
+from agentgym.trajectory import Trajectory, TurnSpan
 from agentgym.trainer.rewards import RewardScorer
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 RULE = '''
 def compute_score(data_source, solution_str, ground_truth, extra_info=None):
@@ -95,7 +95,7 @@ def test_mix_errors_name_the_component(tmp_path, tiny_model_dir):
 
 def test_main_ppo_trains_on_a_mixed_reward_scored_during_the_rollout(tmp_path, tiny_model_dir):
     rows = tmp_path / "rows.jsonl"
-    subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
+    subprocess.run([sys.executable, "-m", "agentgym_envs.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
     mix = tmp_path / "mix.yaml"
     mix.write_text(yaml.safe_dump({"components": [
         {"name": "outcome", "kind": "outcome", "weight": 1.0},

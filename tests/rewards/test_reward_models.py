@@ -21,9 +21,9 @@ from agentgym.config import load_config
 from agentgym.errors import ConfigError
 from agentgym.rewards.judge import DEFAULT_SCORE_PATTERN, GenerativeJudge, parse_score
 from agentgym.rewards.reward_model import SequenceRewardModel, conversation_text
-from agentgym.rollout.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
+from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine, DynamicCacheEngineConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 from agentgym.trainer.rewards import RewardScorer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def test_judge_on_the_in_process_engine_batches_and_reports(tiny_model_dir):
     cfg = _judge_config(tiny_model_dir, "reward_model.judge.max_new_tokens=8")
     scorer = RewardScorer.from_config(cfg)  # judge enabled, no reward function: the judge's score is the reward
     judge = scorer.terms[0].component.scorer
-    assert isinstance(judge.engine, TransformersEngine)
+    assert isinstance(judge.engine, DynamicCacheEngine)
     trajs = _conversations()
     scores, metrics = asyncio.run(scorer.score(trajs))
     stats = judge.engine.stats

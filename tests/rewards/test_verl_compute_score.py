@@ -11,9 +11,9 @@ from transformers import AutoTokenizer
 
 from agentgym.config import load_config
 from agentgym.errors import ConfigError
-from agentgym.rollout.trajectory import Trajectory, TurnSpan
+from agentgym.trajectory import Trajectory, TurnSpan
 from agentgym.trainer.rewards import RewardScorer
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 VERL_REWARD = '''
 import json, os
@@ -95,7 +95,7 @@ def test_trajectory_functions_and_bad_results(tmp_path):
 
 def test_main_ppo_trains_on_a_verl_reward_file(reward_file, tmp_path, tiny_model_dir):
     rows = tmp_path / "rows.jsonl"
-    subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
+    subprocess.run([sys.executable, "-m", "agentgym_envs.arithmetic.data", "--out", str(rows), "--rows", "4"], check=True)
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "agentgym.trainer.main_ppo",

@@ -6,15 +6,15 @@ import re
 
 import pytest
 
-from agentgym.env.episode import EpisodeLimits
+from agentgym.episode.episode import EpisodeLimits
 from agentgym.interactions.registry import load_interactions
 from agentgym.models import chat_text, tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory_io import read_jsonl, read_parquet, write_jsonl, write_parquet
 from agentgym.tools.registry import build_tools, load_tool_specs
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
 
 @pytest.fixture(scope="module")

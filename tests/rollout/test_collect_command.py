@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 from agentgym.rollout.trajectory_io import read_parquet
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
 
 def test_rollout_command_writes_trajectories_and_summary(tiny_model_dir, tmp_path):
     rows = tmp_path / "rows.jsonl"
-    subprocess.run([sys.executable, "-m", "environments.arithmetic.data", "--out", str(rows), "--rows", "3"], check=True)
+    subprocess.run([sys.executable, "-m", "agentgym_envs.arithmetic.data", "--out", str(rows), "--rows", "3"], check=True)
     out = tmp_path / "out"
     result = subprocess.run(
         [

@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 
 from agentgym.storable_text import dumps_storable, storable_text
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import read_jsonl, read_parquet, write_jsonl, write_parquet
 
 LONE = json.loads('"x\\ud800y"')

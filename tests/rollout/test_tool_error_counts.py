@@ -9,13 +9,13 @@ from rich.console import Console
 
 from agentgym.interactions.registry import load_interactions
 from agentgym.models import tiny_tokenizer
-from agentgym.env.episode import EpisodeLimits
+from agentgym.episode.episode import EpisodeLimits
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
-from agentgym.rollout.collect import summarize, tool_errors_by_kind
+from agentgym.cli.rollout import summarize, tool_errors_by_kind
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
 REPLIES = [
     '<tool_call>{"name": "calculator", "arguments": {"expression": "1+"</tool_call>',  # not JSON

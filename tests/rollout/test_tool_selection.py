@@ -10,13 +10,13 @@ import re
 import pytest
 
 from agentgym import function_tool
-from agentgym.env.session import Session
+from agentgym.episode.session import Session
 from agentgym.models import chat_text, tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.function_tool import FunctionTool
 from agentgym.tools.registry import build_tools, load_tool_specs
-from environments.arithmetic import TOOL_CONFIG
+from agentgym_envs.arithmetic import TOOL_CONFIG
 
 
 @function_tool

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agentgym.cli import main
-from agentgym.env.session import Session
+from agentgym.episode.session import Session
 from agentgym.errors import ConfigError
 from agentgym.tools.registry import build_tools, load_tool_specs
 

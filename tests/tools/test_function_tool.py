@@ -11,11 +11,11 @@ import pytest
 
 from agentgym import AgentLoop, function_tool
 from agentgym.config import load_config
-from agentgym.env.episode import TextTurnSource, run_episode
-from agentgym.env.session import Session
+from agentgym.episode.episode import TextTurnSource, run_episode
+from agentgym.episode.session import Session
 from agentgym.errors import ConfigError
 from agentgym.parsers import get_parser
-from agentgym.rollout.collect import load_environment, registered_names
+from agentgym.rollout.build import load_environment, registered_names
 from agentgym.tools.function_tool import FunctionTool, load_function_tools
 from agentgym.tools.registry import load_all_tools
 

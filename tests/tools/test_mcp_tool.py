@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentgym.env.session import Session
+from agentgym.episode.session import Session
 from agentgym.errors import ConfigError
 from agentgym.tools.mcp_tool import MCPTool, read_servers_file
 from agentgym.tools.registry import load_all_tools

@@ -4,7 +4,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentgym.env.session import Session
+from agentgym.episode.session import Session
 from agentgym.tools.registry import build_tools, load_tool_specs
 
 SOURCE = Path(__file__).with_name("verl_style_tool.py.txt")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agentgym.config import load_config
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 VOCAB = 48
 

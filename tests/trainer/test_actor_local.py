@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward
 from agentgym.trainer.driver import RLTrainer
 from agentgym.trainer.sft import SFTTrainer, select_for_rejection_sampling

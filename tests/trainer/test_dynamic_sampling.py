@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 from agentgym.trainer.dynamic_sampling import collect_informative, informative_groups
 
 

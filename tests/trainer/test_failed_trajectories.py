@@ -14,8 +14,8 @@ from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.trainer.driver import RLTrainer
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
 from .conftest import toy_trajectories
 

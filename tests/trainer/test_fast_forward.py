@@ -24,7 +24,7 @@ def _load(path, attn="sdpa", remove_padding=False):
 
 def _batch(seed=0):
     gen = torch.Generator().manual_seed(seed)
-    from agentgym.rollout.trajectory import Trajectory
+    from agentgym.trajectory import Trajectory
 
     trajs = []
     for i, (p, r) in enumerate([(3, 5), (6, 2), (2, 9), (4, 4)]):

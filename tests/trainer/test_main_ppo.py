@@ -13,7 +13,7 @@ from agentgym.trainer.main_ppo import parse_args
 REPO = Path(__file__).resolve().parents[2]  # the code under test, not whichever copy is installed
 
 FACTORY = '''
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
 class Engine:
     def __init__(self):

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from agentgym.errors import ConfigError
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
+from agentgym.rollout.protocol import CallableRollout
 from agentgym.trainer.driver import RLTrainer
 
 ROWS = [{"id": i, "prompt": [{"role": "user", "content": "hi"}]} for i in range(2)]
@@ -36,7 +37,7 @@ async def test_remax_trains_on_the_samples_against_the_greedy_reward(config_for,
     config = config_for("trainer.use_ray=false", "algorithm.adv_estimator=remax", "actor_rollout_ref.rollout.n=2",
                         "data.shuffle=false", "trainer.total_training_steps=1", f"trainer.default_local_dir={tmp_path}",
                         "trainer.logger=[jsonl]")
-    trainer = RLTrainer(config, collect=collect, dataset=ROWS)
+    trainer = RLTrainer(config, rollout=CallableRollout(collect, samples_greedy=True), dataset=ROWS)
     try:
         [metrics] = await trainer.fit()
     finally:
@@ -91,9 +92,9 @@ async def test_dynamic_sampling_keeps_groups_of_different_batches_apart(config_f
 async def test_the_default_rollout_samples_one_greedy_response_per_row(tiny_model_dir):
     """make_rollout's collect(greedy=True): the real engine at temperature 0, one trajectory per row, in order."""
     from agentgym.config import load_config
-    from agentgym.rollout.collect import make_rollout
-    from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
-    from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+    from agentgym.rollout.build import make_rollout
+    from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+    from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
     cfg = load_config(None, [
         f"actor_rollout_ref.model.path={tiny_model_dir}", "trainer.device=cpu", "actor_rollout_ref.rollout.n=3",
@@ -102,13 +103,13 @@ async def test_the_default_rollout_samples_one_greedy_response_per_row(tiny_mode
         f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}",
     ])
     rows = make_rows(ArithmeticTaskConfig(num_rows=2, seed=5))
-    collect, engine = make_rollout(cfg)
+    rollout = make_rollout(cfg)
     try:
-        sampled = await collect(rows, 4)
-        first = await collect(rows, 4, greedy=True)
-        again = await collect(rows, 4, greedy=True)
+        sampled = await rollout.collect(rows, 4)
+        first = await rollout.collect(rows, 4, greedy=True)
+        again = await rollout.collect(rows, 4, greedy=True)
     finally:
-        await engine.engine.close()
+        await rollout.close()
     assert len(sampled) == 6 and [t.group_id for t in first] == ["step4-greedy-0", "step4-greedy-1"]
     assert [t.response_ids for t in first] == [t.response_ids for t in again], "temperature 0 repeats"
     assert all(t.prompt_ids == s.prompt_ids for t, s in zip(first, sampled[::3]))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 from agentgym.trainer.driver import RLTrainer
 from agentgym.trainer.plot import plot_run
 

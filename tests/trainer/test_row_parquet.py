@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agentgym.env.session import Session
+from agentgym.episode.session import Session
 from agentgym.errors import ConfigError
 from agentgym.interactions.base import BaseInteraction
-from agentgym.row_parquet import read_rows_parquet, write_rows_parquet
+from agentgym.rows.parquet import read_rows_parquet, write_rows_parquet
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 from agentgym.rows import read_rows
-from environments.data_cli import write_rows
+from agentgym_envs.data_cli import write_rows
 
 
 def _row(index: int, create_kwargs: dict, *, tools: dict | None = None, interaction: dict | None = None) -> dict:

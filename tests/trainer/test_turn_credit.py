@@ -13,12 +13,12 @@ from agentgym.interactions.registry import load_interactions
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.scripted_engine import ScriptedEngine
-from agentgym.rollout.trajectory import Trajectory, TurnSpan
+from agentgym.trajectory import Trajectory, TurnSpan
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.trainer.algorithms import AdvantageInputs, get_adv_estimator, turn_layout, turn_returns
 from agentgym.trainer.driver import RLTrainer
-from environments.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
-from environments.arithmetic.data import ArithmeticTaskConfig, make_rows
+from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
 T = torch.tensor
 WIDTH = 8

@@ -13,8 +13,8 @@ import yaml
 
 from agentgym.cli import main as cli_main
 from agentgym.config import load_config
-from agentgym.env.row_check import DataCheckError, Registered, check_rows, require_valid_rows
-from agentgym.env.session import Session
+from agentgym.rows.check import DataCheckError, Registered, check_rows, require_valid_rows
+from agentgym.episode.session import Session
 from agentgym.interactions.base import BaseInteraction
 from agentgym.tools.base_tool import BaseTool
 from agentgym.trainer.main_ppo import run_ppo
@@ -90,7 +90,7 @@ def test_parquet_null_filler_asks_for_nothing(tmp_path):
     plain["extra_info"]["tools_kwargs"] = {"scratchpad": {"create_kwargs": {"label": "x"}}}
     plain["extra_info"]["interaction_kwargs"] = {}
     rows = read_rows(str(write_parquet([with_both, plain], tmp_path / "mixed.parquet")))
-    # The reader drops the nulls Arrow's struct merging filled in (agentgym.row_parquet), so nothing is asked for.
+    # The reader drops the nulls Arrow's struct merging filled in (agentgym.rows.parquet), so nothing is asked for.
     assert "calc_gsm8k_reward" not in rows[1]["extra_info"]["tools_kwargs"]
     assert not rows[1]["extra_info"].get("interaction_kwargs")
     assert check_rows(rows, Registered.of(["calc_gsm8k_reward", "scratchpad"], ["answerfeedback"])) == []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agentgym.env.session import Session, as_reward
+from agentgym.episode.session import Session, as_reward
 from agentgym.errors import ConfigError
 from agentgym.interactions.base import BaseInteraction
 from agentgym.interactions.registry import default_interaction_name, load_interactions

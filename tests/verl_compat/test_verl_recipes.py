@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from agentgym.env.session import SessionConfig
+from agentgym.episode.session import SessionConfig
 from agentgym.interactions.registry import load_interactions
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from agentgym.config import load_config
 from agentgym.rollout.agent_loop import AgentLoop
-from agentgym.rollout.collect import agent_loop_config, load_environment
+from agentgym.rollout.build import agent_loop_config, load_environment
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.trainer.main_ppo import run_ppo
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from agentgym.config import load_config
-from agentgym.env.row_check import Registered, check_rows
-from agentgym.env.session import Session, SessionConfig
+from agentgym.rows.check import Registered, check_rows
+from agentgym.episode.session import Session, SessionConfig
 from agentgym.models import tiny_tokenizer
 from agentgym.rollout.agent_loop import AgentLoop
-from agentgym.rollout.collect import agent_loop_config
+from agentgym.rollout.build import agent_loop_config
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.base_tool import BaseTool
 from agentgym.tools.registry import build_tools, load_tool_specs

@@ -9,9 +9,9 @@ from agentgym.rollout.engines.base import (
     GenerateOutput,
     SamplingParams,
 )
-from agentgym.rollout.engines.sglang_engine import SGLangEngine, SGLangEngineConfig, SGLangEngineStats
-from agentgym.rollout.engines.transformers_engine import EngineStats, TransformersEngine, TransformersEngineConfig
-from agentgym.rollout.engines.vllm_engine import VLLMEngine, VLLMEngineConfig
+from agentgym.rollout.engines.servers.sglang_engine import SGLangEngine, SGLangEngineConfig, SGLangEngineStats
+from agentgym.rollout.engines.dynamic_cache import EngineStats, DynamicCacheEngine, DynamicCacheEngineConfig
+from agentgym.rollout.engines.servers.vllm_engine import VLLMEngine, VLLMEngineConfig
 
 __all__ = [
     "FINISH_ABORT",
@@ -25,8 +25,8 @@ __all__ = [
     "SGLangEngineConfig",
     "SGLangEngineStats",
     "SamplingParams",
-    "TransformersEngine",
-    "TransformersEngineConfig",
+    "DynamicCacheEngine",
+    "DynamicCacheEngineConfig",
     "VLLMEngine",
     "VLLMEngineConfig",
 ]

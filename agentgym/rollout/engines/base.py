@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -19,7 +19,6 @@ from agentgym.errors import AgentGymError
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_ABORT = "abort"
-FINISH_REASONS = (FINISH_STOP, FINISH_LENGTH, FINISH_ABORT)
 
 # Below this a temperature means greedy decoding (SGLang uses the same threshold idea).
 GREEDY_TEMPERATURE = 1e-5
@@ -75,8 +74,12 @@ class EngineError(AgentGymError):
 
 @runtime_checkable
 class Engine(Protocol):
+    # Whether `generate` accepts `images` (an `ImageInputs`): the agent loop refuses image episodes otherwise,
+    # instead of dropping the pictures unseen.
+    takes_images: bool
+
     async def generate(
-        self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None
+        self, prompt_ids: list[int], sampling: SamplingParams, *, session_id: str | None = None, images: Any = None
     ) -> GenerateOutput:
         """Continue `prompt_ids`. `session_id` (the trajectory id) keeps a multi-turn episode on one server."""
         ...

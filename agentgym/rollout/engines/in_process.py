@@ -21,6 +21,7 @@ NOT_STARTED = "the engine is not started; use `async with engine:` or `await eng
 
 
 class InProcessEngine(EngineContextMixin):
+    takes_images = True
     """Subclasses set `self.config` (with `intra_op_threads`) and `self.stats` (with `weight_version`), and give
     `_build` (load and place the model; runs in the worker thread), `_serve`, `_abandon` and `max_context`."""
 

@@ -1,7 +1,6 @@
 """Pure tensor functions of RL post-training: advantages, losses, KL. No model, no distributed state."""
 
 from agentgym.trainer.algorithms.advantages import (
-    ADV_ESTIMATORS,
     discounted_returns,
     gae_advantage,
     gpg_advantage,
@@ -18,6 +17,7 @@ from agentgym.trainer.algorithms.estimators import (
     ADV_ESTIMATOR_FNS,
     AdvantageInputs,
     get_adv_estimator,
+    needs_greedy_baseline,
     register_adv_estimator,
 )
 from agentgym.trainer.algorithms.kl import (
@@ -45,7 +45,6 @@ from agentgym.trainer.algorithms.policy_losses import (
 )
 from agentgym.trainer.algorithms.rollout_correction import ROLLOUT_IS_LEVELS, rollout_is_weights
 from agentgym.trainer.algorithms.turn_credit import (
-    TURN_CREDIT_MODES,
     TurnLayout,
     discounted_turn_grpo_advantage,
     turn_grpo_advantage,

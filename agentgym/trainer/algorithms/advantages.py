@@ -14,8 +14,6 @@ import torch
 
 from agentgym.trainer.algorithms.masked import masked_whiten
 
-ADV_ESTIMATORS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gpg", "remax", "opo",
-                  "grpo_passk")
 
 
 def _groups(group_ids: Sequence[Hashable]) -> list[list[int]]:

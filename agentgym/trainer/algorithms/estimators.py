@@ -38,16 +38,25 @@ class AdvantageInputs:
 
 Estimator = Callable[[AdvantageInputs], tuple[torch.Tensor, torch.Tensor]]
 ADV_ESTIMATOR_FNS: dict[str, Estimator] = {}
+# Estimators whose baseline is the reward of one greedy response per prompt: the trainer collects those responses
+# (`Rollout.collect(rows, step, greedy=True)`) and passes their rewards as `AdvantageInputs.reward_baselines`.
+_GREEDY_BASELINE: set[str] = set()
 
 
-def register_adv_estimator(name: str) -> Callable[[Estimator], Estimator]:
+def register_adv_estimator(name: str, *, greedy_baseline: bool = False) -> Callable[[Estimator], Estimator]:
     def wrap(fn: Estimator) -> Estimator:
         if name in ADV_ESTIMATOR_FNS:
             raise ValueError(f"advantage estimator '{name}' is registered twice")
         ADV_ESTIMATOR_FNS[name] = fn
+        if greedy_baseline:
+            _GREEDY_BASELINE.add(name)
         return fn
 
     return wrap
+
+
+def needs_greedy_baseline(name: str) -> bool:
+    return name in _GREEDY_BASELINE
 
 
 def get_adv_estimator(name: str) -> Estimator:
@@ -96,7 +105,7 @@ def _gpg(x: AdvantageInputs):
     return adv.gpg_advantage(x.scores, x.response_mask, x.group_ids)
 
 
-@register_adv_estimator("remax")
+@register_adv_estimator("remax", greedy_baseline=True)
 def _remax(x: AdvantageInputs):
     if x.reward_baselines is None:
         raise ValueError("adv_estimator=remax needs the reward of a greedy response per prompt; RLTrainer.fit "

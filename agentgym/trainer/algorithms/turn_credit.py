@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from agentgym.rollout.trajectory import Trajectory
+from agentgym.trajectory import Trajectory
 
-TURN_CREDIT_MODES = ("outcome", "discounted", "turn_grpo")
 
 
 @dataclass

@@ -110,6 +110,12 @@ class PagedEngineStats:
     handoff_seconds: float = 0.0  # wall time between a step and the next while work was waiting (event loop)
     scheduler: SchedulerStats = field(default_factory=SchedulerStats)
 
+    def counters(self) -> dict[str, float]:
+        """The cumulative counters every engine reports (`EngineCounters` names)."""
+        return {"context_tokens": self.context_tokens, "cached_tokens": self.cached_tokens,
+                "prefilled_tokens": self.prefilled_tokens, "generated_tokens": self.tokens_generated,
+                "preemptions": self.preemptions}
+
     @property
     def context_tokens(self) -> int:
         return self.scheduler.context_tokens
@@ -203,7 +209,7 @@ class PagedEngine(InProcessEngine):
         self.stats.num_blocks, self.stats.block_size = num_blocks, cfg.block_size
         self.stats.kv_cache_bytes = runner.kv.numel() * runner.kv.element_size()
         self.stats.decode_attention = runner.decode_attention_kind
-        self.stats.fused_elementwise = runner._fused is not None
+        self.stats.fused_elementwise = runner.fused_elementwise
         log.info("paged engine: %d KV blocks of %d tokens (%.2f GiB), max context %d, graphs %s",
                  num_blocks, cfg.block_size, self.stats.kv_cache_bytes / 2**30, self.max_context, runner.cuda_graphs)
 

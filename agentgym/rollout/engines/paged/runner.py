@@ -229,6 +229,11 @@ class PagedModelRunner:
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.norm(h) if final_norm else h
 
+    @property
+    def fused_elementwise(self) -> bool:
+        """Whether the decode step runs the fused element-wise kernels (the model's layers allowed them)."""
+        return self._fused is not None
+
     def _fused_forward(self, h, cos, sin, slots, attend, *, final_norm: bool) -> torch.Tensor:
         """`_forward` with each residual add + norm, the rope of q and k, and the MLP's activation as one kernel."""
         ops = self._fused

@@ -1,0 +1,162 @@
+"""The one place a run config becomes a rollout: tools and interactions, the agent loop's settings, the engine, and
+the `Rollout` the trainer drives. The trainer's main job, the quickstart and `agentgym rollout` all build them here,
+so they build them the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from agentgym.config.schema import AgentGymConfig
+from agentgym.episode.episode import EpisodeLimits
+from agentgym.episode.session import SessionConfig
+from agentgym.interactions.registry import load_interactions, read_interaction_entries
+from agentgym.multimodal.processor import load_vision_processor
+from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
+from agentgym.rollout.engines.base import Engine, SamplingParams
+from agentgym.rollout.engines.registry import make_engine
+from agentgym.rollout.protocol import OnDone
+from agentgym.rows.check import Registered, format_problems, require_valid_rows
+from agentgym.tools.function_tool import load_function_tools
+from agentgym.tools.mcp_tool import mcp_tool_names
+from agentgym.tools.registry import load_all_tools, load_mcp_entries, load_tool_specs
+from agentgym.trajectory import Trajectory
+
+logger = logging.getLogger(__name__)
+
+
+def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, seed: int | None = None) -> AgentLoopConfig:
+    rollout = cfg.actor_rollout_ref.rollout
+    mt = rollout.multi_turn
+    limits = EpisodeLimits(
+        max_assistant_turns=mt.max_assistant_turns or 8,
+        max_user_turns=mt.max_user_turns or 4,
+        max_tool_response_chars=mt.max_tool_response_length,
+        tool_response_truncate_side=mt.tool_response_truncate_side,
+    )
+    sampling = SamplingParams(
+        max_new_tokens=cfg.data.max_response_length,
+        temperature=(rollout.temperature if rollout.do_sample else 0.0) if temperature is None else temperature,
+        top_p=rollout.top_p,
+        top_k=rollout.top_k,
+        seed=seed,
+    )
+    return AgentLoopConfig(
+        limits=limits,
+        sampling=sampling,
+        max_response_tokens=cfg.data.max_response_length,
+        max_prompt_tokens=cfg.data.max_prompt_length,
+        parser=mt.format,
+        max_concurrent_episodes=rollout.max_num_seqs,
+        tool_schemas_in_prompt=mt.tool_schemas_in_prompt,
+        image_key=cfg.data.image_key,
+        session=SessionConfig(tool_instance_lifetime=mt.tool_instance_lifetime, max_parallel_calls=mt.max_parallel_calls),
+    )
+
+
+def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tools and interactions named by `actor_rollout_ref.rollout.multi_turn.{tool,interaction}_config_path` and
+    `multi_turn.function_tool_path`."""
+    mt = cfg.actor_rollout_ref.rollout.multi_turn
+    tools = load_all_tools(mt.tool_config_path, mt.function_tool_path)
+    interactions = load_interactions(mt.interaction_config_path) if mt.interaction_config_path else {}
+    return tools, interactions
+
+
+def registered_names(cfg: AgentGymConfig) -> Registered:
+    """The tool and interaction names the run config registers, without building them (for the data check)."""
+    mt = cfg.actor_rollout_ref.rollout.multi_turn
+    tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
+    for entry in load_mcp_entries(mt.tool_config_path) if mt.tool_config_path else []:
+        tools += mcp_tool_names(entry)
+    if mt.function_tool_path:
+        tools += list(load_function_tools(mt.function_tool_path))
+    interactions = [e.name for e in read_interaction_entries(mt.interaction_config_path)] if mt.interaction_config_path else []
+    return Registered.of(tools, interactions)
+
+
+def check_dataset(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], console: Console | None = None, *,
+                  registered: Registered | None = None, source: str = "the dataset") -> None:
+    """Stop before the first rollout when rows would fail in it; show the warnings."""
+    warnings = require_valid_rows(rows, registered or registered_names(cfg), prompt_key=cfg.data.prompt_key, source=source,
+                                  image_key=cfg.data.image_key)
+    if warnings:
+        text = format_problems(warnings, source=source)
+        if console is not None:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            logger.warning("%s", text)
+
+
+class AgentLoopRollout:
+    """The default `Rollout`: the config's agent loop over one engine, started inside the trainer's event loop by
+    whichever comes first, the initial weight sync or the first collection.
+
+    `actor_rollout_ref.rollout.n` samples per row form one group, and group ids are fixed by the step so a seeded
+    run repeats.
+    """
+
+    samples_greedy = True
+    reports_done = True
+
+    def __init__(self, cfg: AgentGymConfig, engine: Engine, tokenizer: Any, tools: dict[str, Any],
+                 interactions: dict[str, Any], processor: Any = None):
+        self.engine = engine
+        self.n = cfg.actor_rollout_ref.rollout.n
+        self.loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
+                              processor=processor)
+        self.greedy_loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
+                                     processor=processor)
+        self._lock: asyncio.Lock | None = None
+        self._started = False
+        self._counters: dict[str, float] = {}
+
+    async def ensure_started(self) -> Engine:
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if not self._started:
+                await self.engine.start()
+                self._started = True
+        return self.engine
+
+    async def collect(self, rows: list[dict[str, Any]], step: int, *, greedy: bool = False,
+                      on_done: OnDone | None = None) -> list[Trajectory]:
+        await self.ensure_started()
+        if greedy:
+            return await self.greedy_loop.run_batch(rows, n=1, group_prefix=f"step{step}-greedy-")
+        return await self.loop.run_batch(rows, n=self.n, group_prefix=f"step{step}-", on_done=on_done)
+
+    async def update_weights(self, state_dict: Any = None, *, path: str | None = None) -> None:
+        await (await self.ensure_started()).update_weights(state_dict, path=path)
+
+    def step_metrics(self) -> dict[str, float]:
+        """What the engine did since the last call, as `rollout/engine/*` metrics: context tokens (what a
+        cache-less engine would prefill), cached and prefilled tokens, the prefix-cache hit rate, preemptions."""
+        now = self.engine.stats.counters()
+        before, self._counters = self._counters, now
+        delta = {k: v - before.get(k, 0.0) for k, v in now.items()}
+        out = {f"rollout/engine/{k}": v for k, v in delta.items()}
+        if delta.get("context_tokens"):
+            out["rollout/engine/prefix_cache_hit_rate"] = delta.get("cached_tokens", 0.0) / delta["context_tokens"]
+        return out
+
+    async def close(self) -> None:
+        """Close the engine if it was started (an engine that launched its servers stops them)."""
+        if self._started:
+            self._started = False
+            await self.engine.close()
+
+
+def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
+    """The trainer's default rollout from the run config: its model's tokenizer, tools, interactions and engine."""
+    from transformers import AutoTokenizer
+
+    model = cfg.actor_rollout_ref.model
+    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
+    tools, interactions = load_environment(cfg)
+    return AgentLoopRollout(cfg, make_engine(cfg), tokenizer, tools, interactions,
+                            processor=load_vision_processor(model.path))

@@ -1,0 +1,97 @@
+"""SGLang's native HTTP wire format (`/generate`, weight updates), as its source defines it.
+
+Request (`GenerateReqInput`): `input_ids`, `sampling_params`, `return_logprob`, `logprob_start_len`, `rid`,
+`stream`. Response: `{"text", "output_ids", "meta_info": {"id", "finish_reason", "prompt_tokens",
+"completion_tokens", "cached_tokens", "weight_version", "e2e_latency", "output_token_logprobs", ...}}` where
+`output_token_logprobs` is a list of `[logprob, token_id, text_or_null]` and `finish_reason` is
+`{"type": "stop", "matched": id_or_str}`, `{"type": "length", "length": n}` or `{"type": "abort", "message": ...}`.
+Vision-language models: `image_data` is a list with one image per image in the prompt, in order, each a URL, a
+path on the server or a base64 `data:` URL (sent here); `input_ids` already hold every image's pad tokens expanded
+by the model's processor, the layout SGLang's Qwen-VL processor reads pre-tokenized multimodal prompts in.
+`output_ids` is absent in old versions; the ids in `output_token_logprobs` are always there, so those are used
+and `output_ids`, when present, must agree with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentgym.rollout.engines.servers.http_engine import error_message  # noqa: F401  (SGLang's error bodies)
+from agentgym.rollout.engines.base import (
+    FINISH_ABORT,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    EngineError,
+    GenerateOutput,
+    SamplingParams,
+)
+
+_FINISH_TYPES = {"stop": FINISH_STOP, "length": FINISH_LENGTH, "abort": FINISH_ABORT}
+
+
+def sampling_params_payload(sampling: SamplingParams, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SGLang `sampling_params` for token-exact rollouts: keep special tokens, never trim the stop token."""
+    params: dict[str, Any] = {
+        "max_new_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
+        "no_stop_trim": True,
+    }
+    if sampling.stop_token_ids:
+        params["stop_token_ids"] = list(sampling.stop_token_ids)
+    if sampling.seed is not None:
+        params["sampling_seed"] = sampling.seed
+    if extra:
+        params.update(extra)
+    return params
+
+
+def generate_payload(
+    prompt_ids: list[int], sampling: SamplingParams, *, rid: str, extra_sampling: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "input_ids": list(prompt_ids),
+        "sampling_params": sampling_params_payload(sampling, extra_sampling),
+        "return_logprob": True,
+        "logprob_start_len": -1,  # output-token logprobs only
+        "rid": rid,
+        "stream": False,
+    }
+
+
+def image_data_payload(pngs: list[bytes]) -> list[str]:
+    from agentgym.multimodal.images import data_url
+
+    return [data_url(png) for png in pngs]
+
+
+def parse_generate_response(data: dict[str, Any]) -> GenerateOutput:
+    """Turn a non-streaming `/generate` response into ids, logprobs and a finish reason."""
+    meta = data.get("meta_info")
+    if not isinstance(meta, dict):
+        raise EngineError(f"SGLang response has no meta_info object: {str(data)[:200]}")
+    entries = meta.get("output_token_logprobs")
+    if entries is None:
+        raise EngineError(
+            "SGLang response has no meta_info.output_token_logprobs; the request must set return_logprob=true "
+            "(and the server must be a generation model)"
+        )
+    try:
+        ids = [int(entry[1]) for entry in entries]
+        logprobs = [float(entry[0]) for entry in entries]
+    except (TypeError, ValueError, IndexError) as exc:
+        raise EngineError(f"malformed output_token_logprobs entry (want [logprob, token_id, text]): {exc}") from exc
+    output_ids = data.get("output_ids")
+    if output_ids is not None and [int(i) for i in output_ids] != ids:
+        raise EngineError(
+            f"SGLang returned {len(output_ids)} output_ids that differ from the {len(ids)} ids in "
+            "output_token_logprobs; refusing a trajectory whose tokens are ambiguous"
+        )
+    finish = meta.get("finish_reason")
+    kind = finish.get("type") if isinstance(finish, dict) else finish
+    if kind not in _FINISH_TYPES:
+        raise EngineError(f"unknown SGLang finish_reason {finish!r}; expected type stop, length or abort")
+    return GenerateOutput(ids, logprobs, _FINISH_TYPES[kind])
