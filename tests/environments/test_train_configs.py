@@ -20,7 +20,7 @@ ENVS = ["arithmetic", "code_arith", "codegen"]
 
 
 def train_yaml(env: str) -> Path:
-    return REPO / "environments" / env / "train.yaml"
+    return REPO / "agentgym_envs" / env / "train.yaml"
 
 
 def header_commands(env: str) -> dict[str, str]:
@@ -59,7 +59,7 @@ def test_data_command_writes_rows_the_config_reads(env, tmp_path):
     cfg_file = train_yaml(env)
     suffix = Path(load_config(cfg_file).data.train_files).suffix
     out = tmp_path / f"train{suffix}"
-    importlib.import_module(f"environments.{env}.data").main(["--out", str(out), "--rows", "8", "--seed", "3"])
+    importlib.import_module(f"agentgym_envs.{env}.data").main(["--out", str(out), "--rows", "8", "--seed", "3"])
 
     cfg = load_config(cfg_file, [f"data.train_files={out}"])
     rows = read_rows(cfg.data.train_files)
