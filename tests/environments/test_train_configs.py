@@ -47,8 +47,8 @@ def test_train_yaml_loads_and_its_environment_builds(env):
 
     commands = header_commands(env)
     folder = Path(cfg.data.train_files).parent
-    assert commands["data"].startswith(f"mkdir -p {folder} && python -m environments.{env}.data --out {cfg.data.train_files} ")
-    assert commands["train"].startswith(f"python -m agentgym.trainer.main_ppo environments/{env}/train.yaml ")
+    assert commands["data"].startswith(f"mkdir -p {folder} && python -m agentgym_envs.{env}.data --out {cfg.data.train_files} ")
+    assert commands["train"].startswith(f"python -m agentgym.trainer.main_ppo agentgym_envs/{env}/train.yaml ")
     assert "actor_rollout_ref.model.path=" in commands["train"]
 
 
