@@ -110,16 +110,19 @@ async def _exit_status(sock: socket.socket, init_pid: int) -> tuple[Optional[int
             return body["rc"], times
 
 
-def _inputs_blob(files: Sequence[tuple[str, bytes]]) -> int:
-    """A memfd with the run's input files, in the layout zygote.py's _write_inputs reads."""
-    index = json.dumps([[rel, len(data)] for rel, data in files]).encode()
+InputFile = tuple  # (relative path, bytes) or (relative path, bytes, mode): a mode sets the file's exec bits
+
+
+def _inputs_blob(files: Sequence[InputFile]) -> int:
+    """A memfd with the run's input files, in the layout zygote_main.py's _write_inputs reads."""
+    index = json.dumps([[f[0], len(f[1]), *f[2:3]] for f in files]).encode()
     fd = os.memfd_create("sandbox-inputs")
     try:
         with os.fdopen(os.dup(fd), "wb") as f:
             f.write(struct.pack("<Q", len(index)))
             f.write(index)
-            for _, data in files:
-                f.write(data)
+            for entry in files:
+                f.write(entry[1])
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)
@@ -127,12 +130,15 @@ def _inputs_blob(files: Sequence[tuple[str, bytes]]) -> int:
     return fd
 
 
-def _read_fetched(fd: int, index: list) -> dict[str, bytes]:
+def _read_fetched(fd: int, index: list) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The keeper's answer: contents by path, and each file's mode bits."""
     files: dict[str, bytes] = {}
+    modes: dict[str, int] = {}
     with os.fdopen(fd, "rb") as f:
-        for rel, size in index:
+        for rel, size, *mode in index:
             files[rel] = f.read(size)
-    return files
+            modes[rel] = int(mode[0]) if mode else 0o644
+    return files, modes
 
 
 class _PipeSink:
@@ -249,6 +255,7 @@ class ForkedResult:
     step: StepResult
     files: dict[str, bytes]
     notes: list[str]
+    modes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -520,11 +527,12 @@ class ForkServer:
         await sandbox.cg.remove()
 
     # ---- one run
-    async def run(self, sandbox: ForkedSandbox, *, spec: dict, inputs: Sequence[tuple[str, bytes]],
+    async def run(self, sandbox: ForkedSandbox, *, spec: dict, inputs: Sequence[InputFile],
                   stdin: Optional[bytes], timeout: float, memory_bytes: int, fetch: Sequence[str],
-                  fetch_budget: int) -> ForkedResult:
+                  fetch_budget: int, fetch_all: bool = False) -> ForkedResult:
         """Run `spec` (zygote_main.py: `source`+`args` for in-process python, or `argv`; `env`) in a prepared
-        sandbox: arm its limits, wire its stdio, send the program, wait (then kill the whole run), fetch files."""
+        sandbox: arm its limits, wire its stdio, send the program, wait (then kill the whole run), fetch files
+        (`fetch`, or with `fetch_all` every file of the work dir: what a compile step produced)."""
         t_start = time.monotonic()
         io = _RunIO(_OutputBudget(self.settings.max_output_bytes, self.settings.output_kill_bytes))
         try:
@@ -532,14 +540,15 @@ class ForkServer:
             io.attach(sandbox, stdin)
             t_sent = await self._send_program(sandbox, spec, inputs, timeout)
             ended = await self._wait_then_kill(sandbox, io, timeout)
-            files, notes = await self._fetch_files(sandbox, fetch, fetch_budget) if fetch else ({}, [])
+            files, modes, notes = ({}, {}, []) if not (fetch or fetch_all) else \
+                await self._fetch_files(sandbox, fetch, fetch_budget, fetch_all)
             step = self._step_result(sandbox.cg, io, ended, cpu_before)
             self.phases.add(_phases(t_start, t_sent, ended.times, ended.t_status, time.monotonic()))
-            return ForkedResult(step, files, notes)
+            return ForkedResult(step, files, notes, modes)
         finally:
             await self._release(sandbox, io)
 
-    async def _send_program(self, sandbox: ForkedSandbox, spec: dict, inputs: Sequence[tuple[str, bytes]],
+    async def _send_program(self, sandbox: ForkedSandbox, spec: dict, inputs: Sequence[InputFile],
                             timeout: float) -> float:
         """The "go" message: the spec with the run's CPU limit, and its input files in a memfd. Returns when sent."""
         blob = _inputs_blob(inputs)
@@ -579,16 +588,17 @@ class ForkServer:
             raise ForkServerError("the forked sandbox ended without reporting the run's exit status")
         return _RunEnd(rc, times, timed_out, elapsed, t_status)
 
-    async def _fetch_files(self, sandbox: ForkedSandbox, fetch: Sequence[str], budget: int
-                           ) -> tuple[dict[str, bytes], list[str]]:
-        """Ask the keeper (the run is dead by now) for `fetch`; it answers with a memfd of their contents."""
-        await _sendmsg(sandbox.sock, json.dumps({"fetch": list(fetch), "budget": budget}).encode())
+    async def _fetch_files(self, sandbox: ForkedSandbox, fetch: Sequence[str], budget: int, fetch_all: bool
+                           ) -> tuple[dict[str, bytes], dict[str, int], list[str]]:
+        """Ask the keeper (the run is dead by now) for `fetch` (or all files); it answers with a memfd of their
+        contents."""
+        await _sendmsg(sandbox.sock, json.dumps({"fetch": list(fetch), "budget": budget, "all": fetch_all}).encode())
         reply, fds, _ = await asyncio.wait_for(_recvmsg(sandbox.sock, 1), timeout=30)
         if not reply or not fds:
             raise ForkServerError("the forked sandbox did not return fetch_files")
         answer = json.loads(reply)
-        files = await asyncio.to_thread(_read_fetched, fds[0], answer["files"])
-        return files, answer["notes"]
+        files, modes = await asyncio.to_thread(_read_fetched, fds[0], answer["files"])
+        return files, modes, answer["notes"]
 
     @staticmethod
     def _step_result(cg: RunCgroup, io: "_RunIO", ended: "_RunEnd", cpu_before: float) -> StepResult:

@@ -71,10 +71,12 @@ def _recv(sock, nfds=0):
 
 
 def _write_inputs(blob_fd):
-    """The blob: 8-byte length of a JSON index [[path, size], ...], the index, then the contents in order."""
+    """The blob: 8-byte length of a JSON index [[path, size(, mode)], ...], the index, then the contents in order.
+    A mode (compiled programs the server sends back in: their exec bits) is applied as sent, masked to 0o755."""
     with os.fdopen(blob_fd, "rb") as blob:
         (n,) = struct.unpack("<Q", blob.read(8))
-        for rel, size in json.loads(blob.read(n)):
+        for entry in json.loads(blob.read(n)):
+            rel, size = entry[0], entry[1]
             data = blob.read(size)
             target = os.path.join("/workspace", rel)
             parent = os.path.dirname(target)
@@ -82,10 +84,22 @@ def _write_inputs(blob_fd):
                 os.makedirs(parent, exist_ok=True)
             with open(target, "wb") as f:
                 f.write(data)
+                if len(entry) > 2:
+                    os.fchmod(f.fileno(), entry[2] & 0o755)
+
+
+def _all_files(root):
+    """Every path below `root` (relative), without descending into links: what a compile step produced."""
+    found = []
+    for parent, dirs, names in os.walk(root):
+        for name in names:
+            found.append(os.path.relpath(os.path.join(parent, name), root))
+    return sorted(found)
 
 
 def _fetch(paths, budget):
-    """Requested files, never following a link out of /workspace (everything the run started is dead)."""
+    """Requested files with their modes, never following a link out of /workspace (everything the run started is
+    dead by now)."""
     files, notes, root = {}, [], "/workspace"
     for rel in paths:
         full = os.path.join(root, rel)
@@ -108,7 +122,7 @@ def _fetch(paths, budget):
             with os.fdopen(fd, "rb", closefd=False) as f:
                 data = f.read(budget + 1)
             budget -= len(data)
-            files[rel] = data
+            files[rel] = (data, st.st_mode & 0o777)
         finally:
             os.close(fd)
     return files, notes
@@ -117,9 +131,9 @@ def _fetch(paths, budget):
 def _send_files(sock, files, notes):
     fd = os.memfd_create("fetched")
     index = []
-    for rel, data in files.items():
+    for rel, (data, mode) in files.items():
         os.write(fd, data)
-        index.append([rel, len(data)])
+        index.append([rel, len(data), mode])
     os.lseek(fd, 0, os.SEEK_SET)
     sock.sendmsg([json.dumps({"files": index, "notes": notes}).encode()],
                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
@@ -205,7 +219,8 @@ def _keeper(header, fds):
         msg, _ = _recv(sock)
         if msg:
             req = json.loads(msg)
-            files, notes = _fetch(req["fetch"], req["budget"])
+            paths = _all_files("/workspace") if req.get("all") else req["fetch"]
+            files, notes = _fetch(paths, req["budget"])
             _send_files(sock, files, notes)
     except OSError:
         pass
