@@ -90,3 +90,31 @@ def test_a_compile_error_skips_every_case(cases):
 def test_rejected_requests(http):
     assert http.post("/run_cases", json={"language": "cpp", "code": "", "cases": []}).status_code == 422
     assert http.post("/run_cases", json={"language": "nope", "code": "", "cases": [{"stdin": ""}]}).status_code == 422
+
+
+def test_the_reward_scores_stdio_cases_through_run_cases(sandbox_url):
+    import asyncio
+    import json
+
+    from agentgym.rewards.sandbox_tests import _score_cases_one_by_one, compute_score, stdio_cases
+
+    truth = {"inputs": ["1 2\n", "5 5\n", "0 0\n"], "outputs": ["3\n", "10\n", "0\n"]}
+    good = "```cpp\n#include <bits/stdc++.h>\nint main(){long long a,b;std::cin>>a>>b;std::cout<<a+b<<std::endl;}\n```"
+    bad = good.replace("a+b", "a*b")
+    kw = dict(sandbox_url=sandbox_url, language="cpp", run_timeout=5)
+    ok = asyncio.run(compute_score("code", good, json.dumps(truth), **kw))
+    assert ok["score"] == 1.0 and ok["cases_passed"] == 1.0
+    wrong = asyncio.run(compute_score("code", bad, truth, stop_on_failure=False, **kw))
+    assert wrong["score"] == 0.0 and wrong["cases_passed"] == pytest.approx(1 / 3)  # only 0*0 == 0+0
+
+    async def one_by_one() -> dict:
+        import httpx
+
+        from agentgym.tools.sandbox_fusion.wire import RunCasesRequest
+        request = RunCasesRequest(code=bad.split("\n", 1)[1].rsplit("```", 1)[0], language="cpp", compile_timeout=5,
+                                  run_timeout=5, memory_limit_MB=512, cases=stdio_cases(truth), stop_on_failure=False)
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await _score_cases_one_by_one(client, request, sandbox_url)
+
+    assert asyncio.run(one_by_one())["cases_passed"] == pytest.approx(1 / 3)  # a server without /run_cases, alike
+    assert stdio_cases("assert f(1) == 2") is None and stdio_cases({"inputs": [1], "outputs": []}) is None
