@@ -22,6 +22,7 @@ from .languages import PCH_MOUNT, LanguageSpec
 from .models import (CaseResult, CommandRunResult, CommandRunStatus, RunCasesRequest, RunCasesResponse,
                      RunCodeRequest, RunCodeResponse, RunStatus, derive_run_status, output_matches)
 from .pch import PchBuilder
+from .ts_snapshot import RUNTIME_MOUNT, TsSnapshot
 from .settings import SandboxSettings
 from .fork_server import ForkedSandbox, ForkServer, ForkServerError, InputFile
 from .workdirs import WorkDirs, remove_tree
@@ -121,6 +122,14 @@ class CodeExecutor:
             self.pch = PchBuilder(settings.precompiled_headers_root, toolchain_identity(("g++",),
                                                                                         settings.sandbox_path))
             runner.ro_binds.append((str(self.pch.root), PCH_MOUNT))
+        self.ts: Optional[TsSnapshot] = None
+        self._ts_task: Optional[asyncio.Task] = None
+        ts_spec = languages.get("typescript")
+        if settings.typescript_snapshot and ts_spec is not None and isinstance(runner, BwrapRunner):
+            argv = list(ts_spec.compile or ())
+            type_root = argv[argv.index("--typeRoots") + 1] if "--typeRoots" in argv else None
+            self.ts = TsSnapshot(settings.runtime_cache_root, type_root, settings.sandbox_path)
+            runner.ro_binds.append((str(self.ts.root), RUNTIME_MOUNT))
 
     def start_warm_pool(self) -> None:
         """Start the fork server and the precompiled headers' build in the background (needs a running loop);
@@ -128,6 +137,8 @@ class CodeExecutor:
         restarted server answers at once. The fork server is off without isolation or with warm_pool_size=0."""
         if self.pch is not None:
             self._pch_task = asyncio.get_running_loop().create_task(self.pch.build())
+        if self.ts is not None:
+            self._ts_task = asyncio.get_running_loop().create_task(self.ts.build())
         size = self.settings.warm_pool_size_resolved()
         if not isinstance(self.runner, BwrapRunner) or size <= 0:
             return
@@ -159,9 +170,10 @@ class CodeExecutor:
         self.pool = pool
 
     async def aclose(self) -> None:
-        if self._pch_task is not None:
-            self._pch_task.cancel()
-            await asyncio.gather(self._pch_task, return_exceptions=True)
+        for task in (self._pch_task, self._ts_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._pool_start is not None:  # not cancelled: that could leave a half-started child (see ForkServer.aclose)
             await asyncio.gather(self._pool_start, return_exceptions=True)
         if self.pool is not None:
@@ -294,9 +306,12 @@ class CodeExecutor:
             # Sandbox Fusion's answer for Scala code without an `object` to run.
             return _Compiled(CommandRunResult(status=CommandRunStatus.Error, return_code=1,
                                               stderr="Object name not found."), [], inputs)
+        compile_argv = spec.compile
+        if spec.name == "typescript" and self.ts is not None and self.ts.ready:
+            compile_argv = self.ts.compile_argv()  # the warm tsc: same options, same output (ts_snapshot.js)
         key = None
         if self.cache is not None:
-            key = cache_key(language=spec.name, compile_argv=spec.compile, run_argv=spec.run_argv(request.args,
+            key = cache_key(language=spec.name, compile_argv=compile_argv, run_argv=spec.run_argv(request.args,
                             request.code), toolchain=self._toolchain(spec), inputs=inputs)
             hit = await asyncio.to_thread(self.cache.get, key)
             if hit is not None:
@@ -307,7 +322,7 @@ class CodeExecutor:
                 return _Compiled(result, [], inputs, artifacts)
         # A compile slowed by a busy machine is not the program's fault (tsc takes 3-7 s under load).
         timeout = max(request.compile_timeout, self.settings.min_compile_timeout_s)
-        out = await self._step(spec.compile, inputs=inputs, stdin=None, timeout=timeout, memory=memory,
+        out = await self._step(compile_argv, inputs=inputs, stdin=None, timeout=timeout, memory=memory,
                                env=self._env(spec), fetch_all=True, budget=_ARTIFACT_BUDGET)
         result, step_notes_ = to_command_result(out.step, self._limits(timeout, memory))
         sent = {f[0]: f[1] for f in inputs}

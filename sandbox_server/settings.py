@@ -61,6 +61,10 @@ class SandboxSettings(BaseModel):
     precompiled_headers_root: Path = Field(Path("/var/cache/agentgym-sandbox/pch"),
                                            description="host dir of the precompiled headers (root's; bound "
                                            "read-only into sandboxes), kept across restarts")
+    typescript_snapshot: bool = Field(True, description="compile typescript with a node start-up snapshot of tsc "
+                                      "(ts_snapshot.py), built at start")
+    runtime_cache_root: Path = Field(Path("/var/cache/agentgym-sandbox/runtime"),
+                                     description="host dir of the warm runtimes (root's; bound read-only)")
     max_cases: int = Field(1000, ge=1, description="most cases one /run_cases request may carry")
 
     work_root: Path = Field(default_factory=_default_work_root)

@@ -149,3 +149,29 @@ def test_the_precompiled_header_is_used_by_the_cpp_command(run, http):
     # A define the header reads makes GCC parse it instead: the program still compiles, exactly as without PCH.
     debug = run(language="cpp", code="#define _GLIBCXX_DEBUG\n" + _cpp("debug", "std::vector<int> v(2); std::cout << v.size();"))
     assert debug["status"] == "Success" and debug["run_result"]["stdout"] == "2", debug
+
+
+TSC_REFERENCE = r'''
+printf 'const n: number = "not a number";\nconsole.log(n);\n' > main.ts
+tsc --target es2020 --module commonjs --skipLibCheck --outDir . --typeRoots "$1" --types node main.ts
+echo "rc=$?"
+cat main.js
+'''
+
+
+def test_the_typescript_snapshot_answers_like_tsc(run, http):
+    import time
+    deadline = time.monotonic() + 180
+    while http.get("/v1/stats").json()["typescript_snapshot"]["state"] in ("pending", "building"):
+        assert time.monotonic() < deadline, "the typescript snapshot was not built in time"
+        time.sleep(0.5)
+    assert http.get("/v1/stats").json()["typescript_snapshot"]["state"] == "ready"
+    from sandbox_server.languages import available_languages
+    argv = list(available_languages("/usr/local/bin:/usr/bin:/bin")["typescript"].compile or ())
+    reference = run(language="bash", code=TSC_REFERENCE, args=[argv[argv.index("--typeRoots") + 1]])
+    tsc_out, _, tsc_js = reference["run_result"]["stdout"].partition("rc=")
+    ours = run(language="typescript", code=f'const n: number = "not a number";\nconsole.log(n);\n', fetch_files=[])
+    assert ours["compile_result"]["stdout"] == tsc_out, (ours, reference)
+    assert tsc_js.startswith(f"{ours['compile_result']['return_code']}\n")  # tsc's exit code (2: emitted anyway)
+    good = run(language="typescript", code=f"// {uuid.uuid4().hex}\nconst w: string = 'ok';\nconsole.log(w);\n")
+    assert good["status"] == "Success" and good["run_result"]["stdout"] == "ok\n", good
