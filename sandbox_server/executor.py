@@ -23,6 +23,7 @@ from .models import (CaseResult, CommandRunResult, CommandRunStatus, RunCasesReq
                      RunCodeRequest, RunCodeResponse, RunStatus, derive_run_status, output_matches)
 from .pch import PchBuilder
 from .ts_snapshot import RUNTIME_MOUNT, TsSnapshot
+from .warm_node import MIN_MEMORY_BYTES as _WARM_NODE_MIN_MEMORY, NODE_MOUNT, install_loader, prestart_spec
 from .settings import SandboxSettings
 from .fork_server import ForkedSandbox, ForkServer, ForkServerError, InputFile
 from .workdirs import WorkDirs, remove_tree
@@ -32,7 +33,7 @@ logger = logging.getLogger("sandbox_server.executor")
 
 _WARM_MIN_MEMORY = 64 << 20
 # What a compile step may leave behind for its run step (binaries, classes): read back through the server.
-_ARTIFACT_BUDGET = 512 << 20
+_ARTIFACT_BUDGET = 256 << 20
 
 
 @dataclass
@@ -105,6 +106,7 @@ class CodeExecutor:
         self.runner = runner
         self.languages = languages
         self.pool: Optional[ForkServer] = None
+        self.node_pool: Optional[ForkServer] = None  # prepared runs with a warm node waiting (warm_node.py)
         self._pool_start: Optional[asyncio.Task] = None
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,10 @@ class CodeExecutor:
             self.pch = PchBuilder(settings.precompiled_headers_root, toolchain_identity(("g++",),
                                                                                         settings.sandbox_path))
             runner.ro_binds.append((str(self.pch.root), PCH_MOUNT))
+        self._warm_node = (settings.warm_node_pool_size > 0 and "nodejs" in languages
+                           and isinstance(runner, BwrapRunner))
+        if self._warm_node:
+            runner.ro_binds.append((str(install_loader(settings.runtime_cache_root)), NODE_MOUNT))
         self.ts: Optional[TsSnapshot] = None
         self._ts_task: Optional[asyncio.Task] = None
         ts_spec = languages.get("typescript")
@@ -168,6 +174,27 @@ class CodeExecutor:
             await pool.aclose()
             return
         self.pool = pool
+        if self._warm_node:
+            await self._start_node_pool()
+
+    async def _start_node_pool(self) -> None:
+        """A second template whose prepared runs each hold a started node (warm_node.py); without it nodejs runs
+        exec node in a plain forked run, as before."""
+        assert isinstance(self.runner, BwrapRunner)
+        node = ForkServer(self.runner, self.workdirs, self._env(self.languages["nodejs"]),
+                          size=self.settings.warm_node_pool_size,
+                          idle_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_pids=max(self.settings.pids_limit, 16 * self.settings.warm_node_pool_size + 16),
+                          prestart=prestart_spec(self._env(self.languages["nodejs"])))
+        try:
+            await node.start()
+        except Exception as e:
+            logger.warning("the warm node pool could not start (%s: %s); nodejs runs exec node per run",
+                           type(e).__name__, e)
+            await node.aclose()
+            return
+        self.node_pool = node
 
     async def aclose(self) -> None:
         for task in (self._pch_task, self._ts_task):
@@ -176,8 +203,9 @@ class CodeExecutor:
                 await asyncio.gather(task, return_exceptions=True)
         if self._pool_start is not None:  # not cancelled: that could leave a half-started child (see ForkServer.aclose)
             await asyncio.gather(self._pool_start, return_exceptions=True)
-        if self.pool is not None:
-            await self.pool.aclose()
+        for pool in (self.pool, self.node_pool):
+            if pool is not None:
+                await pool.aclose()
         await self.runner.drain()
         while self._cleanups:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
@@ -213,6 +241,16 @@ class CodeExecutor:
         memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
         if spec.compile is not None:
             return await self._run_compiled(spec, request, memory)
+        if spec.name == "nodejs" and self.node_pool is not None and memory >= _WARM_NODE_MIN_MEMORY:
+            t0 = time.monotonic()
+            warm = self.node_pool.take_ready()
+            if warm is not None:
+                try:
+                    response = await self._run_forked(warm, spec, request, memory, pool=self.node_pool)
+                    self.node_pool.phases.add({"request": time.monotonic() - t0})
+                    return response
+                except ForkServerError as e:
+                    logger.warning("a warm node run failed (%s); running it again", e)
         # Tiny memory limits go the cold way: a forked interpreter's first page writes are charged to the run.
         if (self.pool is not None and spec.name in self.settings.warm_languages
                 and memory >= _WARM_MIN_MEMORY):
@@ -249,16 +287,22 @@ class CodeExecutor:
             task.add_done_callback(self._cleanups.discard)
 
     async def _run_forked(self, forked: ForkedSandbox, spec: LanguageSpec, request: RunCodeRequest,
-                          memory: int) -> RunCodeResponse:
-        assert self.pool is not None
+                          memory: int, pool: Optional[ForkServer] = None) -> RunCodeResponse:
+        pool = pool or self.pool
+        assert pool is not None
         env = self._env(spec)
-        run_spec: dict = ({"source": spec.source, "args": list(request.args), "env": env} if spec.name == "python"
-                          else {"argv": spec.run_argv(request.args, request.code), "env": env})
+        run_spec: dict
+        if pool.prestart is not None:  # a warm node: only the program's name and arguments
+            run_spec = {"main": spec.source, "args": list(request.args)}
+        elif spec.name == "python":
+            run_spec = {"source": spec.source, "args": list(request.args), "env": env}
+        else:
+            run_spec = {"argv": spec.run_argv(request.args, request.code), "env": env}
         inputs = [(rel, base64.b64decode(content)) for rel, content in request.files.items()
                   if isinstance(content, str)]  # Sandbox Fusion skips null contents
         inputs.append((spec.source, (spec.transform(request.code) if spec.transform else request.code).encode()))
         stdin = request.stdin.encode() if request.stdin is not None else None
-        result = await self.pool.run(forked, spec=run_spec, inputs=inputs, stdin=stdin, timeout=request.run_timeout,
+        result = await pool.run(forked, spec=run_spec, inputs=inputs, stdin=stdin, timeout=request.run_timeout,
                                      memory_bytes=memory, fetch=request.fetch_files,
                                      fetch_budget=self.settings.max_fetch_bytes)
         run_result, notes = to_command_result(result.step, self._limits(request.run_timeout, memory))
@@ -351,6 +395,17 @@ class CodeExecutor:
                     fetch_all: bool = False, budget: int) -> _StepOut:
         """One step in a sandbox of its own: forked when the fork server is up (the same isolation as a forked
         python run), else a cold bwrap sandbox. Reads back `fetch`, or with `fetch_all` every file."""
+        if (tuple(argv[:2]) == ("node", "main.js") and self.node_pool is not None and not fetch_all
+                and memory >= _WARM_NODE_MIN_MEMORY):  # typescript's run step: a warm node if one is ready
+            warm = self.node_pool.take_ready()
+            if warm is not None:
+                try:
+                    r = await self.node_pool.run(warm, spec={"main": "main.js", "args": list(argv[2:])},
+                                                 inputs=inputs, stdin=stdin, timeout=timeout, memory_bytes=memory,
+                                                 fetch=fetch, fetch_budget=budget)
+                    return _StepOut(r.step, r.files, r.modes, r.notes)
+                except ForkServerError as e:
+                    logger.warning("a warm node step failed (%s); running it again", e)
         if self.pool is not None and self.settings.fork_compiled and memory >= _WARM_MIN_MEMORY:
             forked = await self.pool.acquire()
             if forked is not None:

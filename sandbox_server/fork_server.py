@@ -308,7 +308,8 @@ class ForkServer:
     """One template sandbox with the fork server, and `size` runs prepared ahead, refilled off the request path."""
 
     def __init__(self, runner: BwrapRunner, workdirs: WorkDirs, env: Mapping[str, str], *, size: int,
-                 idle_memory_bytes: int, template_memory_bytes: int, template_pids: int):
+                 idle_memory_bytes: int, template_memory_bytes: int, template_pids: int,
+                 prestart: Optional[dict] = None):
         self.runner = runner
         self.settings = runner.settings
         self.workdirs = workdirs
@@ -317,6 +318,9 @@ class ForkServer:
         self.idle_memory_bytes = idle_memory_bytes
         self.template_memory_bytes = template_memory_bytes
         self.template_pids = template_pids
+        # A warm runtime started in each prepared run (zygote_main._start_runtime): {"argv", "env"}; runs then
+        # send {"main", "args"} instead of argv.
+        self.prestart = prestart
         self._ready: collections.deque[ForkedSandbox] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._pending = 0
@@ -431,6 +435,17 @@ class ForkServer:
         waiter.cancel()
         return None
 
+    def take_ready(self) -> Optional[ForkedSandbox]:
+        """A prepared run if one is ready now, else None (and more are prepared); never waits."""
+        while self._ready:
+            candidate = self._ready.popleft()
+            if candidate.alive():
+                self._top_up(defer=True)
+                return candidate
+            self._spawn(self.discard(candidate))
+        self._top_up()
+        return None
+
     def _hand_over(self, sandbox: ForkedSandbox) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -510,6 +525,8 @@ class ForkServer:
                 for path in cg.join_files:
                     with open(path, "w") as f:
                         f.write(str(pid))
+                if self.prestart is not None:  # started inside the run's cgroup, which the init is in now
+                    await _sendmsg(host, json.dumps({"prestart": self.prestart}).encode())
             except BaseException:
                 await cg.kill_all()
                 await cg.remove()

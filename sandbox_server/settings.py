@@ -61,6 +61,8 @@ class SandboxSettings(BaseModel):
     precompiled_headers_root: Path = Field(Path("/var/cache/agentgym-sandbox/pch"),
                                            description="host dir of the precompiled headers (root's; bound "
                                            "read-only into sandboxes), kept across restarts")
+    warm_node_pool_size: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 2, ge=0,
+                                     description="prepared runs with a started node waiting (warm_node.py; 0: off)")
     typescript_snapshot: bool = Field(True, description="compile typescript with a node start-up snapshot of tsc "
                                       "(ts_snapshot.py), built at start")
     runtime_cache_root: Path = Field(Path("/var/cache/agentgym-sandbox/runtime"),

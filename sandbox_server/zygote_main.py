@@ -140,6 +140,39 @@ def _send_files(sock, files, notes):
     os.close(fd)
 
 
+def _confine(cpu):
+    """What the program runs under: a cgroup namespace of its own, no capability, no_new_privs, its CPU limit;
+    the init itself becomes non-dumpable, so the program (same uid) cannot ptrace it and its socket."""
+    _check(_libc.unshare(_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")
+    _drop_privileges(cpu)
+    _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+
+
+def _become_program(sock, stdio, extra=None):
+    """In the forked program process: its own session, the run's stdio as 0-2 (and `extra` as 3), nothing else."""
+    _libc.prctl(4, 1, 0, 0, 0)
+    sock.close()
+    os.setsid()
+    for i, fd in enumerate(stdio):
+        os.dup2(fd, i)
+    if extra is not None:
+        os.dup2(extra, 3)
+    os.closerange(3 if extra is None else 4, 1 << 16)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.chdir("/workspace")
+
+
+def _start_runtime(sock, stdio, prestart):
+    """Fork the warm runtime. In the runtime: the spec to exec (`argv`, `env`); in the init: (pid, pipe to it)."""
+    from_init, to_runtime = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _become_program(sock, stdio, extra=from_init)
+        return {"argv": prestart["argv"], "env": prestart["env"]}
+    os.close(from_init)
+    return pid, to_runtime
+
+
 def _init(sock, stdio, cpu_default):
     """pid 1 of the run. Returns (in the program process only) the run's spec."""
     _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
@@ -151,24 +184,37 @@ def _init(sock, stdio, cpu_default):
     msg, fds = _recv(sock, 1)
     if not msg:
         os._exit(0)
-    times = {"go": time.monotonic()}
     spec = json.loads(msg)
+    warm = None
+    if "prestart" in spec:
+        # A warm runtime (node): started now, in this run's namespaces and cgroup and without privileges, it
+        # waits on fd 3 for the program, which comes with "go". Returns only in the runtime (as spec to exec).
+        _confine(spec["prestart"].get("cpu", cpu_default))
+        warm = _start_runtime(sock, stdio, spec["prestart"])
+        if isinstance(warm, dict):
+            return warm
+        msg, fds = _recv(sock, 1)
+        if not msg:
+            os._exit(0)
+        spec = json.loads(msg)
+    times = {"go": time.monotonic()}
     if fds:
         _write_inputs(fds[0])
-    _check(_libc.unshare(_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")
-    _drop_privileges(spec.get("cpu", cpu_default))
-    _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: the program (same uid) cannot ptrace the init and its socket
-    program = os.fork()
-    if program == 0:
-        _libc.prctl(4, 1, 0, 0, 0)
-        sock.close()
-        os.setsid()
-        for i, fd in enumerate(stdio):
-            os.dup2(fd, i)
-        os.closerange(3, 1 << 16)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.chdir("/workspace")
-        return spec
+    if warm is None:
+        _confine(spec.get("cpu", cpu_default))
+        program = os.fork()
+        if program == 0:
+            _become_program(sock, stdio)
+            return spec
+    else:
+        program, to_runtime = warm
+        cpu = spec.get("cpu", cpu_default)
+        try:  # a runtime that died early is reaped below, and its status is the run's
+            resource.prlimit(program, resource.RLIMIT_CPU, (cpu, cpu + 1))
+            os.write(to_runtime, json.dumps({"main": spec["main"], "args": spec.get("args", [])}).encode())
+        except OSError:
+            pass
+        os.close(to_runtime)
     times["forked"] = time.monotonic()
     os.closerange(0, 3)
     os.closerange(sock.fileno() + 1, 1 << 16)
