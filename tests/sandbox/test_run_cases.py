@@ -118,3 +118,27 @@ def test_the_reward_scores_stdio_cases_through_run_cases(sandbox_url):
 
     assert asyncio.run(one_by_one())["cases_passed"] == pytest.approx(1 / 3)  # a server without /run_cases, alike
     assert stdio_cases("assert f(1) == 2") is None and stdio_cases({"inputs": [1], "outputs": []}) is None
+
+
+def test_the_code_tool_runs_a_rows_cases_through_run_cases(sandbox_url):
+    import asyncio
+
+    from agentgym.tools.sandbox_fusion import aclose_http_sessions
+    from agentgym.tools.sandbox_fusion.tool import SandboxFusionTool
+
+    async def call() -> tuple[str, dict]:
+        tool = SandboxFusionTool({"sandbox_fusion_url": sandbox_url, "enable_global_rate_limit": False})
+        iid, _ = await tool.create()
+        code = "#include <iostream>\nint main(){long long a,b;std::cin>>a>>b;std::cout<<a+b<<std::endl;}\n"
+        response, _, metrics = await tool.execute(
+            iid, {"code": code, "language": "cpp"},
+            cases=["1 2", {"stdin": "2 2", "expected_output": "5"}, {"stdin": "5 5", "expected_output": "10"}])
+        await tool.release(iid)
+        await aclose_http_sessions()
+        return response.text, metrics
+
+    text, metrics = asyncio.run(call())
+    assert text.startswith("Case 1: ") and "\nCase 2: " in text and "\nCase 3: " in text, text
+    assert "3\n" in text.split("Case 2:")[0] and "wrong answer" in text.split("Case 2:")[1].split("Case 3:")[0]
+    assert "wrong answer" not in text.split("Case 3:")[1]
+    assert metrics["outcome"] == "runtime_error"  # the first failing case's (a wrong answer)
