@@ -58,7 +58,9 @@ class TsSnapshot:
         return (self.root / _BLOB).is_file()
 
     def compile_argv(self) -> tuple[str, ...]:
-        return ("node", "--snapshot-blob", f"{RUNTIME_MOUNT}/{_BLOB}", "main.ts")
+        # No checksum pass over the 65 MB blob at every start (~55 ms of ~310): it is root's, read-only, and was
+        # renamed into place whole.
+        return ("node", "--no-verify-snapshot-checksum", "--snapshot-blob", f"{RUNTIME_MOUNT}/{_BLOB}", "main.ts")
 
     def summary(self) -> dict:
         return {"state": self.state, "error": self.error,
