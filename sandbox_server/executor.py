@@ -119,23 +119,57 @@ class CodeExecutor:
         self._toolchains: dict[str, str] = {}
         self.pch: Optional[PchBuilder] = None
         self._pch_task: Optional[asyncio.Task] = None
-        if settings.precompiled_headers and "cpp" in languages and isinstance(runner, BwrapRunner):
-            # Bound into every sandbox before the fork server's template starts; filled in the background.
-            self.pch = PchBuilder(settings.precompiled_headers_root, toolchain_identity(("g++",),
-                                                                                        settings.sandbox_path))
-            runner.ro_binds.append((str(self.pch.root), PCH_MOUNT))
-        self._warm_node = (settings.warm_node_pool_size > 0 and "nodejs" in languages
-                           and isinstance(runner, BwrapRunner))
-        if self._warm_node:
-            runner.ro_binds.append((str(install_loader(settings.runtime_cache_root)), NODE_MOUNT))
         self.ts: Optional[TsSnapshot] = None
         self._ts_task: Optional[asyncio.Task] = None
+        self._warm_node = False
+        if isinstance(runner, BwrapRunner):
+            self._set_up_warm_state(runner)
+
+    def _warm_root(self, configured: Path, name: str) -> Path:
+        """The configured host dir (kept across restarts) if this server can write it, else one under its own work
+        root, rebuilt at each start (a container whose root file system is read-only)."""
+        for root in (configured, self.settings.work_root / f"warm-{name}"):
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                probe = root / f".probe-{os.getpid()}"
+                probe.touch()
+                probe.unlink()
+                return root
+            except OSError as e:
+                logger.info("%s is not writable (%s); trying the next place for %s", root, e, name)
+        raise OSError(f"no writable directory for {name}: {configured} and the work root both refused")
+
+    def _set_up_warm_state(self, runner: BwrapRunner) -> None:
+        """The dirs every sandbox binds read-only (PCH, tsc snapshot, node loader), before the fork server's
+        template starts; their contents are built in the background. Each is an optimisation: one that cannot be
+        set up is logged and left off, and its language takes the plain path."""
+        settings, languages = self.settings, self.languages
+        if settings.precompiled_headers and "cpp" in languages:
+            try:
+                self.pch = PchBuilder(self._warm_root(settings.precompiled_headers_root, "pch"),
+                                      toolchain_identity(("g++",), settings.sandbox_path))
+                runner.ro_binds.append((str(self.pch.root), PCH_MOUNT))
+            except OSError as e:
+                logger.warning("C++ precompiled headers are off: %s", e)
+                self.pch = None
+        if settings.warm_node_pool_size > 0 and "nodejs" in languages:
+            try:
+                loader = install_loader(self._warm_root(settings.runtime_cache_root, "runtime"))
+                runner.ro_binds.append((str(loader), NODE_MOUNT))
+                self._warm_node = True
+            except OSError as e:
+                logger.warning("the warm node is off: %s", e)
         ts_spec = languages.get("typescript")
-        if settings.typescript_snapshot and ts_spec is not None and isinstance(runner, BwrapRunner):
+        if settings.typescript_snapshot and ts_spec is not None:
             argv = list(ts_spec.compile or ())
             type_root = argv[argv.index("--typeRoots") + 1] if "--typeRoots" in argv else None
-            self.ts = TsSnapshot(settings.runtime_cache_root, type_root, settings.sandbox_path)
-            runner.ro_binds.append((str(self.ts.root), RUNTIME_MOUNT))
+            try:
+                self.ts = TsSnapshot(self._warm_root(settings.runtime_cache_root, "runtime"), type_root,
+                                     settings.sandbox_path)
+                runner.ro_binds.append((str(self.ts.root), RUNTIME_MOUNT))
+            except OSError as e:
+                logger.warning("the typescript snapshot is off (tsc compiles): %s", e)
+                self.ts = None
 
     def start_warm_pool(self) -> None:
         """Start the fork server and the precompiled headers' build in the background (needs a running loop);
