@@ -18,8 +18,31 @@ so that children can build namespaces without a nested user namespace, which the
 The init reaps orphans and exits with the program's status (128+signal for a signal), which kills
 whatever the program left behind. Nothing returns to the zygote, so no run sees another's state.
 """
-import ctypes, fcntl, gc, json, os, resource, signal, socket, struct, sys, time, types, builtins
-import collections, functools, itertools, math, re, heapq, bisect, string, typing, dataclasses  # warm imports
+import builtins
+import ctypes
+import fcntl
+import gc
+import json
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+import time
+import types
+
+# Warm imports: loaded once here, so that every forked python run finds them already imported.
+import bisect  # noqa: F401
+import collections  # noqa: F401
+import dataclasses  # noqa: F401
+import functools  # noqa: F401
+import heapq  # noqa: F401
+import itertools  # noqa: F401
+import math  # noqa: F401
+import re  # noqa: F401
+import string  # noqa: F401
+import typing  # noqa: F401
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]

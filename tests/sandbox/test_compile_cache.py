@@ -170,7 +170,7 @@ def test_the_typescript_snapshot_answers_like_tsc(run, http):
     argv = list(available_languages("/usr/local/bin:/usr/bin:/bin")["typescript"].compile or ())
     reference = run(language="bash", code=TSC_REFERENCE, args=[argv[argv.index("--typeRoots") + 1]])
     tsc_out, _, tsc_js = reference["run_result"]["stdout"].partition("rc=")
-    ours = run(language="typescript", code=f'const n: number = "not a number";\nconsole.log(n);\n', fetch_files=[])
+    ours = run(language="typescript", code='const n: number = "not a number";\nconsole.log(n);\n')
     assert ours["compile_result"]["stdout"] == tsc_out, (ours, reference)
     assert tsc_js.startswith(f"{ours['compile_result']['return_code']}\n")  # tsc's exit code (2: emitted anyway)
     good = run(language="typescript", code=f"// {uuid.uuid4().hex}\nconst w: string = 'ok';\nconsole.log(w);\n")
