@@ -175,3 +175,26 @@ def test_the_typescript_snapshot_answers_like_tsc(run, http):
     assert tsc_js.startswith(f"{ours['compile_result']['return_code']}\n")  # tsc's exit code (2: emitted anyway)
     good = run(language="typescript", code=f"// {uuid.uuid4().hex}\nconst w: string = 'ok';\nconsole.log(w);\n")
     assert good["status"] == "Success" and good["run_result"]["stdout"] == "ok\n", good
+
+
+def test_the_cache_can_be_turned_off():
+    import os
+    import shutil
+    from pathlib import Path
+
+    import httpx
+
+    from .conftest import start_server, stop_server
+
+    work_root = Path("/dev/shm") / f"agentgym-sandbox-nocache-{os.getpid()}"
+    server = start_server("--compile-cache-mb", "0", "--warm-pool-size", "0", "--work-root", str(work_root),
+                          "--sandbox-uid", str(63000 + os.getpid() % 300))
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            code = _cpp("off", "return 0;")
+            answers = [client.post("/run_code", json={"language": "cpp", "code": code}).json() for _ in range(2)]
+            assert [a["compile_result"]["cached"] for a in answers] == [False, False], answers
+            assert client.get("/v1/stats").json()["compile_cache"] is None
+    finally:
+        stop_server(server)
+        shutil.rmtree(work_root, ignore_errors=True)
