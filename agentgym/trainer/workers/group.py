@@ -14,6 +14,9 @@ from agentgym.trainer.workers.worker import TrainWorker
 class LocalWorkerGroup:
     """A single rank in this process (no process group unless `distributed=True`, e.g. a 1-GPU FSDP run)."""
 
+    # The rank shares the caller's process: exported weights are handed over by value, never by IPC handle.
+    same_process = True
+
     def __init__(self, config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None,
                  distributed: bool = False) -> None:
         self.world_size = 1
@@ -32,6 +35,8 @@ class LocalWorkerGroup:
 class RayWorkerGroup:
     """`world_size` Ray actors, one per GPU (or per `cpus_per_worker` CPUs), joined into one process group
     (NCCL on GPU, gloo on CPU) whose rendezvous address rank 0 picks on its own node."""
+
+    same_process = False
 
     def __init__(self, config: AgentGymConfig, world_size: int, *, total_steps: int,
                  roles: tuple[str, ...] | None = None, use_gpu: bool | None = None, cpus_per_worker: int = 1) -> None:
