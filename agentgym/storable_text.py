@@ -44,6 +44,7 @@ def _bytes_as_data_url(value: Any) -> str:
         import base64
 
         data = bytes(value)
-        mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "application/octet-stream"
+        mime = ("image/png" if data[:8] == b"\x89PNG\r\n\x1a\n"
+                else "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "application/octet-stream")
         return f"data:{mime};base64," + base64.b64encode(data).decode()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import time
 
 from agentgym.episode.episode import EpisodeLimits

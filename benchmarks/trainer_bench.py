@@ -18,7 +18,6 @@ import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch

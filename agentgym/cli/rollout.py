@@ -85,7 +85,8 @@ def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_d
         check_model_path(cfg.actor_rollout_ref.model.tokenizer_path, entry="actor_rollout_ref.model.tokenizer_path")
     files = cfg.data.val_files or cfg.data.train_files
     if not files:
-        raise ConfigError("no dataset to roll out.", entry="data.train_files", fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")
+        raise ConfigError("no dataset to roll out.", entry="data.train_files",
+                          fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")
     rows = read_rows(files, prompt_key=cfg.data.prompt_key, check_prompts=False)
     check_dataset(cfg, rows, console, source=", ".join([files] if isinstance(files, str) else files))
     trajectories = asyncio.run(collect(cfg, rows, out_dir, console))

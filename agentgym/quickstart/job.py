@@ -260,7 +260,8 @@ class Quickstart:
                 return trajs
 
             trainer = RLTrainer(rl_cfg, collect=collect, engine=engine, dataset=self.train_rows)
-            console.print(f"[bold]4. GRPO[/bold]: {s.rl_steps} steps x {rl_cfg.data.train_batch_size} prompts x {rl_cfg.actor_rollout_ref.rollout.n} samples")
+            console.print(f"[bold]4. GRPO[/bold]: {s.rl_steps} steps x {rl_cfg.data.train_batch_size} prompts x "
+                          f"{rl_cfg.actor_rollout_ref.rollout.n} samples")
             tracker = MetricsTracker(s.run_dir / "rl", rl_cfg.trainer.logger, trainer.total_steps)
             try:
                 await trainer.fit(tracker)
@@ -310,7 +311,8 @@ def run_quickstart(settings: QuickstartSettings, console: Console, job: Quicksta
         eval_name(stage, mode): {k: v for k, v in vars(result).items() if k != "trajectories"}
         for stage, by_mode in results.items() for mode, result in by_mode.items()
     }
-    summary.update(seconds=time.perf_counter() - started, phase_seconds=getattr(job, "phase_seconds", {}), settings={k: str(v) for k, v in vars(settings).items()})
+    summary.update(seconds=time.perf_counter() - started, phase_seconds=getattr(job, "phase_seconds", {}),
+                   settings={k: str(v) for k, v in vars(settings).items()})
     (settings.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     try:
         from agentgym.trainer.plot import plot_run

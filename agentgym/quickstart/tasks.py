@@ -1,5 +1,6 @@
-"""The tasks `agentgym quickstart --task NAME` (and `agentgym demo --task NAME`) can run, found through the `agentgym.quickstart_tasks` entry-point
-group: the library imports no task. A package adds one with, in its pyproject.toml,
+"""The tasks `agentgym quickstart --task NAME` (and `agentgym demo --task NAME`) can run, found through the
+`agentgym.quickstart_tasks` (and `agentgym.demos`) entry-point groups: the library imports no task.
+A package adds one with, in its pyproject.toml,
 
     [project.entry-points."agentgym.quickstart_tasks"]
     my_task = "my_package.quickstart:MyQuickstart"

@@ -20,7 +20,8 @@ from agentgym.rollout.trajectory_io import read_jsonl
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
 h1{font-size:22px} h2{font-size:17px;margin:0 0 8px}
-table.summary{border-collapse:collapse;margin-bottom:24px} table.summary td,table.summary th{border:1px solid #ccc;padding:4px 8px;font-size:13px}
+table.summary{border-collapse:collapse;margin-bottom:24px}
+table.summary td,table.summary th{border:1px solid #ccc;padding:4px 8px;font-size:13px}
 .traj{background:#fff;border:1px solid #ddd;border-radius:8px;padding:16px;margin-bottom:24px}
 .meta{font-size:13px;color:#555;margin-bottom:10px}
 .msg{border-left:4px solid #999;padding:6px 10px;margin:6px 0;white-space:pre-wrap;font-size:14px;background:#f6f6f6}

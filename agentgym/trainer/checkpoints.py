@@ -1,4 +1,5 @@
-"""Checkpoints: saving them, and where a run resumes: the checkpoint folders under `trainer.default_local_dir` and the pointer to the newest.
+"""Checkpoints: saving them, and where a run resumes: the checkpoint folders under `trainer.default_local_dir`
+and the pointer to the newest.
 
 A run can be killed at any instant, saves included. So every file that says "this is done" is written atomically
 (temp file, fsync, rename), `trainer_state.json` is written last in a checkpoint (its presence marks the folder

@@ -76,6 +76,7 @@ def run_demo(*, console: Console, seed: int = 0, episodes: int = 2) -> int:
     for column in ("episode", "reward", "assistant turns", "tool calls", "finish"):
         table.add_column(column)
     for index, episode in enumerate(results):
-        table.add_row(str(index), f"{episode.reward:.2f}", str(episode.assistant_turns), str(len(episode.tool_results)), episode.finish_reason)
+        table.add_row(str(index), f"{episode.reward:.2f}", str(episode.assistant_turns), str(len(episode.tool_results)),
+                      episode.finish_reason)
     console.print(table)
     return 0

@@ -76,7 +76,8 @@ class UnitTestInteraction(BaseInteraction):
         failures = [line for line in text.splitlines() if line.startswith("test ")]
         return passed, total, "\n".join(failures[:3])
 
-    async def generate_response(self, instance_id: str, messages: list[dict[str, Any]], **kwargs: Any) -> tuple[bool, str, float, dict[str, Any]]:
+    async def generate_response(self, instance_id: str, messages: list[dict[str, Any]],
+                                **kwargs: Any) -> tuple[bool, str, float, dict[str, Any]]:
         task = self._tasks[instance_id]
         task.attempts += 1
         reply = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "assistant"), "")

@@ -73,7 +73,6 @@ def write_corpus(out: str | Path, cfg: KbSearchTaskConfig = KbSearchTaskConfig()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)

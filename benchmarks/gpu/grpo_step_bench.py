@@ -171,7 +171,8 @@ def trainer_overrides(args, model_path: Path) -> list[str]:
         "actor_rollout_ref.model.use_remove_padding=true", f"actor_rollout_ref.model.attn_implementation={args.attn}",
         f"actor_rollout_ref.model.enable_gradient_checkpointing={str(args.grad_ckpt).lower()}",
         "actor_rollout_ref.actor.optim.lr=1e-6",
-        f"actor_rollout_ref.actor.use_torch_compile={ {'auto': 'null', 'on': 'true', 'off': 'false'}[args.compile]}", f"data.max_response_length={args.max_response}",
+        f"actor_rollout_ref.actor.use_torch_compile={ {'auto': 'null', 'on': 'true', 'off': 'false'}[args.compile]}",
+        f"data.max_response_length={args.max_response}",
         "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=8",
         f"trainer.total_training_steps={args.warmup + args.steps}", "trainer.save_freq=-1",
         "trainer.logger=[console]",
@@ -294,7 +295,8 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
         "update_mfu": 6 * params * tokens / tot("timing_s/update_actor") / peak if peak else None,
         "weight_sync_s": tot("timing_s/weight_sync") / len(measured),
         "step_s": (tot("timing_s/rollout") + tot("timing_s/step") + tot("timing_s/weight_sync")) / len(measured),
-        "logprob_diff_mean_incl_scripted_tokens": tot("rollout/logprob_diff/mean") / len(measured) if "rollout/logprob_diff/mean" in measured[0][0] else None,
+        "logprob_diff_mean_incl_scripted_tokens": (tot("rollout/logprob_diff/mean") / len(measured)
+                                                   if "rollout/logprob_diff/mean" in measured[0][0] else None),
         "engine": args.engine,
         "engine_stats": inner.stats.as_dict() if hasattr(inner.stats, "as_dict") else None,
         "per_step": [{"rollout_s": r["seconds"], "generated_tokens": r["generated_tokens"],
@@ -409,7 +411,8 @@ def main() -> None:
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="actor.use_torch_compile (auto: on for CUDA)")
-    parser.add_argument("--profile", action="store_true", help="one more update-only step, unmeasured, under torch.profiler (table in --out)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one more update-only step, unmeasured, under torch.profiler (table in --out)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2, help="measured full GRPO steps")
     parser.add_argument("--update-steps", type=int, default=3, help="measured update-only steps")

@@ -71,7 +71,8 @@ def test_unknown_yaml_key_names_file_and_key(tmp_path: Path):
 
 
 def test_free_form_dicts_accept_any_subkey():
-    cfg = load_config(None, ["actor_rollout_ref.model.override_config.attention_dropout=0.1", "+actor_rollout_ref.rollout.engine_kwargs.sglang.urls=[a, b]"])
+    cfg = load_config(None, ["actor_rollout_ref.model.override_config.attention_dropout=0.1",
+                             "+actor_rollout_ref.rollout.engine_kwargs.sglang.urls=[a, b]"])
     assert cfg.actor_rollout_ref.model.override_config == {"attention_dropout": 0.1}
     assert cfg.actor_rollout_ref.rollout.engine_kwargs["sglang"]["urls"] == ["a", "b"]
 

@@ -7,7 +7,6 @@ look at what their consumer received.
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import warnings
 from pathlib import Path
@@ -119,6 +118,6 @@ def test_inert_keys_warn_once_each_naming_what_happens_instead():
     assert len([w for w in caught if issubclass(w.category, InertConfigKeyWarning)]) <= 2, "once per key"
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("environments/*/train.yaml")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", sorted(ROOT.glob("agentgym_envs/*/train.yaml")), ids=lambda p: p.parent.name)
 def test_shipped_configs_set_no_inert_key(path):
     assert inert_keys_set(load_config(path)) == {}

@@ -12,7 +12,7 @@ from agentgym.config import load_config
 from agentgym.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN_YAML = REPO / "environments" / "arithmetic" / "train.yaml"
+TRAIN_YAML = REPO / "agentgym_envs" / "arithmetic" / "train.yaml"
 
 
 def test_bad_override_value_names_the_override_not_the_file():

@@ -108,7 +108,8 @@ async def test_multi_turn_ids_and_logprobs_agree_with_a_direct_forward(target, c
         for session in ("traj-a", "traj-b"):
             prompt = chat_prompts[1] if session == "traj-a" else chat_prompts[2]
             for turn in range(3):
-                out = await engine.generate(prompt, SamplingParams(max_new_tokens=8, temperature=temperature, seed=turn), session_id=session)
+                out = await engine.generate(prompt, SamplingParams(max_new_tokens=8, temperature=temperature, seed=turn),
+                                            session_id=session)
                 assert 1 <= len(out.token_ids) <= 8 and out.finish_reason in ("stop", "length")
                 expected = forward_logprobs(model, prompt, out.token_ids, temperature)
                 assert out.logprobs == pytest.approx(expected, abs=TOLERANCE)

@@ -15,7 +15,7 @@ SECTION = "## Write your own task"
 
 
 def guide_blocks() -> list[tuple[str, str]]:
-    text = (REPO / "environments" / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "agentgym_envs" / "README.md").read_text(encoding="utf-8")
     section = text[text.index(SECTION):]
     following = section.find("\n## ", len(SECTION))
     section = section if following < 0 else section[:following]

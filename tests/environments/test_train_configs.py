@@ -20,7 +20,7 @@ ENVS = ["arithmetic", "code_arith", "codegen"]
 
 
 def train_yaml(env: str) -> Path:
-    return REPO / "environments" / env / "train.yaml"
+    return REPO / "agentgym_envs" / env / "train.yaml"
 
 
 def header_commands(env: str) -> dict[str, str]:
@@ -47,8 +47,8 @@ def test_train_yaml_loads_and_its_environment_builds(env):
 
     commands = header_commands(env)
     folder = Path(cfg.data.train_files).parent
-    assert commands["data"].startswith(f"mkdir -p {folder} && python -m environments.{env}.data --out {cfg.data.train_files} ")
-    assert commands["train"].startswith(f"python -m agentgym.trainer.main_ppo environments/{env}/train.yaml ")
+    assert commands["data"].startswith(f"mkdir -p {folder} && python -m agentgym_envs.{env}.data --out {cfg.data.train_files} ")
+    assert commands["train"].startswith(f"python -m agentgym.trainer.main_ppo agentgym_envs/{env}/train.yaml ")
     assert "actor_rollout_ref.model.path=" in commands["train"]
 
 
@@ -59,7 +59,7 @@ def test_data_command_writes_rows_the_config_reads(env, tmp_path):
     cfg_file = train_yaml(env)
     suffix = Path(load_config(cfg_file).data.train_files).suffix
     out = tmp_path / f"train{suffix}"
-    importlib.import_module(f"environments.{env}.data").main(["--out", str(out), "--rows", "8", "--seed", "3"])
+    importlib.import_module(f"agentgym_envs.{env}.data").main(["--out", str(out), "--rows", "8", "--seed", "3"])
 
     cfg = load_config(cfg_file, [f"data.train_files={out}"])
     rows = read_rows(cfg.data.train_files)

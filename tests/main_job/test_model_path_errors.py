@@ -13,7 +13,7 @@ from agentgym.errors import ConfigError
 from agentgym.models.local_path import check_model_path
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN_YAML = REPO / "environments" / "arithmetic" / "train.yaml"
+TRAIN_YAML = REPO / "agentgym_envs" / "arithmetic" / "train.yaml"
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:

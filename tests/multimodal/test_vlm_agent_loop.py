@@ -19,7 +19,6 @@ from agentgym.rollout.engines.base import SamplingParams
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.rollout.trajectory_io import read_jsonl, write_jsonl
 from agentgym.tools.registry import build_tools, load_tool_specs
-from agentgym.episode.episode import EpisodeLimits
 
 
 def _png(size=(120, 90)) -> bytes:

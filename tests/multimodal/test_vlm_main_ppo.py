@@ -32,7 +32,8 @@ def test_seed_command_line_trains_one_step_on_a_zoom_environment(environment, ti
             else zoom_color_rows(ZoomColorTaskConfig(num_rows=4)))
     data = write_rows(rows, tmp_path / "train.parquet")
     run = tmp_path / "run"
-    done = _main_ppo([f"environments/{environment}/train.yaml", *SEED_KEYS, "data.train_batch_size=2", f"actor_rollout_ref.model.path={tiny_vlm_dir}",
+    done = _main_ppo([f"agentgym_envs/{environment}/train.yaml", *SEED_KEYS, "data.train_batch_size=2",
+                      f"actor_rollout_ref.model.path={tiny_vlm_dir}",
                       "data.max_response_length=96",  # the seed's 2048 works too; 96 keeps a random model's turns short
                       f"data.train_files={data}", "trainer.total_training_steps=1", "actor_rollout_ref.rollout.n=2",
                       "actor_rollout_ref.actor.ppo_mini_batch_size=2", f"trainer.default_local_dir={run}",

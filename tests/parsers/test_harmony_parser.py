@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from agentgym.parsers import HarmonyToolCallParser, chat_template, get_parser

@@ -21,7 +21,7 @@ from agentgym.config import load_config
 from agentgym.errors import ConfigError
 from agentgym.rewards.judge import DEFAULT_SCORE_PATTERN, GenerativeJudge, parse_score
 from agentgym.rewards.reward_model import SequenceRewardModel, conversation_text
-from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine, DynamicCacheEngineConfig
+from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.trajectory import Trajectory
 from agentgym.trainer.rewards import RewardScorer

@@ -168,6 +168,6 @@ def test_interactions_validate_reports_a_bad_class(tmp_path, capsys):
     assert "module `agentgym.interactions.math_feedback` has no attribute `MathFeedback`" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("config", sorted(REPO.glob("environments/*/interaction.yaml")))
+@pytest.mark.parametrize("config", sorted(REPO.glob("agentgym_envs/*/interaction.yaml")))
 def test_bundled_interaction_configs_validate(config, capsys):
     assert main(["interactions", "validate", str(config)]) == 0

@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "tool_configs").glob("*.yaml")) + sorted((REPO / "environments").glob("*/tools.yaml")))
+@pytest.mark.parametrize("config", sorted((REPO / "tool_configs").glob("*.yaml")) + sorted((REPO / "agentgym_envs").glob("*/tools.yaml")))
 def test_bundled_tool_configs_load(config):
     tools = initialize_tools_from_config(config)
     assert tools and all(tool.name for tool in tools)

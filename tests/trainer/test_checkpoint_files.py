@@ -32,7 +32,7 @@ def test_empty_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path, ca
     good = _checkpoint(tmp_path, 2)
     _checkpoint(tmp_path, 3, complete=False)  # killed while saving step 3
     (tmp_path / LATEST_FILE).write_text("")  # ... and while writing the pointer
-    assert _trainer(tmp_path)._resume_path() == good
+    assert _trainer(tmp_path).checkpoints.resume_path() == good
     assert "is empty or unreadable; using the newest complete checkpoint instead" in capsys.readouterr().err
 
 
@@ -51,7 +51,7 @@ def test_intact_pointer_is_followed_and_nothing_means_a_fresh_start(tmp_path):
     (tmp_path / LATEST_FILE).write_text("1\n")
     point, note = find_resume_point(tmp_path)
     assert point.step == 1 and note is None
-    assert _trainer(tmp_path, mode="disable")._resume_path() is None
+    assert _trainer(tmp_path, mode="disable").checkpoints.resume_path() is None
 
 
 def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):

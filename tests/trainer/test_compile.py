@@ -56,7 +56,8 @@ def test_layers_share_one_compilation(tiny_model_path):
     """Twice the layers, the same number of graphs: identical blocks reuse one compiled function."""
     micro = pack(_batch(), list(range(4)), ["loss_mask"], padded=False)
     counts = []
-    for extra in ([], ["actor_rollout_ref.model.override_config={num_hidden_layers: 4, layer_types: [full_attention, full_attention, full_attention, full_attention]}"]):
+    four_layers = "{num_hidden_layers: 4, layer_types: [full_attention, full_attention, full_attention, full_attention]}"
+    for extra in ([], [f"actor_rollout_ref.model.override_config={four_layers}"]):
         torch._dynamo.reset()
         cfg = load_config(None, [f"actor_rollout_ref.model.path={tiny_model_path}",
                                  "actor_rollout_ref.model.use_remove_padding=true"] + extra)

@@ -81,7 +81,8 @@ def test_main_ppo_step_with_gspo_gpg_rollout_correction_and_overlong_shaping(tmp
     cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), "--rollout", "my_rollout:make_rollout",
            "algorithm.adv_estimator=gpg", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
            "algorithm.rollout_correction.rollout_is=token", "reward_model.overlong_buffer.enable=true",
-           "reward_model.overlong_buffer.len=512", "reward_model.overlong_buffer.log=true", "data.train_batch_size=2", f"data.train_files={data}",
+           "reward_model.overlong_buffer.len=512", "reward_model.overlong_buffer.log=true", "data.train_batch_size=2",
+           f"data.train_files={data}",
            f"actor_rollout_ref.model.path={tiny_model_path}", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
            "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2",
            "trainer.total_training_steps=1", "trainer.n_gpus_per_node=1", f"trainer.default_local_dir={run_dir}"]

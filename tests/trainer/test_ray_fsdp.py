@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from agentgym.trainer.driver import RLTrainer
-from agentgym.trainer.sft import SFTTrainer
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from agentgym.config import load_config
 from agentgym.rows.check import Registered, check_rows

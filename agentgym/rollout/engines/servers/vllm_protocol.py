@@ -4,7 +4,8 @@ Request (`CompletionRequest`, vllm/entrypoints/openai/.../protocol.py): `model`,
 taken as the tokens themselves, nothing is added), `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`,
 `seed`, `stop_token_ids`, `logprobs` (int: how many top alternatives; 0 gives the sampled token's own logprob),
 `return_tokens_as_token_ids` (logprob tokens come back as "token_id:<id>"; older servers only have the
-`--return-tokens-as-token-ids` flag), `return_token_ids` (newer versions: `choices[i].token_ids`), `skip_special_tokens`, `spaces_between_special_tokens`, `include_stop_str_in_output`,
+`--return-tokens-as-token-ids` flag), `return_token_ids` (newer versions: `choices[i].token_ids`), `skip_special_tokens`,
+`spaces_between_special_tokens`, `include_stop_str_in_output`,
 `ignore_eos`, `n`, `stream`, `echo`. Unknown fields are ignored by vLLM with a warning, never an error.
 
 Response (`CompletionResponse`): `{"id", "object": "text_completion", "model", "choices": [{"index", "text",
