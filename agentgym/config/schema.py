@@ -164,6 +164,9 @@ class MultiTurnConfig(Section):
     # ours: `trajectory` (one tool instance per episode, scored by calc_reward: verl <= 0.6's SGLang rollout) or
     # `call` (one per call, no calc_reward: verl's ToolAgentLoop, 0.5 on); docs/verl.md
     tool_instance_lifetime: Literal["trajectory", "call"] = "trajectory"
+    # ours: an environment server's URL (`python3 -m agentgym.services.environment`): sessions run there
+    # (RemoteSession) instead of with tool_config_path / interaction_config_path in this process
+    environment_url: str | None = None
 
 
 class AgentConfig(Section):

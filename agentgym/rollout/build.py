@@ -12,7 +12,9 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from agentgym.config.schema import AgentGymConfig
+from agentgym.episode.environment import Environment
 from agentgym.episode.episode import EpisodeLimits
+from agentgym.episode.remote import RemoteEnvironment
 from agentgym.episode.session import SessionConfig
 from agentgym.interactions.registry import load_interactions, read_interaction_entries
 from agentgym.multimodal.processor import load_vision_processor
@@ -104,13 +106,13 @@ class AgentLoopRollout:
     reports_done = True
 
     def __init__(self, cfg: AgentGymConfig, engine: Engine, tokenizer: Any, tools: dict[str, Any],
-                 interactions: dict[str, Any], processor: Any = None):
+                 interactions: dict[str, Any], processor: Any = None, environment: Environment | None = None):
         self.engine = engine
         self.n = cfg.actor_rollout_ref.rollout.n
         self.loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                              processor=processor)
+                              processor=processor, environment=environment)
         self.greedy_loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
-                                     processor=processor)
+                                     processor=processor, environment=environment)
         self._lock: asyncio.Lock | None = None
         self._started = False
         self._counters: dict[str, float] = {}
@@ -157,6 +159,10 @@ def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
 
     model = cfg.actor_rollout_ref.model
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
+    url = cfg.actor_rollout_ref.rollout.multi_turn.environment_url
+    if url:  # the tools and interactions live on an environment server
+        return AgentLoopRollout(cfg, make_engine(cfg), tokenizer, {}, {}, processor=load_vision_processor(model.path),
+                                environment=RemoteEnvironment.connect(url))
     tools, interactions = load_environment(cfg)
     return AgentLoopRollout(cfg, make_engine(cfg), tokenizer, tools, interactions,
                             processor=load_vision_processor(model.path))
