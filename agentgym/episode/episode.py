@@ -119,7 +119,8 @@ def tool_messages(parsed: ParseResult, results: list[ToolResult], limits: Episod
 
 
 async def run_episode(
-    session: "Session | EpisodeSession", source: TurnSource, parser: ToolCallParser, prompt: list[Message], limits: EpisodeLimits | None = None
+    session: "Session | EpisodeSession", source: TurnSource, parser: ToolCallParser, prompt: list[Message],
+    limits: EpisodeLimits | None = None,
 ) -> Episode:
     limits = limits or EpisodeLimits()
     messages = [dict(m) for m in prompt]

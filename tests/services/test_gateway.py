@@ -5,7 +5,6 @@ the recorded ids win; Anthropic Messages map onto the same trajectory."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
