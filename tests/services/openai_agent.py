@@ -65,9 +65,21 @@ def run_agent(base_url: str, messages: list[dict[str, Any]], *, max_turns: int =
         if not tool_calls:
             return content
         for call_id, name, arguments in tool_calls:
-            assert name == "calculator"
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": calculator(**json.loads(arguments))})
+            try:
+                if name != "calculator":
+                    raise ValueError(f"unknown tool {name}")
+                result = calculator(**json.loads(arguments))
+            except Exception as exc:  # the model sees its mistake, as users' agents do it
+                result = f"Error: {exc}"
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
     return None
+
+
+def agent(ctx) -> float:
+    """The rollout's callable form (external_agent.callable=tests/services/openai_agent.py:agent). Its own score
+    prefers short answers: a signal a tiny random model's samples differ on, so GRPO has something to learn."""
+    answer = run_agent(ctx.base_url, list(ctx.row["prompt"])) or ""
+    return 1.0 / (1.0 + len(answer))
 
 
 if __name__ == "__main__":  # a command agent: the trainer passes the URL and the row in the environment
