@@ -69,6 +69,12 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
     return tools, interactions
 
 
+def remote_environment(cfg: AgentGymConfig) -> RemoteEnvironment | None:
+    """The environment server `multi_turn.environment_url` names (its tool schemas read), or None."""
+    url = cfg.actor_rollout_ref.rollout.multi_turn.environment_url
+    return RemoteEnvironment.connect(url) if url else None
+
+
 def registered_names(cfg: AgentGymConfig) -> Registered:
     """The tool and interaction names the run config registers, without building them (for the data check)."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
@@ -159,10 +165,10 @@ def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
 
     model = cfg.actor_rollout_ref.model
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
-    url = cfg.actor_rollout_ref.rollout.multi_turn.environment_url
-    if url:  # the tools and interactions live on an environment server
+    environment = remote_environment(cfg)
+    if environment is not None:  # the tools and interactions live on an environment server
         return AgentLoopRollout(cfg, make_engine(cfg), tokenizer, {}, {}, processor=load_vision_processor(model.path),
-                                environment=RemoteEnvironment.connect(url))
+                                environment=environment)
     tools, interactions = load_environment(cfg)
     return AgentLoopRollout(cfg, make_engine(cfg), tokenizer, tools, interactions,
                             processor=load_vision_processor(model.path))

@@ -30,21 +30,7 @@ class Served:
 
 
 def start_environment_server(*args: str) -> Served:
-    process = subprocess.Popen([sys.executable, "-m", "agentgym.services.environment", "--port", "0", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=ROOT)
-    deadline = time.monotonic() + 60
-    lines = []
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        found = re.search(r"ready at (http://\S+)", line)
-        if found:
-            return Served(process, found.group(1))
-    process.kill()
-    raise RuntimeError("environment server did not start:\n" + "".join(lines))
+    return start_module_server("agentgym.services.environment", *args)
 
 
 def stop(served: Served) -> None:
@@ -86,3 +72,22 @@ def marker_server(tmp_path: Path) -> Iterator[tuple[Served, Path]]:
         yield served, tmp_path / "markers"
     finally:
         stop(served)
+
+
+def start_module_server(module: str, *args: str) -> Served:
+    """`python3 -m MODULE --port 0 ARGS`, waiting for its `ready at URL` line."""
+    process = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=ROOT)
+    deadline = time.monotonic() + 120
+    lines = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = re.search(r"ready at (http://\S+)", line)
+        if found:
+            return Served(process, found.group(1))
+    process.kill()
+    raise RuntimeError(f"{module} did not start:\n" + "".join(lines))

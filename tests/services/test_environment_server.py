@@ -188,3 +188,14 @@ def test_local_environment_is_the_in_process_session(tmp_path):
     tools = build_tools(load_tool_specs(marker_tools_yaml(tmp_path)))
     env = LocalEnvironment(tools)
     assert [s.function.name for s in env.tool_schemas()] == ["marker"]
+
+
+def test_environment_url_puts_the_default_rollouts_sessions_on_the_server(arithmetic_server, tiny_model_dir):
+    from agentgym.config import load_config
+    from agentgym.rollout.build import make_rollout
+
+    cfg = load_config(None, [f"actor_rollout_ref.model.path={tiny_model_dir}", "trainer.device=cpu",
+                             f"actor_rollout_ref.rollout.multi_turn.environment_url={arithmetic_server.url}"])
+    rollout = make_rollout(cfg)
+    assert isinstance(rollout.loop.environment, RemoteEnvironment)
+    assert [d["function"]["name"] for d in rollout.loop.tool_dicts] == ["calculator"]

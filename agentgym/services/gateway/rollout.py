@@ -34,12 +34,10 @@ from agentgym.episode.remote import RemoteEnvironment
 from agentgym.episode.session import SessionConfig
 from agentgym.errors import AgentGymError, ConfigError
 from agentgym.models.chat import chat_ids
-from agentgym.parsers import get_parser
-from agentgym.rollout.build import agent_loop_config, load_environment
+from agentgym.rollout.build import load_environment
 from agentgym.rollout.engines.base import Engine
-from agentgym.rollout.engines.registry import make_engine
 from agentgym.rollout.protocol import OnDone
-from agentgym.services.gateway.recorder import RecorderConfig, TrajectoryRecorder
+from agentgym.services.gateway.recorder import TrajectoryRecorder
 from agentgym.services.gateway.server import Gateway, GatewayConfig
 from agentgym.services.serving import RunningServer, start_server
 from agentgym.trajectory import Trajectory
@@ -289,14 +287,10 @@ def make_rollout(cfg: AgentGymConfig) -> ExternalAgentRollout:
     """`--rollout agentgym.services.gateway.rollout:make_rollout`: the run config's engine behind a gateway, and the
     agent `actor_rollout_ref.rollout.external_agent` names; the run's tools/interactions (or environment server)
     score episodes when `external_agent.reward` asks the environment."""
-    from transformers import AutoTokenizer
+    from agentgym.services.gateway.build import make_recorder
 
     model = cfg.actor_rollout_ref.model
-    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
-    loop_cfg = agent_loop_config(cfg, seed=cfg.data.seed)
-    recorder = TrajectoryRecorder(make_engine(cfg), tokenizer, get_parser(loop_cfg.parser), RecorderConfig(
-        sampling=loop_cfg.sampling, max_response_tokens=loop_cfg.max_response_tokens,
-        max_prompt_tokens=loop_cfg.max_prompt_tokens))
+    recorder = make_recorder(cfg)
     mt = cfg.actor_rollout_ref.rollout.multi_turn
     environment: Environment | None = None
     if mt.environment_url:
