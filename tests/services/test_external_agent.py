@@ -23,10 +23,10 @@ from agentgym.trainer.driver import RLTrainer
 from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 from tests.rollout.test_agent_loop import rows as arithmetic_rows
 from tests.rollout.test_agent_loop import solver
-from tests.services.conftest import HERE, ROOT
+from tests.services.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(300)
-AGENT_FILE = HERE / "openai_agent.py"
+AGENT_FILE = ROOT / "agentgym_envs" / "arithmetic" / "openai_agent.py"
 
 
 def scripted_rollout(agent, **kwargs) -> ExternalAgentRollout:
@@ -82,7 +82,7 @@ async def test_grpo_steps_on_an_openai_client_agent(tiny_model_dir, tmp_path):
         "actor_rollout_ref.actor.optim.lr=1e-3", "trainer.total_training_steps=2", "data.shuffle=false",
         f"trainer.default_local_dir={tmp_path}", "trainer.logger=[jsonl]",
         f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}",
-        f"actor_rollout_ref.rollout.external_agent.callable={AGENT_FILE}:agent",
+        f"actor_rollout_ref.rollout.external_agent.callable={AGENT_FILE}:brief_agent",
         "actor_rollout_ref.rollout.external_agent.max_concurrent=1",
     ])
     rollout = make_rollout(cfg)

@@ -23,7 +23,7 @@ from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym_envs.arithmetic import TOOL_CONFIG
 from tests.rollout.test_agent_loop import Recorder as RecordingEngine
 from tests.rollout.test_agent_loop import solver
-from tests.services.openai_agent import CALCULATOR, run_agent
+from agentgym_envs.arithmetic.openai_agent import CALCULATOR, run_agent
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,6 +1,9 @@
 """An agent written the way users write one: the official `openai` client, a tool loop, tools run client-side.
 
-It knows nothing of agentgym: it gets a base URL and a conversation, and returns its final answer.
+It knows nothing of agentgym: it gets a base URL and a conversation, and returns its final answer. The trainer
+launches it once per sample against the gateway (agentgym_envs/README.md, "Train an agent you already have"):
+as a command (`python3 agentgym_envs/arithmetic/openai_agent.py`, reading OPENAI_BASE_URL and AGENTGYM_ROW_FILE)
+or as a callable (`agent(ctx)`).
 """
 
 from __future__ import annotations
@@ -75,9 +78,15 @@ def run_agent(base_url: str, messages: list[dict[str, Any]], *, max_turns: int =
     return None
 
 
-def agent(ctx) -> float:
-    """The rollout's callable form (external_agent.callable=tests/services/openai_agent.py:agent). Its own score
-    prefers short answers: a signal a tiny random model's samples differ on, so GRPO has something to learn."""
+def agent(ctx) -> None:
+    """The callable form (external_agent.callable=agentgym_envs/arithmetic/openai_agent.py:agent): no score of its
+    own, so the task's teacher judges the recorded answer (external_agent.reward=auto)."""
+    run_agent(ctx.base_url, list(ctx.row["prompt"]))
+
+
+def brief_agent(ctx) -> float:
+    """The same agent reporting its own score, one that prefers short answers: a signal the samples of a tiny
+    random model differ on (the tests' GRPO run)."""
     answer = run_agent(ctx.base_url, list(ctx.row["prompt"])) or ""
     return 1.0 / (1.0 + len(answer))
 
