@@ -3,8 +3,11 @@ waits with a timeout, scores the recorded trajectory, and the trainer takes GRPO
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +115,28 @@ async def test_grpo_steps_on_an_openai_client_agent(tiny_model_dir, tmp_path):
         assert metrics["response/model_tokens"] > 0
     assert any(m["critic/advantages/max"] > 0 for m in history), "the agent's scores differ within a group"
     print({k: round(v, 4) for k, v in history[-1].items() if k.startswith(("actor/", "critic/score", "rollout/"))})
+
+
+def test_the_guides_command_trains_the_example_agent(tiny_model_dir, tmp_path):
+    """agentgym_envs/README.md's "Train an agent you already have" command, as written, with sizes overridden."""
+    import re
+    import subprocess
+
+    from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
+    from agentgym.rows.parquet import write_rows_parquet
+
+    text = (ROOT / "agentgym_envs" / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Train an agent you already have"):]
+    section = section[:section.index("\n## ", 5)]
+    [command] = [body for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S) if lang == "bash"]
+    rows = write_rows_parquet(make_rows(ArithmeticTaskConfig(num_rows=4, seed=1)), tmp_path / "train.parquet")
+    sizes = (f" data.train_files={rows} trainer.total_training_steps=1 data.train_batch_size=2"
+             " actor_rollout_ref.actor.ppo_mini_batch_size=2 actor_rollout_ref.rollout.n=2 data.max_response_length=32"
+             f" trainer.default_local_dir={tmp_path}/run trainer.save_freq=-1 trainer.logger=[jsonl]")
+    env = {**os.environ, "MODEL": str(tiny_model_dir), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + command.rstrip() + sizes], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    [metrics] = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["rollout/external_agent/agent_failures"] == 0 and metrics["response/model_tokens"] > 0
