@@ -76,8 +76,12 @@ def remote_environment(cfg: AgentGymConfig) -> RemoteEnvironment | None:
 
 
 def registered_names(cfg: AgentGymConfig) -> Registered:
-    """The tool and interaction names the run config registers, without building them (for the data check)."""
+    """The tool and interaction names the run config registers, without building them (for the data check); with
+    `multi_turn.environment_url`, the ones that environment server serves."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
+    if mt.environment_url:
+        info = RemoteEnvironment.connect(mt.environment_url).info
+        return Registered.of([schema.function.name for schema in info.tools], info.interactions)
     tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
     for entry in load_mcp_entries(mt.tool_config_path) if mt.tool_config_path else []:
         tools += mcp_tool_names(entry)

@@ -199,3 +199,13 @@ def test_environment_url_puts_the_default_rollouts_sessions_on_the_server(arithm
     rollout = make_rollout(cfg)
     assert isinstance(rollout.loop.environment, RemoteEnvironment)
     assert [d["function"]["name"] for d in rollout.loop.tool_dicts] == ["calculator"]
+
+
+def test_the_data_check_knows_the_servers_tools_and_interactions(arithmetic_server):
+    from agentgym.config import load_config
+    from agentgym.rollout.build import check_dataset, registered_names
+
+    cfg = load_config(None, [f"actor_rollout_ref.rollout.multi_turn.environment_url={arithmetic_server.url}"])
+    names = registered_names(cfg)
+    assert names.tools == {"calculator"} and names.interactions == {"math_feedback"}
+    check_dataset(cfg, arithmetic_rows())  # rows naming the server's interaction pass
