@@ -41,9 +41,15 @@ class Rollout(Protocol):
     async def collect(self, rows: list[dict[str, Any]], step: int, *, greedy: bool = False,
                       on_done: OnDone | None = None) -> list[Trajectory]: ...
 
+    async def start(self, replicas: Sequence[Any] = ()) -> None:
+        """Called once by the trainer before the first step. `replicas`: the engine replicas its ranks host
+        (`rollout.placement=colocated`; actor handles with `replica_generate`), empty when the rollout brings its
+        own engine."""
+        ...
+
     async def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None: ...
 
-    def step_metrics(self) -> dict[str, float]:
+    async def step_metrics(self) -> dict[str, float]:
         """What the rollout's engines did since the last call (`rollout/engine/*`), or {}."""
         ...
 
@@ -81,7 +87,12 @@ class CallableRollout:
         if self.engine is not None:
             await _resolved(self.engine.update_weights(state_dict))
 
-    def step_metrics(self) -> dict[str, float]:
+    async def start(self, replicas: Sequence[Any] = ()) -> None:
+        if replicas:
+            raise ValueError("a CallableRollout brings its own engine; it cannot use the trainer ranks' replicas "
+                             "(set actor_rollout_ref.rollout.placement=driver)")
+
+    async def step_metrics(self) -> dict[str, float]:
         return {}
 
     async def close(self) -> None:

@@ -298,8 +298,21 @@ class RLTrainer:
     async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         return (await self.workers.call("actor_state_dict", dtype=dtype))[0]
 
+    async def start_rollout(self) -> None:
+        """Start the replicas the ranks host (colocated: each loads the actor's weights) and hand them to the
+        rollout; a rollout with its own engine gets none, and the actor's weights."""
+        assert self.rollout is not None
+        if self.config.colocated_rollout:
+            await self.workers.call("start_replica")
+            await self.rollout.start(self.workers.replica_handles())
+        else:
+            await self.rollout.start(())
+            await self.sync_weights()
+
     async def sync_weights(self) -> None:
-        if self.rollout is not None:
+        if self.config.colocated_rollout:
+            await self.workers.call("sync_replica")  # inside each rank, from its own shards
+        elif self.rollout is not None:
             await self.rollout.update_weights(await self.actor_state_dict())
 
     # ---- checkpoints ----
@@ -357,7 +370,7 @@ class RLTrainer:
         tracker.resume_at(self.global_step)
         history = []
         try:
-            await self.sync_weights()
+            await self.start_rollout()
             while self.global_step < self.total_steps:
                 step = self.global_step + 1
                 start = time.perf_counter()
@@ -367,7 +380,7 @@ class RLTrainer:
                     write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
                                             parquet=self.config.trainer.rollout_data_parquet)
                 metrics = await self.train_step(trajectories, step)
-                metrics.update(self.rollout.step_metrics())
+                metrics.update(await self.rollout.step_metrics())
                 start = time.perf_counter()
                 await self.sync_weights()
                 metrics["timing_s/weight_sync"] = time.perf_counter() - start

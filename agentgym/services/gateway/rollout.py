@@ -23,7 +23,7 @@ import os
 import shlex
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -190,6 +190,13 @@ class ExternalAgentRollout:
                 self.server = await start_server(self.gateway.app(), self.host, self.port)
         return self.server.url
 
+    async def start(self, replicas: Sequence[Any] = ()) -> None:
+        if replicas:
+            raise ConfigError("the external-agent rollout serves its own engine behind the gateway; it cannot use "
+                              "replicas hosted by the trainer ranks.", entry="actor_rollout_ref.rollout.placement",
+                              fix="set actor_rollout_ref.rollout.placement=driver")
+        await self.ensure_started()
+
     async def collect(self, rows: list[dict[str, Any]], step: int, *, greedy: bool = False,
                       on_done: OnDone | None = None) -> list[Trajectory]:
         if greedy:
@@ -269,7 +276,7 @@ class ExternalAgentRollout:
         """The last collection's failed, timed-out and unscored episodes."""
         return dict(self._step)
 
-    def step_metrics(self) -> dict[str, float]:
+    async def step_metrics(self) -> dict[str, float]:
         out = {f"rollout/external_agent/{k}": v for k, v in self._step.items()}
         now = self.engine.stats.counters()
         before, self._counters = self._counters, now
@@ -289,6 +296,9 @@ def make_rollout(cfg: AgentGymConfig) -> ExternalAgentRollout:
     score episodes when `external_agent.reward` asks the environment."""
     from agentgym.services.gateway.build import make_recorder
 
+    if cfg.colocated_rollout:
+        raise ConfigError("the external-agent rollout serves its own engine behind the gateway.",
+                          entry="actor_rollout_ref.rollout.placement", fix="set actor_rollout_ref.rollout.placement=driver")
     model = cfg.actor_rollout_ref.model
     recorder = make_recorder(cfg)
     mt = cfg.actor_rollout_ref.rollout.multi_turn
