@@ -61,6 +61,9 @@ class CallMetrics:
     execution_time_s: Optional[float] = None
     output_truncated: bool = False
     error: Optional[str] = None
+    server: Optional[str] = None
+    """The sandbox endpoint that answered (the last one tried when none did)."""
+    servers_tried: int = 0
 
     @property
     def retries(self) -> int:
@@ -79,6 +82,8 @@ class CallMetrics:
             "execution_time_s": self.execution_time_s,
             "output_truncated": self.output_truncated,
             "error": self.error,
+            "server": self.server,
+            "servers_tried": self.servers_tried,
             "infrastructure_failure": self.outcome.is_infrastructure_failure,
         }
 
