@@ -239,13 +239,14 @@ class LimitPressure:
     """Tells whether the client's own limits, not the servers, hold calls back, and says so in the log.
 
     A call that waited for a worker slot or a rate token longer than `threshold_s` counts as held by a limit; a 429/503
-    answer counts as the servers being busy. When, over the last `window` calls, at least `share` of them were held
+    answer counts as the servers being busy. When, over the last `window` calls (a full window: a start-up burst alone
+    does not count), at least `share` of them were held
     by a limit and no server said it was busy, the limit bounds the step: one warning per `every_s` names the key to
     raise.
     """
 
     describe: Callable[[], str]
-    threshold_s: float = 0.05
+    threshold_s: float = 0.25
     window: int = 200
     share: float = 0.2
     every_s: float = 60.0
@@ -261,7 +262,7 @@ class LimitPressure:
     def record(self, *, slot_wait_s: float, rate_wait_s: float, overloaded: bool) -> None:
         self._held.append((slot_wait_s > self.threshold_s, rate_wait_s > self.threshold_s))
         self._busy.append(overloaded)
-        if len(self._held) < min(self.window, 20) or any(self._busy):
+        if len(self._held) < self.window or any(self._busy):
             return
         by_slot = sum(1 for s, _ in self._held if s)
         by_rate = sum(1 for _, r in self._held if r)
