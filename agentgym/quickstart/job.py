@@ -262,7 +262,7 @@ class Quickstart:
             trainer = RLTrainer(rl_cfg, collect=collect, engine=engine, dataset=self.train_rows)
             console.print(f"[bold]4. GRPO[/bold]: {s.rl_steps} steps x {rl_cfg.data.train_batch_size} prompts x "
                           f"{rl_cfg.actor_rollout_ref.rollout.n} samples")
-            tracker = MetricsTracker(s.run_dir / "rl", rl_cfg.trainer.logger, trainer.total_steps)
+            tracker = MetricsTracker.for_config(s.run_dir / "rl", rl_cfg, trainer.total_steps)
             try:
                 await trainer.fit(tracker)
             finally:

@@ -351,8 +351,8 @@ class RLTrainer:
         self._announce_start()
         own_tracker = tracker is None
         if tracker is None:
-            tracker = MetricsTracker(self.checkpoint_root, self.config.trainer.logger, self.total_steps,
-                                     start_step=self.global_step)
+            tracker = MetricsTracker.for_config(self.checkpoint_root, self.config, self.total_steps,
+                                                start_step=self.global_step)
         # Steps logged after the checkpoint this run starts from were undone by the resume: they are logged again.
         tracker.resume_at(self.global_step)
         history = []
@@ -375,6 +375,7 @@ class RLTrainer:
                 metrics.update(sampling_metrics)
                 metrics["training/epoch"] = float(self.batches.epoch)
                 tracker.log(step, metrics)
+                tracker.log_trajectories(step, trajectories)
                 history.append(metrics)
                 save_freq = self.config.trainer.save_freq
                 if save_freq > 0 and (step % save_freq == 0 or step == self.total_steps):

@@ -29,7 +29,7 @@ def _piped(args: list[str]) -> str:
 def test_training_step_table_is_not_cut_when_piped(tmp_path):
     out = _piped(["-c", STEP_TABLE, str(tmp_path)])
     assert "…" not in out
-    for header in ("score/mean", "tool_use_share", "advantages/mean", "update_tokens_per_s", "step"):
+    for header in ("score/mean", "tool_use_share", "advantages/mean", "update_tokens_per_s", "timing_s", "response_length"):
         assert header in out
     assert out.count("0.1235") == 13
 
