@@ -29,15 +29,21 @@ class EngineRegistry:
         self.factories[name] = factory
 
     def names(self) -> list[str]:
-        return sorted(self.factories)
+        """In registration order (the built-in engines first)."""
+        return list(self.factories)
 
     def build(self, cfg: AgentGymConfig) -> Engine:
         name = cfg.actor_rollout_ref.rollout.name
         factory = self.factories.get(name)
         if factory is None:
             raise ConfigError(f"unknown rollout engine `{name}`.", entry="actor_rollout_ref.rollout.name",
-                              fix=f"use one of {', '.join(f'`{n}`' for n in self.names())}")
+                              fix=f"use {_one_of(self.names())}")
         return factory(cfg)
+
+
+def _one_of(names: list[str]) -> str:
+    quoted = [f"`{n}`" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
 
 
 def in_process_engine_config(cfg: AgentGymConfig) -> Any:
