@@ -294,6 +294,19 @@ class RLTrainer:
         if cfg.use_critic:
             metrics.update(_stats("critic/values", batch.padded("values")[model]))
 
+    async def log_probs(self, trajectories: Sequence[Trajectory]) -> list[torch.Tensor]:
+        """The actor's log-probs of each trajectory's response tokens, as the update computes them (the check that
+        an engine, or a model exported with hf_model, agrees with the trainer)."""
+        if self.workers is None:
+            self.start_workers()
+        arr = self.config.actor_rollout_ref
+        batch = SampleBatch.from_trajectories(trajectories, self._vision_processor(trajectories))
+        plans, outs = await self._forward(batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
+                                          arr.rollout.log_prob_micro_batch_size_per_gpu,
+                                          arr.rollout.log_prob_use_dynamic_bsz, not arr.model.use_remove_padding,
+                                          role="actor")
+        return list(gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
+
     # ---- weights ----
     async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         return (await self.workers.call("actor_state_dict", dtype=dtype))[0]
@@ -347,6 +360,7 @@ class RLTrainer:
             raise ConfigError("fit() needs a rollout and a dataset.",
                               fix="pass rollout=... (or collect=...) and dataset=... (or data.train_files) to RLTrainer")
         self.start_workers()
+        await self.checkpoints.probe()
         await self.load_checkpoint()
         self._announce_start()
         own_tracker = tracker is None

@@ -7,6 +7,7 @@ import random
 import socket
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +121,20 @@ class TrainWorker:
     # ---- weights and checkpoints ----
     def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         return self.actor.full_state_dict(resolve_dtype(dtype) if dtype else None)
+
+    def probe_shared_dir(self, directory: str, token: str) -> dict[str, Any]:
+        """Read the driver's probe file in `directory` and write this rank's (CheckpointManager.probe)."""
+        answer: dict[str, Any] = {"rank": self.rank, "host": socket.gethostname(), "error": None}
+        root = Path(directory)
+        try:
+            seen = (root / f".agentgym-probe-{token}").read_text()
+            if seen != token:
+                answer["error"] = f"{root} holds another run's probe file (read {seen[:40]!r})"
+                return answer
+            (root / f".agentgym-probe-{token}-rank{self.rank}").write_text(token)
+        except OSError as exc:
+            answer["error"] = f"{type(exc).__name__}: {exc}"
+        return answer
 
     def save_checkpoint(self, directory: str, with_optimizer: bool = True) -> None:
         root = Path(directory)
