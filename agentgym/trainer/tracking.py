@@ -249,15 +249,12 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 class _ConsoleBackend:
     def __init__(self, total_steps: int | None, start_step: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+        from agentgym.utils.console import StageProgress, make_console
 
-        from agentgym.utils.console import make_console
-
-        self._console = make_console()
-        self.progress = Progress("[bold]training", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=self._console, transient=False)
-        self.task = self.progress.add_task("steps", total=total_steps, completed=start_step)
-        self.progress.start()
+        self.console = make_console()
+        # A bar in a terminal; in a log, a line per 10 % of the steps and a heartbeat while a step runs long.
+        self.progress = StageProgress(self.console, "training steps", total_steps).__enter__()
+        self.progress.update(start_step)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         return None
@@ -270,14 +267,14 @@ class _ConsoleBackend:
         for key in shown:
             table.add_column(console_header(key), justify="right")
         table.add_row(*(f"{metrics[k]:.4g}" for k in shown))
-        self.progress.console.print(table)
-        self.progress.update(self.task, completed=step)
+        self.console.print(table)
+        self.progress.update(step)
 
     def log_table(self, step: int, columns: Sequence[str], rows: list[list[Any]]) -> None:
         return None
 
     def close(self) -> None:
-        self.progress.stop()
+        self.progress.__exit__(None, None, None)
 
 
 def console_header(key: str) -> str:
@@ -354,7 +351,7 @@ class MetricsTracker:
         if self._jsonl is not None:
             self._jsonl.resume_at(step)
         if self._console_sink is not None:
-            self._console_sink.progress.update(self._console_sink.task, completed=step)
+            self._console_sink.progress.update(step)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         for sink in self._sinks.values():
