@@ -29,7 +29,7 @@ from agentgym.trainer.checkpoints import CheckpointManager
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer
-from agentgym.trainer.rollout_data import write_step_trajectories
+from agentgym.trainer.rollout_data import tool_call_metrics, write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym.trainer.workers.metrics_acc import MetricSums
 from agentgym.trajectory import Trajectory
@@ -221,6 +221,7 @@ class RLTrainer:
         metrics["response/failed_fraction"] = float(np.mean([t.failed for t in trajectories]))
         metrics["rollout/tool_calls/mean"] = float(np.mean([t.num_tool_calls for t in trajectories]))
         metrics["rollout/tool_use_share"] = float(np.mean([t.num_tool_calls > 0 for t in trajectories]))
+        metrics.update(tool_call_metrics(trajectories))
         metrics["perf/total_tokens"] = float(total_tokens)
         for name, seconds in timer.times.items():
             metrics[f"timing_s/{name}"] = seconds

@@ -64,6 +64,14 @@ class CallMetrics:
     server: Optional[str] = None
     """The sandbox endpoint that answered (the last one tried when none did)."""
     servers_tried: int = 0
+    # From the sandbox's own answer (the step that ran last: the run, or the compile when it failed).
+    return_code: Optional[int] = None
+    cpu_time_s: Optional[float] = None
+    compile_time_s: Optional[float] = None
+    peak_memory_mb: Optional[float] = None
+    kill_reason: Optional[str] = None
+    """timeout, memory, output_limit, cpu_time, pids: why the sandbox stopped the program."""
+    executor: Optional[str] = None
 
     @property
     def retries(self) -> int:
@@ -84,6 +92,12 @@ class CallMetrics:
             "error": self.error,
             "server": self.server,
             "servers_tried": self.servers_tried,
+            "return_code": self.return_code,
+            "cpu_time_s": self.cpu_time_s,
+            "compile_time_s": self.compile_time_s,
+            "peak_memory_mb": self.peak_memory_mb,
+            "kill_reason": self.kill_reason,
+            "executor": self.executor,
             "infrastructure_failure": self.outcome.is_infrastructure_failure,
         }
 

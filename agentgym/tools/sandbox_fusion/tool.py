@@ -150,6 +150,12 @@ class SandboxFusionTool(BaseTool):
             rendered, result = render_failure(Outcome.INTERNAL_ERROR, error), None
         if s.output_format == "verl" and rendered.outcome is not Outcome.INVALID_ARGUMENTS:
             rendered = render_verl(result.response if result else None, rendered.outcome)
+        response = result.response if result else None
+        step = None
+        if response is not None:
+            step = response.run_result or response.compile_result
+            if response.compile_result is not None and response.compile_result.status != "Finished":
+                step = response.compile_result
         metrics = CallMetrics(
             outcome=rendered.outcome,
             latency_s=time.monotonic() - started,
@@ -166,6 +172,13 @@ class SandboxFusionTool(BaseTool):
             error=result.error if result else error,
             server=result.server if result else None,
             servers_tried=result.servers_tried if result else 0,
+            return_code=step.return_code if step else None,
+            cpu_time_s=step.cpu_time if step else None,
+            compile_time_s=(response.compile_result.execution_time
+                            if response is not None and response.compile_result is not None else None),
+            peak_memory_mb=step.peak_memory_MB if step else None,
+            kill_reason=step.kill_reason() if step else None,
+            executor=response.executor_pod_name if response is not None else None,
         )
         self._metrics.record(metrics)
         if instance_id in self._instances:
