@@ -195,6 +195,10 @@ class RolloutConfig(Section):
     multi_turn: MultiTurnConfig = Field(default_factory=MultiTurnConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     engine_kwargs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sglang": {}, "transformers": {}, "vllm": {}})
+    # ours: where the in-process engine runs. `colocated`: a replica in every trainer rank, on its device (verl's
+    # hybrid engine), weights synced inside the rank; `driver`: one engine in the driver process; `auto`: colocated
+    # on CUDA with Ray, the driver otherwise. Server engines (sglang, vllm) ignore it. docs/scale.md
+    placement: Literal["auto", "driver", "colocated"] = "auto"
 
 
 class ActorRolloutRefConfig(Section):
@@ -417,6 +421,8 @@ class TrainerConfig(Section):
     max_critic_ckpt_to_keep: int | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     use_ray: bool = True
+    # ours: how long the trainer waits for Ray to place its ranks before saying what the cluster lacks
+    placement_timeout_s: float = Field(60.0, gt=0)
     # verl's key: each step's trajectories go to <dir>/<step>.jsonl (agentgym view pages through them).
     rollout_data_dir: str | None = None
     rollout_data_parquet: bool = False  # also <dir>/<step>.parquet
@@ -466,6 +472,13 @@ class AgentGymConfig(Section):
                 f"data.train_batch_size ({self.data.train_batch_size}) must be a multiple of "
                 f"actor_rollout_ref.actor.ppo_mini_batch_size ({actor.ppo_mini_batch_size})"
             )
+        rollout = self.actor_rollout_ref.rollout
+        if rollout.placement == "colocated" and (rollout.name != "transformers" or not self.trainer.use_ray):
+            raise ValueError(
+                "actor_rollout_ref.rollout.placement=colocated puts an in-process engine in every Ray trainer rank: it "
+                "needs rollout.name=transformers and trainer.use_ray=true (got "
+                f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray})"
+            )
         return self
 
     # Derived values, kept out of the stored config so a dumped YAML round-trips unchanged.
@@ -487,3 +500,15 @@ class AgentGymConfig(Section):
     @property
     def world_size(self) -> int:
         return self.trainer.nnodes * self.trainer.n_gpus_per_node
+
+    @property
+    def colocated_rollout(self) -> bool:
+        """Whether every trainer rank hosts an in-process engine replica (`rollout.placement`)."""
+        rollout = self.actor_rollout_ref.rollout
+        if rollout.name != "transformers" or not self.trainer.use_ray:
+            return False
+        if rollout.placement == "auto":
+            import torch
+
+            return self.trainer.device != "cpu" and torch.cuda.is_available()
+        return rollout.placement == "colocated"

@@ -43,6 +43,12 @@ async def test_two_rank_fsdp_grpo_step_matches_single_process(ray_session, confi
         assert got.keys() == expected.keys()
         for name in expected:
             assert torch.allclose(got[name], expected[name], atol=2e-6, rtol=1e-5), name
+        # The device-bucket export gathers the shards too (both ranks in the collectives, rank 0 keeps them).
+        packed, nothing = await trainer.workers.call("export_weights", dtype="bf16")
+        assert nothing is None and sorted(packed) == sorted(got)
+        for name in got:
+            assert torch.equal(packed[name], got[name].to(torch.bfloat16)), name
+        await trainer.workers.call("release_weights")
         assert metrics["actor/grad_norm"] == pytest.approx(ref_metrics["actor/grad_norm"], rel=1e-4)
         assert metrics["actor/pg_loss"] == pytest.approx(ref_metrics["actor/pg_loss"], abs=1e-6)
         from transformers import AutoModelForCausalLM

@@ -35,7 +35,8 @@ from agentgym.tools.rate_limit import AsyncRateLimiter, RateLimitTimeout
 from agentgym.tools.sandbox_fusion.fleet import LimitPressure, Router, Verdict
 from agentgym.tools.sandbox_fusion.http import SharedHttpSessions
 from agentgym.tools.sandbox_fusion.metrics import Outcome
-from agentgym.tools.sandbox_fusion.wire import RunCodeRequest, RunCodeResponse
+from agentgym.tools.sandbox_fusion.config import run_cases_endpoint
+from agentgym.tools.sandbox_fusion.wire import RunCasesRequest, RunCasesResponse, RunCodeRequest, RunCodeResponse
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _SNIPPET = 200
@@ -85,7 +86,7 @@ class RetryPolicy:
 class CallResult:
     """What came back: a server answer (`response`), or the reason there is none (`error`)."""
 
-    response: Optional[RunCodeResponse]
+    response: Optional[RunCodeResponse | RunCasesResponse]  # RunCasesResponse from run_cases
     error: Optional[str]
     error_outcome: Optional[Outcome]
     attempts: int
@@ -162,8 +163,16 @@ class SandboxClient:
         return sem
 
     async def run_code(self, request: RunCodeRequest, *, request_timeout: float, deadline: float) -> CallResult:
+        return await self._call(request, request_timeout, deadline)
+
+    async def run_cases(self, request: RunCasesRequest, *, request_timeout: float, deadline: float) -> CallResult:
+        """Our server's `/run_cases` (one compile, a sandbox per case), with run_code's admission and retries."""
+        return await self._call(request, request_timeout, deadline)
+
+    async def _call(self, request: RunCodeRequest, request_timeout: float, deadline: float) -> CallResult:
         payload = request.model_dump_json().encode()
         state = _CallState(deadline=deadline, queue_timeout=self._queue_timeout)
+        state.cases = isinstance(request, RunCasesRequest)
         try:
             try:
                 # Most calls succeed at once: the retry machinery is only built for those that do not.
@@ -261,11 +270,12 @@ class SandboxClient:
             verdict = Verdict.OK
             try:
                 timeout = min(request_timeout, state.remaining())
+                url = run_cases_endpoint(lease.server) if state.cases else lease.server
                 status, retry_after, body = await self._post(
-                    lease.server, payload, timeout, cut_by_deadline=timeout < request_timeout, deadline=state.deadline
+                    url, payload, timeout, cut_by_deadline=timeout < request_timeout, deadline=state.deadline
                 )
                 state.http_status = status
-                return self._verdict(status, retry_after, body)
+                return self._verdict(status, retry_after, body, RunCasesResponse if state.cases else RunCodeResponse)
             except _Retryable as exc:
                 verdict = exc.verdict
                 state.last_failure = exc.reason
@@ -296,7 +306,7 @@ class SandboxClient:
         except OSError as exc:
             raise _Retryable(Outcome.UNAVAILABLE, f"could not reach the sandbox at {url}: {exc!r}") from None
 
-    def _verdict(self, status: int, retry_after: float, body: bytes) -> RunCodeResponse:
+    def _verdict(self, status: int, retry_after: float, body: bytes, model: type = RunCodeResponse):
         if status in self._retry.retry_on_status:
             busy = status in self._retry.overload_status
             reason = "overloaded" if busy else "gateway error"
@@ -309,7 +319,7 @@ class SandboxClient:
         if status != 200:
             raise _Final(Outcome.SANDBOX_ERROR, f"the sandbox answered HTTP {status}: {_snippet(body)}", status)
         try:
-            response = RunCodeResponse.model_validate_json(body)
+            response = model.model_validate_json(body)
         except ValidationError:
             raise _Final(
                 Outcome.BAD_RESPONSE, f"the sandbox's answer is not Sandbox Fusion JSON: {_snippet(body)!r}", status
@@ -332,6 +342,7 @@ class _CallState:
         self.http_status: Optional[int] = None
         self.stopped_by_deadline = False
         self.last_failure: Optional[str] = None
+        self.cases = False  # a /run_cases call
         self.slot_wait = 0.0
         self.rate_wait = 0.0
         self.overloaded = False

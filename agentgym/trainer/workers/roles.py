@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from agentgym.config.schema import ActorConfig, CriticConfig, FSDPConfig, ModelConfig, OptimConfig
 from agentgym.trainer.algorithms.kl import kl_penalty
@@ -97,6 +99,27 @@ class ModelRole:
         if dtype is not None:
             state = {k: v.to(dtype) for k, v in state.items()}
         return state
+
+    def full_param_buckets(self, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20,
+                           ) -> Iterator[dict[str, torch.Tensor]]:
+        """The unsharded parameters, on this rank's device, in buckets of about `bucket_bytes`, under Hugging Face
+        names: every rank gets them (each all-gathers its peers' shards), so a rank can copy them into the engine
+        it hosts without the driver, rank 0 or the CPU in the path. Collective: every rank must iterate together."""
+        bucket: dict[str, torch.Tensor] = {}
+        size = 0
+        for name, param in self.model.named_parameters():
+            tensor = param.detach()
+            if isinstance(tensor, DTensor):  # FSDP2's shard: gather the whole parameter
+                tensor = tensor.full_tensor()
+            if dtype is not None:
+                tensor = tensor.to(dtype)
+            bucket[name] = tensor
+            size += tensor.numel() * tensor.element_size()
+            if size >= bucket_bytes:
+                yield bucket
+                bucket, size = {}, 0
+        if bucket:
+            yield bucket
 
     def save(self, path: Path, with_optimizer: bool = True) -> None:
         import torch.distributed.checkpoint as dcp
