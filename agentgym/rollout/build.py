@@ -13,7 +13,9 @@ from rich.console import Console
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
+from agentgym.episode.environment import Environment
 from agentgym.episode.episode import EpisodeLimits
+from agentgym.episode.remote import RemoteEnvironment
 from agentgym.episode.session import SessionConfig
 from agentgym.interactions.registry import load_interactions, read_interaction_entries
 from agentgym.multimodal.processor import load_vision_processor
@@ -69,9 +71,19 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
     return tools, interactions
 
 
+def remote_environment(cfg: AgentGymConfig) -> RemoteEnvironment | None:
+    """The environment server `multi_turn.environment_url` names (its tool schemas read), or None."""
+    url = cfg.actor_rollout_ref.rollout.multi_turn.environment_url
+    return RemoteEnvironment.connect(url) if url else None
+
+
 def registered_names(cfg: AgentGymConfig) -> Registered:
-    """The tool and interaction names the run config registers, without building them (for the data check)."""
+    """The tool and interaction names the run config registers, without building them (for the data check); with
+    `multi_turn.environment_url`, the ones that environment server serves."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
+    if mt.environment_url:
+        info = RemoteEnvironment.connect(mt.environment_url).info
+        return Registered.of([schema.function.name for schema in info.tools], info.interactions)
     tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
     for entry in load_mcp_entries(mt.tool_config_path) if mt.tool_config_path else []:
         tools += mcp_tool_names(entry)
@@ -107,8 +119,10 @@ class AgentLoopRollout:
     reports_done = True
 
     def __init__(self, cfg: AgentGymConfig, engine: Engine | None, tokenizer: Any, tools: dict[str, Any],
-                 interactions: dict[str, Any], processor: Any = None):
+                 interactions: dict[str, Any], processor: Any = None, environment: Environment | None = None):
+        """`environment`: where sessions come from instead of `tools` and `interactions` (an environment server)."""
         self.cfg = cfg
+        self.environment = environment
         self.n = cfg.actor_rollout_ref.rollout.n
         self._parts = (tokenizer, tools, interactions, processor)
         self.replicas: list[Any] = []
@@ -124,9 +138,9 @@ class AgentLoopRollout:
         tokenizer, tools, interactions, processor = self._parts
         cfg = self.cfg
         self.loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                              processor=processor)
+                              processor=processor, environment=self.environment)
         self.greedy_loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
-                                     processor=processor)
+                                     processor=processor, environment=self.environment)
 
     async def start(self, replicas: Sequence[Any] = ()) -> None:
         if replicas:
@@ -202,7 +216,9 @@ def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
 
     model = cfg.actor_rollout_ref.model
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
-    tools, interactions = load_environment(cfg)
+    environment = remote_environment(cfg)  # set: the tools and interactions live on an environment server
+    tools, interactions = load_environment(cfg) if environment is None else ({}, {})
     # Colocated: the trainer ranks host the replicas (and load the model); the driver builds no engine.
     engine = None if cfg.colocated_rollout else make_engine(cfg)
-    return AgentLoopRollout(cfg, engine, tokenizer, tools, interactions, processor=load_vision_processor(model.path))
+    return AgentLoopRollout(cfg, engine, tokenizer, tools, interactions, processor=load_vision_processor(model.path),
+                            environment=environment)

@@ -231,6 +231,10 @@ class TrainWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def weights_read_from_disk(self) -> bool:
+        """Whether this rank read the model's weight files (only rank 0 does when there are several)."""
+        return any(role.read_from_disk for role in (self.actor, self.ref, self.critic) if role is not None)
+
     def node_id(self) -> str:
         """The Ray node this rank runs on ("local" outside Ray)."""
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
