@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agentgym.config.schema import AgentGymConfig
@@ -20,6 +19,7 @@ from agentgym.rollout.engines.registry import make_engine
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.trajectory import Trajectory
+from agentgym.utils.console import StageProgress
 
 
 def tool_errors_by_kind(trajectories: Sequence[Trajectory]) -> Counter[str]:
@@ -62,10 +62,8 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
     async with make_engine(cfg) as engine:
         loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
                          processor=load_vision_processor(cfg.actor_rollout_ref.model.path), environment=environment)
-        columns = (TextColumn("rollout"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("rollout", total=len(rows) * n)
-            trajectories = await loop.run_batch(rows, n=n, on_done=lambda _: progress.advance(task))
+        with StageProgress(console, "rollout episodes", len(rows) * n) as progress:
+            trajectories = await loop.run_batch(rows, n=n, on_done=lambda _: progress.advance())
     await aclose_http_sessions()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajectories, out_dir / "trajectories.jsonl")

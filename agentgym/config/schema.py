@@ -408,13 +408,30 @@ class CustomRewardFunctionConfig(Section):
     reward_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class TrackingConfig(Section):
+    """Our settings of the `trainer.logger` backends (verl reads these from environment variables only; those still
+    apply when a key here is left out: WANDB_MODE, WANDB_DIR, MLFLOW_TRACKING_URI)."""
+
+    wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="W&B's mode; offline needs no network and leaves <run dir>/wandb to `wandb sync` later. "
+        "None: WANDB_MODE, else W&B's default (online).")
+    wandb_entity: str | None = None
+    mlflow_tracking_uri: str | None = Field(
+        None, description="An MLflow server (http://host:5000) or store URI (sqlite:///path/mlflow.db). None: "
+        "MLFLOW_TRACKING_URI, else a SQLite store <run dir>/mlflow.db with artifacts in <run dir>/mlartifacts.")
+    trajectory_table_rows: int = Field(
+        32, ge=0, description="Trajectories per step in the step's table (W&B Table, MLflow artifact, "
+        "TensorBoard text): the first ones of the batch. 0: no table.")
+
+
 class TrainerConfig(Section):
     balance_batch: bool = True
     total_epochs: int = 1
     total_training_steps: int | None = None
     project_name: str = "agentgym"
     experiment_name: str = "run"
-    logger: list[Literal["console", "jsonl", "tensorboard"]] = ["console", "jsonl"]
+    logger: list[Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]] = ["console", "jsonl"]
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     nnodes: int = 1
     n_gpus_per_node: int = 1
     save_freq: int = -1

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agentgym.config import load_config
@@ -36,6 +35,7 @@ from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.trajectory import Trajectory
 from agentgym.rollout.trajectory_io import write_jsonl
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
+from agentgym.utils.console import StageProgress
 
 
 @dataclass(frozen=True)
@@ -215,12 +215,10 @@ class Quickstart:
                       f"the rest call the tool), {s.sft_epochs} epochs")
         sft = SFTTrainer(sft_cfg, total_steps=s.sft_epochs * len(transcripts) // s.sft_batch_size)
         started = time.perf_counter()
-        with Progress("[bold]warm-up SFT", BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                      TimeElapsedColumn(), console=console) as progress:
-            bar = progress.add_task("sft", total=s.sft_epochs, loss="")
+        with StageProgress(console, "warm-up SFT epochs", s.sft_epochs, loss="") as progress:
 
             def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
-                progress.update(bar, completed=epoch + 1, loss=f"loss {metrics.get('sft/loss', float('nan')):.3f}")
+                progress.update(epoch + 1, loss=f"loss {metrics.get('sft/loss', float('nan')):.3f}")
 
             try:
                 history = await sft.train(transcripts, batch_size=s.sft_batch_size, epochs=s.sft_epochs,
@@ -262,7 +260,7 @@ class Quickstart:
             trainer = RLTrainer(rl_cfg, collect=collect, engine=engine, dataset=self.train_rows)
             console.print(f"[bold]4. GRPO[/bold]: {s.rl_steps} steps x {rl_cfg.data.train_batch_size} prompts x "
                           f"{rl_cfg.actor_rollout_ref.rollout.n} samples")
-            tracker = MetricsTracker(s.run_dir / "rl", rl_cfg.trainer.logger, trainer.total_steps)
+            tracker = MetricsTracker.for_config(s.run_dir / "rl", rl_cfg, trainer.total_steps)
             try:
                 await trainer.fit(tracker)
             finally:

@@ -26,7 +26,7 @@ table.summary td,table.summary th{border:1px solid #ccc;padding:4px 8px;font-siz
 .meta{font-size:13px;color:#555;margin-bottom:10px}
 .msg{border-left:4px solid #999;padding:6px 10px;margin:6px 0;white-space:pre-wrap;font-size:14px;background:#f6f6f6}
 .msg .role{font-weight:bold;font-size:12px;text-transform:uppercase;display:block;margin-bottom:2px}
-.system{border-color:#888}.user{border-color:#2b7bb9}.assistant{border-color:#2e9d44}.tool{border-color:#a03fbf}
+.system{border-color:#888}.user{border-color:#2b7bb9}.assistant{border-color:#2e9d44}.tool{border-color:#a03fbf}.facts{display:block;color:#666;font-size:85%;margin-top:4px}
 .call{font-family:monospace;background:#e8f5e9;padding:2px 6px;display:block;margin-top:4px}
 .tokens{font-family:monospace;font-size:12px;white-space:pre-wrap;line-height:1.6;border:1px solid #eee;padding:8px}
 .trained{background:#c8f0cf} .masked{background:#e4e4e4;color:#666} .prompt{color:#999}
@@ -75,7 +75,31 @@ def _content_html(content: Any, images: Sequence[str]) -> str:
     return "".join(out)
 
 
-def _message_html(message: dict[str, Any], images: Sequence[str] = ()) -> str:
+def _call_facts(metrics: dict[str, Any]) -> str:
+    """What the tool (the sandbox, for code) said about one call: server, queue wait, run and CPU time, exit status,
+    why it was stopped, retries."""
+    facts = []
+    if metrics.get("server"):
+        facts.append(f"server {metrics['server'].split('://', 1)[-1].removesuffix('/run_code')}")
+    for key, label in (("queue_wait_s", "queued"), ("execution_time_s", "ran"), ("cpu_time_s", "cpu"),
+                       ("latency_s", "total")):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            facts.append(f"{label} {value:.3g} s")
+    if metrics.get("return_code") is not None:
+        facts.append(f"exit {metrics['return_code']}")
+    if metrics.get("kill_reason"):
+        facts.append(f"killed: {metrics['kill_reason']}")
+    if metrics.get("outcome"):
+        facts.append(str(metrics["outcome"]))
+    if metrics.get("retries"):
+        facts.append(f"{metrics['retries']} retries over {metrics.get('servers_tried') or 1} server(s)")
+    if metrics.get("error"):
+        facts.append(f"error: {str(metrics['error'])[:300]}")
+    return " · ".join(facts)
+
+
+def _message_html(message: dict[str, Any], images: Sequence[str] = (), metrics: dict[str, Any] | None = None) -> str:
     role = message.get("role", "?")
     raw = message.get("raw_content")
     # A turn with an unparseable call: show everything the model wrote, not only the parts that parsed.
@@ -83,6 +107,10 @@ def _message_html(message: dict[str, Any], images: Sequence[str] = ()) -> str:
     for call in [] if raw is not None else message.get("tool_calls") or []:
         fn = call.get("function", {})
         body += f'<span class="call">→ {html.escape(fn.get("name", ""))}({html.escape(str(fn.get("arguments", "")))})</span>'
+    if metrics:
+        facts = _call_facts(metrics)
+        if facts:
+            body += f'<span class="facts">{html.escape(facts)}</span>'
     return f'<div class="msg {html.escape(role)}"><span class="role">{html.escape(role)}</span>{body}</div>'
 
 
@@ -109,7 +137,11 @@ def _trajectory_html(index: int, traj: Trajectory, source: str, tokenizer: Any) 
         f"teacher turns {', '.join(f'{r:.2f}' for r in traj.interaction_rewards) or '-'}) · "
         f"{traj.num_tool_calls} tool call(s) · {len(traj.response_ids)} response tokens, {trained} trained · {status}"
     )
-    body = "".join(_message_html(m, traj.images) for m in traj.messages)
+    # The executed calls' metrics in order belong to the tool messages that name their tool (a message for a call
+    # that could not be parsed names none, and its metrics come last).
+    executed = iter([m for m in traj.tool_metrics if m.get("name") is not None])
+    body = "".join(_message_html(m, traj.images, next(executed, None) if m.get("role") == "tool" and m.get("name")
+                                 else None) for m in traj.messages)
     tokens = _tokens_html(traj, tokenizer) if tokenizer is not None else ""
     return (
         f'<div class="traj" id="t{index}"><h2>#{index} · {html.escape(source)} · group {html.escape(traj.group_id)}</h2>'

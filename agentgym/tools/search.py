@@ -15,7 +15,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import aiohttp
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -30,6 +30,7 @@ from agentgym.tools.rate_limit import (
     RayOrLocalTokenBucket,
     TokenBucket,
 )
+from agentgym.tools.sandbox_fusion.fleet import FleetSettings, SandboxFleet, Verdict, health_url_for
 from agentgym.tools.sandbox_fusion.http import PROCESS_SESSIONS
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
@@ -70,9 +71,10 @@ class SearchToolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     type: Optional[str] = Field(None, description="verl's tool kind marker ('native'); accepted and ignored.")
-    retrieval_service_url: str = Field(
+    retrieval_service_url: Union[str, tuple[str, ...]] = Field(
         description="The service's /retrieve endpoint, e.g. http://127.0.0.1:8000/retrieve (a bare base URL "
-        "gets /retrieve appended)."
+        "gets /retrieve appended); or a list of them (a fleet: least outstanding requests, GET /health checks, a "
+        "failed call retried on another server)."
     )
     topk: int = Field(3, ge=1, description="Documents per query.")
     timeout: float = Field(
@@ -97,13 +99,22 @@ class SearchToolConfig(BaseModel):
     max_queries: int = Field(16, ge=1, description="Most queries in one call; a longer list gets an error message.")
     max_query_chars: int = Field(1000, ge=1, description="Longest query accepted from the model.")
 
-    @field_validator("retrieval_service_url")
+    @field_validator("retrieval_service_url", mode="before")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        value = (value or "").strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http:// or https:// URL of the /retrieve endpoint, got {value!r}")
-        return value if value.endswith("/retrieve") else f"{value}/retrieve"
+    def _endpoint(cls, value: Any) -> Union[str, tuple[str, ...]]:
+        if isinstance(value, (list, tuple)):
+            urls = tuple(_retrieve_endpoint(v) for v in value)
+            if not urls:
+                raise ValueError("is an empty list; name at least one retrieval server")
+            if len(set(urls)) != len(urls):
+                raise ValueError(f"names a server twice: {list(urls)}")
+            return urls
+        return _retrieve_endpoint(value)
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        url = self.retrieval_service_url
+        return (url,) if isinstance(url, str) else url
 
     @property
     def effective_burst(self) -> int:
@@ -122,12 +133,21 @@ class SearchToolConfig(BaseModel):
             ) from None
 
 
+def _retrieve_endpoint(value: Any) -> str:
+    value = str(value or "").strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http:// or https:// URL of the /retrieve endpoint, got {value!r}")
+    return value if value.endswith("/retrieve") else f"{value}/retrieve"
+
+
 class SearchFailed(Exception):
     """The service gave no usable answer; the message is what the model reads after "Search error: "."""
 
 
 class _Retry(SearchFailed):
-    pass
+    def __init__(self, message: str, verdict: Verdict = Verdict.UNREACHABLE):
+        super().__init__(message)
+        self.verdict = verdict
 
 
 def result_message(text: str) -> str:
@@ -182,6 +202,8 @@ class SearchTool(BaseTool):
         super().__init__(config, tool_schema or DEFAULT_TOOL_SCHEMA)
         self.settings = SearchToolConfig.from_tool_config(config, tool=type(self).__name__)
         self._limiter = self._make_limiter()
+        self.fleet = SandboxFleet(self.settings.endpoints, PROCESS_SESSIONS,
+                                  FleetSettings(health_url=health_url_for("/retrieve", "/health")))
         self._slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
             weakref.WeakKeyDictionary()
         )
@@ -191,7 +213,7 @@ class SearchTool(BaseTool):
         local = TokenBucket(s.rate_limit, s.effective_burst)
         if not s.enable_global_rate_limit:
             return local
-        key = s.global_rate_limiter_name or s.retrieval_service_url
+        key = s.global_rate_limiter_name or ",".join(s.endpoints)
         return RayOrLocalTokenBucket(GlobalTokenBucket(key, s.rate_limit, s.effective_burst), local)
 
     def _slot(self) -> asyncio.Semaphore:
@@ -270,6 +292,7 @@ class SearchTool(BaseTool):
         payload = {"queries": queries, "topk": s.topk, "return_scores": True}
         deadline = time.monotonic() + s.timeout
         attempts = 0
+        avoid: set[str] = set()
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(_Retry),
@@ -279,12 +302,20 @@ class SearchTool(BaseTool):
             ):
                 with attempt:
                     attempts += 1
-                    return await self._post(payload, max(deadline - time.monotonic(), 0.05))
+                    lease = await self.fleet.acquire(frozenset(avoid))
+                    verdict = Verdict.OK
+                    try:
+                        return await self._post(lease.server, payload, max(deadline - time.monotonic(), 0.05))
+                    except _Retry as exc:
+                        verdict = exc.verdict
+                        avoid.add(lease.server)
+                        raise
+                    finally:
+                        self.fleet.release(lease, verdict)
         except _Retry as exc:
             raise SearchFailed(f"{exc} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}).") from None
 
-    async def _post(self, payload: dict[str, Any], timeout: float) -> Any:
-        url = self.settings.retrieval_service_url
+    async def _post(self, url: str, payload: dict[str, Any], timeout: float) -> Any:
         try:
             async with PROCESS_SESSIONS.get().post(
                 url, json=payload, timeout=aiohttp.ClientTimeout(total=timeout),
@@ -300,7 +331,8 @@ class SearchTool(BaseTool):
             raise SearchFailed(f"request to {url} failed: {type(exc).__name__}: {exc}") from None
         detail = _detail(body)
         if status in _RETRY_STATUS:
-            raise _Retry(f"the retrieval service at {url} answered HTTP {status}: {detail}")
+            raise _Retry(f"the retrieval service at {url} answered HTTP {status}: {detail}",
+                         Verdict.OVERLOADED if status in (429, 503) else Verdict.FAILED)
         if status != 200:
             raise SearchFailed(f"the retrieval service at {url} refused the request (HTTP {status}): {detail}")
         try:

@@ -110,17 +110,55 @@ class CheckpointManager:
         self.config = config
         self._workers = workers  # the worker group is started lazily: look it up at each call
         self.resumed_from: Path | None = None
+        # Resolved once, here in the driver: workers on other nodes (other working directories) get absolute paths.
+        self._root = Path(config.checkpoint_dir).expanduser().resolve()
 
     @property
     def root(self) -> Path:
-        return Path(self.config.checkpoint_dir)
+        return self._root
+
+    async def probe(self) -> None:
+        """Check that every rank sees the checkpoint directory as the driver does: the driver writes a file there,
+        each rank reads it back and writes its own, the driver reads those. A rank on another node without this
+        storage mounted at this path fails here, at the start, not at the first save."""
+        import socket
+        import uuid
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        probe = self.root / f".agentgym-probe-{token}"
+        probe.write_text(token)
+        try:
+            answers = await self._workers().call("probe_shared_dir", directory=str(self.root), token=token)
+            problems = []
+            for answer in answers:
+                written = self.root / f".agentgym-probe-{token}-rank{answer['rank']}"
+                if answer["error"] is None and not (written.is_file() and written.read_text() == token):
+                    answer["error"] = f"wrote {written} but the driver on {socket.gethostname()} does not see it"
+                if answer["error"] is not None:
+                    problems.append(f"rank {answer['rank']} on {answer['host']}: {answer['error']}")
+        finally:
+            for leftover in self.root.glob(f".agentgym-probe-{token}*"):
+                leftover.unlink(missing_ok=True)
+        if problems:
+            raise ConfigError(
+                f"the checkpoint directory {self.root} is not shared by every rank: " + "; ".join(problems) + ".",
+                entry="trainer.default_local_dir",
+                fix="put it on storage every node mounts at the same path (NFS, Lustre, a cloud file system), "
+                    "or run on one node")
 
     async def save(self, step: int, state: dict[str, Any]) -> Path:
         path = checkpoint_dir(self.root, step)
         path.mkdir(parents=True, exist_ok=True)
         (path / STATE_FILE).unlink(missing_ok=True)  # re-saving a step: incomplete until its state is written again
-        with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.save_contents
-        await self._workers().call("save_checkpoint", directory=str(path), with_optimizer=with_optim)
+        contents = self.config.actor_rollout_ref.actor.checkpoint.save_contents
+        await self._workers().call("save_checkpoint", directory=str(path), with_optimizer="optimizer" in contents)
+        if "hf_model" in contents:
+            from agentgym.trainer.hf_export import HF_DIR, export_hf_model
+
+            # Gathered from every rank (a collective), in bf16: what a server loads.
+            weights = (await self._workers().call("actor_state_dict", dtype="bfloat16"))[0]
+            export_hf_model(self.config.actor_rollout_ref.model.path, weights, path / HF_DIR)
         torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
                    path / RNG_FILE)
         # Written last and atomically: its presence is what makes the folder a complete checkpoint.
@@ -147,7 +185,7 @@ class CheckpointManager:
             if not t.resume_from_path:
                 raise ConfigError("resume_mode=resume_path needs a path.", entry="trainer.resume_from_path",
                                   fix="set trainer.resume_from_path to a global_step_N folder")
-            return Path(t.resume_from_path)
+            return Path(t.resume_from_path).expanduser().resolve()
         point, note = find_resume_point(self.root)
         if note:
             print(f"agentgym: warning: {note}", file=sys.stderr, flush=True)

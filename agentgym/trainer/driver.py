@@ -31,7 +31,7 @@ from agentgym.trainer.checkpoints import CheckpointManager
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer
-from agentgym.trainer.rollout_data import write_step_trajectories
+from agentgym.trainer.rollout_data import tool_call_metrics, write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym.trainer.workers.metrics_acc import MetricSums
 from agentgym.trajectory import Trajectory
@@ -235,6 +235,7 @@ class RLTrainer:
         metrics["response/failed_fraction"] = float(np.mean([t.failed for t in trajectories]))
         metrics["rollout/tool_calls/mean"] = float(np.mean([t.num_tool_calls for t in trajectories]))
         metrics["rollout/tool_use_share"] = float(np.mean([t.num_tool_calls > 0 for t in trajectories]))
+        metrics.update(tool_call_metrics(trajectories))
         metrics["perf/total_tokens"] = float(total_tokens)
         for name, seconds in timer.times.items():
             metrics[f"timing_s/{name}"] = seconds
@@ -307,6 +308,19 @@ class RLTrainer:
         metrics.update(_stats("critic/returns", returns[model]))
         if cfg.use_critic:
             metrics.update(_stats("critic/values", batch.padded("values")[model]))
+
+    async def log_probs(self, trajectories: Sequence[Trajectory]) -> list[torch.Tensor]:
+        """The actor's log-probs of each trajectory's response tokens, as the update computes them (the check that
+        an engine, or a model exported with hf_model, agrees with the trainer)."""
+        if self.workers is None:
+            self.start_workers()
+        arr = self.config.actor_rollout_ref
+        batch = SampleBatch.from_trajectories(trajectories, self._vision_processor(trajectories))
+        plans, outs = await self._forward(batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
+                                          arr.rollout.log_prob_micro_batch_size_per_gpu,
+                                          arr.rollout.log_prob_use_dynamic_bsz, not arr.model.use_remove_padding,
+                                          role="actor")
+        return list(gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
 
     # ---- weights ----
     async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
@@ -403,12 +417,13 @@ class RLTrainer:
             raise ConfigError("fit() needs a rollout and a dataset.",
                               fix="pass rollout=... (or collect=...) and dataset=... (or data.train_files) to RLTrainer")
         self.start_workers()
+        await self.checkpoints.probe()
         await self.load_checkpoint()
         self._announce_start()
         own_tracker = tracker is None
         if tracker is None:
-            tracker = MetricsTracker(self.checkpoint_root, self.config.trainer.logger, self.total_steps,
-                                     start_step=self.global_step)
+            tracker = MetricsTracker.for_config(self.checkpoint_root, self.config, self.total_steps,
+                                                start_step=self.global_step)
         # Steps logged after the checkpoint this run starts from were undone by the resume: they are logged again.
         tracker.resume_at(self.global_step)
         history = []
@@ -431,6 +446,7 @@ class RLTrainer:
                 metrics.update(sampling_metrics)
                 metrics["training/epoch"] = float(self.batches.epoch)
                 tracker.log(step, metrics)
+                tracker.log_trajectories(step, trajectories)
                 history.append(metrics)
                 save_freq = self.config.trainer.save_freq
                 if save_freq > 0 and (step % save_freq == 0 or step == self.total_steps):

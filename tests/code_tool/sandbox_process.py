@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 
 class SandboxProcess:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: Optional[Mapping[str, str]] = None):
         self.args: Sequence[str] = args
+        self.env = None if env is None else {**os.environ, **env}
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
 
@@ -26,7 +27,7 @@ class SandboxProcess:
         deadline = time.monotonic() + timeout
         while True:  # the old socket of a killed server can linger for a moment
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=self.env
             )
             lines = []
             for line in self.proc.stdout:

@@ -29,7 +29,7 @@ def test_verl_keys_and_defaults():
     )
     assert c.run_code_url == "http://sandbox:8080/run_code"
     d = SandboxFusionToolConfig.from_tool_config({})
-    assert (d.num_workers, d.rate_limit, d.default_timeout, d.default_language, d.memory_limit_mb) == (
+    assert (d.effective_num_workers, d.effective_rate_limit, d.default_timeout, d.default_language, d.memory_limit_mb) == (
         10, 10, 30, "python", 1024,
     )
     assert d.enable_global_rate_limit is True and d.sandbox_fusion_url is None

@@ -41,6 +41,9 @@ async def test_python_output_and_exit_code(sandbox):
     assert resp.text == "Exit code: 0\n--- stdout ---\nhello\n--- stderr ---\nwarn"
     assert (reward, m["outcome"], m["attempts"]) == (0.0, "success", 1)
     assert m["execution_time_s"] > 0
+    # The sandbox's own account of the call: which server, its exit status, CPU time, nothing killed.
+    assert m["server"] == sandbox.url + "/run_code" and m["return_code"] == 0 and m["kill_reason"] is None
+    assert m["cpu_time_s"] is not None and 0 < m["cpu_time_s"] < 10 and m["queue_wait_s"] >= 0
 
 
 async def test_bash_and_stdin(sandbox):
@@ -64,6 +67,7 @@ async def test_time_limit_is_stated(sandbox):
     assert resp.text.startswith("Time limit exceeded: the program was still running after 1 s and was stopped.")
     assert "started" in resp.text
     assert m["outcome"] == "timeout" and m["attempts"] == 1
+    assert m["kill_reason"] == "timeout"
 
 
 async def test_memory_limit_is_stated(sandbox):
@@ -71,6 +75,7 @@ async def test_memory_limit_is_stated(sandbox):
     resp, _, m = await run(tool, "x = bytearray(400 * 1024 * 1024)\nprint(len(x))")
     assert resp.text.startswith("Memory limit exceeded: the program used more than 64 MB and was stopped.")
     assert m["outcome"] == "memory_limit"
+    assert m["kill_reason"] == "memory"
 
 
 async def test_long_output_is_cut_with_a_marker(sandbox):
@@ -81,6 +86,13 @@ async def test_long_output_is_cut_with_a_marker(sandbox):
     assert resp.text.startswith("Exit code: 0\n--- stdout ---\n" + "A" * 500)
     assert resp.text.endswith("THE END")
     assert m["output_truncated"] is True
+    assert m["kill_reason"] is None  # cut by the tool for the model, not by the sandbox
+
+
+async def test_output_past_the_servers_cap_is_a_kill_the_metrics_name(sandbox):
+    tool = make_tool(sandbox.url)
+    _, _, m = await run(tool, "import sys\nwhile True: sys.stdout.write('x' * (1 << 20))")
+    assert m["kill_reason"] == "output_limit" and m["output_truncated"] is True
 
 
 async def test_unknown_language_is_refused_with_the_servers_reason(sandbox):

@@ -28,6 +28,10 @@ def test_quickstart_runs_every_stage(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "held-out results" in result.stdout
+    # Piped, long stages still report as lines (not one bar at the end): the warm-up SFT and the RL steps.
+    assert "warm-up SFT epochs: 0/1 (0%), 0:00 elapsed - started" in result.stdout
+    assert "warm-up SFT epochs: 1/1 (100%), loss " in result.stdout
+    assert "training steps: 1/1 (100%)" in result.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     for key in ("before", "after", "before_sampled", "after_sampled"):
         assert set(summary[key]) >= {"accuracy", "tool_use_correct", "mean_reward"}

@@ -191,3 +191,23 @@ def test_verl_keys_and_class_path(tmp_path):
     assert isinstance(search, SearchTool)
     assert search.settings.timeout == 7 and search.settings.topk == 3
     assert search.settings.retrieval_service_url == "http://127.0.0.1:8000/retrieve"
+
+
+async def test_a_list_of_servers_skips_a_dead_one_and_retries_elsewhere(server):
+    dead = f"http://127.0.0.1:{free_port()}/retrieve"
+    search = tool([dead, server.retrieve_url], topk=1, max_retries=1)
+    try:
+        # Two at once: least outstanding gives each server one, so one call surely meets the dead server first.
+        answers = await asyncio.gather(*(search.execute("i", {"query_list": ["Paris"]}) for _ in range(2)))
+        answers += [await search.execute("i", {"query_list": ["Paris"]}) for _ in range(3)]
+    finally:
+        await aclose_http_sessions()
+    assert all(json.loads(r.text)["result"].startswith("Doc 1 (Title: Paris)") for r, _, _ in answers)
+    snap = search.fleet.snapshot()
+    assert (snap[dead]["in_rotation"], snap[dead]["requests"], snap[dead]["ejections"]) == (False, 1, 1)
+    assert snap[server.retrieve_url]["requests"] == 5
+
+
+def test_a_server_named_twice_in_the_list_is_a_config_error():
+    with pytest.raises(ConfigError, match="names a server twice"):
+        tool(["http://h:1", "http://h:1/retrieve"])

@@ -10,6 +10,10 @@ Retries (tenacity, exponential backoff with full jitter) cover what the sandbox 
 calls does not come back at one instant; other sandbox-side failures (connection errors, 502/504, timeouts of the
 request itself, `SandboxError`) are retried at most `max_retries` times. What the code did (non-zero exit, compile
 error, its own time limit) is an answer, never retried.
+
+Each attempt asks the router (agentgym.tools.sandbox_fusion.fleet) for a server, avoiding those this call already
+failed on or was turned away by; a server that could not be reached is retried elsewhere at once, without back-off,
+when another server is in rotation.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import random
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Optional
+from typing import Optional
 
 import aiohttp
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from agentgym.tools.rate_limit import AsyncRateLimiter, RateLimitTimeout
+from agentgym.tools.sandbox_fusion.fleet import LimitPressure, Router, Verdict
 from agentgym.tools.sandbox_fusion.http import SharedHttpSessions
 from agentgym.tools.sandbox_fusion.metrics import Outcome
 from agentgym.tools.sandbox_fusion.config import run_cases_endpoint
@@ -39,12 +44,16 @@ _DETAIL = 1000
 
 
 class _Retryable(Exception):
-    def __init__(self, outcome: Outcome, reason: str, http_status: Optional[int] = None, retry_after: float = 0.0):
+    def __init__(self, outcome: Outcome, reason: str, http_status: Optional[int] = None, retry_after: float = 0.0,
+                 verdict: Verdict = Verdict.UNREACHABLE):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
         self.http_status = http_status
         self.retry_after = retry_after
+        self.verdict = verdict
+        self.failover = False
+        """Another server is in rotation: retry there now, without back-off."""
 
 
 class _Final(Exception):
@@ -83,6 +92,9 @@ class CallResult:
     attempts: int
     queue_wait_s: float
     http_status: Optional[int]
+    server: Optional[str] = None
+    """The endpoint that gave the answer (or the last one tried)."""
+    servers_tried: int = 0
 
 
 def _detail(body: bytes) -> str:
@@ -124,14 +136,16 @@ class SandboxClient:
     def __init__(
         self,
         *,
-        endpoint: Callable[[], Awaitable[str]],
+        router: Router,
         sessions: SharedHttpSessions,
         limiter: AsyncRateLimiter,
         max_in_flight: int,
         retry: RetryPolicy,
         queue_timeout: Optional[float] = None,
+        pressure: Optional[LimitPressure] = None,
     ):
-        self._endpoint = endpoint
+        self._router = router
+        self._pressure = pressure
         self._sessions = sessions
         self._limiter = limiter
         self._max_in_flight = max_in_flight
@@ -165,7 +179,7 @@ class SandboxClient:
                 response = await self._attempt(payload, request_timeout, state)
             except _Retryable as first_failure:
                 response = await self._retry_after(first_failure, payload, request_timeout, state)
-            return CallResult(response, None, None, state.attempts, state.queue_wait, state.http_status)
+            return state.result(response, None, None, state.http_status)
         except _Retryable as exc:
             outcome = Outcome.DEADLINE_EXCEEDED if state.stopped_by_deadline else exc.outcome
             why = (
@@ -173,16 +187,18 @@ class SandboxClient:
                 if state.stopped_by_deadline
                 else f"gave up after {state.attempts} attempts ({state.failures} failures that are not overload)"
             )
-            return CallResult(None, f"{exc.reason} ({why})", outcome, state.attempts, state.queue_wait, exc.http_status)
+            return state.result(None, f"{exc.reason} ({why})", outcome, exc.http_status)
         except _Final as exc:
-            return CallResult(None, exc.reason, exc.outcome, state.attempts, state.queue_wait, exc.http_status)
+            return state.result(None, exc.reason, exc.outcome, exc.http_status)
         except _DeadlineReached as exc:
             reason = str(exc) + (f"; the previous try failed: {state.last_failure}" if state.last_failure else "")
-            return CallResult(
-                None, reason, Outcome.DEADLINE_EXCEEDED, state.attempts, state.queue_wait, state.http_status
-            )
+            return state.result(None, reason, Outcome.DEADLINE_EXCEEDED, state.http_status)
         except _QueueTimeout as exc:
-            return CallResult(None, str(exc), Outcome.QUEUE_TIMEOUT, 0, state.queue_wait, None)
+            return state.result(None, str(exc), Outcome.QUEUE_TIMEOUT, None)
+        finally:
+            if self._pressure is not None and state.attempts:
+                self._pressure.record(slot_wait_s=state.slot_wait, rate_wait_s=state.rate_wait,
+                                      overloaded=state.overloaded)
 
     async def _retry_after(
         self, first_failure: _Retryable, payload: bytes, request_timeout: float, state: "_CallState"
@@ -213,6 +229,8 @@ class SandboxClient:
 
         def wait(retry_state) -> float:
             exc = retry_state.outcome.exception()
+            if getattr(exc, "failover", False):
+                return 0.0
             retry_after = getattr(exc, "retry_after", 0.0)
             # Jitter on top of the server's hint spreads a crowd of rejected calls over the next half interval.
             return max(backoff(retry_state), retry_after * random.uniform(1.0, 1.5))
@@ -232,34 +250,43 @@ class SandboxClient:
         except asyncio.TimeoutError:
             state.queue_wait += time.monotonic() - waited_from
             raise state.out_of_time(f"no worker slot (num_workers={self._max_in_flight}) came free") from None
+        slot_at = time.monotonic()
+        state.slot_wait += slot_at - waited_from
         try:
             try:
                 await self._limiter.acquire(timeout=state.wait_bound())
             except RateLimitTimeout:
                 state.queue_wait += time.monotonic() - waited_from
                 raise state.out_of_time(f"the rate limit ({self._limiter.rate:g}/s) gave no token") from None
+            state.rate_wait += time.monotonic() - slot_at
             state.queue_wait += time.monotonic() - waited_from
             state.admitted()
             state.attempts += 1
-            url = await self._endpoint()
-            if state.cases:
-                url = run_cases_endpoint(url)
-            timeout = min(request_timeout, state.remaining())
+            lease = await self._router.acquire(frozenset(state.avoid))
+            state.server = lease.server
+            state.servers.add(lease.server)
+            # Only a failure of the server's own changes its standing: a refused request, a call cut by its deadline
+            # or cancelled by its caller says nothing about the server.
+            verdict = Verdict.OK
             try:
+                timeout = min(request_timeout, state.remaining())
+                url = run_cases_endpoint(lease.server) if state.cases else lease.server
                 status, retry_after, body = await self._post(
                     url, payload, timeout, cut_by_deadline=timeout < request_timeout, deadline=state.deadline
                 )
+                state.http_status = status
+                return self._verdict(status, retry_after, body, RunCasesResponse if state.cases else RunCodeResponse)
             except _Retryable as exc:
+                verdict = exc.verdict
                 state.last_failure = exc.reason
+                state.avoid.add(lease.server)
+                state.overloaded |= verdict is Verdict.OVERLOADED
+                exc.failover = verdict is Verdict.UNREACHABLE and self._router.has_alternative(frozenset(state.avoid))
                 raise
+            finally:
+                self._router.release(lease, verdict)
         finally:
             slot.release()
-        state.http_status = status
-        try:
-            return self._verdict(status, retry_after, body, RunCasesResponse if state.cases else RunCodeResponse)
-        except _Retryable as exc:
-            state.last_failure = exc.reason
-            raise
 
     async def _post(self, url: str, payload: bytes, timeout: float, *, cut_by_deadline: bool, deadline: float):
         try:
@@ -281,9 +308,11 @@ class SandboxClient:
 
     def _verdict(self, status: int, retry_after: float, body: bytes, model: type = RunCodeResponse):
         if status in self._retry.retry_on_status:
-            reason = "overloaded" if status in (429, 503) else "gateway error"
+            busy = status in self._retry.overload_status
+            reason = "overloaded" if busy else "gateway error"
             raise _Retryable(
-                Outcome.UNAVAILABLE, f"the sandbox answered HTTP {status} ({reason})", status, retry_after=retry_after
+                Outcome.UNAVAILABLE, f"the sandbox answered HTTP {status} ({reason})", status, retry_after=retry_after,
+                verdict=Verdict.OVERLOADED if busy else Verdict.FAILED,
             )
         if 400 <= status < 500:
             raise _Final(Outcome.REJECTED, f"HTTP {status}: {_detail(body)}", status)
@@ -297,7 +326,7 @@ class SandboxClient:
             ) from None
         if response.status == "SandboxError":
             reason = f"the sandbox failed internally: {response.message[:_SNIPPET]}"
-            raise _Retryable(Outcome.SANDBOX_ERROR, reason, status)
+            raise _Retryable(Outcome.SANDBOX_ERROR, reason, status, verdict=Verdict.FAILED)
         return response
 
 
@@ -314,6 +343,17 @@ class _CallState:
         self.stopped_by_deadline = False
         self.last_failure: Optional[str] = None
         self.cases = False  # a /run_cases call
+        self.slot_wait = 0.0
+        self.rate_wait = 0.0
+        self.overloaded = False
+        self.avoid: set[str] = set()
+        self.servers: set[str] = set()
+        self.server: Optional[str] = None
+
+    def result(self, response: Optional[RunCodeResponse], error: Optional[str], outcome: Optional[Outcome],
+               http_status: Optional[int]) -> CallResult:
+        return CallResult(response, error, outcome, self.attempts, self.queue_wait, http_status, self.server,
+                          len(self.servers))
 
     def admitted(self) -> None:
         if self.deadline_at is None:

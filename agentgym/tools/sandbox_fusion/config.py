@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,13 +23,18 @@ class SandboxFusionToolConfig(BaseModel):
     type: Optional[str] = Field(None, description="verl's tool kind marker ('native'); accepted and ignored.")
 
     # verl's keys
-    sandbox_fusion_url: Optional[str] = Field(
+    sandbox_fusion_url: Union[None, str, tuple[str, ...]] = Field(
         None,
-        description="Sandbox server URL: its base (http://host:port) or its /run_code endpoint. Empty or absent: "
-        "start a sandbox server in a child process on a free loopback port (one per process).",
+        description="Sandbox server URL: its base (http://host:port) or its /run_code endpoint; or a list of them (a "
+        "fleet: least outstanding requests, health checks, a failed call retried on another server). Empty or "
+        "absent: start a sandbox server in a child process on a free loopback port (one per process).",
     )
-    num_workers: int = Field(10, ge=1, description="Most requests in flight at once, per process.")
-    rate_limit: float = Field(10.0, gt=0, description="Requests per second allowed to start (token bucket rate).")
+    num_workers: Optional[int] = Field(
+        None, ge=1, description="Most requests in flight at once, per process. Default: num_workers_per_server "
+        "times the fleet size.")
+    rate_limit: Optional[float] = Field(
+        None, gt=0, description="Requests per second allowed to start (token bucket rate), run-wide with "
+        "enable_global_rate_limit. Default: rate_limit_per_server times the fleet size.")
     default_timeout: float = Field(30.0, gt=0, description="Run timeout in seconds when the call gives none.")
     default_language: str = Field("python", min_length=1)
     memory_limit_mb: int = Field(1024, ge=1)
@@ -40,6 +45,18 @@ class SandboxFusionToolConfig(BaseModel):
     )
 
     # ours
+    fleet_size: Optional[int] = Field(
+        None, ge=1, description="How many sandbox servers answer at these URLs: set it for one URL with a load "
+        "balancer in front of N servers (docker compose's `lb` service). Default: the number of URLs.")
+    num_workers_per_server: int = Field(10, ge=1, description="Sizes the default num_workers (verl's 10 for one).")
+    rate_limit_per_server: float = Field(10.0, gt=0, description="Sizes the default rate_limit (verl's 10/s for one).")
+    health_check_interval: float = Field(
+        1.0, gt=0, description="First wait before a server out of rotation gets GET /v1/ping; doubles per failed "
+        "check, up to max_health_check_interval.")
+    max_health_check_interval: float = Field(30.0, gt=0)
+    eject_after_failures: int = Field(
+        3, ge=1, description="Consecutive sandbox-side failures (5xx, SandboxError) that take a server out of "
+        "rotation; a server that cannot be reached is taken out at once.")
     burst: Optional[int] = Field(None, ge=1, description="Token bucket size; default: one second's worth.")
     global_rate_limiter_name: Optional[str] = Field(
         None, description="Name of the run-wide limiter; tools with the same name share it. Default: the URL."
@@ -88,15 +105,17 @@ class SandboxFusionToolConfig(BaseModel):
         "path makes `verl` the default.",
     )
 
-    @field_validator("sandbox_fusion_url")
+    @field_validator("sandbox_fusion_url", mode="before")
     @classmethod
-    def _blank_means_embedded(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or not value.strip():
+    def _blank_means_embedded(cls, value: Any) -> Union[None, str, tuple[str, ...]]:
+        if isinstance(value, (list, tuple)):
+            urls = tuple(_check_url(str(v)) for v in value if v is not None and str(v).strip())
+            if len(set(map(run_code_endpoint, urls))) != len(urls):
+                raise ValueError(f"names a server twice: {list(urls)}")
+            return urls or None
+        if value is None or not str(value).strip():
             return None
-        value = value.strip()
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value
+        return _check_url(str(value))
 
     @model_validator(mode="after")
     def _backoff_order(self) -> "SandboxFusionToolConfig":
@@ -106,8 +125,32 @@ class SandboxFusionToolConfig(BaseModel):
 
     # Derived values: one place that says how the defaults combine.
     @property
+    def server_urls(self) -> tuple[str, ...]:
+        """The /run_code endpoints named (empty: the embedded server)."""
+        url = self.sandbox_fusion_url
+        if url is None:
+            return ()
+        return tuple(run_code_endpoint(u) for u in ((url,) if isinstance(url, str) else url))
+
+    @property
+    def effective_fleet_size(self) -> int:
+        return self.fleet_size if self.fleet_size is not None else max(1, len(self.server_urls))
+
+    @property
+    def effective_num_workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return self.num_workers_per_server * self.effective_fleet_size
+
+    @property
+    def effective_rate_limit(self) -> float:
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return self.rate_limit_per_server * self.effective_fleet_size
+
+    @property
     def effective_burst(self) -> int:
-        return self.burst if self.burst is not None else max(1, math.ceil(self.rate_limit))
+        return self.burst if self.burst is not None else max(1, math.ceil(self.effective_rate_limit))
 
     @property
     def effective_max_timeout(self) -> float:
@@ -129,7 +172,15 @@ class SandboxFusionToolConfig(BaseModel):
 
     @property
     def run_code_url(self) -> Optional[str]:
-        return None if self.sandbox_fusion_url is None else run_code_endpoint(self.sandbox_fusion_url)
+        """The first (or only) server's endpoint; None for the embedded server."""
+        return self.server_urls[0] if self.server_urls else None
+
+    def limits_text(self) -> str:
+        """The limits and the keys that set them, for the warning that they bound a step."""
+        return (f"num_workers={self.effective_num_workers} per process, rate_limit={self.effective_rate_limit:g}/s "
+                f"{'run-wide' if self.enable_global_rate_limit else 'per process'} for "
+                f"{self.effective_fleet_size} server(s): raise num_workers / rate_limit (or num_workers_per_server / "
+                "rate_limit_per_server, or list more servers in sandbox_fusion_url).")
 
     @classmethod
     def from_tool_config(
@@ -145,6 +196,13 @@ class SandboxFusionToolConfig(BaseModel):
                 entry=tool,
                 fix=f"edit the tool's `config:` mapping; known keys: {known}.",
             ) from None
+
+
+def _check_url(value: str) -> str:
+    value = value.strip()
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value!r}")
+    return value
 
 
 def run_code_endpoint(url: str) -> str:

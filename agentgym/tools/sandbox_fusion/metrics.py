@@ -61,6 +61,17 @@ class CallMetrics:
     execution_time_s: Optional[float] = None
     output_truncated: bool = False
     error: Optional[str] = None
+    server: Optional[str] = None
+    """The sandbox endpoint that answered (the last one tried when none did)."""
+    servers_tried: int = 0
+    # From the sandbox's own answer (the step that ran last: the run, or the compile when it failed).
+    return_code: Optional[int] = None
+    cpu_time_s: Optional[float] = None
+    compile_time_s: Optional[float] = None
+    peak_memory_mb: Optional[float] = None
+    kill_reason: Optional[str] = None
+    """timeout, memory, output_limit, cpu_time, pids: why the sandbox stopped the program."""
+    executor: Optional[str] = None
 
     @property
     def retries(self) -> int:
@@ -79,6 +90,14 @@ class CallMetrics:
             "execution_time_s": self.execution_time_s,
             "output_truncated": self.output_truncated,
             "error": self.error,
+            "server": self.server,
+            "servers_tried": self.servers_tried,
+            "return_code": self.return_code,
+            "cpu_time_s": self.cpu_time_s,
+            "compile_time_s": self.compile_time_s,
+            "peak_memory_mb": self.peak_memory_mb,
+            "kill_reason": self.kill_reason,
+            "executor": self.executor,
             "infrastructure_failure": self.outcome.is_infrastructure_failure,
         }
 

@@ -14,6 +14,7 @@ from agentgym.tools.embedded_sandbox import EmbeddedSandbox, EmbeddedSandboxErro
 from agentgym.tools.rate_limit import AsyncRateLimiter, GlobalTokenBucket, RayOrLocalTokenBucket, TokenBucket
 from agentgym.tools.sandbox_fusion.client import CallResult, RetryPolicy, SandboxClient
 from agentgym.tools.sandbox_fusion.config import SandboxFusionToolConfig, run_code_endpoint
+from agentgym.tools.sandbox_fusion.fleet import FleetSettings, LazyServer, LimitPressure, Router, SandboxFleet
 from agentgym.tools.sandbox_fusion.http import PROCESS_SESSIONS
 from agentgym.tools.sandbox_fusion.metrics import CallMetrics, MetricsAggregate, Outcome
 from agentgym.tools.sandbox_fusion.output import (
@@ -76,12 +77,21 @@ class SandboxFusionTool(BaseTool):
         self._embedded: Optional[EmbeddedSandbox] = None
         if s.sandbox_fusion_url is None:
             self._embedded = shared_embedded_sandbox(s.embedded_server_args, s.embedded_startup_timeout)
+        self._router: Router
+        if s.server_urls:
+            self._router = SandboxFleet(s.server_urls, PROCESS_SESSIONS, FleetSettings(
+                eject_after=s.eject_after_failures, probe_interval=s.health_check_interval,
+                max_probe_interval=s.max_health_check_interval))
+        else:
+            self._router = LazyServer(self._embedded_endpoint)
+        self.pressure = LimitPressure(describe=s.limits_text)
         self._client = SandboxClient(
-            endpoint=self._endpoint,
+            router=self._router,
             sessions=PROCESS_SESSIONS,
             limiter=self._make_limiter(),
-            max_in_flight=s.num_workers,
+            max_in_flight=s.effective_num_workers,
             queue_timeout=s.queue_timeout,
+            pressure=self.pressure,
             retry=RetryPolicy(
                 max_retries=s.max_retries,
                 initial_backoff=s.retry_initial_backoff,
@@ -94,18 +104,21 @@ class SandboxFusionTool(BaseTool):
 
     def _make_limiter(self) -> AsyncRateLimiter:
         s = self.settings
-        local = TokenBucket(s.rate_limit, s.effective_burst)
+        local = TokenBucket(s.effective_rate_limit, s.effective_burst)
         if not s.enable_global_rate_limit or s.run_code_url is None:
             # An embedded server serves this process alone, so there is nothing run-wide to protect.
             return local
-        key = s.global_rate_limiter_name or s.run_code_url
-        return RayOrLocalTokenBucket(GlobalTokenBucket(key, s.rate_limit, s.effective_burst), local)
+        key = s.global_rate_limiter_name or ",".join(s.server_urls)
+        return RayOrLocalTokenBucket(GlobalTokenBucket(key, s.effective_rate_limit, s.effective_burst), local)
 
-    async def _endpoint(self) -> str:
-        if self._embedded is None:
-            assert self.settings.run_code_url is not None
-            return self.settings.run_code_url
+    async def _embedded_endpoint(self) -> str:
+        assert self._embedded is not None
         return run_code_endpoint(await self._embedded.aurl())
+
+    @property
+    def fleet(self) -> Router:
+        """The servers this tool sends to and their standing (`SandboxFleet.snapshot()` for a list of URLs)."""
+        return self._router
 
     def get_openai_tool_schema(self) -> OpenAIFunctionToolSchema:
         return self.tool_schema
@@ -154,6 +167,14 @@ class SandboxFusionTool(BaseTool):
         if (s.output_format == "verl" and rendered.outcome is not Outcome.INVALID_ARGUMENTS
                 and not isinstance(answered, RunCasesResponse)):  # verl's text has no form for several cases
             rendered = render_verl(answered, rendered.outcome)
+        response = answered
+        step = None
+        if isinstance(response, RunCodeResponse):
+            step = response.run_result or response.compile_result
+            if response.compile_result is not None and response.compile_result.status != "Finished":
+                step = response.compile_result
+        elif isinstance(response, RunCasesResponse) and response.compile_result is not None:
+            step = response.compile_result
         metrics = CallMetrics(
             outcome=rendered.outcome,
             latency_s=time.monotonic() - started,
@@ -168,6 +189,15 @@ class SandboxFusionTool(BaseTool):
             ),
             output_truncated=rendered.truncated,
             error=result.error if result else error,
+            server=result.server if result else None,
+            servers_tried=result.servers_tried if result else 0,
+            return_code=step.return_code if step else None,
+            cpu_time_s=step.cpu_time if step else None,
+            compile_time_s=(response.compile_result.execution_time
+                            if response is not None and response.compile_result is not None else None),
+            peak_memory_mb=step.peak_memory_MB if step else None,
+            kill_reason=step.kill_reason() if step else None,
+            executor=response.executor_pod_name if isinstance(response, RunCodeResponse) else None,
         )
         self._metrics.record(metrics)
         if instance_id in self._instances:

@@ -34,6 +34,24 @@ class CommandRunResult(BaseModel):
     memory_limit_exceeded: Optional[bool] = None
     peak_memory_MB: Optional[float] = None
     output_truncated: Optional[bool] = None
+    killed_by: Optional[str] = None
+    """Why the sandbox stopped the step (timeout, memory, output_limit, cpu_time), when it did."""
+    pids_limit_reached: Optional[bool] = None
+
+    def kill_reason(self) -> Optional[str]:
+        """What ended the step early, from the sandbox's own answer (its `killed_by`, else the flags and status
+        Sandbox Fusion servers give)."""
+        if self.killed_by:
+            return self.killed_by
+        if self.memory_limit_exceeded:
+            return "memory"
+        if self.status == "TimeLimitExceeded":
+            return "timeout"
+        if self.output_truncated:
+            return "output_limit"
+        if self.pids_limit_reached:
+            return "pids"
+        return None
 
 
 class RunCodeResponse(BaseModel):
@@ -45,6 +63,7 @@ class RunCodeResponse(BaseModel):
     run_result: Optional[CommandRunResult] = None
     files: dict[str, str] = Field(default_factory=dict)
     output_truncated: Optional[bool] = None
+    executor_pod_name: Optional[str] = None
 
 
 class RunCase(BaseModel):

@@ -132,6 +132,20 @@ class TrainWorker:
     def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         return self.actor.full_state_dict(resolve_dtype(dtype) if dtype else None)
 
+    def probe_shared_dir(self, directory: str, token: str) -> dict[str, Any]:
+        """Read the driver's probe file in `directory` and write this rank's (CheckpointManager.probe)."""
+        answer: dict[str, Any] = {"rank": self.rank, "host": socket.gethostname(), "error": None}
+        root = Path(directory)
+        try:
+            seen = (root / f".agentgym-probe-{token}").read_text()
+            if seen != token:
+                answer["error"] = f"{root} holds another run's probe file (read {seen[:40]!r})"
+                return answer
+            (root / f".agentgym-probe-{token}-rank{self.rank}").write_text(token)
+        except OSError as exc:
+            answer["error"] = f"{type(exc).__name__}: {exc}"
+        return answer
+
     def export_weights(self, dtype: str | None = None, *, ipc: bool = False,
                        bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> PackedWeights | None:
         """The actor's full weights in device buckets (`weight_export`): rank 0 returns them, by value when the
