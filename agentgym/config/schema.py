@@ -164,11 +164,34 @@ class MultiTurnConfig(Section):
     # ours: `trajectory` (one tool instance per episode, scored by calc_reward: verl <= 0.6's SGLang rollout) or
     # `call` (one per call, no calc_reward: verl's ToolAgentLoop, 0.5 on); docs/verl.md
     tool_instance_lifetime: Literal["trajectory", "call"] = "trajectory"
+    # ours: an environment server's URL (`python3 -m agentgym.services.environment`): sessions run there
+    # (RemoteSession) instead of with tool_config_path / interaction_config_path in this process
+    environment_url: str | None = None
 
 
 class AgentConfig(Section):
     num_workers: int = 1
     agent_loop_config_path: str | None = None
+
+
+class ExternalAgentConfig(Section):
+    """ours: the agent that `agentgym.services.gateway.rollout:make_rollout` launches per sample, against the gateway.
+    `command` is a shell-style command line ({base_url}, {session_id}, {row_file}, {gateway_url} are filled in, and
+    the same go into OPENAI_BASE_URL, AGENTGYM_SESSION_ID, AGENTGYM_ROW_FILE, AGENTGYM_GATEWAY_URL); `callable`
+    is `module:function` or `file.py:function`, taking an AgentContext and returning the agent's score or None
+    (`callable_kind`: `thread` for blocking code such as the sync openai client, `async` for a coroutine function).
+    `reward`: `agent` (the score it returned or POSTed), `environment` (the row's interaction scores the recorded
+    conversation), or `auto` (the agent's score when it reported one, else the environment's when an interaction
+    is configured); custom_reward_function, when set, replaces either, as for every rollout."""
+
+    command: str | None = None
+    callable: str | None = None
+    callable_kind: Literal["thread", "async"] = "thread"
+    timeout_s: float = Field(600.0, gt=0)
+    max_concurrent: int = Field(64, ge=1)
+    reward: Literal["auto", "agent", "environment"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = 0
 
 
 class RolloutConfig(Section):
@@ -194,7 +217,12 @@ class RolloutConfig(Section):
     val_kwargs: SamplingKwargs = Field(default_factory=SamplingKwargs)
     multi_turn: MultiTurnConfig = Field(default_factory=MultiTurnConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    external_agent: ExternalAgentConfig = Field(default_factory=ExternalAgentConfig)
     engine_kwargs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sglang": {}, "transformers": {}, "vllm": {}})
+    # ours: where the in-process engine runs. `colocated`: a replica in every trainer rank, on its device (verl's
+    # hybrid engine), weights synced inside the rank; `driver`: one engine in the driver process; `auto`: colocated
+    # on CUDA with Ray, the driver otherwise. Server engines (sglang, vllm) ignore it. docs/scale.md
+    placement: Literal["auto", "driver", "colocated"] = "auto"
 
 
 class ActorRolloutRefConfig(Section):
@@ -400,6 +428,8 @@ class TrainerConfig(Section):
     max_critic_ckpt_to_keep: int | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     use_ray: bool = True
+    # ours: how long the trainer waits for Ray to place its ranks before saying what the cluster lacks
+    placement_timeout_s: float = Field(60.0, gt=0)
     # verl's key: each step's trajectories go to <dir>/<step>.jsonl (agentgym view pages through them).
     rollout_data_dir: str | None = None
     rollout_data_parquet: bool = False  # also <dir>/<step>.parquet
@@ -449,6 +479,13 @@ class AgentGymConfig(Section):
                 f"data.train_batch_size ({self.data.train_batch_size}) must be a multiple of "
                 f"actor_rollout_ref.actor.ppo_mini_batch_size ({actor.ppo_mini_batch_size})"
             )
+        rollout = self.actor_rollout_ref.rollout
+        if rollout.placement == "colocated" and (rollout.name != "transformers" or not self.trainer.use_ray):
+            raise ValueError(
+                "actor_rollout_ref.rollout.placement=colocated puts an in-process engine in every Ray trainer rank: it "
+                "needs rollout.name=transformers and trainer.use_ray=true (got "
+                f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray})"
+            )
         return self
 
     # Derived values, kept out of the stored config so a dumped YAML round-trips unchanged.
@@ -470,3 +507,15 @@ class AgentGymConfig(Section):
     @property
     def world_size(self) -> int:
         return self.trainer.nnodes * self.trainer.n_gpus_per_node
+
+    @property
+    def colocated_rollout(self) -> bool:
+        """Whether every trainer rank hosts an in-process engine replica (`rollout.placement`)."""
+        rollout = self.actor_rollout_ref.rollout
+        if rollout.name != "transformers" or not self.trainer.use_ray:
+            return False
+        if rollout.placement == "auto":
+            import torch
+
+            return self.trainer.device != "cpu" and torch.cuda.is_available()
+        return rollout.placement == "colocated"

@@ -12,7 +12,10 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from agentgym.config.schema import AgentGymConfig
+from agentgym.errors import ConfigError
+from agentgym.episode.environment import Environment
 from agentgym.episode.episode import EpisodeLimits
+from agentgym.episode.remote import RemoteEnvironment
 from agentgym.episode.session import SessionConfig
 from agentgym.interactions.registry import load_interactions, read_interaction_entries
 from agentgym.multimodal.processor import load_vision_processor
@@ -20,6 +23,7 @@ from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
 from agentgym.rollout.engines.base import Engine, SamplingParams
 from agentgym.rollout.engines.registry import make_engine
 from agentgym.rollout.protocol import OnDone
+from agentgym.rollout.replicas import RemoteEngine, ReplicaRouter
 from agentgym.rows.check import Registered, format_problems, require_valid_rows
 from agentgym.tools.function_tool import load_function_tools
 from agentgym.tools.mcp_tool import mcp_tool_names
@@ -67,9 +71,19 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
     return tools, interactions
 
 
+def remote_environment(cfg: AgentGymConfig) -> RemoteEnvironment | None:
+    """The environment server `multi_turn.environment_url` names (its tool schemas read), or None."""
+    url = cfg.actor_rollout_ref.rollout.multi_turn.environment_url
+    return RemoteEnvironment.connect(url) if url else None
+
+
 def registered_names(cfg: AgentGymConfig) -> Registered:
-    """The tool and interaction names the run config registers, without building them (for the data check)."""
+    """The tool and interaction names the run config registers, without building them (for the data check); with
+    `multi_turn.environment_url`, the ones that environment server serves."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
+    if mt.environment_url:
+        info = RemoteEnvironment.connect(mt.environment_url).info
+        return Registered.of([schema.function.name for schema in info.tools], info.interactions)
     tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
     for entry in load_mcp_entries(mt.tool_config_path) if mt.tool_config_path else []:
         tools += mcp_tool_names(entry)
@@ -93,29 +107,56 @@ def check_dataset(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], console: 
 
 
 class AgentLoopRollout:
-    """The default `Rollout`: the config's agent loop over one engine, started inside the trainer's event loop by
-    whichever comes first, the initial weight sync or the first collection.
+    """The default `Rollout`: the config's agent loop over one engine, or over the engine replicas the trainer ranks
+    host (`rollout.placement=colocated`: the trainer passes their handles to `start`).
 
-    `actor_rollout_ref.rollout.n` samples per row form one group, and group ids are fixed by the step so a seeded
-    run repeats.
+    An own engine is started inside the trainer's event loop by whichever comes first, the initial weight sync or
+    the first collection. `actor_rollout_ref.rollout.n` samples per row form one group, and group ids are fixed by
+    the step so a seeded run repeats.
     """
 
     samples_greedy = True
     reports_done = True
 
-    def __init__(self, cfg: AgentGymConfig, engine: Engine, tokenizer: Any, tools: dict[str, Any],
-                 interactions: dict[str, Any], processor: Any = None):
-        self.engine = engine
+    def __init__(self, cfg: AgentGymConfig, engine: Engine | None, tokenizer: Any, tools: dict[str, Any],
+                 interactions: dict[str, Any], processor: Any = None, environment: Environment | None = None):
+        """`environment`: where sessions come from instead of `tools` and `interactions` (an environment server)."""
+        self.cfg = cfg
+        self.environment = environment
         self.n = cfg.actor_rollout_ref.rollout.n
-        self.loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                              processor=processor)
-        self.greedy_loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
-                                     processor=processor)
+        self._parts = (tokenizer, tools, interactions, processor)
+        self.replicas: list[Any] = []
         self._lock: asyncio.Lock | None = None
         self._started = False
         self._counters: dict[str, float] = {}
+        self._use(engine)
+
+    def _use(self, engine: Engine | None) -> None:
+        self.engine = engine
+        if engine is None:
+            return
+        tokenizer, tools, interactions, processor = self._parts
+        cfg = self.cfg
+        self.loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
+                              processor=processor, environment=self.environment)
+        self.greedy_loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
+                                     processor=processor, environment=self.environment)
+
+    async def start(self, replicas: Sequence[Any] = ()) -> None:
+        if replicas:
+            self.replicas = list(replicas)
+            self._use(ReplicaRouter([RemoteEngine(h, f"rank {i}'s replica") for i, h in enumerate(self.replicas)]))
+            self._started = True
+        elif self.engine is None:
+            raise ConfigError("the rollout has no engine: with rollout.placement=colocated the trainer ranks host "
+                              "the replicas, and none were given.", entry="actor_rollout_ref.rollout.placement",
+                              fix="run it through RLTrainer with trainer.use_ray=true, or set placement=driver")
+        else:
+            await self.ensure_started()
 
     async def ensure_started(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("AgentLoopRollout.start(replicas) was not called: the colocated rollout has no engine yet")
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
             if not self._started:
@@ -131,22 +172,40 @@ class AgentLoopRollout:
         return await self.loop.run_batch(rows, n=self.n, group_prefix=f"step{step}-", on_done=on_done)
 
     async def update_weights(self, state_dict: Any = None, *, path: str | None = None) -> None:
+        if self.replicas:
+            raise RuntimeError("colocated replicas are synced inside their trainer ranks (TrainWorker.sync_replica)")
         await (await self.ensure_started()).update_weights(state_dict, path=path)
 
-    def step_metrics(self) -> dict[str, float]:
-        """What the engine did since the last call, as `rollout/engine/*` metrics: context tokens (what a
-        cache-less engine would prefill), cached and prefilled tokens, the prefix-cache hit rate, preemptions."""
-        now = self.engine.stats.counters()
+    async def step_metrics(self) -> dict[str, float]:
+        """What the engines did since the last call, as `rollout/engine/*` metrics: context tokens (what a
+        cache-less engine would prefill), cached and prefilled tokens, the prefix-cache hit rate, preemptions;
+        summed over the replicas when there are several."""
+        if self.replicas:
+            now: dict[str, float] = {}
+            for counters in await asyncio.gather(*(h.replica_counters.remote() for h in self.replicas)):
+                for k, v in counters.items():
+                    now[k] = now.get(k, 0.0) + v
+        elif self.engine is not None and self._started:
+            now = self.engine.stats.counters()
+        else:
+            return {}
         before, self._counters = self._counters, now
         delta = {k: v - before.get(k, 0.0) for k, v in now.items()}
         out = {f"rollout/engine/{k}": v for k, v in delta.items()}
         if delta.get("context_tokens"):
             out["rollout/engine/prefix_cache_hit_rate"] = delta.get("cached_tokens", 0.0) / delta["context_tokens"]
+        if self.router is not None:
+            out.update({f"rollout/replica_{i}/requests": float(n) for i, n in sorted(self.router.requests.items())})
+            self.router.requests.clear()
         return out
 
+    @property
+    def router(self) -> ReplicaRouter | None:
+        return self.engine if isinstance(self.engine, ReplicaRouter) else None
+
     async def close(self) -> None:
-        """Close the engine if it was started (an engine that launched its servers stops them)."""
-        if self._started:
+        """Close the engine if it was started here (an engine that launched its servers stops them)."""
+        if self._started and not self.replicas and self.engine is not None:
             self._started = False
             await self.engine.close()
 
@@ -157,6 +216,9 @@ def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
 
     model = cfg.actor_rollout_ref.model
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
-    tools, interactions = load_environment(cfg)
-    return AgentLoopRollout(cfg, make_engine(cfg), tokenizer, tools, interactions,
-                            processor=load_vision_processor(model.path))
+    environment = remote_environment(cfg)  # set: the tools and interactions live on an environment server
+    tools, interactions = load_environment(cfg) if environment is None else ({}, {})
+    # Colocated: the trainer ranks host the replicas (and load the model); the driver builds no engine.
+    engine = None if cfg.colocated_rollout else make_engine(cfg)
+    return AgentLoopRollout(cfg, engine, tokenizer, tools, interactions, processor=load_vision_processor(model.path),
+                            environment=environment)

@@ -8,7 +8,7 @@ looked up by name. `make_rollout(config)` factories return a `Rollout`; a plain 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,9 +21,13 @@ CollectFn = Callable[..., "list[Trajectory] | Awaitable[list[Trajectory]]"]
 
 
 class WeightReceiver(Protocol):
-    """An engine (or anything) that takes the actor's full weights after each update; sync or async."""
+    """An engine (or anything) that takes the actor's full weights after each update; sync or async.
 
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> Any: ...
+    `state_dict` is a mapping of Hugging Face names to tensors: a plain dict on the host, or on GPU runs a
+    `PackedWeights` (engines.weight_import) whose tensors are views into the trainer's device buckets, valid
+    until the call returns: copy from them, keep no reference."""
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> Any: ...
 
 
 class Rollout(Protocol):
@@ -41,9 +45,15 @@ class Rollout(Protocol):
     async def collect(self, rows: list[dict[str, Any]], step: int, *, greedy: bool = False,
                       on_done: OnDone | None = None) -> list[Trajectory]: ...
 
-    async def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None: ...
+    async def start(self, replicas: Sequence[Any] = ()) -> None:
+        """Called once by the trainer before the first step. `replicas`: the engine replicas its ranks host
+        (`rollout.placement=colocated`; actor handles with `replica_generate`), empty when the rollout brings its
+        own engine."""
+        ...
 
-    def step_metrics(self) -> dict[str, float]:
+    async def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None: ...
+
+    async def step_metrics(self) -> dict[str, float]:
         """What the rollout's engines did since the last call (`rollout/engine/*`), or {}."""
         ...
 
@@ -77,11 +87,16 @@ class CallableRollout:
             kwargs["on_done"] = on_done
         return list(await _resolved(self.fn(rows, step, **kwargs)))
 
-    async def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+    async def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         if self.engine is not None:
             await _resolved(self.engine.update_weights(state_dict))
 
-    def step_metrics(self) -> dict[str, float]:
+    async def start(self, replicas: Sequence[Any] = ()) -> None:
+        if replicas:
+            raise ValueError("a CallableRollout brings its own engine; it cannot use the trainer ranks' replicas "
+                             "(set actor_rollout_ref.rollout.placement=driver)")
+
+    async def step_metrics(self) -> dict[str, float]:
         return {}
 
     async def close(self) -> None:

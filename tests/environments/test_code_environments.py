@@ -12,7 +12,7 @@ from agentgym.rollout.agent_loop import AgentLoop
 from agentgym.rollout.scripted_engine import ScriptedEngine
 from agentgym.tools.registry import build_tools, load_tool_specs
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
-from environments import code_arith, codegen
+from agentgym_envs import code_arith, codegen
 from agentgym_envs.arithmetic.data import ArithmeticTaskConfig
 from agentgym_envs.arithmetic.solver import ideal_script
 from agentgym_envs.codegen.data import CodegenTaskConfig, make_rows

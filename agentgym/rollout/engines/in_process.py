@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -21,9 +22,10 @@ NOT_STARTED = "the engine is not started; use `async with engine:` or `await eng
 
 
 class InProcessEngine(EngineContextMixin):
-    takes_images = True
     """Subclasses set `self.config` (with `intra_op_threads`) and `self.stats` (with `weight_version`), and give
     `_build` (load and place the model; runs in the worker thread), `_serve`, `_abandon` and `max_context`."""
+
+    takes_images = True
 
     model: torch.nn.Module | None
     max_context: int
@@ -124,6 +126,34 @@ class InProcessEngine(EngineContextMixin):
             finally:
                 self._paused = False
                 self._wake.set()
+
+    async def update_weights_from_buckets(self, buckets: Iterable[Mapping[str, torch.Tensor]]) -> int:
+        """Copy weights arriving in buckets (e.g. materialised from a trainer's shards one bucket at a time) into the
+        model in place, as one update: the running sequences drain first, and every bucket is loaded before
+        generation resumes. The buckets are produced in the model's worker thread. Returns the tensors copied."""
+        if self._task is None:
+            raise EngineError(NOT_STARTED)
+        assert self._update_lock is not None and self._drained is not None and self._wake is not None
+        loop = asyncio.get_running_loop()
+
+        def load_all() -> int:
+            count = 0
+            for bucket in buckets:
+                load_state_dict_in_place(self.model, dict(bucket))
+                count += len(bucket)
+            return count
+
+        async with self._update_lock:
+            self._paused = True
+            self._wake.set()
+            try:
+                await self._drained.wait()
+                count = await loop.run_in_executor(self._executor, load_all)
+                self.stats.weight_version += 1
+            finally:
+                self._paused = False
+                self._wake.set()
+        return count
 
     def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         load_state_dict_in_place(self.model, tensors)

@@ -14,6 +14,9 @@ from agentgym.trainer.workers.worker import TrainWorker
 class LocalWorkerGroup:
     """A single rank in this process (no process group unless `distributed=True`, e.g. a 1-GPU FSDP run)."""
 
+    # The rank shares the caller's process: exported weights are handed over by value, never by IPC handle.
+    same_process = True
+
     def __init__(self, config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None,
                  distributed: bool = False) -> None:
         self.world_size = 1
@@ -31,23 +34,41 @@ class LocalWorkerGroup:
 
 class RayWorkerGroup:
     """`world_size` Ray actors, one per GPU (or per `cpus_per_worker` CPUs), joined into one process group
-    (NCCL on GPU, gloo on CPU) whose rendezvous address rank 0 picks on its own node."""
+    (NCCL on GPU, gloo on CPU) whose rendezvous address rank 0 picks on its own node.
+
+    The ranks live in one placement group of one bundle per rank, packed onto as few nodes as fit, and are numbered
+    node by node, so neighbouring ranks share a node (FSDP's shard groups, a replica's tensor-parallel peers)."""
+
+    same_process = False
 
     def __init__(self, config: AgentGymConfig, world_size: int, *, total_steps: int,
                  roles: tuple[str, ...] | None = None, use_gpu: bool | None = None, cpus_per_worker: int = 1) -> None:
         import ray
         import torch
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from agentgym.trainer.workers.worker import ROLLOUT_GROUP
 
         if not ray.is_initialized():
             raise RuntimeError("Ray is not initialised; call ray.init() (or let the trainer do it) first")
         if use_gpu is None:
             use_gpu = config.trainer.device != "cpu" and torch.cuda.is_available()
         _check_cluster_fits(world_size, use_gpu, cpus_per_worker)
-        remote_cls = ray.remote(TrainWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
         self.world_size = world_size
+        bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+        self.placement_group = _reserve(config, [dict(bundle) for _ in range(world_size)])
+        order = _bundles_by_node(self.placement_group)
         # Ray starts actors with one intra-op thread; on CPU the ranks are the compute, so they share the node's cores.
         threads = cpus_per_worker if use_gpu else max(cpus_per_worker, int(ray.cluster_resources().get("CPU", 1)) // world_size)
-        self.actors = [remote_cls.remote(config, rank, world_size, num_threads=threads) for rank in range(world_size)]
+        remote_cls = ray.remote(concurrency_groups={ROLLOUT_GROUP: max(config.actor_rollout_ref.rollout.max_num_seqs, 1)})(
+            TrainWorker)
+        self.actors = [
+            remote_cls.options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
+                               scheduling_strategy=PlacementGroupSchedulingStrategy(
+                                   self.placement_group, placement_group_bundle_index=order[rank]))
+            .remote(config, rank, world_size, num_threads=threads)
+            for rank in range(world_size)
+        ]
         address = ray.get(self.actors[0].address.remote())
         init = f"tcp://{address}" if world_size > 1 or use_gpu else None
         ray.get([a.setup.remote(init, total_steps, roles) for a in self.actors])
@@ -57,14 +78,52 @@ class RayWorkerGroup:
                 for r, actor in enumerate(self.actors)]
         return list(await asyncio.gather(*refs))
 
+    def replica_handles(self) -> list[Any]:
+        """The ranks' actor handles, for engines that call their replicas (`agentgym.rollout.replicas`)."""
+        return list(self.actors)
+
     def shutdown(self) -> None:
         import ray
+        from ray.util.placement_group import remove_placement_group
 
         try:
             ray.get([a.shutdown.remote() for a in self.actors])
         finally:
             for actor in self.actors:
                 ray.kill(actor)
+            remove_placement_group(self.placement_group)
+
+
+def _reserve(config: AgentGymConfig, bundles: list[dict[str, float]]) -> Any:
+    """A placement group of `bundles`, packed onto as few nodes as fit; a cluster that cannot hold it is an error
+    naming what is missing, at once, instead of a wait for resources that never come."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group(bundles, strategy="PACK", name=f"agentgym-trainer-{id(config):x}")
+    try:
+        ray.get(group.ready(), timeout=config.trainer.placement_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        per_node = [{k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU")}
+                    for n in ray.nodes() if n.get("Alive")]
+        raise ConfigError(
+            f"the trainer's {len(bundles)} ranks, one bundle {bundles[0]} each, could not be placed within "
+            f"{config.trainer.placement_timeout_s:g} s; the cluster's live nodes offer {per_node} (less what other "
+            f"jobs hold).", entry="trainer.n_gpus_per_node",
+            fix="ask for fewer ranks (trainer.nnodes x trainer.n_gpus_per_node), free the resources, or add nodes") from None
+    return group
+
+
+def _bundles_by_node(group: Any) -> list[int]:
+    """Bundle indices ordered node by node (ranks 0..k-1 on the first node, ...), in bundle order within a node."""
+    from ray.util.placement_group import placement_group_table
+
+    nodes = placement_group_table(group)["bundles_to_node_id"]
+    node_order: dict[str, int] = {}
+    for bundle in sorted(nodes):
+        node_order.setdefault(nodes[bundle], len(node_order))
+    return sorted(nodes, key=lambda b: (node_order[nodes[b]], b))
 
 
 def _check_cluster_fits(world_size: int, use_gpu: bool, cpus_per_worker: int) -> None:

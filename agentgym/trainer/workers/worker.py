@@ -7,15 +7,24 @@ import random
 import socket
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import ray
 import torch
 import torch.distributed as dist
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.devices import device_type, resolve_dtype
 from agentgym.trainer.batching import MicroBatch
+from agentgym.rollout.engines.weight_import import PackedWeights
+from agentgym.trainer.workers.replica import ReplicaHost
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
+from agentgym.trainer.workers.weight_export import DEFAULT_BUCKET_BYTES, WeightExport, export_weights
+
+# Ray concurrency group of the replica's calls: many model turns in flight at once, beside the training calls
+# (which stay one at a time in the default group).
+ROLLOUT_GROUP = "rollout"
 
 
 def pick_device(preference: str) -> torch.device:
@@ -52,6 +61,8 @@ class TrainWorker:
         self.actor: PolicyRole | None = None
         self.ref: PolicyRole | None = None
         self.critic: ValueRole | None = None
+        self._export: WeightExport | None = None
+        self.replica: ReplicaHost | None = None
 
     def address(self) -> str:
         return free_address()
@@ -121,6 +132,50 @@ class TrainWorker:
     def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         return self.actor.full_state_dict(resolve_dtype(dtype) if dtype else None)
 
+    def export_weights(self, dtype: str | None = None, *, ipc: bool = False,
+                       bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> PackedWeights | None:
+        """The actor's full weights in device buckets (`weight_export`): rank 0 returns them, by value when the
+        caller shares this process (`ipc=False`) or as CUDA IPC handles; other ranks take part and return None.
+        The buckets stay allocated until `release_weights`."""
+        self.release_weights()
+        self._export = export_weights(self.actor.model, dtype=resolve_dtype(dtype) if dtype else None,
+                                      bucket_bytes=bucket_bytes, keep=self.rank == 0)
+        return self._export.share(ipc=ipc)
+
+    def release_weights(self) -> None:
+        """Free the buckets of the last `export_weights` (the receiver has copied them)."""
+        self._export = None
+
+    # ---- the colocated engine replica ----
+    def start_replica(self) -> dict:
+        """Start this rank's engine replica (on this rank's device) and load the actor's current weights into it."""
+        if self.replica is None:
+            self.replica = ReplicaHost(self.config)
+        return {"rank": self.rank, "device": str(self.device), "tensors": self.sync_replica()}
+
+    @ray.method(concurrency_group=ROLLOUT_GROUP)
+    def replica_generate(self, prompt_ids: list[int], sampling: Any, session_id: str | None = None,
+                         images: Any = None) -> Any:
+        if self.replica is None:
+            raise RuntimeError(f"rank {self.rank} hosts no engine replica; the trainer starts one when "
+                               "actor_rollout_ref.rollout.placement is colocated")
+        return self.replica.generate(prompt_ids, sampling, session_id, images)
+
+    def sync_replica(self) -> int:
+        """Copy the actor's weights into this rank's replica, gathered from the shards bucket by bucket on this
+        rank's device, in the engine's dtype (collective: every rank syncs together)."""
+        assert self.replica is not None and self.actor is not None
+        dtype = getattr(torch, self.replica.engine.config.dtype)
+        return self.replica.load(self.actor.full_param_buckets(dtype))
+
+    @ray.method(concurrency_group=ROLLOUT_GROUP)
+    def replica_counters(self) -> dict[str, float]:
+        return self.replica.counters() if self.replica is not None else {}
+
+    def replica_state_dict(self) -> dict[str, torch.Tensor]:
+        assert self.replica is not None
+        return self.replica.state_dict()
+
     def save_checkpoint(self, directory: str, with_optimizer: bool = True) -> None:
         root = Path(directory)
         for name in ("actor", "critic"):
@@ -153,8 +208,19 @@ class TrainWorker:
             dist.barrier()
 
     def shutdown(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
+            self.replica = None
         if dist.is_initialized():
             dist.destroy_process_group()
 
     def pid(self) -> int:
         return os.getpid()
+
+    def weights_read_from_disk(self) -> bool:
+        """Whether this rank read the model's weight files (only rank 0 does when there are several)."""
+        return any(role.read_from_disk for role in (self.actor, self.ref, self.critic) if role is not None)
+
+    def node_id(self) -> str:
+        """The Ray node this rank runs on ("local" outside Ray)."""
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"

@@ -1,0 +1,72 @@
+"""An engine replica inside a trainer rank (the colocated "hybrid engine"): the rank's own in-process engine on the
+rank's own device, fed by the agent loops over Ray and synced from the rank's own shards.
+
+The engine is asyncio-based; a trainer rank is a threaded Ray actor. So the engine lives on an event loop in a
+thread of its own, and each `generate` call (one Ray call per model turn, many in flight) hands its coroutine to
+that loop. Weight sync gathers the actor's parameters bucket by bucket on the rank's device and copies them into
+the engine in place: nothing goes through rank 0, the CPU, the driver, Ray's object store or the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from agentgym.config.schema import AgentGymConfig
+from agentgym.rollout.engines.base import GenerateOutput, SamplingParams
+from agentgym.rollout.engines.in_process import InProcessEngine
+
+
+def replica_engine(cfg: AgentGymConfig) -> InProcessEngine:
+    """The in-process engine a rank hosts: the config's engine, on the rank's device, leaving the rank's thread
+    count alone (the trainer owns it)."""
+    from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine
+    from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
+    from agentgym.rollout.engines.registry import in_process_engine_config
+
+    engine_cfg = dataclasses.replace(in_process_engine_config(cfg), intra_op_threads=None)
+    path = cfg.actor_rollout_ref.model.path
+    if isinstance(engine_cfg, PagedEngineConfig):
+        return PagedEngine(path, engine_cfg)
+    return DynamicCacheEngine(path, engine_cfg)
+
+
+class ReplicaHost:
+    """Owns the replica and its event loop thread; every method is called from the rank's Ray threads."""
+
+    def __init__(self, cfg: AgentGymConfig):
+        self.engine = replica_engine(cfg)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="agentgym-replica", daemon=True)
+        self._thread.start()
+        self._run(self.engine.start())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def generate(self, prompt_ids: list[int], sampling: SamplingParams, session_id: str | None = None,
+                 images: Any = None) -> GenerateOutput:
+        return self._run(self.engine.generate(prompt_ids, sampling, session_id=session_id, images=images))
+
+    def load(self, buckets: Iterable[Mapping[str, torch.Tensor]]) -> int:
+        """One weight update from `buckets` (produced lazily: a trainer's collective gathers run as they are read)."""
+        return self._run(self.engine.update_weights_from_buckets(buckets))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The replica's weights, copied to the CPU (tests compare them with the trainer's)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.model.state_dict().items()}
+
+    def counters(self) -> dict[str, float]:
+        return dict(self.engine.stats.counters())
+
+    def close(self) -> None:
+        try:
+            self._run(self.engine.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
