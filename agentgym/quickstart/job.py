@@ -64,6 +64,9 @@ class QuickstartSettings:
     eval_rows: int = 256
     min_digits: int = 1
     max_digits: int = 2
+    # >0: a greedy held-out evaluation every `eval_every` GRPO steps, written to curve.jsonl with the RL wall time
+    # spent so far (evaluations excluded): accuracy against time, for comparing trainers
+    eval_every: int = 0
     overrides: tuple[str, ...] = ()
 
 
@@ -114,6 +117,7 @@ class Quickstart:
     train_config: Path
     processor: Any = None  # the model's VisionProcessor when it is a vision-language model (set by `run`)
     options: frozenset[str] = frozenset()
+    sft_warmup_steps: int = 50  # learning-rate warm-up of the SFT (a short warm-up SFT wants fewer)
     tools: dict[str, Any]
     interactions: dict[str, Any]
     env: QuickstartEnvironment
@@ -169,35 +173,15 @@ class Quickstart:
         config = agent_loop_config(cfg, temperature=temperature, seed=self.s.seed)
         return AgentLoop(engine, tokenizer, self.tools, self.interactions, config, processor=self.processor)
 
-    async def run(self) -> dict[str, dict[str, EvalResult]]:
-        from transformers import AutoTokenizer
-
-        from agentgym.multimodal.processor import load_vision_processor
-        from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine
-        from agentgym.trainer.driver import RLTrainer
+    async def warm_up(self, init_path: Path, tokenizer: Any, phase_done: Callable[[str], None]) -> Path:
+        """Warm-up SFT on the teacher's transcripts; returns the warmed-up model's directory."""
         from agentgym.trainer.sft import SFTTrainer
-        from agentgym.trainer.tracking import MetricsTracker
 
         s, console = self.s, self.console
-        s.run_dir.mkdir(parents=True, exist_ok=True)
-        self.phase_seconds: dict[str, float] = {}
-        clock = [time.perf_counter()]
-
-        def phase_done(name: str) -> None:
-            now = time.perf_counter()
-            self.phase_seconds[name] = round(now - clock[0], 1)
-            clock[0] = now
-
-        init_path = self.build_model()
-        tokenizer = AutoTokenizer.from_pretrained(init_path)
-        self.processor = load_vision_processor(init_path)
-        console.print(f"[bold]1. model[/bold] {init_path}")
-        phase_done("model")
-
         sft_cfg = self.config(
             init_path, "sft", [f"actor_rollout_ref.actor.optim.lr={s.sft_lr}", f"data.train_batch_size={s.sft_batch_size}",
                                f"actor_rollout_ref.actor.ppo_mini_batch_size={s.sft_batch_size}",
-                               "actor_rollout_ref.actor.optim.lr_warmup_steps=50",
+                               f"actor_rollout_ref.actor.optim.lr_warmup_steps={self.sft_warmup_steps}",
                                "actor_rollout_ref.actor.optim.warmup_style=cosine",
                                "actor_rollout_ref.actor.optim.min_lr_ratio=0.1"]
         )
@@ -230,9 +214,41 @@ class Quickstart:
                       + f" ({time.perf_counter() - started:.0f}s)")
         sft_path = save_model(init_path, state, s.run_dir / "models" / "sft")
         phase_done("sft")
+        return sft_path
+
+    async def run(self) -> dict[str, dict[str, EvalResult]]:
+        from transformers import AutoTokenizer
+
+        from agentgym.multimodal.processor import load_vision_processor
+        from agentgym.rollout.engines.registry import make_engine
+        from agentgym.trainer.driver import RLTrainer
+        from agentgym.trainer.tracking import MetricsTracker
+
+        s, console = self.s, self.console
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        self.phase_seconds: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def phase_done(name: str) -> None:
+            now = time.perf_counter()
+            self.phase_seconds[name] = round(now - clock[0], 1)
+            clock[0] = now
+
+        init_path = self.build_model()
+        tokenizer = AutoTokenizer.from_pretrained(init_path)
+        self.processor = load_vision_processor(init_path)
+        console.print(f"[bold]1. model[/bold] {init_path}")
+        phase_done("model")
+
+        if s.sft_epochs == 0:
+            # No warm-up: RL starts from the model as built (a pretrained instruct model, for instance).
+            sft_path = init_path
+            console.print("[bold]2. warm-up SFT[/bold]: skipped (sft_epochs=0), RL starts from the model as it is")
+        else:
+            sft_path = await self.warm_up(init_path, tokenizer, phase_done)
 
         rl_cfg = self.config(sft_path, "rl", [f"trainer.total_training_steps={s.rl_steps}"])
-        engine = DynamicCacheEngine(sft_path)
+        engine = make_engine(rl_cfg)
         await engine.start()
         try:
             greedy = self.loop(engine, tokenizer, rl_cfg, temperature=0.0)
@@ -251,8 +267,27 @@ class Quickstart:
                           f"{before['sampled'].accuracy:.1%} sampled; tool used correctly {before['greedy'].tool_use_correct:.1%}")
             rollouts = s.run_dir / "rl_trajectories.jsonl"
             rollouts.unlink(missing_ok=True)
+            curve = s.run_dir / "curve.jsonl"
+            curve.unlink(missing_ok=True)
+            rl_started, eval_seconds = time.perf_counter(), [0.0]
+
+            async def point(step: int, result: EvalResult | None = None, at: float | None = None) -> None:
+                """One point of accuracy against RL wall time (the time of the evaluations left out)."""
+                started = time.perf_counter() if at is None else at
+                result = result or self.evaluate(await greedy.run_batch(self.eval_rows, group_prefix="eval-"))
+                wall = started - rl_started - eval_seconds[0]
+                if at is None:
+                    eval_seconds[0] += time.perf_counter() - started
+                with curve.open("a") as f:
+                    f.write(json.dumps({"step": step, "rl_seconds": round(wall, 2), "accuracy": result.accuracy,
+                                        "tool_use_correct": result.tool_use_correct}) + "\n")
+
+            if s.eval_every > 0:
+                await point(0, before["greedy"])
 
             async def collect(rows: list[dict[str, Any]], step: int) -> list[Trajectory]:
+                if s.eval_every > 0 and step > 1 and (step - 1) % s.eval_every == 0:
+                    await point(step - 1)
                 trajs = await sampler.run_batch(rows, n=rl_cfg.actor_rollout_ref.rollout.n, group_prefix=f"step{step}-")
                 write_jsonl(trajs, rollouts, append=True)
                 return trajs
@@ -266,8 +301,11 @@ class Quickstart:
             finally:
                 tracker.close()
                 trainer.close()
+            rl_ended = time.perf_counter()
             phase_done("rl")
             after = await held_out("after")
+            if s.eval_every > 0:
+                await point(s.rl_steps, after["greedy"], at=rl_ended)
             phase_done("eval_after")
         finally:
             await engine.close()
