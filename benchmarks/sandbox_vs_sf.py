@@ -1,7 +1,7 @@
 """Our sandbox server side by side with a real Sandbox Fusion, same machine, same requests, interleaved.
 
     python benchmarks/sandbox_vs_sf.py --sf-src /path/to/SandboxFusion [--levels 1 8 64] [--rounds 2]
-        [--workloads python cpp nodejs] [--json out.json]
+        [--workloads python cpp cpp_cases nodejs typescript java go rust] [--json out.json]
 
 Get Sandbox Fusion with `git clone https://github.com/bytedance/SandboxFusion` (measured at commit 469de08). The
 script makes it runnable the way it runs natively: a venv with its declared dependencies (created once, under
@@ -14,6 +14,13 @@ Each server runs in a cpuacct cgroup of its own, so CPU per run counts everythin
 the program). Load is back to back (no idle gaps): `level` workers each send the next request as soon as the
 last one is answered. For each workload, level and round the two servers run in the order A B, then B A, so
 machine load drifts hit both alike. A run counts as correct when the status is Success and stdout is exact.
+
+Compiled workloads send a different program each time (a unique comment line), so neither server's compile cache
+(ours; Sandbox Fusion has none) answers: they measure the compiler path. `cpp_same` sends the same program every
+time (a GRPO group's identical samples, retries). `cpp_cases` judges one bits/stdc++.h program against 10
+stdin/expected-output cases: ours in one `/run_cases` request (compiled once), Sandbox Fusion in 10 `/run_code`
+requests one after the other (what a client of it does); its req/s counts programs judged. `typescript` on
+Sandbox Fusion needs `tsx` on its PATH (`npm install --prefix DIR tsx`, then `--sf-extra-path DIR/node_modules/.bin`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,12 +51,33 @@ SF_DEPS = ["pydantic>=2.4,<2.7", "fastapi>=0.103.1,<0.104", "uvicorn[standard]==
            "databases[aiosqlite]>=0.9,<0.10", "transformers>=4.44,<5"]
 
 CPP_HELLO = '#include <iostream>\nint main() { std::cout << "hello" << std::endl; return 0; }\n'
+CPP_SUM = ("#include <bits/stdc++.h>\nusing namespace std;\nint main() {\n  int n; cin >> n; vector<long long> a(n);\n"
+           "  for (auto& x : a) cin >> x;\n  sort(a.begin(), a.end());\n"
+           "  cout << accumulate(a.begin(), a.end(), 0LL) << ' ' << a.back() << endl;\n}\n")
+CPP_CASES = [(f"{k}\n" + " ".join(str((i * 7919 + k) % 1000) for i in range(k)) + "\n",
+              f"{sum((i * 7919 + k) % 1000 for i in range(k))} {max((i * 7919 + k) % 1000 for i in range(k))}\n")
+             for k in range(5, 105, 10)]
+JAVA_HELLO = 'public class Main {\n  public static void main(String[] args) { System.out.println("hello"); }\n}\n'
+GO_HELLO = 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hello") }\n'
+RUST_HELLO = 'fn main() { println!("hello"); }\n'
+TS_HELLO = 'const greeting: string = "hello";\nconsole.log(greeting);\n'
+# name -> (request fields, expected stdout, unique: prefix each request's code with a comment of its own)
 WORKLOADS = {
-    "python": ({"language": "python", "code": "print(1)"}, "1\n"),
-    "cpp": ({"language": "cpp", "code": CPP_HELLO}, "hello\n"),
-    "nodejs": ({"language": "nodejs", "code": "console.log(1)"}, "1\n"),
+    "python": ({"language": "python", "code": "print(1)"}, "1\n", False),
+    "cpp": ({"language": "cpp", "code": CPP_HELLO}, "hello\n", True),
+    "cpp_same": ({"language": "cpp", "code": CPP_HELLO}, "hello\n", False),
+    "cpp_cases": ({"language": "cpp", "code": CPP_SUM}, "", True),
+    "nodejs": ({"language": "nodejs", "code": "console.log(1)"}, "1\n", False),
+    "typescript": ({"language": "typescript", "code": TS_HELLO}, "hello\n", True),
+    "java": ({"language": "java", "code": JAVA_HELLO}, "hello\n", True),
+    "go": ({"language": "go", "code": GO_HELLO}, "hello\n", True),
+    "rust": ({"language": "rust", "code": RUST_HELLO}, "hello\n", True),
 }
-RUNS = {"python": {1: 100, 8: 240, 64: 384}, "nodejs": {1: 40, 8: 96, 64: 192}, "cpp": {1: 8, 8: 24, 64: 64}}
+_COMPILED = {1: 8, 8: 24, 64: 64}
+RUNS = {"python": {1: 100, 8: 240, 64: 384}, "nodejs": {1: 40, 8: 96, 64: 192}, "cpp": _COMPILED,
+        "cpp_same": {1: 20, 8: 64, 64: 128}, "cpp_cases": {1: 4, 8: 16, 64: 64}, "typescript": _COMPILED,
+        "java": _COMPILED, "go": _COMPILED, "rust": _COMPILED}
+COMPILED = {"cpp", "cpp_same", "cpp_cases", "typescript", "java", "go", "rust"}
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -189,13 +218,14 @@ def prepare_sf(src: Path, venv: Path) -> None:
     (venv / "condabin").mkdir(exist_ok=True)
 
 
-def start_sf(src: Path, venv: Path, logdir: Path) -> Server:
+def start_sf(src: Path, venv: Path, logdir: Path, extra_path: str = "") -> Server:
     cpu = CpuGroup(f"bench-sf-{os.getpid()}")
     log = logdir / "sf.log"
     home = logdir / "sf-home"
     home.mkdir(exist_ok=True)
     port = free_port()
-    env = {"PATH": f"{venv / 'bin'}:{SYSTEM_PATH}", "HOME": str(home), "LANG": "C.UTF-8"}
+    env = {"PATH": ":".join(filter(None, [extra_path, str(venv / "bin"), SYSTEM_PATH])), "HOME": str(home),
+           "LANG": "C.UTF-8"}
     proc = subprocess.Popen([str(venv / "bin" / "uvicorn"), "sandbox.server.server:app", "--host", "127.0.0.1",
                              "--port", str(port)], cwd=src, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             preexec_fn=cpu.preexec)
@@ -233,22 +263,44 @@ class Level:
                 "client_cpu_per_run_ms": round(self.client_cpu_per_run_ms, 1), "load_avg": round(self.load_avg, 1)}
 
 
+def unit_requests(server: str, workload: str, n: int) -> list[tuple[str, bytes, Optional[str]]]:
+    """The HTTP requests of one unit of work: (path, body, expected stdout; None: a /run_cases answer)."""
+    fields, expect, unique = WORKLOADS[workload]
+    fields = {**fields, "compile_timeout": 120, "run_timeout": 60}
+    if unique:
+        fields["code"] = f"// {uuid.uuid4().hex} {n}\n" + fields["code"]
+    if workload != "cpp_cases":
+        return [("/run_code", json.dumps(fields).encode(), expect)]
+    if server == "ours":
+        cases = [{"stdin": stdin, "expected_output": out} for stdin, out in CPP_CASES]
+        return [("/run_cases", json.dumps({**fields, "cases": cases, "compare": "exact"}).encode(), None)]
+    return [("/run_code", json.dumps({**fields, "stdin": stdin}).encode(), out) for stdin, out in CPP_CASES]
+
+
 async def load(server: Server, workload: str, in_flight: int, total: int, rnd: int) -> Level:
-    payload, expect = WORKLOADS[workload]
-    payload = {**payload, "compile_timeout": 120, "run_timeout": 60}
-    body_bytes = json.dumps(payload).encode()
     # aiohttp, not httpx: the client shares the machine with the servers, and httpx costs ~3x more CPU per
     # request, which capped both servers' req/s alike (see client_cpu_per_run_ms).
     connector = aiohttp.TCPConnector(limit=in_flight, force_close=False)
     timeout = aiohttp.ClientTimeout(total=600)
+    counter = iter(range(10**9))
     async with aiohttp.ClientSession(base_url=server.url, connector=connector, timeout=timeout) as client:
-        async def post() -> tuple[int, dict]:
-            async with client.post("/run_code", data=body_bytes,
-                                   headers={"Content-Type": "application/json"}) as resp:
-                return resp.status, (await resp.json() if resp.status == 200 else {})
+        async def unit() -> tuple[int, bool]:
+            """One unit's requests in order; (worst HTTP status, all answers correct)."""
+            ok = True
+            for path, body, expect in unit_requests(server.name, workload, next(counter)):
+                async with client.post(path, data=body, headers={"Content-Type": "application/json"}) as resp:
+                    if resp.status != 200:
+                        return resp.status, False
+                    answer = await resp.json()
+                if expect is None:
+                    ok = ok and answer.get("status") == "Success" and answer.get("passed") == len(CPP_CASES)
+                else:
+                    run = answer.get("run_result") or {}
+                    ok = ok and answer.get("status") == "Success" and run.get("stdout") == expect
+            return 200, ok
 
         for _ in range(2):  # warm connections and page cache
-            await post()
+            await unit()
         remaining = total
         latencies: list[float] = []
         errors = wrong = 0
@@ -259,16 +311,14 @@ async def load(server: Server, workload: str, in_flight: int, total: int, rnd: i
                 remaining -= 1
                 t0 = time.perf_counter()
                 try:
-                    status, body = await post()
+                    status, ok = await unit()
                 except aiohttp.ClientError:
                     errors += 1
                     continue
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     errors += 1
-                    continue
-                run = body.get("run_result") or {}
-                if body.get("status") != "Success" or run.get("stdout") != expect:
+                elif not ok:
                     wrong += 1
 
         cpu0 = server.cpu.usage_s()
@@ -283,22 +333,27 @@ async def load(server: Server, workload: str, in_flight: int, total: int, rnd: i
                  latencies, client_cpu)
 
 
+BARE = {"python", "nodejs", "cpp"}  # workloads with a bare host run measured between the two servers
+
+
 def bare_cpu_ms(workload: str, n: int) -> tuple[float, float]:
     """Wall and CPU per run of the bare program on the host, run back to back (median wall, mean CPU)."""
     python3 = shutil.which("python3", path=SYSTEM_PATH) or "python3"
     walls = []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {"PATH": SYSTEM_PATH}  # as both servers' runs see it (NODE_EXTRA_CA_CERTS alone doubles node's start-up)
     with tempfile.TemporaryDirectory() as tmp:
         if workload == "cpp":
             Path(tmp, "main.cpp").write_text(CPP_HELLO)
         for _ in range(n):
             t0 = time.perf_counter()
             if workload == "python":
-                subprocess.run([python3, "-c", "print(1)"], stdout=subprocess.DEVNULL, check=True)
+                subprocess.run([python3, "-c", "print(1)"], stdout=subprocess.DEVNULL, check=True, env=env)
             elif workload == "nodejs":
-                subprocess.run(["node", "-e", "console.log(1)"], stdout=subprocess.DEVNULL, check=True)
+                subprocess.run(["node", "-e", "console.log(1)"], stdout=subprocess.DEVNULL, check=True, env=env)
             else:
-                subprocess.run(["g++", "-std=c++17", "main.cpp", "-o", "main", "-lpthread"], cwd=tmp, check=True)
+                subprocess.run(["g++", "-std=c++17", "main.cpp", "-o", "main", "-lpthread"], cwd=tmp, check=True,
+                               env=env)
                 subprocess.run(["./main"], cwd=tmp, stdout=subprocess.DEVNULL, check=True)
             walls.append(time.perf_counter() - t0)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -311,7 +366,8 @@ def table(levels: list[Level], bare: dict[str, tuple[float, float]]) -> str:
             "| CPU/run over bare ms | client CPU/run ms | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for lv in levels:
         s = lv.summary()
-        over = "" if s["cpu_per_run_ms"] is None else f"{s['cpu_per_run_ms'] - bare[lv.workload][1]:.1f}"
+        over = "" if s["cpu_per_run_ms"] is None or lv.workload not in bare else \
+            f"{s['cpu_per_run_ms'] - bare[lv.workload][1]:.1f}"
         rows.append(f"| {lv.workload} | {lv.in_flight} | {lv.server} r{lv.round} | {s['req_per_s']} | {s['p50_ms']} "
                     f"| {s['p95_ms']} | {s['p99_ms']} | {lv.errors} | {lv.wrong} | {s['cpu_per_run_ms']} | {over} "
                     f"| {s['client_cpu_per_run_ms']} | {s['load_avg']} |")
@@ -336,13 +392,13 @@ async def main_async(args: argparse.Namespace, ours: Server, sf: Server,
     levels: list[Level] = []
     for workload in args.workloads:
         for c in args.levels:
-            if workload == "cpp" and c > max(args.cpp_max_in_flight, 1):
+            if workload in COMPILED and c > max(args.cpp_max_in_flight, 1):
                 continue
             total = max(RUNS[workload].get(c, 4 * c), 2 * c) * args.scale // 100
             for rnd in range(args.rounds):
                 order = (ours, sf) if rnd % 2 == 0 else (sf, ours)
                 for i, server in enumerate(order):
-                    if i == 1:
+                    if i == 1 and workload in BARE:
                         n = 2 if workload == "cpp" else max(3, args.bare_runs)
                         bare[workload].append(await asyncio.to_thread(bare_cpu_ms, workload, n))
                     lv = await load(server, workload, c, max(total, c), rnd)
@@ -357,8 +413,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--sf-venv", type=Path, default=Path("/tmp/sandboxfusion-venv"))
     p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--rounds", type=int, default=2, help="rounds per level; odd rounds swap the order (A B, B A)")
-    p.add_argument("--workloads", nargs="+", default=["python", "cpp", "nodejs"], choices=sorted(WORKLOADS))
-    p.add_argument("--cpp-max-in-flight", type=int, default=8, help="C++ compiles are slow; skip higher levels")
+    p.add_argument("--workloads", nargs="+", default=["python", "cpp", "cpp_cases", "nodejs", "typescript", "java",
+                                                      "go", "rust"], choices=sorted(WORKLOADS))
+    p.add_argument("--cpp-max-in-flight", type=int, default=8,
+                   help="compiles are slow (Sandbox Fusion: ~0.4-1.5 s CPU each); compiled workloads skip higher levels")
+    p.add_argument("--sf-extra-path", default="", help="prepended to Sandbox Fusion's PATH (e.g. where tsx is)")
     p.add_argument("--scale", type=int, default=100, help="percent of the default number of runs per level")
     p.add_argument("--bare-runs", type=int, default=10, help="bare runs between the two servers of each level")
     p.add_argument("--json", type=Path, help="write every level's summary here")
@@ -368,10 +427,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     prepare_sf(args.sf_src.resolve(), args.sf_venv)
     logdir = Path(tempfile.mkdtemp(prefix="sandbox-vs-sf-"))
     print(f"cpus={os.cpu_count()} load={os.getloadavg()} logs in {logdir}", flush=True)
-    samples: dict[str, list[tuple[float, float]]] = {w: [] for w in args.workloads}
+    samples: dict[str, list[tuple[float, float]]] = {w: [] for w in args.workloads if w in BARE}
     ours = start_ours(logdir)
     try:
-        sf = start_sf(args.sf_src.resolve(), args.sf_venv, logdir)
+        sf = start_sf(args.sf_src.resolve(), args.sf_venv, logdir, args.sf_extra_path)
         try:
             levels = asyncio.run(main_async(args, ours, sf, samples))
         finally:

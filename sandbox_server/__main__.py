@@ -32,6 +32,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--warm-pool-size", type=int, default=None,
                    help="pre-started python sandboxes kept ready (0 disables the warm pool)")
     p.add_argument("--sandbox-uid", type=int, default=None, help="host uid (and gid) that runs user code")
+    p.add_argument("--compile-cache-mb", type=int, default=None,
+                   help="bound of the compile cache in MB (0 turns it off; default 512)")
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
 
@@ -42,6 +44,7 @@ def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
         "max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
         "default_memory_limit_mb": args.default_memory_mb, "work_root": args.work_root,
         "sandbox_uid": args.sandbox_uid, "sandbox_gid": args.sandbox_uid, "warm_pool_size": args.warm_pool_size,
+        "compile_cache_mb": args.compile_cache_mb,
     }
     return SandboxSettings(**{k: v for k, v in overrides.items() if v is not None})
 

@@ -9,16 +9,17 @@ import tempfile
 import traceback
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from .admission import AdmissionController, Overloaded
 from .executor import CodeExecutor, RequestRejected
 from .isolation import IsolationUnavailable, StepRunner, base_env, make_runner
 from .languages import available_languages
-from .models import RunCodeRequest, RunCodeResponse, RunStatus
+from .models import RunCasesRequest, RunCasesResponse, RunCodeRequest, RunCodeResponse, RunStatus
 from .settings import SandboxSettings
 from .workdirs import remove_tree
 
@@ -144,10 +145,17 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
         return {"running": adm.running, "waiting": adm.waiting, "max_concurrency": adm.max_concurrency,
                 "max_queue": adm.max_queue, "fork_server": ex.fork_server_state,
                 "fork_pool": ex.pool.pool_state() if ex.pool is not None else None,
-                "fork_phases": ex.pool.phases.summary() if ex.pool is not None else {}}
+                "fork_phases": ex.pool.phases.summary() if ex.pool is not None else {},
+                "node_pool": ex.node_pool.pool_state() if ex.node_pool is not None else None,
+                "node_phases": ex.node_pool.phases.summary() if ex.node_pool is not None else {},
+                "compile_cache": ex.cache.stats() if ex.cache is not None else None,
+                "precompiled_headers": ex.pch.summary() if ex.pch is not None else None,
+                "typescript_snapshot": ex.ts.summary() if ex.ts is not None else None}
 
-    @app.post("/run_code", response_model=RunCodeResponse)
-    async def run_code(body: RunCodeRequest, request: Request):
+    async def admitted(request: Request, body: RunCodeRequest, run: Callable[[], Awaitable[BaseModel]],
+                       failed: Callable[[str], BaseModel]):
+        """422 for requests that cannot run as sent, 503 + Retry-After when full, the sandbox's own failures
+        in-band (as Sandbox Fusion reports them)."""
         ex: CodeExecutor = request.app.state.executor
         try:
             ex.check(body)
@@ -155,7 +163,7 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
             return JSONResponse(status_code=422, content={"detail": str(e)})
         try:
             async with request.app.state.admission.slot():
-                return await ex.run_code(body)
+                return await run()
         except Overloaded as e:
             retry_after = request.app.state.admission.retry_after_s()
             return JSONResponse(status_code=503, content={"detail": str(e)}, headers={"Retry-After": str(retry_after)})
@@ -164,10 +172,21 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the sandbox's own failure: Sandbox Fusion reports it in-band
-            logger.exception("run_code failed")
-            return RunCodeResponse(status=RunStatus.SandboxError,
-                                   message=f"sandbox error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}",
-                                   executor_pod_name=settings.executor_pod_name)
+            logger.exception("%s failed", request.url.path)
+            return failed(f"sandbox error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+
+    @app.post("/run_code", response_model=RunCodeResponse)
+    async def run_code(body: RunCodeRequest, request: Request):
+        return await admitted(request, body, lambda: request.app.state.executor.run_code(body),
+                              lambda message: RunCodeResponse(status=RunStatus.SandboxError, message=message,
+                                                              executor_pod_name=settings.executor_pod_name))
+
+    @app.post("/run_cases", response_model=RunCasesResponse)
+    async def run_cases(body: RunCasesRequest, request: Request):
+        """An extension: one program against many stdin/expected-output cases, compiled once (README.md)."""
+        return await admitted(request, body, lambda: request.app.state.executor.run_cases(body),
+                              lambda message: RunCasesResponse(status=RunStatus.SandboxError, message=message,
+                                                               executor_pod_name=settings.executor_pod_name))
 
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     return app

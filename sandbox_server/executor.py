@@ -1,4 +1,5 @@
-"""One /run_code request end to end: fresh work dir, files in, compile, run, files out, clean up."""
+"""One /run_code (or /run_cases) request end to end: fresh sandbox per step, files in, compile (or the compile
+cache), run, files out, clean up."""
 
 from __future__ import annotations
 
@@ -10,21 +11,63 @@ import os
 import stat
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+from .compile_cache import CompileArtifacts, CompileCache, cache_key, toolchain_identity
 from .explain import StepLimits, kill_reason, step_notes, with_notes
 from .isolation import BwrapRunner, StepResult, StepRunner, base_env, cpu_limit_s
-from .languages import LanguageSpec
-from .models import CommandRunResult, CommandRunStatus, RunCodeRequest, RunCodeResponse, derive_run_status
+from .languages import PCH_MOUNT, LanguageSpec
+from .models import (CaseResult, CommandRunResult, CommandRunStatus, RunCasesRequest, RunCasesResponse,
+                     RunCodeRequest, RunCodeResponse, RunStatus, derive_run_status, output_matches)
+from .pch import PchBuilder
+from .ts_snapshot import RUNTIME_MOUNT, TsSnapshot
+from .warm_node import MIN_MEMORY_BYTES as _WARM_NODE_MIN_MEMORY, NODE_MOUNT, install_loader, prestart_spec
 from .settings import SandboxSettings
-from .fork_server import ForkedSandbox, ForkServer, ForkServerError
+from .fork_server import ForkedSandbox, ForkServer, ForkServerError, InputFile
 from .workdirs import WorkDirs, remove_tree
 
 logger = logging.getLogger("sandbox_server.executor")
 
 
 _WARM_MIN_MEMORY = 64 << 20
+# What a compile step may leave behind for its run step (binaries, classes): read back through the server.
+_ARTIFACT_BUDGET = 256 << 20
+
+
+@dataclass
+class _StepOut:
+    """One step's result and the files read back from its work dir (what was asked for, or all of them)."""
+
+    step: StepResult
+    files: dict[str, bytes]
+    modes: dict[str, int]
+    notes: list[str]
+
+
+@dataclass
+class _Compiled:
+    """A compile step's answer (run, or from the cache) and what the run steps start from."""
+
+    result: Optional[CommandRunResult]
+    notes: list[str]
+    inputs: list[InputFile]
+    artifacts: list[InputFile] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # the compile step's work dir, for fetch_files
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.result.status == CommandRunStatus.Finished \
+            and self.result.return_code == 0
+
+
+def _cacheable(step: StepResult, notes: Sequence[str]) -> bool:
+    """Only compiles whose outcome depends on the inputs alone: none stopped by a limit, all artifacts read."""
+    out = step.outcome
+    return (step.setup_error is None and not out.timed_out and out.return_code is not None and not step.oom_killed
+            and not out.output_truncated and not out.output_limit_killed and step.pids_limit_hits == 0
+            and kill_reason(step) is None and not notes)
 
 
 class RequestRejected(ValueError):
@@ -63,16 +106,79 @@ class CodeExecutor:
         self.runner = runner
         self.languages = languages
         self.pool: Optional[ForkServer] = None
+        self.node_pool: Optional[ForkServer] = None  # prepared runs with a warm node waiting (warm_node.py)
         self._pool_start: Optional[asyncio.Task] = None
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.work_root, 0o711)
         self.workdirs = WorkDirs(settings.work_root, settings.max_memory_limit_mb << 20,
                                  mount=isinstance(runner, BwrapRunner))
+        self.cache: Optional[CompileCache] = None
+        if settings.compile_cache_mb > 0:
+            self.cache = CompileCache(settings.work_root / "warm-compile-cache", settings.compile_cache_mb << 20)
+        self._toolchains: dict[str, str] = {}
+        self.pch: Optional[PchBuilder] = None
+        self._pch_task: Optional[asyncio.Task] = None
+        self.ts: Optional[TsSnapshot] = None
+        self._ts_task: Optional[asyncio.Task] = None
+        self._warm_node = False
+        if isinstance(runner, BwrapRunner):
+            self._set_up_warm_state(runner)
+
+    def _warm_root(self, configured: Path, name: str) -> Path:
+        """The configured host dir (kept across restarts) if this server can write it, else one under its own work
+        root, rebuilt at each start (a container whose root file system is read-only)."""
+        for root in (configured, self.settings.work_root / f"warm-{name}"):
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                probe = root / f".probe-{os.getpid()}"
+                probe.touch()
+                probe.unlink()
+                return root
+            except OSError as e:
+                logger.info("%s is not writable (%s); trying the next place for %s", root, e, name)
+        raise OSError(f"no writable directory for {name}: {configured} and the work root both refused")
+
+    def _set_up_warm_state(self, runner: BwrapRunner) -> None:
+        """The dirs every sandbox binds read-only (PCH, tsc snapshot, node loader), before the fork server's
+        template starts; their contents are built in the background. Each is an optimisation: one that cannot be
+        set up is logged and left off, and its language takes the plain path."""
+        settings, languages = self.settings, self.languages
+        if settings.precompiled_headers and "cpp" in languages:
+            try:
+                self.pch = PchBuilder(self._warm_root(settings.precompiled_headers_root, "pch"),
+                                      toolchain_identity(("g++",), settings.sandbox_path))
+                runner.ro_binds.append((str(self.pch.root), PCH_MOUNT))
+            except OSError as e:
+                logger.warning("C++ precompiled headers are off: %s", e)
+                self.pch = None
+        if settings.warm_node_pool_size > 0 and "nodejs" in languages:
+            try:
+                loader = install_loader(self._warm_root(settings.runtime_cache_root, "runtime"))
+                runner.ro_binds.append((str(loader), NODE_MOUNT))
+                self._warm_node = True
+            except OSError as e:
+                logger.warning("the warm node is off: %s", e)
+        ts_spec = languages.get("typescript")
+        if settings.typescript_snapshot and ts_spec is not None:
+            argv = list(ts_spec.compile or ())
+            type_root = argv[argv.index("--typeRoots") + 1] if "--typeRoots" in argv else None
+            try:
+                self.ts = TsSnapshot(self._warm_root(settings.runtime_cache_root, "runtime"), type_root,
+                                     settings.sandbox_path)
+                runner.ro_binds.append((str(self.ts.root), RUNTIME_MOUNT))
+            except OSError as e:
+                logger.warning("the typescript snapshot is off (tsc compiles): %s", e)
+                self.ts = None
 
     def start_warm_pool(self) -> None:
-        """Start the fork server in the background (needs a running loop); runs take the cold path until it is
-        up, so a restarted server answers at once. A no-op without isolation or with warm_pool_size=0."""
+        """Start the fork server and the precompiled headers' build in the background (needs a running loop);
+        runs take the cold path until the fork server is up, and parse headers until their PCH is built, so a
+        restarted server answers at once. The fork server is off without isolation or with warm_pool_size=0."""
+        if self.pch is not None:
+            self._pch_task = asyncio.get_running_loop().create_task(self.pch.build())
+        if self.ts is not None:
+            self._ts_task = asyncio.get_running_loop().create_task(self.ts.build())
         size = self.settings.warm_pool_size_resolved()
         if not isinstance(self.runner, BwrapRunner) or size <= 0:
             return
@@ -102,12 +208,38 @@ class CodeExecutor:
             await pool.aclose()
             return
         self.pool = pool
+        if self._warm_node:
+            await self._start_node_pool()
+
+    async def _start_node_pool(self) -> None:
+        """A second template whose prepared runs each hold a started node (warm_node.py); without it nodejs runs
+        exec node in a plain forked run, as before."""
+        assert isinstance(self.runner, BwrapRunner)
+        node = ForkServer(self.runner, self.workdirs, self._env(self.languages["nodejs"]),
+                          size=self.settings.warm_node_pool_size,
+                          idle_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_pids=max(self.settings.pids_limit, 16 * self.settings.warm_node_pool_size + 16),
+                          prestart=prestart_spec(self._env(self.languages["nodejs"])))
+        try:
+            await node.start()
+        except Exception as e:
+            logger.warning("the warm node pool could not start (%s: %s); nodejs runs exec node per run",
+                           type(e).__name__, e)
+            await node.aclose()
+            return
+        self.node_pool = node
 
     async def aclose(self) -> None:
+        for task in (self._pch_task, self._ts_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._pool_start is not None:  # not cancelled: that could leave a half-started child (see ForkServer.aclose)
             await asyncio.gather(self._pool_start, return_exceptions=True)
-        if self.pool is not None:
-            await self.pool.aclose()
+        for pool in (self.pool, self.node_pool):
+            if pool is not None:
+                await pool.aclose()
         await self.runner.drain()
         while self._cleanups:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
@@ -141,8 +273,20 @@ class CodeExecutor:
     async def run_code(self, request: RunCodeRequest) -> RunCodeResponse:
         spec = self.check(request)
         memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
+        if spec.compile is not None:
+            return await self._run_compiled(spec, request, memory)
+        if spec.name == "nodejs" and self.node_pool is not None and memory >= _WARM_NODE_MIN_MEMORY:
+            t0 = time.monotonic()
+            warm = self.node_pool.take_ready()
+            if warm is not None:
+                try:
+                    response = await self._run_forked(warm, spec, request, memory, pool=self.node_pool)
+                    self.node_pool.phases.add({"request": time.monotonic() - t0})
+                    return response
+                except ForkServerError as e:
+                    logger.warning("a warm node run failed (%s); running it again", e)
         # Tiny memory limits go the cold way: a forked interpreter's first page writes are charged to the run.
-        if (self.pool is not None and spec.compile is None and spec.name in self.settings.warm_languages
+        if (self.pool is not None and spec.name in self.settings.warm_languages
                 and memory >= _WARM_MIN_MEMORY):
             t0 = time.monotonic()
             forked = await self.pool.acquire()
@@ -160,35 +304,16 @@ class CodeExecutor:
             self._write_inputs(workdir, spec, request)
             self.runner.prepare_workdir(workdir)
             env = self._env(spec)
-            compile_result: Optional[CommandRunResult] = None
-            run_result: Optional[CommandRunResult] = None
-            notes: list[str] = []
-            if spec.entry is not None and not spec.entry(request.code):
-                # Sandbox Fusion's answer for Scala code without an `object` to run.
-                compile_result = CommandRunResult(status=CommandRunStatus.Error, return_code=1,
-                                                  stderr="Object name not found.")
-            elif spec.compile is not None:
-                # A compile slowed by a busy machine is not the program's fault (tsc takes 3-7 s under load).
-                compile_timeout = max(request.compile_timeout, self.settings.min_compile_timeout_s)
-                step = await self.runner.run_step(spec.compile, workdir=workdir, stdin=None,
-                                                  timeout=compile_timeout, memory_bytes=memory, env=env)
-                compile_result, compile_notes = to_command_result(step, self._limits(compile_timeout,
-                                                                                     memory))
-                notes += [f"compile: {n}" for n in compile_notes]
-            if compile_result is None or (compile_result.status == CommandRunStatus.Finished
-                                          and compile_result.return_code == 0):
-                stdin = request.stdin.encode() if request.stdin is not None else None
-                step = await self.runner.run_step(spec.run_argv(request.args, request.code), workdir=workdir,
-                                                  stdin=stdin,
-                                                  timeout=request.run_timeout, memory_bytes=memory, env=env)
-                run_result, run_notes = to_command_result(step, self._limits(request.run_timeout, memory))
-                notes += run_notes
+            stdin = request.stdin.encode() if request.stdin is not None else None
+            step = await self.runner.run_step(spec.run_argv(request.args, request.code), workdir=workdir,
+                                              stdin=stdin,
+                                              timeout=request.run_timeout, memory_bytes=memory, env=env)
+            run_result, notes = to_command_result(step, self._limits(request.run_timeout, memory))
             files, fetch_notes = self._fetch(workdir, request.fetch_files)
-            status, message = derive_run_status(compile_result, run_result)
+            status, message = derive_run_status(None, run_result)
             message = "; ".join(filter(None, [message.strip(), *notes, *fetch_notes]))
-            return RunCodeResponse(status=status, message=message, compile_result=compile_result,
-                                   run_result=run_result, executor_pod_name=self.settings.executor_pod_name,
-                                   files=files)
+            return RunCodeResponse(status=status, message=message, run_result=run_result,
+                                   executor_pod_name=self.settings.executor_pod_name, files=files)
         finally:
             # Every process of the run is SIGKILLed by now; deleting its files need not delay the answer.
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(remove_tree, workdir))
@@ -196,16 +321,22 @@ class CodeExecutor:
             task.add_done_callback(self._cleanups.discard)
 
     async def _run_forked(self, forked: ForkedSandbox, spec: LanguageSpec, request: RunCodeRequest,
-                          memory: int) -> RunCodeResponse:
-        assert self.pool is not None
+                          memory: int, pool: Optional[ForkServer] = None) -> RunCodeResponse:
+        pool = pool or self.pool
+        assert pool is not None
         env = self._env(spec)
-        run_spec: dict = ({"source": spec.source, "args": list(request.args), "env": env} if spec.name == "python"
-                          else {"argv": spec.run_argv(request.args, request.code), "env": env})
+        run_spec: dict
+        if pool.prestart is not None:  # a warm node: only the program's name and arguments
+            run_spec = {"main": spec.source, "args": list(request.args)}
+        elif spec.name == "python":
+            run_spec = {"source": spec.source, "args": list(request.args), "env": env}
+        else:
+            run_spec = {"argv": spec.run_argv(request.args, request.code), "env": env}
         inputs = [(rel, base64.b64decode(content)) for rel, content in request.files.items()
                   if isinstance(content, str)]  # Sandbox Fusion skips null contents
         inputs.append((spec.source, (spec.transform(request.code) if spec.transform else request.code).encode()))
         stdin = request.stdin.encode() if request.stdin is not None else None
-        result = await self.pool.run(forked, spec=run_spec, inputs=inputs, stdin=stdin, timeout=request.run_timeout,
+        result = await pool.run(forked, spec=run_spec, inputs=inputs, stdin=stdin, timeout=request.run_timeout,
                                      memory_bytes=memory, fetch=request.fetch_files,
                                      fetch_budget=self.settings.max_fetch_bytes)
         run_result, notes = to_command_result(result.step, self._limits(request.run_timeout, memory))
@@ -214,6 +345,186 @@ class CodeExecutor:
         files = {rel: base64.b64encode(data).decode("ascii") for rel, data in result.files.items()}
         return RunCodeResponse(status=status, message=message, run_result=run_result,
                                executor_pod_name=self.settings.executor_pod_name, files=files)
+
+    # ---- compiled languages: compile once (or take it from the cache), then run steps from its artifacts
+    async def _run_compiled(self, spec: LanguageSpec, request: RunCodeRequest, memory: int) -> RunCodeResponse:
+        compiled = await self._compile(spec, request, memory)
+        run_result: Optional[CommandRunResult] = None
+        notes = list(compiled.notes)
+        if compiled.ok:
+            stdin = request.stdin.encode() if request.stdin is not None else None
+            run_result, run_notes, fetched = await self._run_artifacts(spec, request, compiled, stdin, memory,
+                                                                       request.fetch_files)
+            notes += run_notes
+        else:
+            fetched = {rel: compiled.files[rel] for rel in request.fetch_files if rel in compiled.files}
+        status, message = derive_run_status(compiled.result, run_result)
+        return RunCodeResponse(status=status, message="; ".join(filter(None, [message.strip(), *notes])),
+                               compile_result=compiled.result, run_result=run_result,
+                               executor_pod_name=self.settings.executor_pod_name,
+                               files={rel: base64.b64encode(data).decode("ascii") for rel, data in fetched.items()})
+
+    def _inputs(self, spec: LanguageSpec, request: RunCodeRequest) -> list[InputFile]:
+        inputs: list[InputFile] = [(rel, base64.b64decode(content)) for rel, content in request.files.items()
+                                   if isinstance(content, str)]  # Sandbox Fusion skips null contents
+        inputs.append((spec.source, (spec.transform(request.code) if spec.transform else request.code).encode()))
+        return inputs
+
+    def _toolchain(self, spec: LanguageSpec) -> str:
+        if spec.name not in self._toolchains:
+            self._toolchains[spec.name] = toolchain_identity(spec.needs, self.settings.sandbox_path)
+        return self._toolchains[spec.name]
+
+    async def _compile(self, spec: LanguageSpec, request: RunCodeRequest, memory: int) -> _Compiled:
+        """The compile step, or its cached answer. Its artifacts are what the step left in the work dir that was
+        not an input as sent, read back right after it (every process of it dead, no run step started yet)."""
+        assert spec.compile is not None
+        inputs = self._inputs(spec, request)
+        if spec.entry is not None and not spec.entry(request.code):
+            # Sandbox Fusion's answer for Scala code without an `object` to run.
+            return _Compiled(CommandRunResult(status=CommandRunStatus.Error, return_code=1,
+                                              stderr="Object name not found."), [], inputs)
+        compile_argv = spec.compile
+        if spec.name == "typescript" and self.ts is not None and self.ts.ready:
+            compile_argv = self.ts.compile_argv()  # the warm tsc: same options, same output (ts_snapshot.js)
+        key = None
+        if self.cache is not None:
+            key = cache_key(language=spec.name, compile_argv=compile_argv, run_argv=spec.run_argv(request.args,
+                            request.code), toolchain=self._toolchain(spec), inputs=inputs)
+            hit = await asyncio.to_thread(self.cache.get, key)
+            if hit is not None:
+                result = CommandRunResult(status=CommandRunStatus.Finished, execution_time=0.0,
+                                          return_code=hit.return_code, stdout=hit.stdout, stderr=hit.stderr,
+                                          cached=True)
+                artifacts = [(rel, data, mode) for rel, (data, mode) in hit.files.items()]
+                return _Compiled(result, [], inputs, artifacts)
+        # A compile slowed by a busy machine is not the program's fault (tsc takes 3-7 s under load).
+        timeout = max(request.compile_timeout, self.settings.min_compile_timeout_s)
+        out = await self._step(compile_argv, inputs=inputs, stdin=None, timeout=timeout, memory=memory,
+                               env=self._env(spec), fetch_all=True, budget=_ARTIFACT_BUDGET)
+        result, step_notes_ = to_command_result(out.step, self._limits(timeout, memory))
+        sent = {f[0]: f[1] for f in inputs}
+        produced = {rel: (data, out.modes.get(rel, 0o644)) for rel, data in out.files.items() if sent.get(rel) != data}
+        if key is not None and self.cache is not None and _cacheable(out.step, out.notes):
+            assert result.return_code is not None
+            entry = CompileArtifacts(produced, result.return_code, result.stdout or "", result.stderr or "",
+                                     result.execution_time or 0.0)
+            await asyncio.to_thread(self.cache.put, key, entry)
+        notes = [f"compile: {n}" for n in (*step_notes_, *out.notes)]
+        return _Compiled(result, notes, inputs, [(rel, data, mode) for rel, (data, mode) in produced.items()],
+                         out.files)
+
+    async def _run_artifacts(self, spec: LanguageSpec, request: RunCodeRequest, compiled: _Compiled,
+                             stdin: Optional[bytes], memory: int, fetch: Sequence[str]
+                             ) -> tuple[CommandRunResult, list[str], dict[str, bytes]]:
+        """One run step of a compiled program: a fresh sandbox with the inputs and the compile's artifacts."""
+        out = await self._step(spec.run_argv(request.args, request.code), inputs=[*compiled.inputs,
+                               *compiled.artifacts], stdin=stdin, timeout=request.run_timeout, memory=memory,
+                               env=self._env(spec), fetch=fetch, budget=self.settings.max_fetch_bytes)
+        run_result, notes = to_command_result(out.step, self._limits(request.run_timeout, memory))
+        return run_result, [*notes, *out.notes], out.files
+
+    async def _step(self, argv: Sequence[str], *, inputs: Sequence[InputFile], stdin: Optional[bytes],
+                    timeout: float, memory: int, env: dict[str, str], fetch: Sequence[str] = (),
+                    fetch_all: bool = False, budget: int) -> _StepOut:
+        """One step in a sandbox of its own: forked when the fork server is up (the same isolation as a forked
+        python run), else a cold bwrap sandbox. Reads back `fetch`, or with `fetch_all` every file."""
+        if (tuple(argv[:2]) == ("node", "main.js") and self.node_pool is not None and not fetch_all
+                and memory >= _WARM_NODE_MIN_MEMORY):  # typescript's run step: a warm node if one is ready
+            warm = self.node_pool.take_ready()
+            if warm is not None:
+                try:
+                    r = await self.node_pool.run(warm, spec={"main": "main.js", "args": list(argv[2:])},
+                                                 inputs=inputs, stdin=stdin, timeout=timeout, memory_bytes=memory,
+                                                 fetch=fetch, fetch_budget=budget)
+                    return _StepOut(r.step, r.files, r.modes, r.notes)
+                except ForkServerError as e:
+                    logger.warning("a warm node step failed (%s); running it again", e)
+        if self.pool is not None and self.settings.fork_compiled and memory >= _WARM_MIN_MEMORY:
+            forked = await self.pool.acquire()
+            if forked is not None:
+                try:
+                    r = await self.pool.run(forked, spec={"argv": list(argv), "env": env}, inputs=inputs,
+                                            stdin=stdin, timeout=timeout, memory_bytes=memory, fetch=fetch,
+                                            fetch_budget=budget, fetch_all=fetch_all)
+                    return _StepOut(r.step, r.files, r.modes, r.notes)
+                except ForkServerError as e:
+                    logger.warning("a forked step failed (%s); running it in a sandbox of its own", e)
+        workdir = self.workdirs.create(f"run-{uuid.uuid4().hex}")
+        try:
+            for entry in inputs:
+                target = workdir / entry[0]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(entry[1])
+                if len(entry) > 2:
+                    os.chmod(target, entry[2] & 0o755)
+            self.runner.prepare_workdir(workdir)
+            step = await self.runner.run_step(argv, workdir=workdir, stdin=stdin, timeout=timeout,
+                                              memory_bytes=memory, env=env)
+            files, modes, notes = await asyncio.to_thread(self._read_back, workdir, None if fetch_all else fetch,
+                                                          budget)
+            return _StepOut(step, files, modes, notes)
+        finally:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(remove_tree, workdir))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    # ---- /run_cases
+    async def run_cases(self, request: RunCasesRequest) -> RunCasesResponse:
+        """Compile once, then one sandbox per case (its own limits), results per case; see README.md."""
+        spec = self.check(request)
+        if len(request.cases) > self.settings.max_cases:
+            raise RequestRejected(f"{len(request.cases)} cases exceed this server's maximum of "
+                                  f"{self.settings.max_cases} per request; split them over several requests")
+        memory = self.settings.memory_limit_bytes(request.memory_limit_MB)
+        compiled: Optional[_Compiled] = None
+        notes: list[str] = []
+        if spec.compile is not None:
+            compiled = await self._compile(spec, request, memory)
+            notes += compiled.notes
+            if not compiled.ok:
+                status, message = derive_run_status(compiled.result, None)
+                skipped = [CaseResult(status=status, passed=False if c.expected_output is not None else None,
+                                      skipped=True) for c in request.cases]
+                return RunCasesResponse(status=status, message="; ".join(filter(None, [message.strip(), *notes])),
+                                        compile_result=compiled.result, cases=skipped,
+                                        executor_pod_name=self.settings.executor_pod_name)
+        plain = RunCodeRequest(**request.model_dump(exclude={"cases", "compare", "stop_on_failure", "stdin"}))
+        results: list[CaseResult] = []
+        failed = False
+        for case in request.cases:
+            expect = case.expected_output
+            if failed and request.stop_on_failure:
+                results.append(CaseResult(status=RunStatus.Failed, passed=False if expect is not None else None,
+                                          skipped=True))
+                continue
+            if compiled is not None:
+                stdin = case.stdin.encode() if case.stdin is not None else None
+                run_result, case_notes, fetched = await self._run_artifacts(spec, plain, compiled, stdin, memory,
+                                                                            request.fetch_files)
+                status, message = derive_run_status(None, run_result)
+                message = "; ".join(filter(None, [message.strip(), *case_notes]))
+                files = {rel: base64.b64encode(data).decode("ascii") for rel, data in fetched.items()}
+            else:
+                response = await self.run_code(plain.model_copy(update={"stdin": case.stdin}))
+                status, message, run_result, files = (response.status, response.message, response.run_result,
+                                                      response.files)
+            passed = None
+            if expect is not None:
+                passed = status == RunStatus.Success and run_result is not None and \
+                    output_matches(run_result.stdout or "", expect, request.compare)
+            failed = failed or status != RunStatus.Success or passed is False
+            results.append(CaseResult(status=status, passed=passed, message=message, run_result=run_result,
+                                      files=files))
+        n_passed = sum(1 for r in results if not r.skipped and r.status == RunStatus.Success and r.passed is not False)
+        if any(r.status == RunStatus.SandboxError for r in results):
+            overall = RunStatus.SandboxError
+        else:
+            overall = RunStatus.Success if n_passed == len(results) else RunStatus.Failed
+        summary = f"{n_passed}/{len(results)} cases passed" if overall != RunStatus.Success else ""
+        return RunCasesResponse(status=overall, message="; ".join(filter(None, [*notes, summary])),
+                                compile_result=compiled.result if compiled else None, cases=results,
+                                passed=n_passed, executor_pod_name=self.settings.executor_pod_name)
 
     def _write_inputs(self, workdir: Path, spec: LanguageSpec, request: RunCodeRequest) -> None:
         for rel, content in request.files.items():
@@ -226,11 +537,22 @@ class CodeExecutor:
         (workdir / spec.source).write_text(code)
 
     def _fetch(self, workdir: Path, paths: list[str]) -> tuple[dict[str, str], list[str]]:
-        """Read requested files without following links out of the work dir (all sandbox processes are dead)."""
-        files: dict[str, str] = {}
+        """fetch_files of a cold run, base64-encoded (all sandbox processes are dead by now)."""
+        files, _, notes = self._read_back(workdir, paths, self.settings.max_fetch_bytes)
+        return {rel: base64.b64encode(data).decode("ascii") for rel, data in files.items()}, notes
+
+    @staticmethod
+    def _read_back(workdir: Path, paths: Optional[Sequence[str]], budget: int
+                   ) -> tuple[dict[str, bytes], dict[str, int], list[str]]:
+        """Files of a finished step's work dir (`paths`, or all when None) with their modes, within `budget` bytes,
+        never following links out of the work dir."""
+        files: dict[str, bytes] = {}
+        modes: dict[str, int] = {}
         notes: list[str] = []
-        budget = self.settings.max_fetch_bytes
         root = os.path.realpath(workdir)
+        if paths is None:
+            paths = sorted(os.path.relpath(os.path.join(parent, name), root)
+                           for parent, _, names in os.walk(root) for name in names)
         for rel in paths:
             full = os.path.join(root, rel)
             real = os.path.realpath(full)
@@ -252,7 +574,8 @@ class CodeExecutor:
                 with os.fdopen(fd, "rb", closefd=False) as f:
                     data = f.read(budget + 1)
                 budget -= len(data)
-                files[rel] = base64.b64encode(data).decode("ascii")
+                files[rel] = data
+                modes[rel] = st.st_mode & 0o777
             finally:
                 os.close(fd)
-        return files, notes
+        return files, modes, notes

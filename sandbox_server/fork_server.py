@@ -30,7 +30,7 @@ from .phases import PhaseTimes
 from .isolation import BwrapRunner, StepResult, cpu_limit_s
 from .process import ProcessOutcome, Spawned, _OutputBudget, own_stdio
 from .workdirs import WorkDirs, remove_tree
-from .zygote import ZYGOTE_SOURCE
+from .zygote import zygote_source
 
 logger = logging.getLogger("sandbox_server.fork_server")
 
@@ -110,16 +110,19 @@ async def _exit_status(sock: socket.socket, init_pid: int) -> tuple[Optional[int
             return body["rc"], times
 
 
-def _inputs_blob(files: Sequence[tuple[str, bytes]]) -> int:
-    """A memfd with the run's input files, in the layout zygote.py's _write_inputs reads."""
-    index = json.dumps([[rel, len(data)] for rel, data in files]).encode()
+InputFile = tuple  # (relative path, bytes) or (relative path, bytes, mode): a mode sets the file's exec bits
+
+
+def _inputs_blob(files: Sequence[InputFile]) -> int:
+    """A memfd with the run's input files, in the layout zygote_main.py's _write_inputs reads."""
+    index = json.dumps([[f[0], len(f[1]), *f[2:3]] for f in files]).encode()
     fd = os.memfd_create("sandbox-inputs")
     try:
         with os.fdopen(os.dup(fd), "wb") as f:
             f.write(struct.pack("<Q", len(index)))
             f.write(index)
-            for _, data in files:
-                f.write(data)
+            for entry in files:
+                f.write(entry[1])
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)
@@ -127,12 +130,15 @@ def _inputs_blob(files: Sequence[tuple[str, bytes]]) -> int:
     return fd
 
 
-def _read_fetched(fd: int, index: list) -> dict[str, bytes]:
+def _read_fetched(fd: int, index: list) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The keeper's answer: contents by path, and each file's mode bits."""
     files: dict[str, bytes] = {}
+    modes: dict[str, int] = {}
     with os.fdopen(fd, "rb") as f:
-        for rel, size in index:
+        for rel, size, *mode in index:
             files[rel] = f.read(size)
-    return files
+            modes[rel] = int(mode[0]) if mode else 0o644
+    return files, modes
 
 
 class _PipeSink:
@@ -249,13 +255,61 @@ class ForkedResult:
     step: StepResult
     files: dict[str, bytes]
     notes: list[str]
+    modes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _RunEnd:
+    """How a forked run ended: the init's status, the sandbox's timestamps, and whether the wall clock ran out."""
+
+    rc: int
+    times: dict[str, float]
+    timed_out: bool
+    elapsed: float
+    t_status: float
+
+
+class _RunIO:
+    """A run's stdout/stderr sinks and stdin feed, under one output budget."""
+
+    def __init__(self, budget: _OutputBudget):
+        self.budget = budget
+        self.out, self.err = bytearray(), bytearray()
+        self.sinks: list[_PipeSink] = []
+        self.tasks: list[asyncio.Future] = []
+        self.killed = False  # every process of the run has been SIGKILLed
+
+    def attach(self, sandbox: ForkedSandbox, stdin: Optional[bytes]) -> None:
+        """Take over the sandbox's pipe ends: read stdout/stderr, write stdin (at once when it fits the pipe)."""
+        for fd, sink in ((sandbox.stdout_r, self.out), (sandbox.stderr_r, self.err)):
+            self.sinks.append(_PipeSink(fd, sink, self.budget))
+        sandbox.stdout_r = sandbox.stderr_r = -1  # owned by the sinks now
+        feed = _start_feed(sandbox.stdin_w, stdin)
+        sandbox.stdin_w = -1
+        self.tasks = [s.done for s in self.sinks] + ([feed] if feed is not None else [])
+
+    async def drain(self) -> None:
+        """After the kill every writer is dead, so the pipes reach EOF promptly; the bound guards against leaks."""
+        _, pending = await asyncio.wait(self.tasks, timeout=2) if self.tasks else (set(), set())
+        for t in pending:
+            t.cancel()
+        for sink in self.sinks:
+            sink.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for sink in self.sinks:
+            sink.close()
 
 
 class ForkServer:
     """One template sandbox with the fork server, and `size` runs prepared ahead, refilled off the request path."""
 
     def __init__(self, runner: BwrapRunner, workdirs: WorkDirs, env: Mapping[str, str], *, size: int,
-                 idle_memory_bytes: int, template_memory_bytes: int, template_pids: int):
+                 idle_memory_bytes: int, template_memory_bytes: int, template_pids: int,
+                 prestart: Optional[dict] = None):
         self.runner = runner
         self.settings = runner.settings
         self.workdirs = workdirs
@@ -264,6 +318,9 @@ class ForkServer:
         self.idle_memory_bytes = idle_memory_bytes
         self.template_memory_bytes = template_memory_bytes
         self.template_pids = template_pids
+        # A warm runtime started in each prepared run (zygote_main._start_runtime): {"argv", "env"}; runs then
+        # send {"main", "args"} instead of argv.
+        self.prestart = prestart
         self._ready: collections.deque[ForkedSandbox] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._pending = 0
@@ -299,7 +356,7 @@ class ForkServer:
                 cg=self._template_cg, timeout=_TEMPLATE_CPU_S, extra_fds=[child.fileno()], cap_add=True)
             stdin = self._template.proc.stdin
             assert stdin is not None
-            stdin.write(ZYGOTE_SOURCE.encode())
+            stdin.write(zygote_source().encode())
             await stdin.drain()
             stdin.close()
         except BaseException:
@@ -376,6 +433,17 @@ class ForkServer:
         if waiter.done() and not waiter.cancelled():
             return waiter.result()
         waiter.cancel()
+        return None
+
+    def take_ready(self) -> Optional[ForkedSandbox]:
+        """A prepared run if one is ready now, else None (and more are prepared); never waits."""
+        while self._ready:
+            candidate = self._ready.popleft()
+            if candidate.alive():
+                self._top_up(defer=True)
+                return candidate
+            self._spawn(self.discard(candidate))
+        self._top_up()
         return None
 
     def _hand_over(self, sandbox: ForkedSandbox) -> None:
@@ -457,6 +525,8 @@ class ForkServer:
                 for path in cg.join_files:
                     with open(path, "w") as f:
                         f.write(str(pid))
+                if self.prestart is not None:  # started inside the run's cgroup, which the init is in now
+                    await _sendmsg(host, json.dumps({"prestart": self.prestart}).encode())
             except BaseException:
                 await cg.kill_all()
                 await cg.remove()
@@ -474,92 +544,102 @@ class ForkServer:
         await sandbox.cg.remove()
 
     # ---- one run
-    async def run(self, sandbox: ForkedSandbox, *, spec: dict, inputs: Sequence[tuple[str, bytes]],
+    async def run(self, sandbox: ForkedSandbox, *, spec: dict, inputs: Sequence[InputFile],
                   stdin: Optional[bytes], timeout: float, memory_bytes: int, fetch: Sequence[str],
-                  fetch_budget: int) -> ForkedResult:
-        """Run `spec` (zygote.py: `source`+`args` for in-process python, or `argv`; `env`) in a prepared sandbox."""
-        cg = sandbox.cg
+                  fetch_budget: int, fetch_all: bool = False) -> ForkedResult:
+        """Run `spec` (zygote_main.py: `source`+`args` for in-process python, or `argv`; `env`) in a prepared
+        sandbox: arm its limits, wire its stdio, send the program, wait (then kill the whole run), fetch files
+        (`fetch`, or with `fetch_all` every file of the work dir: what a compile step produced)."""
         t_start = time.monotonic()
-        budget = _OutputBudget(self.settings.max_output_bytes, self.settings.output_kill_bytes)
-        out, err = bytearray(), bytearray()
-        killed = False
-        sinks: list[_PipeSink] = []
-        io_tasks: list[asyncio.Future] = []
+        io = _RunIO(_OutputBudget(self.settings.max_output_bytes, self.settings.output_kill_bytes))
         try:
-            cpu_before = self.runner.arm(cg, memory_bytes=memory_bytes)
-            for fd, sink in ((sandbox.stdout_r, out), (sandbox.stderr_r, err)):
-                sinks.append(_PipeSink(fd, sink, budget))
-            sandbox.stdout_r = sandbox.stderr_r = -1  # owned by the sinks now
-            feed = _start_feed(sandbox.stdin_w, stdin)
-            sandbox.stdin_w = -1
-            io_tasks = [s.done for s in sinks] + ([feed] if feed is not None else [])
-            blob = _inputs_blob(inputs)
-            t_sent = time.monotonic()
-            try:
-                await _sendmsg(sandbox.sock, json.dumps({**spec, "cpu": cpu_limit_s(timeout)}).encode(), [blob])
-            except OSError as e:
-                raise ForkServerError(f"the prepared sandbox is gone ({e})") from e
-            finally:
-                os.close(blob)
-            start = time.monotonic()
-            done = asyncio.create_task(_exit_status(sandbox.sock, sandbox.pid))
-            flood = asyncio.create_task(budget.exceeded.wait())
-            timed_out = False
-            try:
-                finished, _ = await asyncio.wait({done, flood}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if done not in finished:
-                    timed_out = not budget.exceeded.is_set()
-                elapsed = time.monotonic() - start
-            finally:
-                flood.cancel()
-                await cg.kill_all()
-                killed = True
-                try:
-                    rc, times = await asyncio.wait_for(asyncio.shield(done), timeout=5)
-                except (asyncio.TimeoutError, OSError):
-                    done.cancel()
-                    rc, times = None, {}
-                t_status = time.monotonic()
-                _, pending = await asyncio.wait(io_tasks, timeout=2)
-                for t in pending:
-                    t.cancel()
-                for sink in sinks:
-                    sink.close()
-                await asyncio.gather(*io_tasks, return_exceptions=True)
-            if rc is None:
-                raise ForkServerError("the forked sandbox ended without reporting the run's exit status")
-            files: dict[str, bytes] = {}
-            notes: list[str] = []
-            if fetch:
-                await _sendmsg(sandbox.sock, json.dumps({"fetch": list(fetch), "budget": fetch_budget}).encode())
-                reply, fds, _ = await asyncio.wait_for(_recvmsg(sandbox.sock, 1), timeout=30)
-                if not reply or not fds:
-                    raise ForkServerError("the forked sandbox did not return fetch_files")
-                answer = json.loads(reply)
-                files = await asyncio.to_thread(_read_fetched, fds[0], answer["files"])
-                notes = answer["notes"]
-            outcome = ProcessOutcome(
-                return_code=None if timed_out else rc, timed_out=timed_out, execution_time=elapsed,
-                stdout=bytes(out), stderr=bytes(err), output_truncated=budget.truncated,
-                output_limit_killed=budget.exceeded.is_set() and not timed_out)
-            cpu = cg.cpu_time_s()
-            step = StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
-                              oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes(),
-                              pids_limit_hits=cg.pids_limit_hits())
-            self.phases.add(_phases(t_start, t_sent, times, t_status, time.monotonic()))
-            return ForkedResult(step, files, notes)
+            cpu_before = self.runner.arm(sandbox.cg, memory_bytes=memory_bytes)
+            io.attach(sandbox, stdin)
+            t_sent = await self._send_program(sandbox, spec, inputs, timeout)
+            ended = await self._wait_then_kill(sandbox, io, timeout)
+            files, modes, notes = ({}, {}, []) if not (fetch or fetch_all) else \
+                await self._fetch_files(sandbox, fetch, fetch_budget, fetch_all)
+            step = self._step_result(sandbox.cg, io, ended, cpu_before)
+            self.phases.add(_phases(t_start, t_sent, ended.times, ended.t_status, time.monotonic()))
+            return ForkedResult(step, files, notes, modes)
         finally:
-            for t in io_tasks:
-                t.cancel()
-            for sink in sinks:
-                sink.close()
-            if not killed:
-                await cg.kill_all()
-            sandbox.close_fds()
-            self.runner.remove_later(cg)
-            if self._refill_owed:  # runs after this request's answer is written (the task yields only then)
-                self._refill_owed = False
-                asyncio.get_running_loop().call_soon(self._top_up)
+            await self._release(sandbox, io)
+
+    async def _send_program(self, sandbox: ForkedSandbox, spec: dict, inputs: Sequence[InputFile],
+                            timeout: float) -> float:
+        """The "go" message: the spec with the run's CPU limit, and its input files in a memfd. Returns when sent."""
+        blob = _inputs_blob(inputs)
+        t_sent = time.monotonic()
+        try:
+            await _sendmsg(sandbox.sock, json.dumps({**spec, "cpu": cpu_limit_s(timeout)}).encode(), [blob])
+        except OSError as e:
+            raise ForkServerError(f"the prepared sandbox is gone ({e})") from e
+        finally:
+            os.close(blob)
+        return t_sent
+
+    async def _wait_then_kill(self, sandbox: ForkedSandbox, io: "_RunIO", timeout: float) -> "_RunEnd":
+        """Wait for the exit status, the timeout or an output flood; then kill every process of the run (on every
+        path, cancellation included) and drain its output. Raises ForkServerError if no status came."""
+        start = time.monotonic()
+        done = asyncio.create_task(_exit_status(sandbox.sock, sandbox.pid))
+        flood = asyncio.create_task(io.budget.exceeded.wait())
+        timed_out = False
+        try:
+            finished, _ = await asyncio.wait({done, flood}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if done not in finished:
+                timed_out = not io.budget.exceeded.is_set()
+            elapsed = time.monotonic() - start
+        finally:
+            flood.cancel()
+            await sandbox.cg.kill_all()
+            io.killed = True
+            try:
+                rc, times = await asyncio.wait_for(asyncio.shield(done), timeout=5)
+            except (asyncio.TimeoutError, OSError):
+                done.cancel()
+                rc, times = None, {}
+            t_status = time.monotonic()
+            await io.drain()
+        if rc is None:
+            raise ForkServerError("the forked sandbox ended without reporting the run's exit status")
+        return _RunEnd(rc, times, timed_out, elapsed, t_status)
+
+    async def _fetch_files(self, sandbox: ForkedSandbox, fetch: Sequence[str], budget: int, fetch_all: bool
+                           ) -> tuple[dict[str, bytes], dict[str, int], list[str]]:
+        """Ask the keeper (the run is dead by now) for `fetch` (or all files); it answers with a memfd of their
+        contents."""
+        await _sendmsg(sandbox.sock, json.dumps({"fetch": list(fetch), "budget": budget, "all": fetch_all}).encode())
+        reply, fds, _ = await asyncio.wait_for(_recvmsg(sandbox.sock, 1), timeout=30)
+        if not reply or not fds:
+            raise ForkServerError("the forked sandbox did not return fetch_files")
+        answer = json.loads(reply)
+        files, modes = await asyncio.to_thread(_read_fetched, fds[0], answer["files"])
+        return files, modes, answer["notes"]
+
+    @staticmethod
+    def _step_result(cg: RunCgroup, io: "_RunIO", ended: "_RunEnd", cpu_before: float) -> StepResult:
+        """The run's outcome and its cgroup's counters (CPU since `arm`, OOM kills, peak memory, pids refusals)."""
+        outcome = ProcessOutcome(
+            return_code=None if ended.timed_out else ended.rc, timed_out=ended.timed_out,
+            execution_time=ended.elapsed, stdout=bytes(io.out), stderr=bytes(io.err),
+            output_truncated=io.budget.truncated,
+            output_limit_killed=io.budget.exceeded.is_set() and not ended.timed_out)
+        cpu = cg.cpu_time_s()
+        return StepResult(outcome, cpu_time=None if cpu is None else max(0.0, cpu - cpu_before),
+                          oom_killed=cg.oom_kills() > 0, peak_memory_bytes=cg.peak_memory_bytes(),
+                          pids_limit_hits=cg.pids_limit_hits())
+
+    async def _release(self, sandbox: ForkedSandbox, io: "_RunIO") -> None:
+        """Whatever happened: stop reading, kill the run if that has not happened yet, free its fds and cgroup."""
+        io.close()
+        if not io.killed:
+            await sandbox.cg.kill_all()
+        sandbox.close_fds()
+        self.runner.remove_later(sandbox.cg)
+        if self._refill_owed:  # runs after this request's answer is written (the task yields only then)
+            self._refill_owed = False
+            asyncio.get_running_loop().call_soon(self._top_up)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -142,6 +142,9 @@ class BwrapRunner:
         self.bwrap = bwrap
         self._layout = _root_layout()
         self._cleanups: set[asyncio.Task] = set()
+        # Host dirs every sandbox sees read-only (the precompiled headers): (host path, path inside). Set before
+        # the fork server's template starts, which passes them on to every forked run.
+        self.ro_binds: list[tuple[str, str]] = []
         self._launcher = [sh, "-c", _LAUNCH_SCRIPT, "sandbox-launch", setpriv,
                           f"--reuid={settings.sandbox_uid}", f"--regid={settings.sandbox_gid}", "--clear-groups",
                           "--"]
@@ -192,6 +195,7 @@ class BwrapRunner:
             "--die-with-parent", "--new-session",
             *self._layout,
             *files,
+            *[arg for src, dest in self.ro_binds for arg in ("--ro-bind", src, dest)],
             "--proc", "/proc",
             "--dev", "/dev",
             "--size", tmp_size, "--tmpfs", "/tmp",

@@ -83,6 +83,8 @@ class CommandRunResult(BaseModel):
     output_truncated: bool = Field(False, description="stdout or stderr exceeded the server's cap")
     killed_by: Optional[KillReason] = Field(None, description="why the sandbox stopped this step, if it did")
     pids_limit_reached: bool = Field(False, description="a fork/clone failed at the per-run process limit")
+    cached: bool = Field(False, description="a compile step answered from the compile cache (same source, files, "
+                         "flags and toolchain compiled before); execution_time is then 0")
 
 
 class RunCodeResponse(BaseModel):
@@ -92,6 +94,59 @@ class RunCodeResponse(BaseModel):
     run_result: Optional[CommandRunResult] = None
     executor_pod_name: Optional[str] = None
     files: Dict[str, str] = {}
+
+
+class CompareMode(str, Enum):
+    """How a case's stdout is checked against `expected_output`."""
+    exact = "exact"  # byte for byte
+    lines = "lines"  # line by line, trailing whitespace of each line and trailing empty lines ignored
+    tokens = "tokens"  # the whitespace-separated tokens
+
+
+class RunCase(BaseModel):
+    stdin: Optional[str] = Field(None, description="the case's stdin")
+    expected_output: Optional[str] = Field(None, description="expected stdout; absent: the case is only run")
+
+
+class RunCasesRequest(RunCodeRequest):
+    """/run_cases: one program, compiled once, run once per case, each case its own sandbox with its own limits
+    (`run_timeout`, `memory_limit_MB`). `stdin` is unused (each case has its own)."""
+    cases: List[RunCase] = Field(..., min_length=1, description="stdin / expected stdout pairs")
+    compare: CompareMode = Field(CompareMode.lines, description="how stdout is compared with expected_output")
+    stop_on_failure: bool = Field(False, description="skip the cases after the first that fails or mismatches")
+
+
+class CaseResult(BaseModel):
+    status: RunStatus = Field(..., description="this case's run by Sandbox Fusion's rule (Success: exit 0)")
+    passed: Optional[bool] = Field(None, description="Success and stdout matches (None: no expected_output)")
+    skipped: bool = Field(False, description="not run (stop_on_failure after an earlier failure)")
+    message: str = ""
+    run_result: Optional[CommandRunResult] = None
+    files: Dict[str, str] = {}
+
+
+class RunCasesResponse(BaseModel):
+    status: RunStatus = Field(..., description="Success when the program compiled and every case passed")
+    message: str
+    compile_result: Optional[CommandRunResult] = None
+    cases: List[CaseResult] = []
+    passed: int = Field(0, description="cases that passed (ran with exit 0 and matching stdout, if one was given)")
+    executor_pod_name: Optional[str] = None
+
+
+def output_matches(stdout: str, expected: str, mode: CompareMode) -> bool:
+    if mode == CompareMode.exact:
+        return stdout == expected
+    if mode == CompareMode.tokens:
+        return stdout.split() == expected.split()
+
+    def norm(text: str) -> list[str]:
+        lines = [line.rstrip() for line in text.split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+
+    return norm(stdout) == norm(expected)
 
 
 def derive_run_status(compile_result: Optional[CommandRunResult],

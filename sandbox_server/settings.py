@@ -53,6 +53,22 @@ class SandboxSettings(BaseModel):
                                       description="languages run by the fork server (python in-process, the "
                                                   "others exec'd); the rest get a sandbox of their own per step")
 
+    fork_compiled: bool = Field(True, description="compile and run steps of compiled languages also run on the fork "
+                                "server (same isolation as a forked python run; the cold path when it is down)")
+    compile_cache_mb: int = Field(512, ge=0, description="bound of the compile cache (0: off); on the host, "
+                                  "outside every sandbox, least recently used entries evicted first")
+    precompiled_headers: bool = Field(True, description="build C++ precompiled headers at start (pch.py)")
+    precompiled_headers_root: Path = Field(Path("/var/cache/agentgym-sandbox/pch"),
+                                           description="host dir of the precompiled headers (root's; bound "
+                                           "read-only into sandboxes), kept across restarts")
+    warm_node_pool_size: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 2, ge=0,
+                                     description="prepared runs with a started node waiting (warm_node.py; 0: off)")
+    typescript_snapshot: bool = Field(True, description="compile typescript with a node start-up snapshot of tsc "
+                                      "(ts_snapshot.py), built at start")
+    runtime_cache_root: Path = Field(Path("/var/cache/agentgym-sandbox/runtime"),
+                                     description="host dir of the warm runtimes (root's; bound read-only)")
+    max_cases: int = Field(1000, ge=1, description="most cases one /run_cases request may carry")
+
     work_root: Path = Field(default_factory=_default_work_root)
     sandbox_uid: int = Field(61000, ge=1, description="unprivileged host uid that runs user code")
     sandbox_gid: int = Field(61000, ge=1)

@@ -15,7 +15,7 @@ from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
 from agentgym.multimodal.processor import load_vision_processor
 from agentgym.rollout.agent_loop import AgentLoop
-from agentgym.rollout.build import agent_loop_config, check_dataset, load_environment
+from agentgym.rollout.build import agent_loop_config, check_dataset, load_environment, remote_environment
 from agentgym.rollout.engines.registry import make_engine
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
@@ -56,11 +56,12 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
 
     tokenizer_path = cfg.actor_rollout_ref.model.tokenizer_path or cfg.actor_rollout_ref.model.path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    tools, interactions = load_environment(cfg)
+    environment = remote_environment(cfg)
+    tools, interactions = load_environment(cfg) if environment is None else ({}, {})
     n = cfg.actor_rollout_ref.rollout.n
     async with make_engine(cfg) as engine:
         loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                         processor=load_vision_processor(cfg.actor_rollout_ref.model.path))
+                         processor=load_vision_processor(cfg.actor_rollout_ref.model.path), environment=environment)
         columns = (TextColumn("rollout"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("rollout", total=len(rows) * n)

@@ -164,6 +164,9 @@ class MultiTurnConfig(Section):
     # ours: `trajectory` (one tool instance per episode, scored by calc_reward: verl <= 0.6's SGLang rollout) or
     # `call` (one per call, no calc_reward: verl's ToolAgentLoop, 0.5 on); docs/verl.md
     tool_instance_lifetime: Literal["trajectory", "call"] = "trajectory"
+    # ours: an environment server's URL (`python3 -m agentgym.services.environment`): sessions run there
+    # (RemoteSession) instead of with tool_config_path / interaction_config_path in this process
+    environment_url: str | None = None
 
 
 class AgentConfig(Section):
@@ -171,6 +174,26 @@ class AgentConfig(Section):
     # (rollout.placement=colocated); 1 runs them in the driver's event loop. docs/scale.md
     num_workers: int = Field(1, ge=1)
     agent_loop_config_path: str | None = None
+
+
+class ExternalAgentConfig(Section):
+    """ours: the agent that `agentgym.services.gateway.rollout:make_rollout` launches per sample, against the gateway.
+    `command` is a shell-style command line ({base_url}, {session_id}, {row_file}, {gateway_url} are filled in, and
+    the same go into OPENAI_BASE_URL, AGENTGYM_SESSION_ID, AGENTGYM_ROW_FILE, AGENTGYM_GATEWAY_URL); `callable`
+    is `module:function` or `file.py:function`, taking an AgentContext and returning the agent's score or None
+    (`callable_kind`: `thread` for blocking code such as the sync openai client, `async` for a coroutine function).
+    `reward`: `agent` (the score it returned or POSTed), `environment` (the row's interaction scores the recorded
+    conversation), or `auto` (the agent's score when it reported one, else the environment's when an interaction
+    is configured); custom_reward_function, when set, replaces either, as for every rollout."""
+
+    command: str | None = None
+    callable: str | None = None
+    callable_kind: Literal["thread", "async"] = "thread"
+    timeout_s: float = Field(600.0, gt=0)
+    max_concurrent: int = Field(64, ge=1)
+    reward: Literal["auto", "agent", "environment"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = 0
 
 
 class RolloutConfig(Section):
@@ -196,6 +219,7 @@ class RolloutConfig(Section):
     val_kwargs: SamplingKwargs = Field(default_factory=SamplingKwargs)
     multi_turn: MultiTurnConfig = Field(default_factory=MultiTurnConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    external_agent: ExternalAgentConfig = Field(default_factory=ExternalAgentConfig)
     engine_kwargs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sglang": {}, "transformers": {}, "vllm": {}})
     # ours: where the in-process engine runs. `colocated`: a replica in every trainer rank, on its device (verl's
     # hybrid engine), weights synced inside the rank; `driver`: one engine in the driver process; `auto`: colocated

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Protocol
 
 from agentgym.episode.session import EpisodeScores, Session, ToolResult
 from agentgym.parsers.base import ParseError, ParseResult, ToolCallParser
 from agentgym.storable_text import storable_text
+
+if TYPE_CHECKING:
+    from agentgym.episode.environment import EpisodeSession
 
 Message = dict[str, Any]
 TruncateSide = Literal["left", "right", "middle"]
@@ -116,7 +119,8 @@ def tool_messages(parsed: ParseResult, results: list[ToolResult], limits: Episod
 
 
 async def run_episode(
-    session: Session, source: TurnSource, parser: ToolCallParser, prompt: list[Message], limits: EpisodeLimits | None = None
+    session: "Session | EpisodeSession", source: TurnSource, parser: ToolCallParser, prompt: list[Message],
+    limits: EpisodeLimits | None = None,
 ) -> Episode:
     limits = limits or EpisodeLimits()
     messages = [dict(m) for m in prompt]

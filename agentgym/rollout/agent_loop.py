@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 from uuid import uuid4
 
+from agentgym.episode.environment import Environment, tool_dicts
 from agentgym.episode.episode import AssistantTurn, EpisodeLimits, Message, run_episode
 from agentgym.episode.session import Session, SessionConfig, tool_selection
 from agentgym.interactions.base import BaseInteraction
@@ -121,18 +122,22 @@ class AgentLoop:
         interactions: Mapping[str, BaseInteraction] | None = None,
         config: AgentLoopConfig | None = None,
         processor: Any = None,
+        environment: Environment | None = None,
     ):
         """`processor`: a `VisionProcessor` for vision-language models (rows with images, tools returning images);
-        None for text-only models, which then refuse episodes with images instead of dropping them unseen."""
+        None for text-only models, which then refuse episodes with images instead of dropping them unseen.
+        `environment`: where sessions come from instead of `tools` and `interactions` in this process (a
+        `RemoteEnvironment` on an environment server); its tool schemas go into the prompt."""
         self.engine = engine
         self.processor = processor
         self.tokenizer = tokenizer
         self.tools = dict(tools)
         self.interactions = dict(interactions or {})
         self.config = config or AgentLoopConfig()
-        self.parser = get_parser(self.config.parser, [tool.tool_schema for tool in self.tools.values()])
-        self.tool_dicts = ([tool.tool_schema.model_dump(exclude_none=True) for tool in self.tools.values()] or None
-                           if self.config.tool_schemas_in_prompt else None)
+        self.environment = environment
+        schemas = environment.tool_schemas() if environment is not None else [t.tool_schema for t in self.tools.values()]
+        self.parser = get_parser(self.config.parser, schemas)
+        self.tool_dicts = (tool_dicts(schemas) or None if self.config.tool_schemas_in_prompt else None)
         end_of_turn = tokenizer.eos_token
         self.end_of_turn_id = tokenizer.convert_tokens_to_ids(end_of_turn)
         self._fast_delta, self._delta_checks = True, 0
@@ -206,9 +211,10 @@ class AgentLoop:
                 self._check_prompt_length(traj.prompt_ids)
             else:
                 traj.prompt_ids = self.prompt_ids(traj.messages, extra_info)
-            async with Session(
-                self.tools, extra_info=extra_info, interactions=self.interactions, config=self.config.session, session_id=traj.uid
-            ) as session:
+            session = (Session(self.tools, extra_info=extra_info, interactions=self.interactions, config=self.config.session,
+                               session_id=traj.uid) if self.environment is None else
+                       self.environment.session(extra_info=extra_info, session_id=traj.uid, config=self.config.session))
+            async with session:
                 episode = await run_episode(session, track, self.parser, traj.messages, self.config.limits)
             track.images.finish(episode.messages)
             traj.messages = episode.messages

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 from rich.console import Console
 
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
+from agentgym.episode.environment import Environment
 from agentgym.episode.episode import EpisodeLimits
+from agentgym.episode.remote import RemoteEnvironment
 from agentgym.episode.session import SessionConfig
 from agentgym.interactions.registry import load_interactions, read_interaction_entries
 from agentgym.multimodal.processor import load_vision_processor
@@ -72,9 +74,19 @@ def load_environment(cfg: AgentGymConfig) -> tuple[dict[str, Any], dict[str, Any
     return tools, interactions
 
 
+def remote_environment(cfg: AgentGymConfig) -> RemoteEnvironment | None:
+    """The environment server `multi_turn.environment_url` names (its tool schemas read), or None."""
+    url = cfg.actor_rollout_ref.rollout.multi_turn.environment_url
+    return RemoteEnvironment.connect(url) if url else None
+
+
 def registered_names(cfg: AgentGymConfig) -> Registered:
-    """The tool and interaction names the run config registers, without building them (for the data check)."""
+    """The tool and interaction names the run config registers, without building them (for the data check); with
+    `multi_turn.environment_url`, the ones that environment server serves."""
     mt = cfg.actor_rollout_ref.rollout.multi_turn
+    if mt.environment_url:
+        info = RemoteEnvironment.connect(mt.environment_url).info
+        return Registered.of([schema.function.name for schema in info.tools], info.interactions)
     tools = [spec.name for spec in load_tool_specs(mt.tool_config_path)] if mt.tool_config_path else []
     for entry in load_mcp_entries(mt.tool_config_path) if mt.tool_config_path else []:
         tools += mcp_tool_names(entry)
@@ -112,8 +124,10 @@ class AgentLoopRollout:
     reports_done = True
 
     def __init__(self, cfg: AgentGymConfig, engine: Engine | None, tokenizer: Any, tools: dict[str, Any],
-                 interactions: dict[str, Any], processor: Any = None):
+                 interactions: dict[str, Any], processor: Any = None, environment: Environment | None = None):
+        """`environment`: where sessions come from instead of `tools` and `interactions` (an environment server)."""
         self.cfg = cfg
+        self.environment = environment
         self.n = cfg.actor_rollout_ref.rollout.n
         self._parts = (tokenizer, tools, interactions, processor)
         self.replicas: list[Any] = []
@@ -127,7 +141,7 @@ class AgentLoopRollout:
         self.engine = engine
         if engine is None:
             return
-        self.loop, self.greedy_loop = agent_loops(self.cfg, engine, *self._parts)
+        self.loop, self.greedy_loop = agent_loops(self.cfg, engine, *self._parts, environment=self.environment)
 
     async def start(self, replicas: Sequence[Any] = ()) -> None:
         num_workers = self.cfg.actor_rollout_ref.rollout.agent.num_workers
@@ -223,32 +237,44 @@ class AgentLoopRollout:
             await self.engine.close()
 
 
-def rollout_parts(cfg: AgentGymConfig) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
-    """What an agent loop needs besides its engine, from the run config: the model's tokenizer, the tools, the
-    interactions and the vision processor (None for a text model). The driver and every agent worker build their
-    own from the same config, so they build the same ones."""
+class RolloutParts(NamedTuple):
+    """What an agent loop needs besides its engine (in `AgentLoopRollout`'s and `agent_loops`' argument order)."""
+
+    tokenizer: Any
+    tools: dict[str, Any]
+    interactions: dict[str, Any]
+    processor: Any  # None for a text model
+    environment: Environment | None  # an environment server's sessions instead of local tools and interactions
+
+
+def rollout_parts(cfg: AgentGymConfig) -> RolloutParts:
+    """What an agent loop needs besides its engine, from the run config. The driver and every agent worker build
+    their own from the same config (each its own tool instances and clients), so they build the same ones."""
     from transformers import AutoTokenizer
 
     model = cfg.actor_rollout_ref.model
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
-    tools, interactions = load_environment(cfg)
-    return tokenizer, tools, interactions, load_vision_processor(model.path)
+    environment = remote_environment(cfg)  # set: the tools and interactions live on an environment server
+    tools, interactions = load_environment(cfg) if environment is None else ({}, {})
+    return RolloutParts(tokenizer, tools, interactions, load_vision_processor(model.path), environment)
 
 
 def agent_loops(cfg: AgentGymConfig, engine: Engine, tokenizer: Any, tools: dict[str, Any],
-                interactions: dict[str, Any], processor: Any = None) -> tuple[AgentLoop, AgentLoop]:
+                interactions: dict[str, Any], processor: Any = None,
+                environment: Environment | None = None) -> tuple[AgentLoop, AgentLoop]:
     """The run's two agent loops over `engine`: the sampling one (seeded by `data.seed`) and the greedy one
     (temperature 0: estimators whose baseline is the greedy response)."""
     loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                     processor=processor)
+                     processor=processor, environment=environment)
     greedy = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
-                       processor=processor)
+                       processor=processor, environment=environment)
     return loop, greedy
 
 
 def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
     """The trainer's default rollout from the run config: its model's tokenizer, tools, interactions and engine."""
-    tokenizer, tools, interactions, processor = rollout_parts(cfg)
+    parts = rollout_parts(cfg)
     # Colocated: the trainer ranks host the replicas (and load the model); the driver builds no engine.
     engine = None if cfg.colocated_rollout else make_engine(cfg)
-    return AgentLoopRollout(cfg, engine, tokenizer, tools, interactions, processor=processor)
+    return AgentLoopRollout(cfg, engine, parts.tokenizer, parts.tools, parts.interactions, processor=parts.processor,
+                            environment=parts.environment)

@@ -8,7 +8,7 @@ looked up by name. `make_rollout(config)` factories return a `Rollout`; a plain 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,9 +21,13 @@ CollectFn = Callable[..., "list[Trajectory] | Awaitable[list[Trajectory]]"]
 
 
 class WeightReceiver(Protocol):
-    """An engine (or anything) that takes the actor's full weights after each update; sync or async."""
+    """An engine (or anything) that takes the actor's full weights after each update; sync or async.
 
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> Any: ...
+    `state_dict` is a mapping of Hugging Face names to tensors: a plain dict on the host, or on GPU runs a
+    `PackedWeights` (engines.weight_import) whose tensors are views into the trainer's device buckets, valid
+    until the call returns: copy from them, keep no reference."""
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> Any: ...
 
 
 class Rollout(Protocol):
@@ -47,7 +51,7 @@ class Rollout(Protocol):
         own engine."""
         ...
 
-    async def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None: ...
+    async def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None: ...
 
     async def step_metrics(self) -> dict[str, float]:
         """What the rollout's engines did since the last call (`rollout/engine/*`), or {}."""
@@ -83,7 +87,7 @@ class CallableRollout:
             kwargs["on_done"] = on_done
         return list(await _resolved(self.fn(rows, step, **kwargs)))
 
-    async def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+    async def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         if self.engine is not None:
             await _resolved(self.engine.update_weights(state_dict))
 

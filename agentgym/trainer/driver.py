@@ -13,13 +13,15 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from agentgym.config.schema import AgentGymConfig
+from agentgym.devices import device_type
 from agentgym.errors import ConfigError
+from agentgym.rollout.engines.weight_import import WeightMappingError
 from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
 from agentgym.rollout.protocol import CallableRollout, CollectFn, Rollout, WeightReceiver, check_groups
@@ -62,10 +64,18 @@ def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
             f"{prefix}/min": float(values.min())}
 
 
+WeightTransport = Literal["auto", "device", "state_dict"]
+
+
 class RLTrainer:
     """Owns the worker group, the KL controller and the prompt iterator; `fit()` runs the loop and
     `train_step(trajectories)` runs one update on trajectories collected elsewhere. Checkpoints are the
-    `CheckpointManager`'s; greedy baselines, when the estimator asks for them, `GreedyBaselines`'."""
+    `CheckpointManager`'s; greedy baselines, when the estimator asks for them, `GreedyBaselines`'.
+
+    `weight_transport`: how the actor's weights reach the rollout after each step. "device": packed into
+    buckets on the trainer's device (`workers.weight_export`) and handed over by value or CUDA IPC handle, so
+    the engine copies device to device; "state_dict": gathered to rank 0's host memory and passed as a state
+    dict (CPU runs, engines on another machine); "auto": "device" on GPU runs that can reach the GPU."""
 
     def __init__(
         self,
@@ -77,10 +87,14 @@ class RLTrainer:
         dataset: Sequence[dict[str, Any]] | None = None,
         reward_fn: Callable[[Trajectory], float] | None = None,
         workers: Any = None,
+        weight_transport: WeightTransport = "auto",
     ) -> None:
         if rollout is not None and collect is not None:
             raise ValueError("pass either rollout= or collect= (a function, wrapped in CallableRollout), not both")
+        if weight_transport not in ("auto", "device", "state_dict"):
+            raise ValueError(f"weight_transport must be 'auto', 'device' or 'state_dict', got {weight_transport!r}")
         self.config = config
+        self.weight_transport = weight_transport
         self.rollout: Rollout | None = rollout if collect is None else CallableRollout(collect, engine)
         self.rewards = RewardScorer.from_config(config, reward_fn=reward_fn)
         self.batches = (PromptBatches(dataset, config.data.train_batch_size, shuffle=config.data.shuffle,
@@ -309,11 +323,40 @@ class RLTrainer:
             await self.rollout.start(())
             await self.sync_weights()
 
+    def _device_transport(self) -> bool:
+        """Whether weights go to the rollout in device buckets (`weight_export`) rather than as a host state dict.
+
+        auto: on GPU runs, when the engine can reach the trainer's GPU memory: the rank shares this process, or
+        this process sees a GPU (Ray workers on this machine hand over CUDA IPC handles; a GPU it cannot map
+        switches the run to the host path, said once)."""
+        if self.weight_transport != "auto":
+            return self.weight_transport == "device"
+        if device_type(self.config.trainer.device) != "cuda":
+            return False
+        return self.workers.same_process or torch.cuda.is_available()
+
     async def sync_weights(self) -> None:
+        """The actor's weights into the rollout's engines, waiting until they have them."""
         if self.config.colocated_rollout:
             await self.workers.call("sync_replica")  # inside each rank, from its own shards
-        elif self.rollout is not None:
+            return
+        if self.rollout is None:
+            return
+        if not self._device_transport():
             await self.rollout.update_weights(await self.actor_state_dict())
+            return
+        mp = self.config.actor_rollout_ref.actor.fsdp_config.mixed_precision
+        packed = (await self.workers.call("export_weights", dtype=mp.param_dtype if mp is not None else None,
+                                          ipc=not self.workers.same_process))[0]
+        try:
+            await self.rollout.update_weights(packed)
+        except WeightMappingError as exc:
+            _say(f"weights cannot go to the rollout through GPU memory ({exc}); using the host path from now on")
+            self.weight_transport = "state_dict"
+            await self.rollout.update_weights(await self.actor_state_dict())
+        finally:
+            packed.close()
+            await self.workers.call("release_weights")
 
     # ---- checkpoints ----
     @property

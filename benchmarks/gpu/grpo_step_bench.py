@@ -223,7 +223,15 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
             stats = inner.stats
             return getattr(stats, "busy_seconds", 0.0), getattr(stats, "handoff_seconds", 0.0)
 
+        def graphs_so_far() -> int:
+            from torch._dynamo.utils import counters
+
+            return int(counters["stats"]["unique_graphs"])
+
+        graph_marks = []
+
         async def collect(batch_rows, step):
+            graph_marks.append(graphs_so_far())  # torch.compile graphs made between two rollouts: one step's
             engine.generated = 0
             sync(args.device)
             busy0, handoff0 = engine_clock()
@@ -259,9 +267,11 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
         from agentgym.tools.sandbox_fusion import aclose_http_sessions
 
         await aclose_http_sessions()
+        graph_marks.append(graphs_so_far())
     finally:
         os.killpg(sandbox.pid, 15)
         sandbox.wait(timeout=10)
+    graphs_per_step = [b - a for a, b in zip(graph_marks, graph_marks[1:])]
     measured = list(zip(history, rollout_stats))[args.warmup:]
     peak = peak_flops(args.device)
     tot = lambda key: sum(m[key] for m, _ in measured)  # noqa: E731
@@ -293,7 +303,8 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
                       "engine_busy_s": r["engine_busy_s"], "engine_handoff_s": r["engine_handoff_s"],
                       "step_s": m["timing_s/rollout"] + m["timing_s/step"] + m["timing_s/weight_sync"],
                       "old_log_prob_s": m["timing_s/old_log_prob"], "update_s": m["timing_s/update_actor"],
-                      "weight_sync_s": m["timing_s/weight_sync"]} for m, r in zip(history, rollout_stats)],
+                      "weight_sync_s": m["timing_s/weight_sync"], "graphs_compiled": g}
+                     for m, r, g in zip(history, rollout_stats, graphs_per_step)],
     }
     return out
 

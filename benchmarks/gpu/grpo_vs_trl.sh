@@ -12,7 +12,7 @@
 # the TRL runs only. Results: $OUT/*.json, one log per stage, a table at the end.
 set -uo pipefail
 FINAL="${OUT:-/tmp/grpo_vs_trl_out}"
-OUT=/tmp/grpo_vs_trl_work  # everything here; $OUT (few files come back) gets summary, versions and one archive
+OUT=${WORK:-/tmp/grpo_vs_trl_work}  # everything here; $OUT (few files come back) gets summary, versions and one archive
 mkdir -p "$OUT" "$FINAL" /tmp/site /tmp/ray_parts
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -45,6 +45,21 @@ fi
   PYTHONPATH="$TRL_PYTHONPATH" python3 -c "import trl, transformers, datasets; print('TRL run: trl', trl.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__)"
   python3 -c "import ray; print('ray', ray.__version__)" 2>/dev/null || echo "ray: not installed (yet)"
 } 2>&1 | tee "$OUT/versions.txt"
+
+# What the stages import beyond the device image: a missing one names its wheel (benchmarks/gpu/fetch_wheels.sh).
+python3 - <<'PY' 2>&1 | tee "$OUT/imports.txt"
+import importlib
+mods = ("pydantic", "jsonschema", "tenacity", "omegaconf", "rich", "fastapi", "uvicorn", "docstring_parser",
+        "opentelemetry.trace", "agentgym.trainer.driver", "agentgym.tools.sandbox_fusion", "sandbox_server.app")
+missing = []
+for name in mods:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # report every failure, not just the first
+        missing.append(f"{name} ({exc!r})")
+print("imports: all present" if not missing else
+      "imports MISSING (add their wheels to benchmarks/gpu/fetch_wheels.sh): " + "; ".join(missing))
+PY
 
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(upd-0.5b trl-0.5b upd-1.5b trl-1.5b rl-0.5b ray-0.5b)

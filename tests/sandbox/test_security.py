@@ -38,8 +38,9 @@ def leftover_pids_of_uid(uid: int, server_pid: int) -> list[int]:
     """Processes of the sandbox uid, minus the fork server and the runs it prepared ahead.
 
     The fork server (bwrap, its zygote and the per-run keepers) lives in a `template-*` cgroup. A run prepared
-    ahead is a cgroup holding one process, its init, whose parent is a keeper in the template cgroup; once a run
-    ends its init has exited, so anything left in its cgroup counts as a leftover.
+    ahead is a cgroup holding one process, its init, whose parent is a keeper in the template cgroup (in the warm
+    node pool, also the init's one child: the node waiting for its program); once a run ends its init has exited,
+    so anything left in its cgroup counts as a leftover.
     """
     groups: dict[str, list[tuple[int, int, bytes]]] = {}
     cgroup_of: dict[int, str] = {}
@@ -54,7 +55,9 @@ def leftover_pids_of_uid(uid: int, server_pid: int) -> list[int]:
     for cgroup, members in groups.items():
         if cgroup.rpartition("/")[2].startswith("template-"):
             continue
-        held = len(members) == 1 and cgroup_of.get(members[0][1], "").rpartition("/")[2].startswith("template-")
+        inits = [m for m in members if cgroup_of.get(m[1], "").rpartition("/")[2].startswith("template-")]
+        waiting_node = [m for m in members if inits and m[1] == inits[0][0] and m[2] == b"node"]
+        held = len(inits) == 1 and len(members) == 1 + len(waiting_node) and len(waiting_node) <= 1
         if not held:
             leftovers += [pid for pid, _, _ in members]
     return leftovers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -22,8 +23,12 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_state_dict_in_place(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy `tensors` into the model's parameters and buffers (by name), checking every name and shape first."""
+def load_state_dict_in_place(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Copy `tensors` into the model's parameters and buffers (by name), checking every name and shape first.
+
+    `tensors` may live on another device or in another dtype (the copy converts), and may be a `PackedWeights`
+    (views into the trainer's device buckets). When any source is on a GPU the device is synchronised before
+    returning, so the sender may free or overwrite its buffers as soon as this returns."""
     targets = model.state_dict(keep_vars=True)
     unknown = sorted(set(tensors) - set(targets))
     if unknown:
@@ -34,6 +39,11 @@ def load_state_dict_in_place(model: torch.nn.Module, tensors: dict[str, torch.Te
     wrong = [(n, tuple(t.shape), tuple(targets[n].shape)) for n, t in tensors.items() if t.shape != targets[n].shape]
     if wrong:
         raise ValueError(f"shape mismatch for {len(wrong)} weight(s), e.g. (name, given, expected) {wrong[:3]}")
+    devices = set()
     with torch.no_grad():
         for name, tensor in tensors.items():
             targets[name].copy_(tensor)
+            if tensor.is_cuda:
+                devices.add(tensor.device)
+    for device in devices:
+        torch.cuda.synchronize(device)

@@ -30,7 +30,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 from agentgym.tools.rate_limit import AsyncRateLimiter, RateLimitTimeout
 from agentgym.tools.sandbox_fusion.http import SharedHttpSessions
 from agentgym.tools.sandbox_fusion.metrics import Outcome
-from agentgym.tools.sandbox_fusion.wire import RunCodeRequest, RunCodeResponse
+from agentgym.tools.sandbox_fusion.config import run_cases_endpoint
+from agentgym.tools.sandbox_fusion.wire import RunCasesRequest, RunCasesResponse, RunCodeRequest, RunCodeResponse
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _SNIPPET = 200
@@ -76,7 +77,7 @@ class RetryPolicy:
 class CallResult:
     """What came back: a server answer (`response`), or the reason there is none (`error`)."""
 
-    response: Optional[RunCodeResponse]
+    response: Optional[RunCodeResponse | RunCasesResponse]  # RunCasesResponse from run_cases
     error: Optional[str]
     error_outcome: Optional[Outcome]
     attempts: int
@@ -148,8 +149,16 @@ class SandboxClient:
         return sem
 
     async def run_code(self, request: RunCodeRequest, *, request_timeout: float, deadline: float) -> CallResult:
+        return await self._call(request, request_timeout, deadline)
+
+    async def run_cases(self, request: RunCasesRequest, *, request_timeout: float, deadline: float) -> CallResult:
+        """Our server's `/run_cases` (one compile, a sandbox per case), with run_code's admission and retries."""
+        return await self._call(request, request_timeout, deadline)
+
+    async def _call(self, request: RunCodeRequest, request_timeout: float, deadline: float) -> CallResult:
         payload = request.model_dump_json().encode()
         state = _CallState(deadline=deadline, queue_timeout=self._queue_timeout)
+        state.cases = isinstance(request, RunCasesRequest)
         try:
             try:
                 # Most calls succeed at once: the retry machinery is only built for those that do not.
@@ -233,6 +242,8 @@ class SandboxClient:
             state.admitted()
             state.attempts += 1
             url = await self._endpoint()
+            if state.cases:
+                url = run_cases_endpoint(url)
             timeout = min(request_timeout, state.remaining())
             try:
                 status, retry_after, body = await self._post(
@@ -245,7 +256,7 @@ class SandboxClient:
             slot.release()
         state.http_status = status
         try:
-            return self._verdict(status, retry_after, body)
+            return self._verdict(status, retry_after, body, RunCasesResponse if state.cases else RunCodeResponse)
         except _Retryable as exc:
             state.last_failure = exc.reason
             raise
@@ -268,7 +279,7 @@ class SandboxClient:
         except OSError as exc:
             raise _Retryable(Outcome.UNAVAILABLE, f"could not reach the sandbox at {url}: {exc!r}") from None
 
-    def _verdict(self, status: int, retry_after: float, body: bytes) -> RunCodeResponse:
+    def _verdict(self, status: int, retry_after: float, body: bytes, model: type = RunCodeResponse):
         if status in self._retry.retry_on_status:
             reason = "overloaded" if status in (429, 503) else "gateway error"
             raise _Retryable(
@@ -279,7 +290,7 @@ class SandboxClient:
         if status != 200:
             raise _Final(Outcome.SANDBOX_ERROR, f"the sandbox answered HTTP {status}: {_snippet(body)}", status)
         try:
-            response = RunCodeResponse.model_validate_json(body)
+            response = model.model_validate_json(body)
         except ValidationError:
             raise _Final(
                 Outcome.BAD_RESPONSE, f"the sandbox's answer is not Sandbox Fusion JSON: {_snippet(body)!r}", status
@@ -302,6 +313,7 @@ class _CallState:
         self.http_status: Optional[int] = None
         self.stopped_by_deadline = False
         self.last_failure: Optional[str] = None
+        self.cases = False  # a /run_cases call
 
     def admitted(self) -> None:
         if self.deadline_at is None:

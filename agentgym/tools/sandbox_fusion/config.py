@@ -151,3 +151,9 @@ def run_code_endpoint(url: str) -> str:
     """verl configs name the /run_code endpoint itself; Sandbox Fusion's client names the base. Accept both."""
     url = url.rstrip("/")
     return url if url.endswith("/run_code") else f"{url}/run_code"
+
+
+def run_cases_endpoint(url: str) -> str:
+    """Our server's /run_cases (one compile, many stdin cases) next to the /run_code endpoint or base URL given."""
+    url = url.rstrip("/")
+    return (url[: -len("/run_code")] if url.endswith("/run_code") else url) + "/run_cases"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from agentgym.tools.sandbox_fusion.metrics import Outcome
-from agentgym.tools.sandbox_fusion.wire import CommandRunResult, RunCodeResponse
+from agentgym.tools.sandbox_fusion.wire import CommandRunResult, RunCasesResponse, RunCodeResponse
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,33 @@ def render_response(response: RunCodeResponse, limits: Limits) -> Rendered:
     if _was_cut_by_server(response, shown_result):
         text += "[the sandbox cut the output at its size limit]\n"
     return Rendered(text=text.rstrip("\n"), outcome=outcome, truncated=truncated)
+
+
+def render_cases(response: RunCasesResponse, limits: Limits) -> Rendered:
+    """One program's runs on several stdin cases: a compile failure once, else each case as a single run reads,
+    under a `Case i (stdin ...)` heading, with `expected output` shown where a case had one and did not match.
+    The outcome is the first failing case's (success when every case ran and matched)."""
+    if response.cases and all(c.skipped for c in response.cases) and response.compile_result is not None:
+        return render_response(RunCodeResponse(status=response.status, message=response.message,
+                                               compile_result=response.compile_result), limits)
+    blocks: list[str] = []
+    outcome, truncated = Outcome.SUCCESS, False
+    per_case = Limits(limits.run_timeout, limits.compile_timeout, limits.memory_limit_mb,
+                      max(200, limits.max_output_chars // max(1, len(response.cases))))
+    for i, case in enumerate(response.cases, 1):
+        if case.skipped:
+            blocks.append(f"Case {i}: not run (an earlier case failed).")
+            continue
+        one = render_response(RunCodeResponse(status=case.status, message=case.message,
+                                              run_result=case.run_result), per_case)
+        text = f"Case {i}: {one.text}"
+        if case.passed is False and one.outcome is Outcome.SUCCESS:
+            text += "\n(wrong answer: the output differs from the expected output)"
+        blocks.append(text)
+        truncated = truncated or one.truncated
+        if outcome is Outcome.SUCCESS and (one.outcome is not Outcome.SUCCESS or case.passed is False):
+            outcome = one.outcome if one.outcome is not Outcome.SUCCESS else Outcome.RUNTIME_ERROR
+    return Rendered(text="\n\n".join(blocks), outcome=outcome, truncated=truncated)
 
 
 def render_failure(outcome: Outcome, reason: str) -> Rendered:

@@ -16,8 +16,21 @@ from agentgym.tools.sandbox_fusion.client import CallResult, RetryPolicy, Sandbo
 from agentgym.tools.sandbox_fusion.config import SandboxFusionToolConfig, run_code_endpoint
 from agentgym.tools.sandbox_fusion.http import PROCESS_SESSIONS
 from agentgym.tools.sandbox_fusion.metrics import CallMetrics, MetricsAggregate, Outcome
-from agentgym.tools.sandbox_fusion.output import Limits, Rendered, render_failure, render_response, render_verl
-from agentgym.tools.sandbox_fusion.wire import RunCodeRequest
+from agentgym.tools.sandbox_fusion.output import (
+    Limits,
+    Rendered,
+    render_cases,
+    render_failure,
+    render_response,
+    render_verl,
+)
+from agentgym.tools.sandbox_fusion.wire import (
+    RunCase,
+    RunCasesRequest,
+    RunCasesResponse,
+    RunCodeRequest,
+    RunCodeResponse,
+)
 from agentgym.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
 logger = logging.getLogger(__name__)
@@ -114,7 +127,9 @@ class SandboxFusionTool(BaseTool):
         self, instance_id: str, parameters: dict[str, Any], **kwargs: Any
     ) -> tuple[ToolResponse, float, dict]:
         """Run `parameters["code"]`; `language` and `timeout` may come from the call or the row's execute_kwargs
-        (the call wins), `stdin` and `files` from execute_kwargs."""
+        (the call wins), `stdin` and `files` from execute_kwargs. A row's `cases` (execute_kwargs: a list of
+        stdin strings or `{"stdin", "expected_output"}`) runs the program once per case through our server's
+        `/run_cases` (compiled once, each case its own sandbox) and shows every case's outcome."""
         started = time.monotonic()
         s = self.settings
         language = str(parameters.get("language") or kwargs.get("language") or s.default_language)
@@ -135,8 +150,10 @@ class SandboxFusionTool(BaseTool):
             logger.exception("code tool failed on its own side")
             error = f"{type(exc).__name__}: {exc}"
             rendered, result = render_failure(Outcome.INTERNAL_ERROR, error), None
-        if s.output_format == "verl" and rendered.outcome is not Outcome.INVALID_ARGUMENTS:
-            rendered = render_verl(result.response if result else None, rendered.outcome)
+        answered = result.response if result else None
+        if (s.output_format == "verl" and rendered.outcome is not Outcome.INVALID_ARGUMENTS
+                and not isinstance(answered, RunCasesResponse)):  # verl's text has no form for several cases
+            rendered = render_verl(answered, rendered.outcome)
         metrics = CallMetrics(
             outcome=rendered.outcome,
             latency_s=time.monotonic() - started,
@@ -146,7 +163,7 @@ class SandboxFusionTool(BaseTool):
             http_status=result.http_status if result else None,
             execution_time_s=(
                 result.response.run_result.execution_time
-                if result and result.response and result.response.run_result
+                if result and isinstance(result.response, RunCodeResponse) and result.response.run_result
                 else None
             ),
             output_truncated=rendered.truncated,
@@ -187,14 +204,25 @@ class SandboxFusionTool(BaseTool):
             stdin=kwargs.get("stdin"),
             files=kwargs.get("files") or {},
         )
-        result = await self._client.run_code(
-            request, request_timeout=s.request_timeout_for(run_timeout), deadline=s.deadline_for(run_timeout)
-        )
+        cases = _cases(kwargs.get("cases"))
+        if cases:
+            request = RunCasesRequest(**request.model_dump(), cases=cases)
+            # Each case may take the run timeout: the HTTP request and the call's deadline grow with them.
+            budget = run_timeout * len(cases)
+            result = await self._client.run_cases(
+                request, request_timeout=s.request_timeout_for(budget), deadline=s.deadline_for(budget)
+            )
+        else:
+            result = await self._client.run_code(
+                request, request_timeout=s.request_timeout_for(run_timeout), deadline=s.deadline_for(run_timeout)
+            )
         if result.response is None:
             assert result.error_outcome is not None and result.error is not None
             return render_failure(result.error_outcome, result.error), result
         limits = Limits(run_timeout, compile_timeout, s.memory_limit_mb, s.max_output_chars)
-        return render_response(result.response, limits), result
+        if isinstance(result.response, RunCodeResponse):
+            return render_response(result.response, limits), result
+        return render_cases(result.response, limits), result
 
     async def calc_reward(self, instance_id: str, **kwargs: Any) -> float:
         return 0.0
@@ -222,6 +250,13 @@ def _not_text(argument: str, text: str) -> Optional[str]:
         f"pair, which is not text. Write the character itself, or double the backslash (\\{char}) if the program "
         "should contain the escape sequence."
     )
+
+
+def _cases(value: Any) -> list[RunCase]:
+    """A row's `cases`: stdin strings, or mappings with `stdin` and optionally `expected_output`."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [RunCase(stdin=c) if isinstance(c, str) else RunCase.model_validate(c) for c in value]
 
 
 def _as_timeout(value: Any, default: float) -> float:

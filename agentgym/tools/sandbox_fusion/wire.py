@@ -45,3 +45,36 @@ class RunCodeResponse(BaseModel):
     run_result: Optional[CommandRunResult] = None
     files: dict[str, str] = Field(default_factory=dict)
     output_truncated: Optional[bool] = None
+
+
+class RunCase(BaseModel):
+    stdin: Optional[str] = None
+    expected_output: Optional[str] = None
+
+
+class RunCasesRequest(RunCodeRequest):
+    """Our server's `/run_cases` extension: one program, compiled once, one sandbox per case."""
+
+    cases: list[RunCase]
+    compare: Literal["exact", "lines", "tokens"] = "lines"
+    stop_on_failure: bool = False
+
+
+class CaseResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["Success", "Failed", "SandboxError"]
+    passed: Optional[bool] = None
+    skipped: bool = False
+    message: str = ""
+    run_result: Optional[CommandRunResult] = None
+
+
+class RunCasesResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["Success", "Failed", "SandboxError"]
+    message: str = ""
+    compile_result: Optional[CommandRunResult] = None
+    cases: list[CaseResult] = Field(default_factory=list)
+    passed: int = 0

@@ -233,7 +233,9 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
             b = _bounds_list(cu)
             max_len = max(e - s for s, e in zip(b[:-1], b[1:]))
         q, k, v = (t[0].transpose(0, 1).to(dtype) for t in (query, key, value))
-        return kernel(q, k, v, cu, int(max_len), scaling).unsqueeze(0), None
+        # No int() here: inside a compiled block max_len is symbolic, and int() would specialize the graph to
+        # this batch's longest sequence (a recompile whenever it changes).
+        return kernel(q, k, v, cu, max_len, scaling).unsqueeze(0), None
     return _per_sequence_attention(query, key, value, cu, scaling), None
 
 

@@ -14,6 +14,9 @@ from agentgym.trainer.workers.worker import TrainWorker
 class LocalWorkerGroup:
     """A single rank in this process (no process group unless `distributed=True`, e.g. a 1-GPU FSDP run)."""
 
+    # The rank shares the caller's process: exported weights are handed over by value, never by IPC handle.
+    same_process = True
+
     def __init__(self, config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None,
                  distributed: bool = False) -> None:
         self.world_size = 1
@@ -35,6 +38,8 @@ class RayWorkerGroup:
 
     The ranks live in one placement group of one bundle per rank, packed onto as few nodes as fit, and are numbered
     node by node, so neighbouring ranks share a node (FSDP's shard groups, a replica's tensor-parallel peers)."""
+
+    same_process = False
 
     def __init__(self, config: AgentGymConfig, world_size: int, *, total_steps: int,
                  roles: tuple[str, ...] | None = None, use_gpu: bool | None = None, cpus_per_worker: int = 1) -> None:

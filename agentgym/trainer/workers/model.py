@@ -19,8 +19,12 @@ from agentgym.trainer.workers.fast_forward import (
     use_varlen_attention,
 )
 
-def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: bool = False) -> nn.Module:
-    """A causal LM (actor, reference) or a one-label token classifier on the same backbone (critic)."""
+def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: bool = False,
+                  weights: bool = True) -> nn.Module:
+    """A causal LM (actor, reference) or a one-label token classifier on the same backbone (critic).
+
+    `weights=False` builds it on the meta device from the config alone, reading no weight file: the ranks that
+    get their shards from rank 0 (`ModelRole`) start so, and a node holds one copy of the model, not one per rank."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForTokenClassification
 
     from agentgym.multimodal.processor import VisionProcessor
@@ -44,11 +48,17 @@ def load_hf_model(model_cfg: ModelConfig, fsdp_cfg: FSDPConfig, *, value_head: b
             hf_config.num_labels = 1
             if "classifier_dropout" not in model_cfg.override_config:
                 hf_config.classifier_dropout = 0.0
-            model = AutoModelForTokenClassification.from_pretrained(model_cfg.path, **kwargs)
+            auto = AutoModelForTokenClassification
         elif VisionProcessor.is_vision_model(model_cfg.path):
-            model = AutoModelForImageTextToText.from_pretrained(model_cfg.path, **kwargs)
+            auto = AutoModelForImageTextToText
         else:
-            model = AutoModelForCausalLM.from_pretrained(model_cfg.path, **kwargs)
+            auto = AutoModelForCausalLM
+        if weights:
+            model = auto.from_pretrained(model_cfg.path, **kwargs)
+        else:
+            with torch.device("meta"):
+                model = auto.from_config(hf_config, dtype=kwargs["dtype"], trust_remote_code=model_cfg.trust_remote_code,
+                                         attn_implementation=model_cfg.attn_implementation)
     except OSError as exc:
         raise ConfigError(f"cannot load a model from '{model_cfg.path}': {exc}",
                           fix="point the model path at a directory written by save_pretrained") from exc

@@ -34,6 +34,18 @@ from agentgym.trainer.workers.model import (
 from agentgym.trainer.workers.optim import build_optimizer, build_scheduler
 
 
+def _receive_from_rank0(model: torch.nn.Module, full: dict[str, torch.Tensor], device: torch.device, rank: int) -> None:
+    """Every rank's shards of rank 0's loaded weights (a broadcast per tensor, each rank keeping its shard), and
+    rank 0's buffers (rotary frequencies and other buffers that no state dict holds)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if rank != 0:
+        model.to_empty(device=device)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for _, buffer in model.named_buffers():
+        torch.distributed.broadcast(buffer, src=0)
+
+
 class ModelRole:
     """Model + optional optimizer/scheduler, with the pieces shared by policy and value models."""
 
@@ -51,14 +63,23 @@ class ModelRole:
         self.device = device
         self.rank, self.world_size = world()
         self.sharded = torch.distributed.is_available() and torch.distributed.is_initialized()
-        model = load_hf_model(model_cfg, fsdp_cfg, value_head=value_head)
-        model.to(device)
+        # Several ranks: only rank 0 reads the weights; the others start on the meta device and receive their shards
+        # from it, so the host holds one copy of the model instead of one per rank.
+        from_rank0 = self.sharded and self.world_size > 1
+        self.read_from_disk = not from_rank0 or self.rank == 0
+        model = load_hf_model(model_cfg, fsdp_cfg, value_head=value_head, weights=self.read_from_disk)
+        full = model.state_dict() if from_rank0 and self.rank == 0 else {}  # the loaded tensors, kept on the CPU
+        if not from_rank0 or self.rank == 0:
+            model.to(device)
         if use_torch_compile is None:
             use_torch_compile = device.type == "cuda"
         if use_torch_compile:
             compile_model(model)  # before sharding: FSDP2 renames the block classes
         if self.sharded:
             model = shard_with_fsdp2(model, fsdp_cfg)
+        if from_rank0:
+            _receive_from_rank0(model, full, device, self.rank)
+        del full
         self.model = model
         self._autocast_dtype = (
             resolve_dtype(fsdp_cfg.mixed_precision.param_dtype)

@@ -17,8 +17,10 @@ import torch.distributed as dist
 from agentgym.config.schema import AgentGymConfig
 from agentgym.devices import device_type, resolve_dtype
 from agentgym.trainer.batching import MicroBatch
+from agentgym.rollout.engines.weight_import import PackedWeights
 from agentgym.trainer.workers.replica import ReplicaHost
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
+from agentgym.trainer.workers.weight_export import DEFAULT_BUCKET_BYTES, WeightExport, export_weights
 
 # Ray concurrency group of the replica's calls: many model turns in flight at once, beside the training calls
 # (which stay one at a time in the default group).
@@ -59,6 +61,7 @@ class TrainWorker:
         self.actor: PolicyRole | None = None
         self.ref: PolicyRole | None = None
         self.critic: ValueRole | None = None
+        self._export: WeightExport | None = None
         self.replica: ReplicaHost | None = None
 
     def address(self) -> str:
@@ -128,6 +131,20 @@ class TrainWorker:
     # ---- weights and checkpoints ----
     def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         return self.actor.full_state_dict(resolve_dtype(dtype) if dtype else None)
+
+    def export_weights(self, dtype: str | None = None, *, ipc: bool = False,
+                       bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> PackedWeights | None:
+        """The actor's full weights in device buckets (`weight_export`): rank 0 returns them, by value when the
+        caller shares this process (`ipc=False`) or as CUDA IPC handles; other ranks take part and return None.
+        The buckets stay allocated until `release_weights`."""
+        self.release_weights()
+        self._export = export_weights(self.actor.model, dtype=resolve_dtype(dtype) if dtype else None,
+                                      bucket_bytes=bucket_bytes, keep=self.rank == 0)
+        return self._export.share(ipc=ipc)
+
+    def release_weights(self) -> None:
+        """Free the buckets of the last `export_weights` (the receiver has copied them)."""
+        self._export = None
 
     # ---- the colocated engine replica ----
     def start_replica(self) -> dict:
@@ -199,6 +216,10 @@ class TrainWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def weights_read_from_disk(self) -> bool:
+        """Whether this rank read the model's weight files (only rank 0 does when there are several)."""
+        return any(role.read_from_disk for role in (self.actor, self.ref, self.critic) if role is not None)
 
     def node_id(self) -> str:
         """The Ray node this rank runs on ("local" outside Ray)."""

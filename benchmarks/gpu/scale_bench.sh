@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Colocated rollout on N GPUs of one node: main_ppo with an engine replica in every trainer rank
+# (actor_rollout_ref.rollout.placement=colocated), the multi-turn arithmetic task (calculator tool: the GPU image has
+# no bubblewrap for the sandbox), 64*N trajectories a step (8N prompts x 8 samples), a random-init model of SIZE.
+#   bash benchmarks/gpu/scale_bench.sh N [SIZE] [STEPS]      # e.g. 1 0.5b 4; carry [.whl, .whl_ray0] then [.whl, .whl_ray1]
+# Prints, per warm step (the first is dropped: compiles and graph capture), rollout sampled tok/s per GPU, update
+# tok/s per GPU, old-log-prob and weight-sync seconds; writes $OUT/scale_N.json. Scaling efficiency = per-GPU
+# throughput at N over per-GPU throughput at 1 (run N=1 on the same machine kind).
+set -uo pipefail
+N="${1:?usage: scale_bench.sh N [SIZE] [STEPS]}"
+SIZE="${2:-0.5b}"
+STEPS="${3:-4}"
+FINAL="${OUT:-/tmp/scale_bench_out}"
+mkdir -p "$FINAL" /tmp/site /tmp/ray_parts
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade"
+ls .whl/*.whl >/dev/null 2>&1 && $PIP --target /tmp/site .whl/*.whl 2>&1 | grep -v -i warning | tail -3
+cp -n .whl_ray*/ray.part* /tmp/ray_parts/ 2>/dev/null || true
+if [ -f /tmp/ray_parts/ray.part00 ] && [ -f /tmp/ray_parts/ray.part01 ] && [ ! -d /tmp/site/ray ]; then
+  cat /tmp/ray_parts/ray.part00 /tmp/ray_parts/ray.part01 > /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+  $PIP --target /tmp/site /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl 2>&1 | grep -v -i warning | tail -3
+fi
+export PYTHONPATH="/tmp/site:$PWD"
+python3 -c "import ray" 2>/dev/null || { echo "ray is not installed yet: carry .whl_ray0 in one call, then .whl_ray1"; exit 3; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$FINAL/gpus_$N.txt"
+WORK=$(mktemp -d)
+MODEL=$(python3 -c "from agentgym.models import build_tiny_model; print(build_tiny_model('$WORK/models', size='$SIZE'))")
+python3 -m agentgym_envs.arithmetic.data --out "$WORK/train.jsonl" --rows $((64 * N))
+timeout 540 python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
+  actor_rollout_ref.model.path="$MODEL" data.train_files="$WORK/train.jsonl" \
+  trainer.device=cuda trainer.n_gpus_per_node="$N" actor_rollout_ref.rollout.placement=colocated \
+  data.train_batch_size=$((8 * N)) actor_rollout_ref.rollout.n=8 actor_rollout_ref.actor.ppo_mini_batch_size=$((8 * N)) \
+  data.max_response_length=384 actor_rollout_ref.rollout.multi_turn.max_assistant_turns=3 \
+  actor_rollout_ref.model.use_remove_padding=true \
+  "actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: bf16, reduce_dtype: fp32}" \
+  trainer.total_training_steps="$STEPS" trainer.save_freq=-1 trainer.default_local_dir="$WORK/run" \
+  "trainer.logger=[console,jsonl]" ray_kwargs.ray_init.num_cpus=$((4 * N + 4)) 2>&1 | tee "$FINAL/scale_$N.log" | tail -30
+python3 - "$WORK/run/metrics.jsonl" "$N" "$FINAL/scale_$N.json" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+n = int(sys.argv[2])
+warm = rows[1:] or rows
+def med(key):
+    vals = [r[key] for r in warm if key in r]
+    return statistics.median(vals) if vals else None
+gen = [r.get("rollout/engine/generated_tokens", 0) / r["timing_s/rollout"] for r in warm if r.get("timing_s/rollout")]
+out = {"gpus": n, "steps_measured": len(warm),
+       "step_s": med("timing_s/step"), "rollout_s": med("timing_s/rollout"), "old_log_prob_s": med("timing_s/old_log_prob"),
+       "update_s": med("timing_s/update_actor"), "weight_sync_s": med("timing_s/weight_sync"),
+       "rollout_sampled_tok_s_per_gpu": statistics.median(gen) / n if gen else None,
+       "update_tok_s_per_gpu": (med("perf/update_tokens_per_s") or 0) / n}
+json.dump(out, open(sys.argv[3], "w"), indent=1)
+print(json.dumps(out, indent=1))
+PY
