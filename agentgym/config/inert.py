@@ -72,8 +72,6 @@ INERT_KEYS: dict[str, InertKey] = {
         same_as_ours=True),
     "actor_rollout_ref.rollout.multi_turn.use_inference_chat_template": InertKey(_TOKEN_EXACT),
     "actor_rollout_ref.rollout.multi_turn.tokenization_sanity_check_mode": InertKey(_TOKEN_EXACT),
-    "actor_rollout_ref.rollout.agent.num_workers": InertKey(
-        "episodes run as asyncio tasks in the driver's rollout loop; rollout.max_num_seqs bounds how many at once"),
     "actor_rollout_ref.rollout.agent.agent_loop_config_path": InertKey(
         "there is one agent loop (agentgym.rollout.agent_loop); tools and interactions come from "
         "multi_turn.tool_config_path and multi_turn.interaction_config_path"),

@@ -170,7 +170,9 @@ class MultiTurnConfig(Section):
 
 
 class AgentConfig(Section):
-    num_workers: int = 1
+    # verl's key: agent-loop worker Ray actors running the step's episodes over the trainer ranks' replicas
+    # (rollout.placement=colocated); 1 runs them in the driver's event loop. docs/scale.md
+    num_workers: int = Field(1, ge=1)
     agent_loop_config_path: str | None = None
 
 

@@ -10,8 +10,9 @@ import asyncio
 import time
 import traceback
 import zlib
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 from uuid import uuid4
 
 from agentgym.episode.environment import Environment, tool_dicts
@@ -250,24 +251,64 @@ class AgentLoop:
         n: int = 1,
         group_prefix: str | None = None,
         on_done: Callable[[Trajectory], None] | None = None,
+        first_index: int = 0,
     ) -> list[Trajectory]:
         """`n` episodes per row (one GRPO group per row), at most `max_concurrent_episodes` in flight; row order kept.
 
-        Group ids are `group_prefix` + the row's index (a random prefix when none is given); pass a fixed prefix,
-        such as the training step, for runs that must repeat exactly under a fixed sampling seed.
+        Group ids are `group_prefix` + the row's index counted from `first_index` (a random prefix when none is
+        given); pass a fixed prefix, such as the training step, for runs that must repeat exactly under a fixed
+        sampling seed. `plan_episodes` names the same episodes without running them.
         """
-        prefix = group_prefix if group_prefix is not None else f"{uuid4().hex[:8]}-"
+        return await self.run_episodes(plan_episodes(rows, n=n, group_prefix=group_prefix, first_index=first_index),
+                                       on_done=on_done)
+
+    async def run_episodes(self, episodes: Sequence[EpisodeSpec], *,
+                           on_done: Callable[[Trajectory], None] | None = None) -> list[Trajectory]:
+        """The episodes' trajectories in the episodes' order; `on_done` is called as each one ends."""
+        out: list[Trajectory | None] = [None] * len(episodes)
+        async with aclosing(self.stream_episodes(episodes)) as stream:
+            async for index, traj in stream:
+                if on_done is not None:
+                    on_done(traj)
+                out[index] = traj
+        return [t for t in out if t is not None]  # every slot is filled: the stream yields each episode once
+
+    async def stream_episodes(self, episodes: Sequence[EpisodeSpec]) -> AsyncIterator[tuple[int, Trajectory]]:
+        """(index into `episodes`, trajectory) as each episode ends, at most `max_concurrent_episodes` in flight
+        (started in the episodes' order). Leaving the iteration early cancels the episodes still running."""
         limiter = asyncio.Semaphore(self.config.max_concurrent_episodes)
 
-        async def one(row: Mapping[str, Any], group_id: str, k: int) -> Trajectory:
+        async def one(index: int, episode: EpisodeSpec) -> tuple[int, Trajectory]:
             async with limiter:
-                traj = await self.run(row, group_id=group_id, uid=f"{group_id}-{k}")
-            if on_done is not None:
-                on_done(traj)
-            return traj
+                return index, await self.run(episode.row, group_id=episode.group_id, uid=episode.uid)
 
-        jobs = []
-        for index, row in enumerate(rows):
-            group_id = f"{prefix}{index}"
-            jobs.extend(one(row, group_id, k) for k in range(n))
-        return list(await asyncio.gather(*jobs))
+        tasks = [asyncio.ensure_future(one(i, e)) for i, e in enumerate(episodes)]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                yield await finished
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to run: a dataset row, the GRPO group it belongs to and its sample index in the group. Its
+    trajectory's uid is `<group_id>-<sample>` (the replica router reads the group back from it)."""
+
+    row: Mapping[str, Any]
+    group_id: str
+    sample: int
+
+    @property
+    def uid(self) -> str:
+        return f"{self.group_id}-{self.sample}"
+
+
+def plan_episodes(rows: Sequence[Mapping[str, Any]], *, n: int = 1, group_prefix: str | None = None,
+                  first_index: int = 0) -> list[EpisodeSpec]:
+    """The episodes `AgentLoop.run_batch` runs for `rows`, row by row: `n` samples of group `<prefix><index>`,
+    `index` counted from `first_index`. Whoever runs them (one loop, or agent workers given a share each), the ids
+    are these."""
+    prefix = group_prefix if group_prefix is not None else f"{uuid4().hex[:8]}-"
+    return [EpisodeSpec(row, f"{prefix}{first_index + index}", k) for index, row in enumerate(rows) for k in range(n)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 from rich.console import Console
 
@@ -19,7 +19,7 @@ from agentgym.episode.remote import RemoteEnvironment
 from agentgym.episode.session import SessionConfig
 from agentgym.interactions.registry import load_interactions, read_interaction_entries
 from agentgym.multimodal.processor import load_vision_processor
-from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig
+from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig, plan_episodes
 from agentgym.rollout.engines.base import Engine, SamplingParams
 from agentgym.rollout.engines.registry import make_engine
 from agentgym.rollout.protocol import OnDone
@@ -29,6 +29,9 @@ from agentgym.tools.function_tool import load_function_tools
 from agentgym.tools.mcp_tool import mcp_tool_names
 from agentgym.tools.registry import load_all_tools, load_mcp_entries, load_tool_specs
 from agentgym.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from agentgym.rollout.agent_workers import AgentWorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +115,9 @@ class AgentLoopRollout:
 
     An own engine is started inside the trainer's event loop by whichever comes first, the initial weight sync or
     the first collection. `actor_rollout_ref.rollout.n` samples per row form one group, and group ids are fixed by
-    the step so a seeded run repeats.
+    the step so a seeded run repeats. With replicas and `rollout.agent.num_workers > 1` the episodes run in that
+    many agent-worker Ray actors (`agentgym.rollout.agent_workers`) instead of the driver's event loop, with the
+    same ids and the same trajectories.
     """
 
     samples_greedy = True
@@ -126,6 +131,7 @@ class AgentLoopRollout:
         self.n = cfg.actor_rollout_ref.rollout.n
         self._parts = (tokenizer, tools, interactions, processor)
         self.replicas: list[Any] = []
+        self.workers: AgentWorkerPool | None = None  # rollout.agent.num_workers > 1 over replicas
         self._lock: asyncio.Lock | None = None
         self._started = False
         self._counters: dict[str, float] = {}
@@ -135,17 +141,25 @@ class AgentLoopRollout:
         self.engine = engine
         if engine is None:
             return
-        tokenizer, tools, interactions, processor = self._parts
-        cfg = self.cfg
-        self.loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                              processor=processor, environment=self.environment)
-        self.greedy_loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
-                                     processor=processor, environment=self.environment)
+        self.loop, self.greedy_loop = agent_loops(self.cfg, engine, *self._parts, environment=self.environment)
 
     async def start(self, replicas: Sequence[Any] = ()) -> None:
+        num_workers = self.cfg.actor_rollout_ref.rollout.agent.num_workers
+        if num_workers > 1 and not replicas:
+            raise ConfigError(
+                f"rollout.agent.num_workers={num_workers} runs the episodes in agent-worker Ray actors that call the "
+                "engine replicas the trainer ranks host, but this rollout has its own engine in the driver.",
+                entry="actor_rollout_ref.rollout.agent.num_workers",
+                fix="set actor_rollout_ref.rollout.placement=colocated (with trainer.use_ray=true), or num_workers=1")
         if replicas:
             self.replicas = list(replicas)
-            self._use(ReplicaRouter([RemoteEngine(h, f"rank {i}'s replica") for i, h in enumerate(self.replicas)]))
+            if num_workers > 1:
+                from agentgym.rollout.agent_workers import AgentWorkerPool
+
+                self.workers = AgentWorkerPool(self.cfg, self.replicas, num_workers)
+                await self.workers.start()
+            else:
+                self._use(ReplicaRouter([RemoteEngine(h, f"rank {i}'s replica") for i, h in enumerate(self.replicas)]))
             self._started = True
         elif self.engine is None:
             raise ConfigError("the rollout has no engine: with rollout.placement=colocated the trainer ranks host "
@@ -166,6 +180,11 @@ class AgentLoopRollout:
 
     async def collect(self, rows: list[dict[str, Any]], step: int, *, greedy: bool = False,
                       on_done: OnDone | None = None) -> list[Trajectory]:
+        if self.workers is not None:
+            # The same episodes (and ids) as the one-loop path below, run by the agent workers.
+            if greedy:
+                return await self.workers.run(plan_episodes(rows, n=1, group_prefix=f"step{step}-greedy-"), greedy=True)
+            return await self.workers.run(plan_episodes(rows, n=self.n, group_prefix=f"step{step}-"), on_done=on_done)
         await self.ensure_started()
         if greedy:
             return await self.greedy_loop.run_batch(rows, n=1, group_prefix=f"step{step}-greedy-")
@@ -194,7 +213,11 @@ class AgentLoopRollout:
         out = {f"rollout/engine/{k}": v for k, v in delta.items()}
         if delta.get("context_tokens"):
             out["rollout/engine/prefix_cache_hit_rate"] = delta.get("cached_tokens", 0.0) / delta["context_tokens"]
-        if self.router is not None:
+        if self.workers is not None:
+            requests = await self.workers.take_requests()
+            out.update({f"rollout/replica_{i}/requests": float(n) for i, n in sorted(requests.items())})
+            out.update(self.workers.take_metrics())
+        elif self.router is not None:
             out.update({f"rollout/replica_{i}/requests": float(n) for i, n in sorted(self.router.requests.items())})
             self.router.requests.clear()
         return out
@@ -204,21 +227,54 @@ class AgentLoopRollout:
         return self.engine if isinstance(self.engine, ReplicaRouter) else None
 
     async def close(self) -> None:
-        """Close the engine if it was started here (an engine that launched its servers stops them)."""
+        """Close the engine if it was started here (an engine that launched its servers stops them), and stop the
+        agent workers."""
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
         if self._started and not self.replicas and self.engine is not None:
             self._started = False
             await self.engine.close()
 
 
-def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
-    """The trainer's default rollout from the run config: its model's tokenizer, tools, interactions and engine."""
+class RolloutParts(NamedTuple):
+    """What an agent loop needs besides its engine (in `AgentLoopRollout`'s and `agent_loops`' argument order)."""
+
+    tokenizer: Any
+    tools: dict[str, Any]
+    interactions: dict[str, Any]
+    processor: Any  # None for a text model
+    environment: Environment | None  # an environment server's sessions instead of local tools and interactions
+
+
+def rollout_parts(cfg: AgentGymConfig) -> RolloutParts:
+    """What an agent loop needs besides its engine, from the run config. The driver and every agent worker build
+    their own from the same config (each its own tool instances and clients), so they build the same ones."""
     from transformers import AutoTokenizer
 
     model = cfg.actor_rollout_ref.model
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
     environment = remote_environment(cfg)  # set: the tools and interactions live on an environment server
     tools, interactions = load_environment(cfg) if environment is None else ({}, {})
+    return RolloutParts(tokenizer, tools, interactions, load_vision_processor(model.path), environment)
+
+
+def agent_loops(cfg: AgentGymConfig, engine: Engine, tokenizer: Any, tools: dict[str, Any],
+                interactions: dict[str, Any], processor: Any = None,
+                environment: Environment | None = None) -> tuple[AgentLoop, AgentLoop]:
+    """The run's two agent loops over `engine`: the sampling one (seeded by `data.seed`) and the greedy one
+    (temperature 0: estimators whose baseline is the greedy response)."""
+    loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
+                     processor=processor, environment=environment)
+    greedy = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
+                       processor=processor, environment=environment)
+    return loop, greedy
+
+
+def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
+    """The trainer's default rollout from the run config: its model's tokenizer, tools, interactions and engine."""
+    parts = rollout_parts(cfg)
     # Colocated: the trainer ranks host the replicas (and load the model); the driver builds no engine.
     engine = None if cfg.colocated_rollout else make_engine(cfg)
-    return AgentLoopRollout(cfg, engine, tokenizer, tools, interactions, processor=load_vision_processor(model.path),
-                            environment=environment)
+    return AgentLoopRollout(cfg, engine, parts.tokenizer, parts.tools, parts.interactions, processor=parts.processor,
+                            environment=parts.environment)
