@@ -32,8 +32,9 @@ DEFAULTS: dict[str, Any] = dict(environment="zoom_count", model_size="tiny-vl", 
 
 
 class TeacherEngine(ScriptedEngine):
-    takes_images = True
     """The scripted teacher, taking (and not looking at) the images the agent loop passes a vision model."""
+
+    takes_images = True
 
     async def generate(self, prompt_ids: list[int], sampling: Any, *, session_id: str | None = None,
                        images: Any = None) -> Any:
