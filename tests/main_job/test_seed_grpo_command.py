@@ -73,9 +73,10 @@ def test_more_ranks_than_the_ray_cluster_holds_stop_with_the_key_not_a_hang(ray_
 
 
 def test_unsupported_values_and_keys_are_named(data, tiny_model_dir):
-    wandb = _run(_override(SEED_GRPO, **{"trainer.logger": '["console","wandb"]'}) +
-                 [f"actor_rollout_ref.model.path={tiny_model_dir}"], data)
-    assert wandb.returncode != 0 and "trainer.logger" in wandb.stderr and "Traceback" not in wandb.stderr
+    # wandb and mlflow are loggers now (issue 31); a logger that does not exist is still named
+    bad = _run(_override(SEED_GRPO, **{"trainer.logger": '["console","neptune"]'}) +
+               [f"actor_rollout_ref.model.path={tiny_model_dir}"], data)
+    assert bad.returncode != 0 and "trainer.logger" in bad.stderr and "Traceback" not in bad.stderr
     unknown = _run(SEED_GRPO + ["actor_rollout_ref.rollout.enforce_eager=False",
                                 f"actor_rollout_ref.model.path={tiny_model_dir}"], data)
     assert unknown.returncode != 0 and "actor_rollout_ref.rollout.enforce_eager" in unknown.stderr
