@@ -222,9 +222,14 @@ class RolloutConfig(Section):
     external_agent: ExternalAgentConfig = Field(default_factory=ExternalAgentConfig)
     engine_kwargs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sglang": {}, "transformers": {}, "vllm": {}})
     # ours: where the in-process engine runs. `colocated`: a replica in every trainer rank, on its device (verl's
-    # hybrid engine), weights synced inside the rank; `driver`: one engine in the driver process; `auto`: colocated
-    # on CUDA with Ray, the driver otherwise. Server engines (sglang, vllm) ignore it. docs/scale.md
-    placement: Literal["auto", "driver", "colocated"] = "auto"
+    # hybrid engine), weights synced inside the rank; `separate`: replicas as Ray actors on a pool of their own
+    # (trainer.mapping.rollout, default `rollout_pool` of rollout.nnodes x rollout.n_gpus_per_node), weights
+    # broadcast from trainer rank 0; `driver`: one engine in the driver process; `auto`: colocated on CUDA with
+    # Ray, the driver otherwise. Server engines (sglang, vllm) ignore it. docs/scale.md
+    placement: Literal["auto", "driver", "colocated", "separate"] = "auto"
+    # verl's keys (one_step_off_policy's separate rollout pool): the default `rollout_pool`, one replica per GPU
+    nnodes: int = Field(1, ge=1)
+    n_gpus_per_node: int = Field(1, ge=1)
 
 
 class ActorRolloutRefConfig(Section):
@@ -426,6 +431,18 @@ class TrackingConfig(Section):
         "TensorBoard text): the first ones of the batch. 0: no table.")
 
 
+class PoolMappingConfig(Section):
+    """ours (verl builds its `mapping` in code): the pool of `trainer.resource_pool_spec` each role runs on. None: the
+    default, `global_pool` for the trainer's roles, `rollout_pool` for separate rollout replicas, `reward_pool`
+    for a reward model with `reward_model.enable_resource_pool`. docs/scale.md"""
+
+    actor_rollout: str | None = None  # the trainer's ranks (actor; colocated replicas live in them)
+    critic: str | None = None  # today: the actor's pool (the critic shares the actor's ranks)
+    ref: str | None = None  # today: the actor's pool (the reference shares the actor's ranks)
+    reward_model: str | None = None
+    rollout: str | None = None  # rollout.placement=separate: the replicas' Ray actors
+
+
 class TrainerConfig(Section):
     balance_batch: bool = True
     total_epochs: int = 1
@@ -447,6 +464,10 @@ class TrainerConfig(Section):
     max_critic_ckpt_to_keep: int | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
     use_ray: bool = True
+    # verl's names (built in code there): pool name -> GPUs per node, one entry per node ({global_pool: [8, 8]}).
+    # None: global_pool = [n_gpus_per_node] * nnodes, plus the rollout and reward pools the config asks for.
+    resource_pool_spec: dict[str, list[int]] | None = None
+    mapping: PoolMappingConfig = Field(default_factory=PoolMappingConfig)
     # ours: how long the trainer waits for Ray to place its ranks before saying what the cluster lacks
     placement_timeout_s: float = Field(60.0, gt=0)
     # verl's key: each step's trajectories go to <dir>/<step>.jsonl (agentgym view pages through them).
@@ -505,6 +526,13 @@ class AgentGymConfig(Section):
                 "needs rollout.name=transformers and trainer.use_ray=true (got "
                 f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray})"
             )
+        if rollout.placement == "separate" and (rollout.name != "transformers" or not self.trainer.use_ray):
+            raise ValueError(
+                "actor_rollout_ref.rollout.placement=separate runs in-process engine replicas as Ray actors on a pool "
+                "of their own: it needs rollout.name=transformers and trainer.use_ray=true (got "
+                f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray}); server engines (sglang, "
+                "vllm) run where they are launched or given by URL"
+            )
         return self
 
     # Derived values, kept out of the stored config so a dumped YAML round-trips unchanged.
@@ -538,3 +566,8 @@ class AgentGymConfig(Section):
 
             return self.trainer.device != "cpu" and torch.cuda.is_available()
         return rollout.placement == "colocated"
+
+    @property
+    def separate_rollout(self) -> bool:
+        """Whether the engine replicas run as Ray actors on a rollout pool of their own (`rollout.placement`)."""
+        return self.actor_rollout_ref.rollout.placement == "separate"

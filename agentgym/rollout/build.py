@@ -150,7 +150,8 @@ class AgentLoopRollout:
                 f"rollout.agent.num_workers={num_workers} runs the episodes in agent-worker Ray actors that call the "
                 "engine replicas the trainer ranks host, but this rollout has its own engine in the driver.",
                 entry="actor_rollout_ref.rollout.agent.num_workers",
-                fix="set actor_rollout_ref.rollout.placement=colocated (with trainer.use_ray=true), or num_workers=1")
+                fix="set actor_rollout_ref.rollout.placement=colocated or separate (with trainer.use_ray=true), or "
+                    "num_workers=1")
         if replicas:
             self.replicas = list(replicas)
             if num_workers > 1:
@@ -192,7 +193,8 @@ class AgentLoopRollout:
 
     async def update_weights(self, state_dict: Any = None, *, path: str | None = None) -> None:
         if self.replicas:
-            raise RuntimeError("colocated replicas are synced inside their trainer ranks (TrainWorker.sync_replica)")
+            raise RuntimeError("replicas are synced by the trainer: colocated ones inside their ranks "
+                               "(TrainWorker.sync_replica), a separate pool by broadcast (workers.rollout_pool)")
         await (await self.ensure_started()).update_weights(state_dict, path=path)
 
     async def step_metrics(self) -> dict[str, float]:
@@ -274,7 +276,8 @@ def agent_loops(cfg: AgentGymConfig, engine: Engine, tokenizer: Any, tools: dict
 def make_rollout(cfg: AgentGymConfig) -> AgentLoopRollout:
     """The trainer's default rollout from the run config: its model's tokenizer, tools, interactions and engine."""
     parts = rollout_parts(cfg)
-    # Colocated: the trainer ranks host the replicas (and load the model); the driver builds no engine.
-    engine = None if cfg.colocated_rollout else make_engine(cfg)
+    # Colocated or separate: the trainer ranks or the rollout pool's actors host the replicas (and load the model);
+    # the driver builds no engine.
+    engine = None if cfg.colocated_rollout or cfg.separate_rollout else make_engine(cfg)
     return AgentLoopRollout(cfg, engine, parts.tokenizer, parts.tools, parts.interactions, processor=parts.processor,
                             environment=parts.environment)

@@ -104,6 +104,7 @@ class RLTrainer:
         self.global_step = 0
         self.total_steps = self._total_steps()
         self.workers = workers
+        self.rollout_pool: Any = None  # rollout.placement=separate: workers.rollout_pool.RolloutPool
         self.checkpoints = CheckpointManager(config, lambda: self.workers)
         self._check_config()
         self.baselines = (GreedyBaselines(config, self.rewards, self.rollout)
@@ -333,6 +334,11 @@ class RLTrainer:
         if self.config.colocated_rollout:
             await self.workers.call("start_replica")
             await self.rollout.start(self.workers.replica_handles())
+        elif self.config.separate_rollout:  # replicas on a pool of their own, synced by broadcast
+            from agentgym.trainer.workers.rollout_pool import start_rollout_pool
+
+            self.rollout_pool = await start_rollout_pool(self.config, self.workers)
+            await self.rollout.start(self.rollout_pool.handles)
         else:
             await self.rollout.start(())
             await self.sync_weights()
@@ -353,6 +359,9 @@ class RLTrainer:
         """The actor's weights into the rollout's engines, waiting until they have them."""
         if self.config.colocated_rollout:
             await self.workers.call("sync_replica")  # inside each rank, from its own shards
+            return
+        if self.rollout_pool is not None:
+            await self.rollout_pool.sync(self.workers)  # trainer rank 0 broadcasts to the rollout pool
             return
         if self.rollout is None:
             return
@@ -494,6 +503,9 @@ class RLTrainer:
         return trajectories, metrics
 
     def close(self) -> None:
+        if self.rollout_pool is not None:
+            self.rollout_pool.shutdown()
+            self.rollout_pool = None
         if self.workers is not None:
             self.workers.shutdown()
             self.workers = None

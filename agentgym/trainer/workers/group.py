@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from agentgym.config.schema import AgentGymConfig
 from agentgym.errors import ConfigError
 from agentgym.devices import device_type
+from agentgym.trainer.workers.pools import PoolSpec, ResourcePool, check_pools_fit, plan_pools
 from agentgym.trainer.workers.worker import TrainWorker
 
 
@@ -36,36 +37,43 @@ class RayWorkerGroup:
     """`world_size` Ray actors, one per GPU (or per `cpus_per_worker` CPUs), joined into one process group
     (NCCL on GPU, gloo on CPU) whose rendezvous address rank 0 picks on its own node.
 
-    The ranks live in one placement group of one bundle per rank, packed onto as few nodes as fit, and are numbered
-    node by node, so neighbouring ranks share a node (FSDP's shard groups, a replica's tensor-parallel peers)."""
+    The ranks live in their pool's placement group of one bundle per rank (`pools.ResourcePool`), packed onto as few
+    nodes as fit, and are numbered node by node, so neighbouring ranks share a node (FSDP's shard groups, a
+    replica's tensor-parallel peers)."""
 
     same_process = False
 
     def __init__(self, config: AgentGymConfig, world_size: int, *, total_steps: int,
-                 roles: tuple[str, ...] | None = None, use_gpu: bool | None = None, cpus_per_worker: int = 1) -> None:
+                 roles: tuple[str, ...] | None = None, use_gpu: bool | None = None, cpus_per_worker: int = 1,
+                 pool: ResourcePool | None = None) -> None:
+        """`pool`: the reserved pool the ranks go on (`start_worker_group` reserves the trainer's from the pool
+        plan); None reserves one of `world_size` bundles here."""
         import ray
         import torch
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         from agentgym.trainer.workers.worker import ROLLOUT_GROUP
 
         if not ray.is_initialized():
             raise RuntimeError("Ray is not initialised; call ray.init() (or let the trainer do it) first")
         if use_gpu is None:
-            use_gpu = config.trainer.device != "cpu" and torch.cuda.is_available()
-        _check_cluster_fits(world_size, use_gpu, cpus_per_worker)
+            use_gpu = pool.use_gpu if pool is not None else (config.trainer.device != "cpu" and torch.cuda.is_available())
+        if pool is None:
+            _check_cluster_fits(world_size, use_gpu, cpus_per_worker)
+            spec = PoolSpec("trainer", (world_size,), ("actor_rollout",))
+            pool = ResourcePool(spec, use_gpu=use_gpu, cpus_per_bundle=cpus_per_worker,
+                                timeout_s=config.trainer.placement_timeout_s, tag=f"-{id(config):x}")
+        elif pool.spec.size != world_size:
+            raise ValueError(f"pool {pool.spec.name} holds {pool.spec.size} bundles for {world_size} ranks")
         self.world_size = world_size
-        bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-        self.placement_group = _reserve(config, [dict(bundle) for _ in range(world_size)])
-        order = _bundles_by_node(self.placement_group)
+        self.pool = pool
+        self.placement_group = pool.placement_group
         # Ray starts actors with one intra-op thread; on CPU the ranks are the compute, so they share the node's cores.
         threads = cpus_per_worker if use_gpu else max(cpus_per_worker, int(ray.cluster_resources().get("CPU", 1)) // world_size)
         remote_cls = ray.remote(concurrency_groups={ROLLOUT_GROUP: max(config.actor_rollout_ref.rollout.max_num_seqs, 1)})(
             TrainWorker)
         self.actors = [
             remote_cls.options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
-                               scheduling_strategy=PlacementGroupSchedulingStrategy(
-                                   self.placement_group, placement_group_bundle_index=order[rank]))
+                               scheduling_strategy=pool.strategy(rank))
             .remote(config, rank, world_size, num_threads=threads)
             for rank in range(world_size)
         ]
@@ -84,46 +92,13 @@ class RayWorkerGroup:
 
     def shutdown(self) -> None:
         import ray
-        from ray.util.placement_group import remove_placement_group
 
         try:
             ray.get([a.shutdown.remote() for a in self.actors])
         finally:
             for actor in self.actors:
                 ray.kill(actor)
-            remove_placement_group(self.placement_group)
-
-
-def _reserve(config: AgentGymConfig, bundles: list[dict[str, float]]) -> Any:
-    """A placement group of `bundles`, packed onto as few nodes as fit; a cluster that cannot hold it is an error
-    naming what is missing, at once, instead of a wait for resources that never come."""
-    import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-
-    group = placement_group(bundles, strategy="PACK", name=f"agentgym-trainer-{id(config):x}")
-    try:
-        ray.get(group.ready(), timeout=config.trainer.placement_timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        remove_placement_group(group)
-        per_node = [{k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU")}
-                    for n in ray.nodes() if n.get("Alive")]
-        raise ConfigError(
-            f"the trainer's {len(bundles)} ranks, one bundle {bundles[0]} each, could not be placed within "
-            f"{config.trainer.placement_timeout_s:g} s; the cluster's live nodes offer {per_node} (less what other "
-            f"jobs hold).", entry="trainer.n_gpus_per_node",
-            fix="ask for fewer ranks (trainer.nnodes x trainer.n_gpus_per_node), free the resources, or add nodes") from None
-    return group
-
-
-def _bundles_by_node(group: Any) -> list[int]:
-    """Bundle indices ordered node by node (ranks 0..k-1 on the first node, ...), in bundle order within a node."""
-    from ray.util.placement_group import placement_group_table
-
-    nodes = placement_group_table(group)["bundles_to_node_id"]
-    node_order: dict[str, int] = {}
-    for bundle in sorted(nodes):
-        node_order.setdefault(nodes[bundle], len(node_order))
-    return sorted(nodes, key=lambda b: (node_order[nodes[b]], b))
+            self.pool.remove()
 
 
 def _check_cluster_fits(world_size: int, use_gpu: bool, cpus_per_worker: int) -> None:
@@ -151,7 +126,20 @@ def start_worker_group(config: AgentGymConfig, *, total_steps: int, roles: tuple
         if not ray.is_initialized():
             init = config.ray_kwargs.ray_init
             ray.init(num_cpus=init.num_cpus, address=init.address, include_dashboard=False)
-        return RayWorkerGroup(config, config.world_size, total_steps=total_steps, roles=roles)
+        import torch
+
+        # Every pool of the run is checked against the cluster before anything is placed (a pool the cluster
+        # cannot hold stops the run now, naming it); the trainer's pool is reserved here, the others by their roles.
+        plan = plan_pools(config)
+        use_gpu = config.trainer.device != "cpu" and torch.cuda.is_available()
+        check_pools_fit(plan, use_gpu)
+        pool = ResourcePool(plan.pool_of("actor_rollout"), use_gpu=use_gpu,
+                            timeout_s=config.trainer.placement_timeout_s, tag=f"-{id(config):x}")
+        try:
+            return RayWorkerGroup(config, config.world_size, total_steps=total_steps, roles=roles, pool=pool)
+        except BaseException:
+            pool.remove()
+            raise
     if config.world_size != 1:
         raise ConfigError(
             f"trainer.use_ray=false runs one rank but the config asks for {config.world_size}.",

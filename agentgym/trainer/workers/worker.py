@@ -20,6 +20,7 @@ from agentgym.trainer.batching import MicroBatch
 from agentgym.rollout.engines.weight_import import PackedWeights
 from agentgym.trainer.workers.replica import ReplicaHost
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
+from agentgym.trainer.workers.weight_broadcast import BroadcastPlan, SyncGroup, plan_broadcast, send_weights
 from agentgym.trainer.workers.weight_export import DEFAULT_BUCKET_BYTES, WeightExport, export_weights
 
 # Ray concurrency group of the replica's calls: many model turns in flight at once, beside the training calls
@@ -63,6 +64,8 @@ class TrainWorker:
         self.critic: ValueRole | None = None
         self._export: WeightExport | None = None
         self.replica: ReplicaHost | None = None
+        self._sync_plan: BroadcastPlan | None = None  # separate rollout pool: the broadcast's layout
+        self._sync_group: SyncGroup | None = None  # rank 0's group with the rollout pool's replicas
 
     def address(self) -> str:
         return free_address()
@@ -190,6 +193,26 @@ class TrainWorker:
         assert self.replica is not None
         return self.replica.state_dict()
 
+    # ---- weight sync to a separate rollout pool (weight_broadcast) ----
+    def weight_broadcast_plan(self, dtype: str | None, bucket_bytes: int) -> BroadcastPlan:
+        """The layout of the actor's parameters in broadcast buckets, in the engines' `dtype`."""
+        return plan_broadcast(self.actor.model, getattr(torch, dtype) if dtype else None, bucket_bytes)
+
+    def join_weight_sync(self, address: str, world_size: int, plan: BroadcastPlan) -> None:
+        """Every rank keeps the plan; rank 0 joins the replicas' sync group (group rank 0), hosting its store at
+        `address` (waits until every replica has joined)."""
+        self._sync_plan = plan
+        if self.rank == 0:
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            self._sync_group = SyncGroup(address, 0, world_size, backend=backend)
+
+    def broadcast_weights(self) -> int:
+        """One sync: every rank gathers the shards bucket by bucket, rank 0 broadcasts each bucket to the
+        replicas (which call `receive_weights` at the same time). Returns the tensors rank 0 sent."""
+        if self._sync_plan is None:
+            raise RuntimeError("join_weight_sync was not called: no rollout pool to send the weights to")
+        return send_weights(self.actor.model, self._sync_plan, self._sync_group, self.device)
+
     def save_checkpoint(self, directory: str, with_optimizer: bool = True) -> None:
         root = Path(directory)
         for name in ("actor", "critic"):
@@ -222,6 +245,9 @@ class TrainWorker:
             dist.barrier()
 
     def shutdown(self) -> None:
+        if self._sync_group is not None:
+            self._sync_group.close()
+            self._sync_group = None
         if self.replica is not None:
             self.replica.close()
             self.replica = None
