@@ -227,6 +227,8 @@ class RolloutConfig(Section):
     # broadcast from trainer rank 0; `driver`: one engine in the driver process; `auto`: colocated on CUDA with
     # Ray, the driver otherwise. Server engines (sglang, vllm) ignore it. docs/scale.md
     placement: Literal["auto", "driver", "colocated", "separate"] = "auto"
+    # verl's key: the bucket size of the weight broadcast to a separate rollout pool (a float here: tests use < 1)
+    update_weights_bucket_megabytes: float = Field(512, gt=0)
     # verl's keys (one_step_off_policy's separate rollout pool): the default `rollout_pool`, one replica per GPU
     nnodes: int = Field(1, ge=1)
     n_gpus_per_node: int = Field(1, ge=1)

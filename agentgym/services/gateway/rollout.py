@@ -296,7 +296,7 @@ def make_rollout(cfg: AgentGymConfig) -> ExternalAgentRollout:
     score episodes when `external_agent.reward` asks the environment."""
     from agentgym.services.gateway.build import make_recorder
 
-    if cfg.colocated_rollout:
+    if cfg.colocated_rollout or cfg.separate_rollout:
         raise ConfigError("the external-agent rollout serves its own engine behind the gateway.",
                           entry="actor_rollout_ref.rollout.placement", fix="set actor_rollout_ref.rollout.placement=driver")
     model = cfg.actor_rollout_ref.model

@@ -22,12 +22,7 @@ from agentgym.config.schema import AgentGymConfig
 from agentgym.rollout.engines.base import GenerateOutput, SamplingParams
 from agentgym.trainer.workers.pools import ResourcePool, plan_pools
 from agentgym.trainer.workers.replica import ReplicaHost
-from agentgym.trainer.workers.weight_broadcast import (
-    DEFAULT_BROADCAST_BUCKET_BYTES,
-    BroadcastPlan,
-    SyncGroup,
-    receive_buckets,
-)
+from agentgym.trainer.workers.weight_broadcast import BroadcastPlan, SyncGroup, receive_buckets
 
 
 class RolloutReplica:
@@ -119,12 +114,13 @@ class RolloutPool:
             self.pool.remove()
 
 
-async def start_rollout_pool(config: AgentGymConfig, workers: Any,
-                             bucket_bytes: int = DEFAULT_BROADCAST_BUCKET_BYTES) -> RolloutPool:
+async def start_rollout_pool(config: AgentGymConfig, workers: Any) -> RolloutPool:
     """Reserve the rollout pool, start one replica per bundle, join them and trainer rank 0 into one sync group
     (NCCL on GPUs, gloo on CPU) and load the trainer's current weights into every replica.
 
-    `workers`: the trainer's `RayWorkerGroup` (its ranks take part in every sync)."""
+    `workers`: the trainer's `RayWorkerGroup` (its ranks take part in every sync). Buckets hold about
+    `rollout.update_weights_bucket_megabytes` each."""
+    bucket_bytes = max(int(config.actor_rollout_ref.rollout.update_weights_bucket_megabytes * (1 << 20)), 1)
     spec = plan_pools(config).pool_of("rollout")
     use_gpu = workers.pool.use_gpu
     pool = await asyncio.to_thread(ResourcePool, spec, use_gpu=use_gpu,
