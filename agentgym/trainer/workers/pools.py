@@ -69,7 +69,7 @@ def plan_pools(config: AgentGymConfig) -> PoolPlan:
                 fix=f"map it to {actor_pool} (or leave it out)")
     if config.separate_rollout:
         role_pool["rollout"] = mapping.rollout or ROLLOUT_POOL
-        defaults.setdefault(role_pool["rollout"], [rollout.n_gpus_per_node] * rollout.nnodes)
+        defaults.setdefault(ROLLOUT_POOL, [rollout.n_gpus_per_node] * rollout.nnodes)
         if role_pool["rollout"] == actor_pool:
             raise ConfigError(
                 f"trainer.mapping.rollout={actor_pool} is the trainer's own pool: replicas on the trainer's devices "
@@ -82,8 +82,9 @@ def plan_pools(config: AgentGymConfig) -> PoolPlan:
     if rm.enable and (rm.enable_resource_pool or mapping.reward_model):
         role_pool["reward_model"] = mapping.reward_model or REWARD_POOL
         if rm.enable_resource_pool:
-            defaults.setdefault(role_pool["reward_model"], [rm.n_gpus_per_node] * rm.nnodes)
-    spec = {**defaults, **(t.resource_pool_spec or {})}
+            defaults.setdefault(REWARD_POOL, [rm.n_gpus_per_node] * rm.nnodes)
+    # A default pool under its default name only: a role mapped to another name needs it in the spec.
+    spec = {**{k: v for k, v in defaults.items() if k in role_pool.values()}, **(t.resource_pool_spec or {})}
     for role, name in role_pool.items():
         if name not in spec:
             raise ConfigError(f"trainer.mapping.{role}={name} names a pool that trainer.resource_pool_spec does not "
