@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from agentgym.rollout.engines.base import EngineContextMixin, EngineError, GenerateOutput, SamplingParams
 from agentgym.rollout.engines.servers.routing import NoHealthyServer, StickyRouter
+from agentgym.rollout.engines.servers.shared_dir import check_weight_dir_shared
 
 if TYPE_CHECKING:
     from agentgym.rollout.engines.servers.launch import ServerLauncher
@@ -57,6 +58,8 @@ class HTTPEngineConfig:
     start_timeout_s: float = 600.0
     max_sessions: int = 100_000
     weight_sync_dir: str | None = None
+    # None: checked against the servers' hosts and the folder's filesystem (shared_dir); True: trusted as shared
+    weight_sync_dir_shared: bool | None = None
     model_path: str | None = None
     extra_sampling_params: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +110,7 @@ class HTTPEngineBase(EngineContextMixin):
         self._health_task: asyncio.Task | None = None
         self._weights_path: str | None = None
         self._weights_lock = asyncio.Lock()
+        self._weight_dir_checked = False  # the servers can read weight_sync_dir (shared_dir), checked once
 
     def _set_urls(self, urls: list[str]) -> None:
         self.urls = [u.rstrip("/") for u in urls]
@@ -312,6 +316,10 @@ class HTTPEngineBase(EngineContextMixin):
                 "servers can read) and model_path (the served model folder, for its config); or save the model "
                 "yourself and call update_weights(path=...)"
             )
+        if not self._weight_dir_checked:
+            check_weight_dir_shared(cfg.weight_sync_dir, self.urls, declared_shared=cfg.weight_sync_dir_shared,
+                                    server_kind=self.server_kind)
+            self._weight_dir_checked = True
         return str(write_weight_dir(state_dict, Path(cfg.weight_sync_dir), Path(cfg.model_path), version))
 
     # ---- health ----------------------------------------------------------------------------------------------
