@@ -95,3 +95,43 @@ def parse_generate_response(data: dict[str, Any]) -> GenerateOutput:
     if kind not in _FINISH_TYPES:
         raise EngineError(f"unknown SGLang finish_reason {finish!r}; expected type stop, length or abort")
     return GenerateOutput(ids, logprobs, _FINISH_TYPES[kind])
+
+
+# ---- weight sync by broadcast (not driven yet: docs/scale.md "Not built yet"; untested against a real SGLang) ----
+# SGLang's protocol, from its source (managers/io_struct.py, entrypoints/http_server.py, model_executor):
+# 1. POST /init_weights_update_group {master_address, master_port, rank_offset, world_size, group_name, backend}
+#    returns once the group is formed, so the trainer joins at the same time: trainer rank 0 is group rank 0 and
+#    hosts the rendezvous (`tcp://master_address:master_port`), a server's TP ranks are rank_offset + tp_rank, and
+#    world_size = 1 + the TP ranks of every server. SGLang forms its side as a new process group on that TCP store
+#    under a PrefixStore(group_name); the trainer must form its side the same way (not `weight_broadcast.SyncGroup`,
+#    whose store keys differ).
+# 2. Per bucket, POST /update_weights_from_distributed {names, dtypes, shapes, group_name, flush_cache,
+#    abort_all_requests, weight_version, load_format} while the trainer broadcasts from rank 0: with
+#    load_format="flattened_bucket" one uint8 tensor holding the bucket's tensors' bytes back to back in `names`
+#    order (SGLang's FlattenedTensorBucket), otherwise one broadcast per tensor in `names` order. dtypes are torch
+#    dtype names ("bfloat16"). Answer: {"success": bool, "message": str}, HTTP 400 on failure.
+# 3. POST /destroy_weights_update_group {group_name} at the end.
+WEIGHT_UPDATE_GROUP = "weight_update_group"
+
+
+def init_weights_update_group_payload(master_address: str, master_port: int, rank_offset: int, world_size: int, *,
+                                      group_name: str = WEIGHT_UPDATE_GROUP, backend: str = "nccl") -> dict[str, Any]:
+    return {"master_address": master_address, "master_port": int(master_port), "rank_offset": int(rank_offset),
+            "world_size": int(world_size), "group_name": group_name, "backend": backend}
+
+
+def update_weights_from_distributed_payload(names: list[str], dtypes: list[str], shapes: list[list[int]], *,
+                                            group_name: str = WEIGHT_UPDATE_GROUP, last_bucket: bool = True,
+                                            weight_version: str | None = None,
+                                            flattened: bool = True) -> dict[str, Any]:
+    """One bucket's request; the prefix cache is flushed after the last bucket only (earlier flushes are wasted)."""
+    if not (len(names) == len(dtypes) == len(shapes)):
+        raise ValueError("names, dtypes and shapes must be parallel lists")
+    return {"names": list(names), "dtypes": list(dtypes), "shapes": [list(s) for s in shapes],
+            "group_name": group_name, "flush_cache": last_bucket, "abort_all_requests": False,
+            "weight_version": weight_version if last_bucket else None,
+            "load_format": "flattened_bucket" if flattened else None}
+
+
+def destroy_weights_update_group_payload(group_name: str = WEIGHT_UPDATE_GROUP) -> dict[str, Any]:
+    return {"group_name": group_name}
