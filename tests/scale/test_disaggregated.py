@@ -109,3 +109,19 @@ def test_mappings_this_trainer_cannot_run_name_the_key(tiny_model_dir):
     plan = plan_pools(_cfg(tiny_model_dir, "trainer.nnodes=2", "trainer.n_gpus_per_node=4", "critic.enable=true"))
     assert list(plan.pools) == ["global_pool"] and plan.pools["global_pool"].per_node == (4, 4)
     assert plan.role_pool == {"actor_rollout": "global_pool", "critic": "global_pool"}
+
+
+def test_a_reward_pool_counts_on_gpus_only(tiny_model_dir, tmp_path):
+    """verl's reward_model.enable_resource_pool: its own pool of GPUs, which the fit check counts; on CPU its
+    workers take no slot."""
+    cfg = _cfg(tiny_model_dir, "reward_model.enable=true", f"reward_model.model.path={tiny_model_dir}",
+               "reward_model.enable_resource_pool=true", "reward_model.nnodes=1",
+               "reward_model.n_gpus_per_node=2")
+    plan = plan_pools(cfg)
+    assert plan.role_pool["reward_model"] == "reward_pool" and plan.pools["reward_pool"].per_node == (2,)
+    check_pools_fit(plan, use_gpu=False, nodes=[1])
+    with pytest.raises(ConfigError, match="reward_pool's node of 2 GPU"):
+        check_pools_fit(plan, use_gpu=True, nodes=[2])
+    with pytest.raises(ConfigError, match="reward_model.n_gpus_per_node"):
+        plan_pools(_cfg(tiny_model_dir, "reward_model.enable=true", f"reward_model.model.path={tiny_model_dir}",
+                        "reward_model.enable_resource_pool=true"))

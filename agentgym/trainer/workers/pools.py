@@ -95,6 +95,10 @@ def plan_pools(config: AgentGymConfig) -> PoolPlan:
         raise ConfigError(f"trainer.resource_pool_spec defines {unused} but no role maps to it.",
                           entry="trainer.mapping", fix="map a role to it in trainer.mapping, or remove it")
     for name, per_node in spec.items():
+        if name == REWARD_POOL and not per_node and t.resource_pool_spec is None:
+            raise ConfigError("reward_model.enable_resource_pool=true gives the reward model no GPUs.",
+                              entry="reward_model.n_gpus_per_node",
+                              fix="set reward_model.nnodes and reward_model.n_gpus_per_node to at least 1")
         if not per_node or any(n < 1 for n in per_node):
             raise ConfigError(f"pool {name} = {per_node}: each node's entry must be at least 1 device.",
                               entry=f"trainer.resource_pool_spec.{name}", fix="list one positive count per node")
@@ -125,7 +129,9 @@ def check_pools_fit(plan: PoolPlan, use_gpu: bool, nodes: list[int] | None = Non
     entry on one node, first-fit over the nodes, largest entries first)."""
     capacity = list(live_node_capacity(use_gpu) if nodes is None else nodes)
     kind = "GPU" if use_gpu else "CPU slot"
-    entries = sorted(((n, pool.name) for pool in plan.pools.values() for n in pool.per_node), reverse=True)
+    # On CPU the reward model's workers ask Ray for no CPU (they share the trainer's nodes): its pool takes no slot.
+    pools = [p for p in plan.pools.values() if use_gpu or p.roles != ("reward_model",)]
+    entries = sorted(((n, pool.name) for pool in pools for n in pool.per_node), reverse=True)
     left = list(capacity)
     unplaced: list[tuple[int, str]] = []
     for count, name in entries:
@@ -137,9 +143,9 @@ def check_pools_fit(plan: PoolPlan, use_gpu: bool, nodes: list[int] | None = Non
             unplaced.append((count, name))
     if not unplaced:
         return
-    asked = ", ".join(f"{p.name} {list(p.per_node)} ({'+'.join(p.roles)})" for p in plan.pools.values())
+    asked = ", ".join(f"{p.name} {list(p.per_node)} ({'+'.join(p.roles)})" for p in pools)
     missing = ", ".join(f"{name}'s node of {count} {kind}(s)" for count, name in unplaced)
-    total = sum(p.size for p in plan.pools.values())
+    total = sum(p.size for p in pools)
     raise ConfigError(
         f"the pools ask for {total} {kind}(s): {asked}; the Ray cluster's live nodes have {capacity} {kind}(s) "
         f"each, so {missing} cannot be placed (short by {sum(c for c, _ in unplaced)} {kind}(s)).",
