@@ -120,7 +120,7 @@ def test_a_reward_pool_counts_on_gpus_only(tiny_model_dir, tmp_path):
     plan = plan_pools(cfg)
     assert plan.role_pool["reward_model"] == "reward_pool" and plan.pools["reward_pool"].per_node == (2,)
     check_pools_fit(plan, use_gpu=False, nodes=[1])
-    with pytest.raises(ConfigError, match="reward_pool's node of 2 GPU"):
+    with pytest.raises(ConfigError, match=r"reward_pool \[2\] \(reward_model\).*short by 1 GPU"):
         check_pools_fit(plan, use_gpu=True, nodes=[2])
     with pytest.raises(ConfigError, match="reward_model.n_gpus_per_node"):
         plan_pools(_cfg(tiny_model_dir, "reward_model.enable=true", f"reward_model.model.path={tiny_model_dir}",
