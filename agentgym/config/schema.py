@@ -225,6 +225,9 @@ class RolloutConfig(Section):
     # hybrid engine), weights synced inside the rank; `driver`: one engine in the driver process; `auto`: colocated
     # on CUDA with Ray, the driver otherwise. Server engines (sglang, vllm) ignore it. docs/scale.md
     placement: Literal["auto", "driver", "colocated"] = "auto"
+    # verl's key: colocated replicas free their KV cache (and decode graphs) after the rollout and take it back after
+    # the weight sync, leaving the memory to old log-probs and the update. docs/scale.md
+    free_cache_engine: bool = True
 
 
 class ActorRolloutRefConfig(Section):
