@@ -145,6 +145,14 @@ class TrainWorker:
         return {"devices": devices, "offloaded": offload is not None and not offload.resident,
                 "moves": offload.moves if offload is not None else 0}
 
+    def actor_mesh_shape(self) -> list[int]:
+        """The device mesh the actor's parameters are sharded over ([] unsharded; [world] FSDP; [replicas, shard
+        group] HSDP)."""
+        from torch.distributed.tensor import DTensor
+
+        param = next(self.actor.model.parameters())
+        return list(param.device_mesh.shape) if isinstance(param, DTensor) else []
+
     # ---- memory per phase ----
     def memory_mark(self, phase: str) -> dict[str, float]:
         """This rank's memory figures for `phase`, which ends now (`workers.memory`)."""
