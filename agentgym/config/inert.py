@@ -46,11 +46,7 @@ INERT_KEYS: dict[str, InertKey] = {
     "actor_rollout_ref.hybrid_engine": InertKey(
         "the actor's weights are pushed to the rollout engine after every step", same_as_ours=True),
     "actor_rollout_ref.actor.strategy": InertKey(_FSDP2),
-    "actor_rollout_ref.actor.fsdp_config.optimizer_offload": InertKey(
-        "optimizer state stays with its FSDP2 shard; fsdp_config.param_offload offloads parameters"),
-    "actor_rollout_ref.actor.fsdp_config.fsdp_size": InertKey("FSDP2 shards over all trainer ranks"),
     "actor_rollout_ref.ref.fsdp_config.optimizer_offload": InertKey("the reference model has no optimizer"),
-    "actor_rollout_ref.ref.fsdp_config.fsdp_size": InertKey("FSDP2 shards over all trainer ranks"),
     "actor_rollout_ref.rollout.mode": InertKey(
         "the agent loop always runs episodes concurrently as asyncio tasks (verl's async mode); nothing to choose"),
     "actor_rollout_ref.rollout.prompt_length": InertKey("data.max_prompt_length bounds rollout prompts"),
@@ -80,9 +76,6 @@ INERT_KEYS: dict[str, InertKey] = {
     "reward_model.model.input_tokenizer": InertKey(
         "the reward model reads the conversation's messages through its own tokenizer's chat template"),
     "critic.model.tokenizer_path": InertKey("the critic reads the actor's token ids; it needs no tokenizer"),
-    "critic.model.fsdp_config.optimizer_offload": InertKey(
-        "optimizer state stays with its FSDP2 shard; fsdp_config.param_offload offloads parameters"),
-    "critic.model.fsdp_config.fsdp_size": InertKey("FSDP2 shards over all trainer ranks"),
     "trainer.balance_batch": InertKey(
         "micro-batches are always balanced across ranks by token count", same_as_ours=True),
     "trainer.val_before_train": InertKey(_NO_VALIDATION, same_as_ours=False),

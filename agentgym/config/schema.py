@@ -232,6 +232,9 @@ class RolloutConfig(Section):
     # verl's keys (one_step_off_policy's separate rollout pool): the default `rollout_pool`, one replica per GPU
     nnodes: int = Field(1, ge=1)
     n_gpus_per_node: int = Field(1, ge=1)
+    # verl's key: colocated replicas free their KV cache (and decode graphs) after the rollout and take it back after
+    # the weight sync, leaving the memory to old log-probs and the update. docs/scale.md
+    free_cache_engine: bool = True
 
 
 class ActorRolloutRefConfig(Section):

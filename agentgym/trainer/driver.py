@@ -33,6 +33,7 @@ from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import tool_call_metrics, write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
+from agentgym.trainer.workers.memory import max_over_ranks
 from agentgym.trainer.workers.metrics_acc import MetricSums
 from agentgym.trajectory import Trajectory
 
@@ -188,6 +189,7 @@ class RLTrainer:
                     metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
                 else:
                     batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
+            metrics.update(await self.memory_mark("old_log_prob"))
             if cfg.algorithm.rollout_correction.rollout_is is not None:
                 self._rollout_is_weights(batch, mask, metrics)
             if cfg.use_reference:
@@ -228,6 +230,7 @@ class RLTrainer:
                                         padded=padded)
                     sums = await self.workers.call("update_actor", [(p,) for p in plans])
                     metrics.update(self._merge(sums))
+            metrics.update(await self.memory_mark("update"))  # ref, values, critic and actor updates
         total_tokens = sum(batch.seq_lens)
         metrics.update(_stats("critic/score", scores))
         metrics.update(_stats("response_length", torch.tensor(batch.response_lens, dtype=torch.float32)))
@@ -322,6 +325,17 @@ class RLTrainer:
                                           arr.rollout.log_prob_use_dynamic_bsz, not arr.model.use_remove_padding,
                                           role="actor")
         return list(gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
+
+    # ---- memory hand-over and memory per phase ----
+    async def memory_mark(self, phase: str) -> dict[str, float]:
+        """`memory/<phase>/...` figures (the peak since the previous phase ended), the max over the ranks."""
+        return max_over_ranks(await self.workers.call("memory_mark", phase=phase))
+
+    async def release_rollout_memory(self) -> None:
+        """Colocated: the ranks' replicas free their KV caches now the step's rollout is over (they take them back
+        in `sync_weights`); `rollout.free_cache_engine=false` keeps them."""
+        if self.config.colocated_rollout and self.config.actor_rollout_ref.rollout.free_cache_engine:
+            await self.workers.call("release_replica_memory")
 
     # ---- weights ----
     async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
@@ -443,6 +457,8 @@ class RLTrainer:
                 start = time.perf_counter()
                 trajectories, sampling_metrics = await self._collect_step(step)
                 rollout_s = time.perf_counter() - start
+                rollout_memory = await self.memory_mark("rollout")
+                await self.release_rollout_memory()
                 if self.config.trainer.rollout_data_dir:
                     write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
                                             parquet=self.config.trainer.rollout_data_parquet)
@@ -451,6 +467,8 @@ class RLTrainer:
                 start = time.perf_counter()
                 await self.sync_weights()
                 metrics["timing_s/weight_sync"] = time.perf_counter() - start
+                metrics.update(rollout_memory)
+                metrics.update(await self.memory_mark("weight_sync"))
                 metrics["timing_s/rollout"] = rollout_s
                 metrics.update(sampling_metrics)
                 metrics["training/epoch"] = float(self.batches.epoch)

@@ -33,7 +33,7 @@ METRICS_FILE = "metrics.jsonl"
 _CONSOLE_KEYS = (
     "critic/score/mean", "rollout/tool_use_share", "critic/advantages/mean", "actor/entropy", "actor/kl_loss", "actor/reward_kl",
     "actor/pg_loss", "actor/pg_clipfrac", "actor/grad_norm", "critic/vf_loss", "response_length/mean",
-    "perf/update_tokens_per_s", "timing_s/step",
+    "perf/update_tokens_per_s", "timing_s/step", "memory/rollout/reserved_gib", "memory/update/reserved_gib",
 )
 BACKENDS = ("console", "jsonl", "tensorboard", "wandb", "mlflow")
 TABLE_COLUMNS = ("step", "uid", "group_id", "reward", "num_tool_calls", "assistant_turns", "response_tokens",

@@ -19,6 +19,8 @@ from agentgym.rollout.engines.requests import Request
 from agentgym.rollout.engines.weights import load_state_dict_in_place, read_weights
 
 NOT_STARTED = "the engine is not started; use `async with engine:` or `await engine.start()`"
+RELEASED = ("the engine's KV cache is released (release_memory_occupation: the trainer has the memory for its update); "
+            "await engine.resume_memory_occupation() before generating (the colocated trainer does so after the weight sync)")
 
 
 class InProcessEngine(EngineContextMixin):
@@ -36,6 +38,7 @@ class InProcessEngine(EngineContextMixin):
         self._wake: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
         self._paused = False
+        self._released = False
         self._update_lock: asyncio.Lock | None = None
 
     async def start(self) -> None:
@@ -82,6 +85,8 @@ class InProcessEngine(EngineContextMixin):
     def _check_prompt(self, prompt_ids: list[int]) -> None:
         if self._task is None or self._wake is None:
             raise EngineError(NOT_STARTED)
+        if self._released:
+            raise EngineError(RELEASED)
         if not prompt_ids:
             raise ValueError("prompt_ids is empty; a generation needs at least one prompt token")
         if len(prompt_ids) >= self.max_context:
@@ -124,7 +129,7 @@ class InProcessEngine(EngineContextMixin):
                 await loop.run_in_executor(self._executor, self._load_weights, tensors)
                 self.stats.weight_version += 1
             finally:
-                self._paused = False
+                self._paused = self._released  # a released engine stays paused until it resumes
                 self._wake.set()
 
     async def update_weights_from_buckets(self, buckets: Iterable[Mapping[str, torch.Tensor]]) -> int:
@@ -151,9 +156,63 @@ class InProcessEngine(EngineContextMixin):
                 count = await loop.run_in_executor(self._executor, load_all)
                 self.stats.weight_version += 1
             finally:
-                self._paused = False
+                self._paused = self._released
                 self._wake.set()
         return count
+
+    # ---- memory hand-over (colocated with a trainer) ---------------------------------------------------------
+
+    @property
+    def released(self) -> bool:
+        """Whether the KV cache is released (`release_memory_occupation`) and generation refused until resumed."""
+        return self._released
+
+    async def release_memory_occupation(self) -> None:
+        """Give the memory generation needs (the KV cache, CUDA-graph pools) back to the device, so a trainer
+        sharing it can use it for old log-probs and the update (SGLang's call of the same name; verl's
+        `free_cache_engine`). The running sequences drain first; the weights stay; requests already queued wait
+        and `generate` refuses new ones with an `EngineError` until `resume_memory_occupation`."""
+        if self._task is None:
+            raise EngineError(NOT_STARTED)
+        assert self._update_lock is not None and self._drained is not None and self._wake is not None
+        loop = asyncio.get_running_loop()
+        async with self._update_lock:
+            if self._released:
+                return
+            self._paused = True
+            self._wake.set()
+            try:
+                await self._drained.wait()
+                await loop.run_in_executor(self._executor, self._free_memory)
+                self._released = True
+            finally:
+                self._paused = self._released
+                self._wake.set()
+
+    async def resume_memory_occupation(self) -> None:
+        """Allocate what `release_memory_occupation` freed (an empty cache: its old contents came from the old
+        weights) and serve again; a no-op when nothing is released."""
+        if self._task is None:
+            raise EngineError(NOT_STARTED)
+        assert self._update_lock is not None and self._wake is not None
+        loop = asyncio.get_running_loop()
+        async with self._update_lock:
+            if not self._released:
+                return
+            await loop.run_in_executor(self._executor, self._restore_memory)
+            self._released = False
+            self._paused = False
+            self._wake.set()
+
+    def _free_memory(self) -> None:
+        """In the worker thread, with nothing running: free the generation memory. This engine keeps no cache
+        between requests, so it only returns the allocator's cached blocks (paged engines override it)."""
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _restore_memory(self) -> None:
+        """In the worker thread: allocate what `_free_memory` freed."""
 
     def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         load_state_dict_in_place(self.model, tensors)

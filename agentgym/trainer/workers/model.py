@@ -84,11 +84,32 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def shard_with_fsdp2(model: nn.Module, fsdp_cfg: FSDPConfig) -> nn.Module:
-    """`fully_shard` every transformer block, then the root (embeddings, norm, head, tied weights)."""
+def fsdp_mesh(fsdp_size: int, device_type: str, entry: str = "actor_rollout_ref.actor.fsdp_config.fsdp_size"):
+    """The device mesh FSDP2 shards over: None (every rank in one shard group) for `fsdp_size` -1 or the world
+    size; else HSDP's 2-D mesh, `replicate` x `shard`, each shard group `fsdp_size` consecutive ranks (the ranks of
+    one node, as the trainer numbers them node by node), the groups holding replicas of each other."""
+    world_size = dist.get_world_size()
+    if fsdp_size == -1 or fsdp_size == world_size:
+        return None
+    if fsdp_size < 1 or world_size % fsdp_size:
+        raise ConfigError(f"fsdp_size={fsdp_size} does not divide the {world_size} trainer ranks into equal shard groups.",
+                          entry=entry, fix=f"use -1 (shard over all ranks) or a divisor of {world_size}, e.g. the GPUs "
+                                           "per node (trainer.n_gpus_per_node)")
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(device_type, (world_size // fsdp_size, fsdp_size), mesh_dim_names=("replicate", "shard"))
+
+
+def shard_with_fsdp2(model: nn.Module, fsdp_cfg: FSDPConfig, *, device_type: str,
+                     entry: str = "actor_rollout_ref.actor.fsdp_config") -> nn.Module:
+    """`fully_shard` every transformer block, then the root (embeddings, norm, head, tied weights); over all ranks,
+    or HSDP when `fsdp_size` groups them (`fsdp_mesh`). `device_type`: the rank's device ("cuda", "cpu")."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     kwargs: dict = {"reshard_after_forward": fsdp_cfg.reshard_after_forward}
+    mesh = fsdp_mesh(fsdp_cfg.fsdp_size, device_type, entry=f"{entry}.fsdp_size")
+    if mesh is not None:
+        kwargs["mesh"] = mesh
     if fsdp_cfg.mixed_precision is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(
             param_dtype=resolve_dtype(fsdp_cfg.mixed_precision.param_dtype),

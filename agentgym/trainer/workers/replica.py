@@ -57,6 +57,17 @@ class ReplicaHost:
         """One weight update from `buckets` (produced lazily: a trainer's collective gathers run as they are read)."""
         return self._run(self.engine.update_weights_from_buckets(buckets))
 
+    @property
+    def released(self) -> bool:
+        return self.engine.released
+
+    def release(self) -> None:
+        """Free the engine's KV cache (and CUDA-graph pools) while the trainer updates (`engine.release_memory_occupation`)."""
+        self._run(self.engine.release_memory_occupation())
+
+    def resume(self) -> None:
+        self._run(self.engine.resume_memory_occupation())
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The replica's weights, copied to the CPU (tests compare them with the trainer's)."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.model.state_dict().items()}

@@ -31,6 +31,7 @@ from agentgym.trainer.workers.model import (
     shard_with_fsdp2,
     world,
 )
+from agentgym.trainer.workers.offload import OptimizerOffload
 from agentgym.trainer.workers.optim import build_optimizer, build_scheduler
 
 
@@ -59,6 +60,7 @@ class ModelRole:
         total_steps: int = 1,
         value_head: bool = False,
         use_torch_compile: bool | None = None,
+        fsdp_entry: str = "actor_rollout_ref.actor.fsdp_config",
     ) -> None:
         self.device = device
         self.rank, self.world_size = world()
@@ -76,7 +78,7 @@ class ModelRole:
         if use_torch_compile:
             compile_model(model)  # before sharding: FSDP2 renames the block classes
         if self.sharded:
-            model = shard_with_fsdp2(model, fsdp_cfg)
+            model = shard_with_fsdp2(model, fsdp_cfg, device_type=device.type, entry=fsdp_entry)
         if from_rank0:
             _receive_from_rank0(model, full, device, self.rank)
         del full
@@ -88,9 +90,23 @@ class ModelRole:
         )
         self.optimizer = build_optimizer(model.parameters(), optim_cfg) if optim_cfg is not None else None
         self.scheduler = build_scheduler(self.optimizer, optim_cfg, total_steps) if self.optimizer else None
+        # verl's optimizer_offload: the state in host memory between updates. Under FSDP2's CPU offload
+        # (param_offload) the state already lives in host memory, so there is nothing to move.
+        offload = self.optimizer is not None and fsdp_cfg.optimizer_offload and not (self.sharded and fsdp_cfg.param_offload)
+        self.optimizer_offload = OptimizerOffload(self.optimizer, device) if offload else None
         if self.optimizer is None:
             model.requires_grad_(False)
             model.eval()
+
+    @contextlib.contextmanager
+    def optimizer_resident(self):
+        """The optimizer state on the device for the block (an update, a checkpoint), offloaded after it when
+        `fsdp_config.optimizer_offload` is on."""
+        if self.optimizer_offload is None:
+            yield
+            return
+        with self.optimizer_offload.on_device():
+            yield
 
     def autocast(self):
         if self._autocast_dtype is None or self._autocast_dtype == torch.float32:

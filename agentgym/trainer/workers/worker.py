@@ -18,6 +18,7 @@ from agentgym.config.schema import AgentGymConfig
 from agentgym.devices import device_type, resolve_dtype
 from agentgym.trainer.batching import MicroBatch
 from agentgym.rollout.engines.weight_import import PackedWeights
+from agentgym.trainer.workers.memory import PhaseMemory
 from agentgym.trainer.workers.replica import ReplicaHost
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
 from agentgym.trainer.workers.weight_broadcast import BroadcastPlan, SyncGroup, plan_broadcast, send_weights
@@ -66,6 +67,7 @@ class TrainWorker:
         self.replica: ReplicaHost | None = None
         self._sync_plan: BroadcastPlan | None = None  # separate rollout pool: the broadcast's layout
         self._sync_group: SyncGroup | None = None  # rank 0's group with the rollout pool's replicas
+        self.memory: PhaseMemory | None = None
 
     def address(self) -> str:
         return free_address()
@@ -76,6 +78,7 @@ class TrainWorker:
         self.device = pick_device(cfg.trainer.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        self.memory = PhaseMemory(self.device)
         if init_method is not None:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend, init_method=init_method, rank=self.rank, world_size=self.world_size,
@@ -90,13 +93,14 @@ class TrainWorker:
                                     total_steps=total_steps, use_torch_compile=arr.actor.use_torch_compile)
         if "ref" in roles:
             self.ref = PolicyRole(arr.model, arr.ref.fsdp_config, device=self.device,
-                                  use_torch_compile=arr.ref.use_torch_compile)
+                                  use_torch_compile=arr.ref.use_torch_compile, fsdp_entry="actor_rollout_ref.ref.fsdp_config")
         if "critic" in roles:
             critic_model = cfg.critic.model
             if critic_model.path is None:
                 critic_model = critic_model.model_copy(update={"path": arr.model.path})
             self.critic = ValueRole(critic_model, critic_model.fsdp_config, device=self.device,
-                                    optim_cfg=cfg.critic.optim, total_steps=total_steps, value_head=True)
+                                    optim_cfg=cfg.critic.optim, total_steps=total_steps, value_head=True,
+                                    fsdp_entry="critic.model.fsdp_config")
         return {"rank": self.rank, "device": str(self.device), "roles": list(roles)}
 
     # ---- forward passes ----
@@ -117,19 +121,46 @@ class TrainWorker:
 
     def update_actor(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
         cfg = self.config.actor_rollout_ref
-        return self.actor.update_policy(minibatches, cfg.actor, temperature=cfg.rollout.temperature,
-                                        loss_scale_factor=self._loss_scale_factor())
+        with self.actor.optimizer_resident():
+            return self.actor.update_policy(minibatches, cfg.actor, temperature=cfg.rollout.temperature,
+                                            loss_scale_factor=self._loss_scale_factor())
 
     def update_critic(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
         c = self.config.critic
         actor = self.config.actor_rollout_ref.actor
-        return self.critic.update_critic(
-            minibatches, c, loss_agg_mode=c.loss_agg_mode or actor.loss_agg_mode,
-            ppo_epochs=c.ppo_epochs or actor.ppo_epochs, loss_scale_factor=self._loss_scale_factor(),
-        )
+        with self.critic.optimizer_resident():
+            return self.critic.update_critic(
+                minibatches, c, loss_agg_mode=c.loss_agg_mode or actor.loss_agg_mode,
+                ppo_epochs=c.ppo_epochs or actor.ppo_epochs, loss_scale_factor=self._loss_scale_factor(),
+            )
 
     def update_sft(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
-        return self.actor.update_sft(minibatches, self.config.actor_rollout_ref.actor.grad_clip)
+        with self.actor.optimizer_resident():
+            return self.actor.update_sft(minibatches, self.config.actor_rollout_ref.actor.grad_clip)
+
+    def optimizer_state_devices(self, role: str = "actor") -> dict[str, Any]:
+        """Where the role's optimizer state is now, and whether it is offloaded (tests, diagnostics)."""
+        model = getattr(self, role)
+        offload = model.optimizer_offload
+        devices = sorted(offload.state_devices()) if offload is not None else sorted(
+            {str(v.device) for st in model.optimizer.state.values() for k, v in st.items()
+             if isinstance(v, torch.Tensor) and k != "step"})
+        return {"devices": devices, "offloaded": offload is not None and not offload.resident,
+                "moves": offload.moves if offload is not None else 0}
+
+    def actor_mesh_shape(self) -> list[int]:
+        """The device mesh the actor's parameters are sharded over ([] unsharded; [world] FSDP; [replicas, shard
+        group] HSDP)."""
+        from torch.distributed.tensor import DTensor
+
+        param = next(self.actor.model.parameters())
+        return list(param.device_mesh.shape) if isinstance(param, DTensor) else []
+
+    # ---- memory per phase ----
+    def memory_mark(self, phase: str) -> dict[str, float]:
+        """This rank's memory figures for `phase`, which ends now (`workers.memory`)."""
+        assert self.memory is not None
+        return self.memory.mark(phase)
 
     # ---- weights and checkpoints ----
     def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
@@ -180,10 +211,26 @@ class TrainWorker:
 
     def sync_replica(self) -> int:
         """Copy the actor's weights into this rank's replica, gathered from the shards bucket by bucket on this
-        rank's device, in the engine's dtype (collective: every rank syncs together)."""
+        rank's device, in the engine's dtype (collective: every rank syncs together); then the replica takes back
+        its KV cache if `release_replica_memory` freed it (after the sync, so the gathered buckets and the cache
+        never hold the GPU at once)."""
         assert self.replica is not None and self.actor is not None
         dtype = getattr(torch, self.replica.engine.config.dtype)
-        return self.replica.load(self.actor.full_param_buckets(dtype))
+        count = self.replica.load(self.actor.full_param_buckets(dtype))
+        if self.replica.released:
+            self.replica.resume()
+        return count
+
+    def release_replica_memory(self) -> bool:
+        """Free the replica's KV cache (and decode graphs) for old log-probs and the update (the rollout of this
+        step is over); `sync_replica` re-allocates it. Off with `rollout.free_cache_engine=false`. Returns whether
+        it released."""
+        if self.replica is None or not self.config.actor_rollout_ref.rollout.free_cache_engine:
+            return False
+        self.replica.release()
+        assert self.memory is not None
+        self.memory.reset()  # the next phase's peak starts without the cache
+        return True
 
     @ray.method(concurrency_group=ROLLOUT_GROUP)
     def replica_counters(self) -> dict[str, float]:
@@ -218,7 +265,8 @@ class TrainWorker:
         for name in ("actor", "critic"):
             role = getattr(self, name)
             if role is not None:
-                role.save(root / name, with_optimizer=with_optimizer)
+                with role.optimizer_resident():
+                    role.save(root / name, with_optimizer=with_optimizer)
         rng = {
             "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -230,7 +278,8 @@ class TrainWorker:
         for name in ("actor", "critic"):
             role = getattr(self, name)
             if role is not None:
-                role.load(root / name, with_optimizer=with_optimizer)
+                with role.optimizer_resident():
+                    role.load(root / name, with_optimizer=with_optimizer)
         rng_file = root / f"rng_rank{self.rank}.pt"
         if rng_file.exists():
             rng = torch.load(rng_file, weights_only=False)

@@ -103,6 +103,8 @@ class PagedEngineStats:
     kv_cache_bytes: int = 0
     graph_captures: int = 0
     capture_seconds: float = 0.0
+    kv_releases: int = 0  # release_memory_occupation cycles (colocated with a trainer)
+    kv_resume_seconds: float = 0.0  # of which re-allocating the cache and re-capturing graphs
     decode_attention: str = ""
     fused_elementwise: bool = False
     busy_seconds: float = 0.0  # wall time inside scheduler steps (worker thread)
@@ -142,6 +144,7 @@ class PagedEngineStats:
             "preemptions": self.preemptions, "num_blocks": self.num_blocks, "block_size": self.block_size,
             "kv_cache_gib": self.kv_cache_bytes / 2**30, "graph_captures": self.graph_captures, "capture_seconds": self.capture_seconds,
             "decode_attention": self.decode_attention, "fused_elementwise": self.fused_elementwise,
+            "kv_releases": self.kv_releases, "kv_resume_seconds": self.kv_resume_seconds,
             "busy_seconds": self.busy_seconds, "decode_seconds": self.decode_seconds, "handoff_seconds": self.handoff_seconds,
             "weight_version": self.weight_version, "images_encoded": self.images_encoded,
         }
@@ -272,6 +275,22 @@ class PagedEngine(InProcessEngine):
         came from the old weights."""
         super()._load_weights(tensors)
         self._scheduler.pool.clear_cache()
+
+    def _free_memory(self) -> None:
+        """Nothing runs (the engine drained): forget the prefix cache, whose blocks are about to lose their
+        contents, and free the cache tensors and graphs."""
+        assert not self._scheduler.busy, "release_memory_occupation runs only once the running sequences drained"
+        self._scheduler.pool.clear_cache()
+        self._runner.release_cache()
+        self.stats.kv_releases += 1
+
+    def _restore_memory(self) -> None:
+        started = time.perf_counter()
+        self._runner.restore_cache()
+        if self.config.capture_on_start:
+            self._runner.capture_all()
+        self.stats.graph_captures, self.stats.capture_seconds = self._runner.graph_captures, self._runner.capture_seconds
+        self.stats.kv_resume_seconds += time.perf_counter() - started
 
     # ---- scheduler loop ----------------------------------------------------------------------------------------
 

@@ -149,8 +149,8 @@ class PagedModelRunner:
         self.decode_steps = decode_steps
         self._row_fields = 9 + decode_steps
         # [layer, k|v, kv head, slot, head dim]: a layer's keys for a block table gather as one indexing op.
-        self.kv = torch.zeros(len(self.layers), 2, self.kv_heads, num_blocks * block_size, self.head_dim,
-                              dtype=self.dtype, device=self.device)
+        self._kv_shape = (len(self.layers), 2, self.kv_heads, num_blocks * block_size, self.head_dim)
+        self.kv = torch.zeros(self._kv_shape, dtype=self.dtype, device=self.device)
         with torch.inference_mode():
             positions = torch.arange(self.max_positions, device=self.device).unsqueeze(0)
             probe = torch.zeros(1, dtype=self.dtype, device=self.device)
@@ -209,6 +209,31 @@ class PagedModelRunner:
         finally:
             self.kv.zero_()
         return False
+
+    # ---- releasing the cache ---------------------------------------------------------------------------------
+
+    @property
+    def cache_resident(self) -> bool:
+        """Whether the KV cache is allocated (False between `release_cache` and `restore_cache`)."""
+        return self.kv.numel() > 0
+
+    def release_cache(self) -> None:
+        """Free the KV cache and the captured decode graphs with their memory pool (the graphs hold the cache's
+        address, so they cannot outlive it); the weights and the small staging buffers stay."""
+        self._graphs.clear()
+        self.kv = torch.empty(0, dtype=self.dtype, device=self.device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+
+    def restore_cache(self) -> None:
+        """A zeroed KV cache of the same shape (new graphs are captured as on start: `capture_all`, or on first
+        use)."""
+        if self.cache_resident:
+            return
+        self.kv = torch.zeros(self._kv_shape, dtype=self.dtype, device=self.device)
+        if self.cuda_graphs:
+            self._pool = torch.cuda.graph_pool_handle()
 
     # ---- shared layer stack ----------------------------------------------------------------------------------
 
