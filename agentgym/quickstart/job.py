@@ -271,19 +271,24 @@ class Quickstart:
             curve.unlink(missing_ok=True)
             rl_started, eval_seconds = time.perf_counter(), [0.0]
 
-            async def point(step: int, result: EvalResult | None = None, at: float | None = None) -> None:
-                """One point of accuracy against RL wall time (the time of the evaluations left out)."""
+            async def point(step: int, results: dict[str, EvalResult] | None = None, at: float | None = None) -> None:
+                """One point of accuracy against RL wall time (the time of the evaluations left out), greedy and
+                sampled: a warm-up can saturate greedy accuracy while sampled accuracy still has room to rise."""
                 started = time.perf_counter() if at is None else at
-                result = result or self.evaluate(await greedy.run_batch(self.eval_rows, group_prefix="eval-"))
+                if results is None:
+                    results = {mode: self.evaluate(await loop.run_batch(self.eval_rows, group_prefix="eval-"))
+                               for mode, loop in (("greedy", greedy), ("sampled", sampler))}
                 wall = started - rl_started - eval_seconds[0]
                 if at is None:
                     eval_seconds[0] += time.perf_counter() - started
+                g, sampled = results["greedy"], results["sampled"]
                 with curve.open("a") as f:
-                    f.write(json.dumps({"step": step, "rl_seconds": round(wall, 2), "accuracy": result.accuracy,
-                                        "tool_use_correct": result.tool_use_correct}) + "\n")
+                    f.write(json.dumps({"step": step, "rl_seconds": round(wall, 2), "accuracy": g.accuracy,
+                                        "tool_use_correct": g.tool_use_correct, "sampled_accuracy": sampled.accuracy,
+                                        "sampled_tool_use_correct": sampled.tool_use_correct}) + "\n")
 
             if s.eval_every > 0:
-                await point(0, before["greedy"])
+                await point(0, before)
 
             async def collect(rows: list[dict[str, Any]], step: int) -> list[Trajectory]:
                 if s.eval_every > 0 and step > 1 and (step - 1) % s.eval_every == 0:
@@ -305,7 +310,7 @@ class Quickstart:
             phase_done("rl")
             after = await held_out("after")
             if s.eval_every > 0:
-                await point(s.rl_steps, after["greedy"], at=rl_ended)
+                await point(s.rl_steps, after, at=rl_ended)
             phase_done("eval_after")
         finally:
             await engine.close()

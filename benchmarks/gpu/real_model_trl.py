@@ -1,5 +1,5 @@
 """TRL's GRPOTrainer on the smollm_arith task, same model, batch, lengths and learning rate as our job, evaluated by
-the same held-out evaluation (our agent loop with the code interpreter, greedy) every few steps.
+the same held-out evaluation (our agent loop with the code interpreter, greedy and sampled) every few steps.
 
     python benchmarks/gpu/real_model_trl.py --model DIR --out OUT [--steps 20] [--prompts 16] [--n 8]
 
@@ -94,6 +94,7 @@ def main() -> None:
                                                        max_batch_size=256 if cuda else 4))
     run(engine.start())
     agent = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0, seed=args.seed))
+    sampler = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=1.0, seed=args.seed))
     code_tool = tools["code_interpreter"]
     hermes = get_parser("hermes", [code_tool.tool_schema])
 
@@ -146,8 +147,10 @@ def main() -> None:
         state = {k: v.detach() for k, v in trainer.model.state_dict().items()}
         run(engine.update_weights(state))
         result = evaluate(run(agent.run_batch(eval_rows, group_prefix="eval-")))
+        sampled = evaluate(run(sampler.run_batch(eval_rows, group_prefix="eval-")))
         curve.append({"step": step, "rl_seconds": round(clock["train_s"], 2), "accuracy": result.accuracy,
-                      "tool_use_correct": result.tool_use_correct})
+                      "tool_use_correct": result.tool_use_correct, "sampled_accuracy": sampled.accuracy,
+                      "sampled_tool_use_correct": sampled.tool_use_correct})
         print("trl-eval", json.dumps(curve[-1]), flush=True)
 
     class Timer(TrainerCallback):

@@ -117,6 +117,23 @@ async def test_a_group_shares_its_prompt_blocks(paged, chat_prompts):
     assert stats.prefilled_tokens <= len(prompt) + n * paged.config.block_size
 
 
+async def test_on_cpu_the_cache_holds_kv_cache_sequences_and_more_requests_still_finish(tiny_model_dir, chat_prompts):
+    """Unset num_blocks on CPU: room for kv_cache_sequences sequences of max_model_len (plus the scratch block), not
+    max_batch_size of them; a batch larger than that room queues or is preempted and gives the same tokens."""
+    prompts = [p + [i] for i, p in enumerate(chat_prompts * 3)]
+    sampling = SamplingParams(max_new_tokens=40, temperature=0.0)
+    async with PagedEngine(tiny_model_dir, config(num_blocks=400)) as roomy:
+        expected = await asyncio.gather(*(roomy.generate(p, sampling) for p in prompts))
+    async with PagedEngine(tiny_model_dir, config(num_blocks=None, max_model_len=200, kv_cache_sequences=2)) as small:
+        assert small.stats.num_blocks == 2 * (200 // 4) + 1
+        got = await asyncio.gather(*(small.generate(p, sampling) for p in prompts))
+    async with PagedEngine(tiny_model_dir, config(num_blocks=None, max_model_len=200)) as default:
+        assert default.stats.num_blocks == 8 * (200 // 4) + 1  # max_batch_size sequences when the key is unset
+    assert [g.token_ids for g in got] == [e.token_ids for e in expected]
+    with pytest.raises(ValueError, match="kv_cache_sequences"):
+        config(kv_cache_sequences=0)
+
+
 async def test_a_small_cache_preempts_and_recomputes_without_changing_results(tiny_model_dir, chat_prompts):
     prompts = [p + [i] for i, p in enumerate(chat_prompts * 3)]
     sampling = SamplingParams(max_new_tokens=40, temperature=0.0)

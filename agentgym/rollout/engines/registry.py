@@ -50,8 +50,10 @@ def in_process_engine_config(cfg: AgentGymConfig) -> Any:
     """The in-process engine's config. It runs where the trainer runs: on CUDA the paged engine in
     `rollout.dtype` (KV cache sized by `rollout.gpu_memory_utilization`, batch by `rollout.max_num_seqs`, context
     by `rollout.max_model_len` or the data's prompt + response lengths), on CPU the dynamic-cache engine in fp32
-    on one thread. `rollout.engine_kwargs.transformers` overrides any field; its `backend` key (`auto`, `paged`,
-    `dynamic`) picks the engine."""
+    on one thread (the paged engine on CPU, `backend: paged`, reserves KV for one step's batch,
+    `data.train_batch_size * rollout.n` sequences, unless `kv_cache_sequences` says otherwise).
+    `rollout.engine_kwargs.transformers` overrides any field; its `backend` key (`auto`, `paged`, `dynamic`) picks
+    the engine."""
     from agentgym.devices import device_type, resolve_dtype
     from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngineConfig
     from agentgym.rollout.engines.paged import PagedEngineConfig
@@ -83,6 +85,8 @@ def in_process_engine_config(cfg: AgentGymConfig) -> Any:
         kwargs.setdefault("max_batch_size", rollout.max_num_seqs)
         kwargs.setdefault("max_model_len",
                           rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length)
+        if kwargs["device"] == "cpu":
+            kwargs.setdefault("kv_cache_sequences", min(rollout.max_num_seqs, cfg.data.train_batch_size * max(rollout.n, 1)))
     return config_cls(**kwargs)
 
 

@@ -49,8 +49,11 @@ class PagedEngineConfig:
     """How the paged engine runs.
 
     The KV cache holds `num_blocks` blocks of `block_size` tokens; left unset, it is sized to
-    `gpu_memory_utilization` of the device's memory minus the weights (on CPU: room for `max_batch_size`
-    sequences of `max_model_len`), never more than that room. `max_model_len` defaults to the model's
+    `gpu_memory_utilization` of the device's memory minus the weights (on CPU: room for `kv_cache_sequences`
+    sequences of `max_model_len`, `max_batch_size` of them when unset), never more than that room. On CPU the
+    cache is host memory taken up front: sized for 1,024 sequences of a real model it is tens of GB, so the run
+    config sets `kv_cache_sequences` to what one step's batch needs (`registry.in_process_engine_config`); more
+    sequences than that still run, queued or preempted by the scheduler. `max_model_len` defaults to the model's
     `max_position_embeddings`. `max_prefill_tokens` bounds the tokens of one prefill pass (longer prompts are
     prefilled in chunks). `cuda_graphs` captures decode steps on CUDA (every batch bucket at start with
     `capture_on_start`, else on first use); `fuse_elementwise` compiles the norms, rope and
@@ -67,6 +70,7 @@ class PagedEngineConfig:
     max_prefill_tokens: int = 8192
     max_model_len: int | None = None
     num_blocks: int | None = None
+    kv_cache_sequences: int | None = None
     gpu_memory_utilization: float = 0.35
     cuda_graphs: bool = True
     capture_on_start: bool = True
@@ -79,6 +83,8 @@ class PagedEngineConfig:
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.max_batch_size < 1 or self.max_prefill_tokens < 1:
             raise ValueError("block_size, max_batch_size and max_prefill_tokens must be positive")
+        if self.kv_cache_sequences is not None and self.kv_cache_sequences < 1:
+            raise ValueError(f"kv_cache_sequences must be positive (or unset), got {self.kv_cache_sequences}")
         if not 1 <= self.decode_steps <= self.block_size:
             raise ValueError(f"decode_steps must be between 1 and block_size ({self.block_size}), got {self.decode_steps}")
         if not 0.0 < self.gpu_memory_utilization < 1.0:
@@ -221,8 +227,8 @@ class PagedEngine(InProcessEngine):
         _, kv_heads, head_dim = attention_shape(cfg)
         itemsize = torch.empty(0, dtype=getattr(torch, self.config.dtype)).element_size()
         per_block = cfg.num_hidden_layers * 2 * kv_heads * head_dim * self.config.block_size * itemsize
-        wanted = self.config.max_batch_size * blocks_per_seq + 1
         if self.config.device.startswith("cuda"):
+            wanted = self.config.max_batch_size * blocks_per_seq + 1
             device = torch.device(self.config.device)
             total = torch.cuda.get_device_properties(device).total_memory
             weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -234,7 +240,7 @@ class PagedEngine(InProcessEngine):
                     f"blocks, fewer than one sequence of max_model_len needs ({blocks_per_seq}); raise it, or lower "
                     "max_model_len, or set num_blocks")
             return min(wanted, affordable)
-        return wanted
+        return (self.config.kv_cache_sequences or self.config.max_batch_size) * blocks_per_seq + 1
 
     def _abandon(self) -> list[Request]:
         pending, self._arrivals = self._arrivals, []
