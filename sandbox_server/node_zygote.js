@@ -274,7 +274,7 @@ function runProgram(spec) {
   nf.installExitHooks();
   const main = path.resolve(spec.main);
   process.argv = [process.execPath, main, ...(spec.args || [])];
-  delete require.cache[__filename];
+  for (const key of Object.keys(require.cache)) delete require.cache[key]; // this file and the addon
   Module.runMain(main);
 }
 
