@@ -224,7 +224,8 @@ class CodeExecutor:
                           size=self.settings.node_pool_size_resolved(),
                           idle_memory_bytes=self.settings.memory_limit_bytes(-1),
                           template_memory_bytes=self.settings.memory_limit_bytes(-1),
-                          template_pids=max(self.settings.pids_limit, 4 * (self.settings.node_pool_size_resolved() + self.settings.max_concurrency) + 16),
+                          template_pids=max(self.settings.pids_limit,
+                                            4 * (self.settings.node_pool_size_resolved() + self.settings.max_concurrency) + 16),
                           template_argv=files.argv)
         try:
             await node.start()
