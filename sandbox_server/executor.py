@@ -23,7 +23,7 @@ from .models import (CaseResult, CommandRunResult, CommandRunStatus, RunCasesReq
                      RunCodeRequest, RunCodeResponse, RunStatus, derive_run_status, output_matches)
 from .pch import PchBuilder
 from .ts_snapshot import RUNTIME_MOUNT, TsSnapshot
-from .warm_node import MIN_MEMORY_BYTES as _WARM_NODE_MIN_MEMORY, NODE_MOUNT, install_loader, prestart_spec
+from .node_zygote import MIN_MEMORY_BYTES as _WARM_NODE_MIN_MEMORY, NODE_MOUNT, NodeZygoteFiles, run_spec as node_run_spec
 from .settings import SandboxSettings
 from .fork_server import ForkedSandbox, ForkServer, ForkServerError, InputFile
 from .workdirs import WorkDirs, remove_tree
@@ -106,7 +106,7 @@ class CodeExecutor:
         self.runner = runner
         self.languages = languages
         self.pool: Optional[ForkServer] = None
-        self.node_pool: Optional[ForkServer] = None  # prepared runs with a warm node waiting (warm_node.py)
+        self.node_pool: Optional[ForkServer] = None  # runs forked from one started node (node_zygote.py)
         self._pool_start: Optional[asyncio.Task] = None
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ class CodeExecutor:
         self._pch_task: Optional[asyncio.Task] = None
         self.ts: Optional[TsSnapshot] = None
         self._ts_task: Optional[asyncio.Task] = None
-        self._warm_node = False
+        self._node_files: Optional[NodeZygoteFiles] = None
         if isinstance(runner, BwrapRunner):
             self._set_up_warm_state(runner)
 
@@ -140,7 +140,7 @@ class CodeExecutor:
         raise OSError(f"no writable directory for {name}: {configured} and the work root both refused")
 
     def _set_up_warm_state(self, runner: BwrapRunner) -> None:
-        """The dirs every sandbox binds read-only (PCH, tsc snapshot, node loader), before the fork server's
+        """The dirs every sandbox binds read-only (PCH, tsc snapshot, node fork server), before the fork server's
         template starts; their contents are built in the background. Each is an optimisation: one that cannot be
         set up is logged and left off, and its language takes the plain path."""
         settings, languages = self.settings, self.languages
@@ -152,13 +152,13 @@ class CodeExecutor:
             except OSError as e:
                 logger.warning("C++ precompiled headers are off: %s", e)
                 self.pch = None
-        if settings.warm_node_pool_size > 0 and "nodejs" in languages:
+        if settings.node_pool_size_resolved() > 0 and "nodejs" in languages:
             try:
-                loader = install_loader(self._warm_root(settings.runtime_cache_root, "runtime"))
-                runner.ro_binds.append((str(loader), NODE_MOUNT))
-                self._warm_node = True
+                self._node_files = NodeZygoteFiles(self._warm_root(settings.runtime_cache_root, "runtime"),
+                                                   settings.sandbox_path)
+                runner.ro_binds.append((str(self._node_files.root), NODE_MOUNT))
             except OSError as e:
-                logger.warning("the warm node is off: %s", e)
+                logger.warning("the node fork server is off: %s", e)
         ts_spec = languages.get("typescript")
         if settings.typescript_snapshot and ts_spec is not None:
             argv = list(ts_spec.compile or ())
@@ -208,27 +208,48 @@ class CodeExecutor:
             await pool.aclose()
             return
         self.pool = pool
-        if self._warm_node:
-            await self._start_node_pool()
+        if self._node_files is not None:
+            await self._start_node_pool(self._node_files)
 
-    async def _start_node_pool(self) -> None:
-        """A second template whose prepared runs each hold a started node (warm_node.py); without it nodejs runs
-        exec node in a plain forked run, as before."""
+    async def _start_node_pool(self, files: NodeZygoteFiles) -> None:
+        """A second template, the node fork server (node_zygote.py): nodejs runs fork one started node. Without it
+        (no gcc, a node that does not export what the addon needs, ...) they exec node in a forked python run."""
         assert isinstance(self.runner, BwrapRunner)
+        try:
+            await files.build()
+        except OSError as e:
+            logger.warning("the node fork server is off (%s); nodejs runs exec node per run", e)
+            return
         node = ForkServer(self.runner, self.workdirs, self._env(self.languages["nodejs"]),
-                          size=self.settings.warm_node_pool_size,
+                          size=self.settings.node_pool_size_resolved(),
                           idle_memory_bytes=self.settings.memory_limit_bytes(-1),
                           template_memory_bytes=self.settings.memory_limit_bytes(-1),
-                          template_pids=max(self.settings.pids_limit, 16 * self.settings.warm_node_pool_size + 16),
-                          prestart=prestart_spec(self._env(self.languages["nodejs"])))
+                          template_pids=max(self.settings.pids_limit,
+                                            4 * (self.settings.node_pool_size_resolved() + self.settings.max_concurrency) + 16),
+                          template_argv=files.argv)
         try:
             await node.start()
+            await self._check_node_pool(node)
         except Exception as e:
-            logger.warning("the warm node pool could not start (%s: %s); nodejs runs exec node per run",
+            logger.warning("the node fork server could not start (%s: %s); nodejs runs exec node per run",
                            type(e).__name__, e)
             await node.aclose()
             return
         self.node_pool = node
+
+    async def _check_node_pool(self, node: ForkServer) -> None:
+        """One run through the node fork server before any request relies on it: a program whose garbage
+        collections use V8's jobs and whose exit takes node's teardown path, i.e. what a broken fork would hang on."""
+        sandbox = await node.acquire()
+        if sandbox is None:
+            raise ForkServerError("no prepared run")
+        code = b"const a = []; for (let i = 0; i < 400000; i++) a.push({i, s: 'x' + i}); console.log('ok', a.length);"
+        r = await node.run(sandbox, spec=node_run_spec("main.js", [], self._env(self.languages["nodejs"])),
+                           inputs=[("main.js", code)], stdin=None, timeout=30,
+                           memory_bytes=self.settings.memory_limit_bytes(-1), fetch=[], fetch_budget=0)
+        if r.step.outcome.return_code != 0 or r.step.outcome.stdout != b"ok 400000\n":
+            raise ForkServerError(f"its self-test run failed: rc {r.step.outcome.return_code}, stdout "
+                                  f"{r.step.outcome.stdout[:200]!r}, stderr {r.step.outcome.stderr[-2000:]!r}")
 
     async def aclose(self) -> None:
         for task in (self._pch_task, self._ts_task):
@@ -277,14 +298,15 @@ class CodeExecutor:
             return await self._run_compiled(spec, request, memory)
         if spec.name == "nodejs" and self.node_pool is not None and memory >= _WARM_NODE_MIN_MEMORY:
             t0 = time.monotonic()
-            warm = self.node_pool.take_ready()
+            warm = await self.node_pool.acquire()
             if warm is not None:
+                t1 = time.monotonic()
                 try:
                     response = await self._run_forked(warm, spec, request, memory, pool=self.node_pool)
-                    self.node_pool.phases.add({"request": time.monotonic() - t0})
+                    self.node_pool.phases.add({"acquire": t1 - t0, "request": time.monotonic() - t0})
                     return response
                 except ForkServerError as e:
-                    logger.warning("a warm node run failed (%s); running it again", e)
+                    logger.warning("a forked node run failed (%s); running it again", e)
         # Tiny memory limits go the cold way: a forked interpreter's first page writes are charged to the run.
         if (self.pool is not None and spec.name in self.settings.warm_languages
                 and memory >= _WARM_MIN_MEMORY):
@@ -326,8 +348,8 @@ class CodeExecutor:
         assert pool is not None
         env = self._env(spec)
         run_spec: dict
-        if pool.prestart is not None:  # a warm node: only the program's name and arguments
-            run_spec = {"main": spec.source, "args": list(request.args)}
+        if pool is self.node_pool:  # the node fork server: node runs `main args...` in a fork of itself
+            run_spec = node_run_spec(spec.source, list(request.args), env)
         elif spec.name == "python":
             run_spec = {"source": spec.source, "args": list(request.args), "env": env}
         else:
@@ -430,16 +452,16 @@ class CodeExecutor:
         """One step in a sandbox of its own: forked when the fork server is up (the same isolation as a forked
         python run), else a cold bwrap sandbox. Reads back `fetch`, or with `fetch_all` every file."""
         if (tuple(argv[:2]) == ("node", "main.js") and self.node_pool is not None and not fetch_all
-                and memory >= _WARM_NODE_MIN_MEMORY):  # typescript's run step: a warm node if one is ready
-            warm = self.node_pool.take_ready()
+                and memory >= _WARM_NODE_MIN_MEMORY):  # typescript's run step: a fork of the node fork server
+            warm = await self.node_pool.acquire()
             if warm is not None:
                 try:
-                    r = await self.node_pool.run(warm, spec={"main": "main.js", "args": list(argv[2:])},
+                    r = await self.node_pool.run(warm, spec=node_run_spec("main.js", list(argv[2:]), env),
                                                  inputs=inputs, stdin=stdin, timeout=timeout, memory_bytes=memory,
                                                  fetch=fetch, fetch_budget=budget)
                     return _StepOut(r.step, r.files, r.modes, r.notes)
                 except ForkServerError as e:
-                    logger.warning("a warm node step failed (%s); running it again", e)
+                    logger.warning("a forked node step failed (%s); running it again", e)
         if self.pool is not None and self.settings.fork_compiled and memory >= _WARM_MIN_MEMORY:
             forked = await self.pool.acquire()
             if forked is not None:

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from .cgroups import RunCgroup
 from .phases import PhaseTimes
@@ -309,7 +309,7 @@ class ForkServer:
 
     def __init__(self, runner: BwrapRunner, workdirs: WorkDirs, env: Mapping[str, str], *, size: int,
                  idle_memory_bytes: int, template_memory_bytes: int, template_pids: int,
-                 prestart: Optional[dict] = None):
+                 template_argv: Optional[Callable[[int], list[str]]] = None):
         self.runner = runner
         self.settings = runner.settings
         self.workdirs = workdirs
@@ -318,9 +318,9 @@ class ForkServer:
         self.idle_memory_bytes = idle_memory_bytes
         self.template_memory_bytes = template_memory_bytes
         self.template_pids = template_pids
-        # A warm runtime started in each prepared run (zygote_main._start_runtime): {"argv", "env"}; runs then
-        # send {"main", "args"} instead of argv.
-        self.prestart = prestart
+        # The template's command given the fd of its socket to the server; default: zygote_main.py on python's
+        # stdin. node_zygote.py's speaks the same protocol.
+        self.template_argv = template_argv
         self._ready: collections.deque[ForkedSandbox] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._pending = 0
@@ -351,13 +351,16 @@ class ForkServer:
         self._template_cg = self.runner.cgroups.create(f"template-{uuid.uuid4().hex}", self.template_memory_bytes,
                                                        self.template_pids)
         try:
+            argv = (self.template_argv(child.fileno()) if self.template_argv is not None
+                    else ["python3", "-", str(child.fileno())])
             self._template = await self.runner.start(
-                ["python3", "-", str(child.fileno())], workdir=self._template_dir, env=self.env,
+                argv, workdir=self._template_dir, env=self.env,
                 cg=self._template_cg, timeout=_TEMPLATE_CPU_S, extra_fds=[child.fileno()], cap_add=True)
             stdin = self._template.proc.stdin
             assert stdin is not None
-            stdin.write(zygote_source().encode())
-            await stdin.drain()
+            if self.template_argv is None:
+                stdin.write(zygote_source().encode())
+                await stdin.drain()
             stdin.close()
         except BaseException:
             host.close()
@@ -525,8 +528,6 @@ class ForkServer:
                 for path in cg.join_files:
                     with open(path, "w") as f:
                         f.write(str(pid))
-                if self.prestart is not None:  # started inside the run's cgroup, which the init is in now
-                    await _sendmsg(host, json.dumps({"prestart": self.prestart}).encode())
             except BaseException:
                 await cg.kill_all()
                 await cg.remove()

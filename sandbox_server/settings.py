@@ -61,8 +61,8 @@ class SandboxSettings(BaseModel):
     precompiled_headers_root: Path = Field(Path("/var/cache/agentgym-sandbox/pch"),
                                            description="host dir of the precompiled headers (root's; bound "
                                            "read-only into sandboxes), kept across restarts")
-    warm_node_pool_size: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 2, ge=0,
-                                     description="prepared runs with a started node waiting (warm_node.py; 0: off)")
+    warm_node_pool_size: Optional[int] = Field(None, ge=0, description="runs of the node fork server prepared ahead "
+                                               "(node_zygote.py; default: as warm_pool_size; 0: off)")
     typescript_snapshot: bool = Field(True, description="compile typescript with a node start-up snapshot of tsc "
                                       "(ts_snapshot.py), built at start")
     runtime_cache_root: Path = Field(Path("/var/cache/agentgym-sandbox/runtime"),
@@ -80,6 +80,9 @@ class SandboxSettings(BaseModel):
         if self.warm_pool_size is not None:
             return self.warm_pool_size
         return self.max_concurrency + (os.cpu_count() or 1)
+
+    def node_pool_size_resolved(self) -> int:
+        return self.warm_pool_size_resolved() if self.warm_node_pool_size is None else self.warm_node_pool_size
 
     def memory_limit_bytes(self, requested_mb: int) -> int:
         mb = self.default_memory_limit_mb if requested_mb is None or requested_mb <= 0 else requested_mb

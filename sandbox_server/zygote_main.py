@@ -171,29 +171,16 @@ def _confine(cpu):
     _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
 
 
-def _become_program(sock, stdio, extra=None):
-    """In the forked program process: its own session, the run's stdio as 0-2 (and `extra` as 3), nothing else."""
+def _become_program(sock, stdio):
+    """In the forked program process: its own session, the run's stdio as 0-2, nothing else."""
     _libc.prctl(4, 1, 0, 0, 0)
     sock.close()
     os.setsid()
     for i, fd in enumerate(stdio):
         os.dup2(fd, i)
-    if extra is not None:
-        os.dup2(extra, 3)
-    os.closerange(3 if extra is None else 4, 1 << 16)
+    os.closerange(3, 1 << 16)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.chdir("/workspace")
-
-
-def _start_runtime(sock, stdio, prestart):
-    """Fork the warm runtime. In the runtime: the spec to exec (`argv`, `env`); in the init: (pid, pipe to it)."""
-    from_init, to_runtime = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        _become_program(sock, stdio, extra=from_init)
-        return {"argv": prestart["argv"], "env": prestart["env"]}
-    os.close(from_init)
-    return pid, to_runtime
 
 
 def _init(sock, stdio, cpu_default):
@@ -208,36 +195,14 @@ def _init(sock, stdio, cpu_default):
     if not msg:
         os._exit(0)
     spec = json.loads(msg)
-    warm = None
-    if "prestart" in spec:
-        # A warm runtime (node): started now, in this run's namespaces and cgroup and without privileges, it
-        # waits on fd 3 for the program, which comes with "go". Returns only in the runtime (as spec to exec).
-        _confine(spec["prestart"].get("cpu", cpu_default))
-        warm = _start_runtime(sock, stdio, spec["prestart"])
-        if isinstance(warm, dict):
-            return warm
-        msg, fds = _recv(sock, 1)
-        if not msg:
-            os._exit(0)
-        spec = json.loads(msg)
     times = {"go": time.monotonic()}
     if fds:
         _write_inputs(fds[0])
-    if warm is None:
-        _confine(spec.get("cpu", cpu_default))
-        program = os.fork()
-        if program == 0:
-            _become_program(sock, stdio)
-            return spec
-    else:
-        program, to_runtime = warm
-        cpu = spec.get("cpu", cpu_default)
-        try:  # a runtime that died early is reaped below, and its status is the run's
-            resource.prlimit(program, resource.RLIMIT_CPU, (cpu, cpu + 1))
-            os.write(to_runtime, json.dumps({"main": spec["main"], "args": spec.get("args", [])}).encode())
-        except OSError:
-            pass
-        os.close(to_runtime)
+    _confine(spec.get("cpu", cpu_default))
+    program = os.fork()
+    if program == 0:
+        _become_program(sock, stdio)
+        return spec
     times["forked"] = time.monotonic()
     os.closerange(0, 3)
     os.closerange(sock.fileno() + 1, 1 << 16)
