@@ -26,6 +26,7 @@ import time
 import warnings
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
 import yaml
@@ -75,6 +76,11 @@ def test_a_rollout_with_a_sandbox_tool_leaves_no_http_session_open(tiny_model_di
         gc.collect()
     calls = [m for t in trajectories for m in t.tool_metrics]
     assert len(calls) == 4 and all(m["error"] is None for m in calls), calls  # the sandbox really ran the code
+    # A session still open would only warn when collected, which a cached pool delays to interpreter exit: look
+    # for open ones directly.
+    open_sessions = [o for o in gc.get_objects() if isinstance(o, (aiohttp.ClientSession, aiohttp.BaseConnector))
+                     and not o.closed]
+    assert not open_sessions, open_sessions
     unclosed = [str(w.message) for w in caught if "nclosed" in str(w.message)]
     unclosed += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
     assert not unclosed, unclosed
