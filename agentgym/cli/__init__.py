@@ -12,6 +12,7 @@ from agentgym.cli.registries import add_interaction_commands, add_tool_commands
 from agentgym.cli.data import add_data_commands
 from agentgym.cli.models import add_model_commands
 from agentgym.utils.console import make_console
+from agentgym.utils.shutdown import Interrupted
 from agentgym.errors import AgentGymError
 from agentgym.quickstart.tasks import DEMO_GROUP, task_names
 
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     console = make_console()
     try:
         return int(args.handler(args, console) or 0)
+    except Interrupted as exc:  # Ctrl-C / SIGTERM: what the command started is stopped (agentgym.utils.shutdown)
+        print(f"agentgym: {exc}", file=sys.stderr)
+        return exc.exit_code
     except AgentGymError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,9 +16,11 @@ from agentgym.rollout.agent_loop import AgentLoop
 from agentgym.rollout.build import agent_loop_config, check_dataset, load_environment, remote_environment
 from agentgym.rollout.engines.registry import make_engine
 from agentgym.rollout.trajectory_io import write_jsonl, write_parquet
+from agentgym.tools.embedded_sandbox import stop_embedded_sandboxes
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.trajectory import Trajectory
 from agentgym.utils.console import StageProgress
+from agentgym.utils.shutdown import run_until_signal
 
 
 def tool_errors_by_kind(trajectories: Sequence[Trajectory]) -> Counter[str]:
@@ -59,12 +60,16 @@ async def collect(cfg: AgentGymConfig, rows: Sequence[dict[str, Any]], out_dir: 
     environment = remote_environment(cfg)
     tools, interactions = load_environment(cfg) if environment is None else ({}, {})
     n = cfg.actor_rollout_ref.rollout.n
-    async with make_engine(cfg) as engine:
-        loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                         processor=load_vision_processor(cfg.actor_rollout_ref.model.path), environment=environment)
-        with StageProgress(console, "rollout episodes", len(rows) * n) as progress:
-            trajectories = await loop.run_batch(rows, n=n, on_done=lambda _: progress.advance())
-    await aclose_http_sessions()
+    try:
+        async with make_engine(cfg) as engine:  # an engine that launched servers stops them, Ctrl-C included
+            loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
+                             processor=load_vision_processor(cfg.actor_rollout_ref.model.path), environment=environment)
+            with StageProgress(console, "rollout episodes", len(rows) * n) as progress:
+                trajectories = await loop.run_batch(rows, n=n, on_done=lambda _: progress.advance())
+    finally:
+        if environment is not None:
+            await environment.aclose()
+        await aclose_http_sessions()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajectories, out_dir / "trajectories.jsonl")
     write_parquet(trajectories, out_dir / "trajectories.parquet")
@@ -88,5 +93,6 @@ def run_rollout_command(config_path: str | None, overrides: Sequence[str], out_d
                           fix="set data.train_files (or data.val_files) to a .parquet or .jsonl file")
     rows = read_rows(files, prompt_key=cfg.data.prompt_key, check_prompts=False)
     check_dataset(cfg, rows, console, source=", ".join([files] if isinstance(files, str) else files))
-    trajectories = asyncio.run(collect(cfg, rows, out_dir, console))
+    trajectories = run_until_signal(collect(cfg, rows, out_dir, console), what="the rollout",
+                                    on_interrupt=[stop_embedded_sandboxes])
     return 0 if any(not t.failed for t in trajectories) else 1

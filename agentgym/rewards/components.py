@@ -77,6 +77,15 @@ class ComponentContext:
             self._judge = GenerativeJudge.from_config(self.config)
         return self._judge
 
+    async def aclose(self) -> None:
+        """Close the shared pieces that hold engines or workers (the judge's engine, the reward model's workers);
+        built again on next use."""
+        judge, model, self._judge, self._reward_model = self._judge, self._reward_model, None, None
+        if judge is not None:
+            await judge.close()
+        if model is not None:
+            model.shutdown()
+
 
 @dataclass
 class ManagedComponent:

@@ -27,6 +27,7 @@ from agentgym.rollout.replicas import RemoteEngine, ReplicaRouter
 from agentgym.rows.check import Registered, format_problems, require_valid_rows
 from agentgym.tools.function_tool import load_function_tools
 from agentgym.tools.mcp_tool import mcp_tool_names
+from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.tools.registry import load_all_tools, load_mcp_entries, load_tool_specs
 from agentgym.trajectory import Trajectory
 
@@ -229,14 +230,20 @@ class AgentLoopRollout:
         return self.engine if isinstance(self.engine, ReplicaRouter) else None
 
     async def close(self) -> None:
-        """Close the engine if it was started here (an engine that launched its servers stops them), and stop the
-        agent workers."""
+        """Close the engine if it was started here (an engine that launched its servers stops them), stop the
+        agent workers, and close the HTTP connections this event loop's episodes opened (the tools' pooled
+        sandbox/search sessions, an environment server's), so none is left for aiohttp to warn about."""
         if self.workers is not None:
             self.workers.close()
             self.workers = None
-        if self._started and not self.replicas and self.engine is not None:
-            self._started = False
-            await self.engine.close()
+        try:
+            if self._started and not self.replicas and self.engine is not None:
+                self._started = False
+                await self.engine.close()
+        finally:
+            if isinstance(self.environment, RemoteEnvironment):
+                await self.environment.aclose()
+            await aclose_http_sessions()
 
 
 class RolloutParts(NamedTuple):

@@ -277,3 +277,9 @@ PROCESS_SANDBOXES = _ProcessSandboxes()
 
 def shared_embedded_sandbox(extra_args: Sequence[str] = (), startup_timeout: float = 60.0) -> EmbeddedSandbox:
     return PROCESS_SANDBOXES.get(extra_args, startup_timeout)
+
+
+def stop_embedded_sandboxes() -> None:
+    """Stop this process's embedded servers now (they are otherwise stopped at interpreter exit): an interrupted
+    command stops them before it checks that nothing it started is left running."""
+    PROCESS_SANDBOXES.stop_all()

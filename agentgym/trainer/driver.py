@@ -8,6 +8,7 @@ The rollout side plugs in through the `Rollout` protocol (agentgym.rollout.proto
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward,
 from agentgym.rollout.protocol import CallableRollout, CollectFn, Rollout, WeightReceiver, check_groups
 from agentgym.rows import PromptBatches
 from agentgym.trainer.baselines import GreedyBaselines
-from agentgym.trainer.checkpoints import CheckpointManager
+from agentgym.trainer.checkpoints import CheckpointManager, complete_steps
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
 from agentgym.trainer.rewards import RewardScorer
@@ -478,6 +479,13 @@ class RLTrainer:
                 save_freq = self.config.trainer.save_freq
                 if save_freq > 0 and (step % save_freq == 0 or step == self.total_steps):
                     await self.save_checkpoint()
+        except asyncio.CancelledError:
+            saved = complete_steps(self.checkpoint_root) if self.checkpoint_root.is_dir() else []
+            last = max(saved) if saved else None
+            _say(f"step {self.global_step + 1} of {self.total_steps} interrupted; " + (
+                f"the last checkpoint is step {last}: the same command resumes from it" if last else
+                "no checkpoint was saved yet (trainer.save_freq)"))
+            raise
         finally:
             if own_tracker:
                 tracker.close()
@@ -527,6 +535,15 @@ class RLTrainer:
         if self.workers is not None:
             self.workers.shutdown()
             self.workers = None
+
+    async def aclose(self, *, abandon_workers: bool = False) -> None:
+        """Close what the trainer started: the reward engines (the judge's engine, reward-model workers) and the
+        ranks. `abandon_workers`: the caller is about to stop Ray, which ends the ranks; do not wait for them to
+        finish the call they are in (an interrupted step)."""
+        await self.rewards.aclose()
+        if abandon_workers:
+            self.workers = None
+        self.close()
 
 
 def _logprob_gap(trainer: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:

@@ -21,7 +21,9 @@ from agentgym.errors import AgentGymError, ConfigError
 from agentgym.models.local_path import check_model_path
 from agentgym.rows import read_rows
 from agentgym.rollout.protocol import CollectFn, Rollout, WeightReceiver, as_rollout
+from agentgym.tools.embedded_sandbox import stop_embedded_sandboxes
 from agentgym.trainer.driver import RLTrainer
+from agentgym.utils.shutdown import Interrupted, run_until_signal
 
 RolloutFactory = Callable[[AgentGymConfig], "Rollout | tuple[CollectFn, WeightReceiver | None]"]
 
@@ -78,6 +80,7 @@ async def run_ppo_async(
     if not rows:
         raise ConfigError("no training rows.", entry="data.train_files", fix="point data.train_files at a dataset file")
     check_training_rows(config, rows, default_rollout=collect is None and _is_default_rollout(make_rollout))
+    ray_was_up = _ray_is_up()  # a Ray this run starts (trainer ranks, reward model) is stopped by this run
     owned: Rollout | None = None
     if collect is None:
         assert make_rollout is not None
@@ -85,12 +88,44 @@ async def run_ppo_async(
         trainer = RLTrainer(config, rollout=owned, dataset=rows)
     else:
         trainer = RLTrainer(config, collect=collect, engine=engine, dataset=rows)
+    interrupted = False
     try:
         return await trainer.fit()
+    except asyncio.CancelledError:
+        interrupted = True
+        raise
     finally:
-        trainer.close()
-        if owned is not None:
-            await owned.close()
+        await close_run(trainer, owned, stop_ray=not ray_was_up, interrupted=interrupted)
+
+
+def _ray_is_up() -> bool:
+    ray = sys.modules.get("ray")  # not imported yet: not initialised either (and a CPU run never imports it)
+    return ray is not None and ray.is_initialized()
+
+
+async def close_run(trainer: RLTrainer, rollout: Rollout | None, *, stop_ray: bool, interrupted: bool = False,
+                    timeout_s: float = 30.0) -> None:
+    """Everything a run opened, closed in order: the rollout (its engine and the servers that engine launched,
+    agent workers, an environment server's connections), the reward engines (judge, reward model), the trainer
+    ranks, this event loop's pooled HTTP connections, and Ray when this run started it. Each step is bounded by
+    `timeout_s` and one failing does not keep the next from running. `interrupted`: the run was cancelled by a
+    signal; with Ray about to be stopped the ranks are not waited for (stopping Ray ends them)."""
+    from agentgym.tools.sandbox_fusion import aclose_http_sessions
+
+    async def step(name: str, closing: Any) -> None:
+        try:
+            await asyncio.wait_for(closing, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - reported, and the remaining steps still run
+            print(f"agentgym: closing {name} failed ({type(exc).__name__}: {exc}); going on", file=sys.stderr)
+
+    if rollout is not None:
+        await step("the rollout", rollout.close())
+    await step("the trainer", trainer.aclose(abandon_workers=interrupted and stop_ray))
+    await step("the HTTP connections", aclose_http_sessions())
+    if stop_ray and _ray_is_up():
+        import ray
+
+        ray.shutdown()
 
 
 def _is_default_rollout(make_rollout: RolloutFactory | None) -> bool:
@@ -132,7 +167,11 @@ def main(argv: Sequence[str] | None = None, *, make_rollout: RolloutFactory | No
             make_rollout = import_factory(rollout_spec)
         elif make_rollout is None:
             make_rollout = import_factory(DEFAULT_ROLLOUT)
-        run_ppo(config, make_rollout=make_rollout)
+        run_until_signal(run_ppo_async(config, make_rollout=make_rollout), what="the training run",
+                         on_interrupt=[stop_embedded_sandboxes])
+    except Interrupted as exc:
+        print(f"agentgym: {exc}", file=sys.stderr)
+        return exc.exit_code
     except AgentGymError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -60,6 +60,7 @@ class RewardScorer:
     terms: list[Term]
     mixed: bool = False
     launch_async: bool = False
+    context: ComponentContext | None = None  # owns the judge's engine and the reward model, closed by `aclose`
     _memo: dict[int, _Entry] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -76,7 +77,7 @@ class RewardScorer:
         if rm.mix is not None:
             specs = read_mix(rm.mix)
             terms = [Term(build_component(spec, context), spec.weight) for spec in specs]
-            return cls(terms, mixed=True, launch_async=rm.launch_reward_fn_async)
+            return cls(terms, mixed=True, launch_async=rm.launch_reward_fn_async, context=context)
         user_fn = reward_fn is not None or config.custom_reward_function.path is not None
         if not user_fn and rm.enable:
             component: RewardComponent = SharedScorerComponent("score", context.reward_model())
@@ -85,12 +86,21 @@ class RewardScorer:
         else:
             component = ManagedComponent("score", make_manager(rm.reward_manager, rule_function(),
                                                                rate_limit=rm.rate_limit))
-        return cls([Term(component)], launch_async=rm.launch_reward_fn_async)
+        return cls([Term(component)], launch_async=rm.launch_reward_fn_async, context=context)
 
     @classmethod
     def of_function(cls, fn: Callable[..., Any]) -> RewardScorer:
         """One trajectory-taking (or verl batch-less) function under the naive manager."""
         return cls([Term(ManagedComponent("score", make_manager("naive", RewardFunction(fn))))])
+
+    async def aclose(self) -> None:
+        """Stop what scoring started: the judge's engine (and any server it launched), reward-model workers;
+        scores still being computed for the step are cancelled."""
+        for task in (r for e in self._memo.values() for r in e.results.values() if isinstance(r, asyncio.Future)):
+            task.cancel()
+        self._memo.clear()
+        if self.context is not None:
+            await self.context.aclose()
 
     # ---- scoring ----
     def submit(self, trajectory: Trajectory) -> None:
