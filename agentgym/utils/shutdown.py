@@ -123,6 +123,14 @@ class SignalGuard:
         for sig in HANDLED:
             self._previous[sig] = signal.signal(sig, self._handle)
 
+    async def keep_installed(self, every_s: float = 0.5) -> None:
+        """`ray.init` puts its own SIGTERM handler in the driver (it exits without any cleanup): take ours back."""
+        while True:
+            await asyncio.sleep(every_s)
+            for sig in HANDLED:
+                if signal.getsignal(sig) != self._handle:
+                    signal.signal(sig, self._handle)
+
     def uninstall(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
@@ -171,7 +179,11 @@ def run_until_signal(main: Coroutine[Any, Any, T], *, what: str, grace_s: float 
         task = asyncio.current_task()
         assert task is not None
         guard.install(asyncio.get_running_loop(), task)
-        return await main
+        keeper = asyncio.create_task(guard.keep_installed())
+        try:
+            return await main
+        finally:
+            keeper.cancel()
 
     try:
         result = asyncio.run(guarded())

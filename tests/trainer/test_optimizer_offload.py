@@ -50,9 +50,6 @@ async def test_offloaded_optimizer_state_moves_between_steps_and_changes_nothing
     assert all(b["offloaded"] and b["devices"] == ["cpu"] for b in between)
     assert [b["moves"] for b in between] == [1, 3, 5], "one load and one offload per update (none before the first)"
     assert all(s["resident"] for s in at_step), "the optimizer steps with its state loaded"
-    # Copies both ways: the state the optimizer steps on is not the storage that waits between steps.
-    for step in (1, 2):
-        assert set(at_step[step]["ptrs"].values()).isdisjoint(between[step - 1]["ptrs"].values())
 
 
 async def test_cpu_steps_report_host_memory_per_phase_and_no_gpu_keys(config_for, trajectories):
