@@ -22,28 +22,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from agentgym.rollout.engines.weight_import import BucketEntry
+
 DEFAULT_BROADCAST_BUCKET_BYTES = 256 << 20
-
-
-@dataclass(frozen=True)
-class BroadcastEntry:
-    name: str
-    shape: tuple[int, ...]
-    offset: int  # in elements, into the bucket's flat buffer
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
 
 
 @dataclass(frozen=True)
 class BroadcastBucket:
     dtype: str  # torch dtype name without the "torch." prefix ("bfloat16")
     numel: int
-    entries: tuple[BroadcastEntry, ...]
+    entries: tuple[BucketEntry, ...]
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -68,7 +56,7 @@ def plan_broadcast(model: nn.Module, dtype: torch.dtype | None,
     if bucket_bytes < 1:
         raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
     buckets: list[BroadcastBucket] = []
-    entries: list[BroadcastEntry] = []
+    entries: list[BucketEntry] = []
     current: torch.dtype | None = None
     numel = 0
 
@@ -85,7 +73,7 @@ def plan_broadcast(model: nn.Module, dtype: torch.dtype | None,
         if target != current or (entries and (numel * itemsize + size) > bucket_bytes):
             close()
             current = target
-        entries.append(BroadcastEntry(name, tuple(param.shape), numel))
+        entries.append(BucketEntry(name, tuple(param.shape), numel))
         numel += param.numel()
     close()
     return BroadcastPlan(tuple(buckets))
