@@ -287,3 +287,37 @@ def test_sigterm_and_a_second_ctrl_c_leave_nothing_running(tmp_path, tiny_model_
     else:
         assert "stopped by SIGTERM: the training run ended; nothing it started is left running" in out, out[-3000:]
     assert alive == [] and ray_left == [] and answering == [], (alive, ray_left, answering)
+
+
+@pytest.mark.timeout(900)
+def test_ctrl_c_during_the_quickstarts_training_stops_it_and_its_sandbox(tmp_path):
+    """The quickstart (the README's first command) is stopped like a training run: its embedded sandbox goes too."""
+    cmd = [sys.executable, "-m", "agentgym", "quickstart", "--run-dir", str(tmp_path / "run"), "--environment",
+           "code_arith", "--model-size", "mini", "--sft-epochs", "1", "--rl-steps", "10", "--eval-rows", "4"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    pump = _drain(proc, lines)
+    try:
+        deadline = time.monotonic() + 600
+        while not any(line.startswith("training steps: 1/10") for line in lines):
+            assert proc.poll() is None, "".join(lines)[-4000:]
+            assert time.monotonic() < deadline, "no training step done:\n" + "".join(lines)[-4000:]
+            time.sleep(0.2)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert "sandbox_server" in " ".join(" ".join(p.cmdline()) for p in tree), [p.cmdline() for p in tree]
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=90)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pump.join(10)
+    out = "".join(lines)
+    alive = [f"{p.name()} ({p.pid})" for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert code == 130, out[-4000:]
+    assert took < 60, f"took {took:.0f} s to stop"
+    assert "stopped by SIGINT: the quickstart ended; nothing it started is left running" in out, out[-3000:]
+    assert "Traceback" not in out, out[-4000:]
+    assert alive == [], alive
