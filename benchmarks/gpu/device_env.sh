@@ -1,5 +1,5 @@
 # Sourced by the device-machine scripts (benchmarks/gpu/*.sh), from the repository root:
-#   . benchmarks/gpu/device_env.sh; device_env; require_ray   # require_ray: only for the scripts that start Ray
+#   . benchmarks/gpu/device_env.sh; device_env [ray]   # ray: stop (exit 3) unless Ray is installed
 # The device image lacks some of our dependencies and has no network: the wheels carried in .whl/ go into
 # /tmp/site; Ray travels in two halves (.whl_ray0/ray.part00 in one call, .whl_ray1/ray.part01 in the next call
 # to the same warm machine, 64 MiB a call), kept in /tmp/ray_parts and installed once both are there.
@@ -9,7 +9,7 @@
 PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade"
 RAY_WHEEL=/tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
 
-device_env() {
+device_env() {  # [ray]
   mkdir -p /tmp/site /tmp/ray_parts
   export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -23,8 +23,16 @@ device_env() {
     $PIP --target /tmp/site "$RAY_WHEEL" 2>&1 | grep -v -i warning | tail -3
   fi
   export PYTHONPATH="/tmp/site:$PWD"
+  if [ "${1:-}" = ray ]; then require_ray; fi
 }
 
 require_ray() {  # stop the script (exit 3) when Ray is not installed yet
   python3 -c "import ray" 2>/dev/null || { echo "ray is not installed yet: carry .whl_ray0 in one call, then .whl_ray1"; exit 3; }
+}
+
+arithmetic_work() {  # SIZE ROWS: sets WORK (a fresh folder) and MODEL (a random-init model of SIZE in it) and
+                     # writes ROWS arithmetic-task rows to $WORK/train.jsonl
+  WORK=$(mktemp -d)
+  MODEL=$(python3 -c "from agentgym.models import build_tiny_model; print(build_tiny_model('$WORK/models', size='$1'))")
+  python3 -m agentgym_envs.arithmetic.data --out "$WORK/train.jsonl" --rows "$2"
 }

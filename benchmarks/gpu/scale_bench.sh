@@ -25,12 +25,9 @@ esac
 FINAL="${OUT:-/tmp/scale_bench_out}"
 mkdir -p "$FINAL"
 . benchmarks/gpu/device_env.sh
-device_env
-require_ray
+device_env ray
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$FINAL/gpus_$TAG.txt"
-WORK=$(mktemp -d)
-MODEL=$(python3 -c "from agentgym.models import build_tiny_model; print(build_tiny_model('$WORK/models', size='$SIZE'))")
-python3 -m agentgym_envs.arithmetic.data --out "$WORK/train.jsonl" --rows $((64 * N))
+arithmetic_work "$SIZE" $((64 * N))
 timeout 540 python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
   actor_rollout_ref.model.path="$MODEL" data.train_files="$WORK/train.jsonl" \
   trainer.device=cuda trainer.n_gpus_per_node="$TRAIN_GPUS" $PLACE \

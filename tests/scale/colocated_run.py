@@ -7,13 +7,12 @@ Run as its own process by tests/scale/test_colocated.py, so the cluster it start
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import ray
 
-from tests.scale.two_node import arithmetic_config, fit_checked, run_on_two_nodes
+from tests.scale.two_node import arithmetic_config, fit_checked, run_on_two_nodes, run_parser
 
 
 async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: int = 1) -> dict:
@@ -32,11 +31,7 @@ async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("model_dir")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--ranks", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=3)
+    parser = run_parser(ranks=4, steps=3)
     parser.add_argument("--agent-workers", type=int, default=1)
     args = parser.parse_args()
     return run_on_two_nodes(args.ranks // 2, args.ranks // 2,

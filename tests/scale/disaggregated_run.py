@@ -8,13 +8,12 @@ Run as its own process by tests/scale/test_disaggregated.py, so the cluster it s
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import ray
 
-from tests.scale.two_node import arithmetic_config, fit_checked, run_on_two_nodes
+from tests.scale.two_node import arithmetic_config, fit_checked, run_on_two_nodes, run_parser
 
 
 async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int) -> dict:
@@ -39,12 +38,8 @@ async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("model_dir")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--ranks", type=int, default=2)
+    parser = run_parser(ranks=2, steps=2)
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
     # Two nodes: the trainer's pool packs onto one, the rollout pool onto the other (neither fits beside the other).
     return run_on_two_nodes(args.ranks, args.replicas,

@@ -5,6 +5,7 @@ and writes its JSON. Each script runs as its own process, so the cluster it star
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -84,6 +85,16 @@ async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors
     return {"steps": len(history), "checks": tracker.checks,
             "tool_calls": [h.get("rollout/tool_calls/mean") for h in history],
             "reruns": [h.get("rollout/agent_workers/reruns") for h in history], **seen}
+
+
+def run_parser(*, ranks: int, steps: int) -> argparse.ArgumentParser:
+    """MODEL_DIR OUT_JSON [--ranks N] [--steps N]; a script adds its own arguments to it."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model_dir")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--ranks", type=int, default=ranks)
+    parser.add_argument("--steps", type=int, default=steps)
+    return parser
 
 
 def run_on_two_nodes(head_cpus: int, other_cpus: int, run: Callable[[], Awaitable[dict]], out: Path) -> int:
