@@ -13,7 +13,6 @@ rl/metrics.jsonl in --run-dir. Results: benchmarks/learning.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -31,6 +30,7 @@ from agentgym.rollout.trajectory_io import write_jsonl
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.trainer.driver import RLTrainer
 from agentgym.trainer.tracking import MetricsTracker
+from learning_args import learning_parser
 
 
 async def rl_from(job: Quickstart, sft_model: Path, evaluate_before: bool) -> dict[str, Any]:
@@ -84,15 +84,8 @@ async def rl_from(job: Quickstart, sft_model: Path, evaluate_before: bool) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sft-model", type=Path, required=True, help="a quickstart run's models/sft directory")
-    parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rl-steps", type=int, default=40)
-    parser.add_argument("--eval-rows", type=int, default=256)
-    parser.add_argument("--sft-rows", type=int, default=2048, help="as given to the quickstart run (held-out dedup)")
+    parser = learning_parser(__doc__.splitlines()[0], rl_steps=40, eval_rows=256)
     parser.add_argument("--evaluate-before", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = parser.parse_args(argv)
     settings = QuickstartSettings(run_dir=args.run_dir, seed=args.seed, rl_steps=args.rl_steps, eval_rows=args.eval_rows,
                                   sft_rows=args.sft_rows, overrides=tuple(args.overrides))

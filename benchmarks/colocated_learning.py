@@ -31,6 +31,7 @@ from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.trainer.driver import RLTrainer
 from agentgym.trainer.tracking import MetricsTracker
 from agentgym_envs.arithmetic.quickstart import ArithmeticQuickstart as Quickstart
+from learning_args import learning_parser
 
 
 async def held_out(job: Quickstart, model: Path, state_dict: dict | None) -> float:
@@ -86,15 +87,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sft-model", type=Path, required=True, help="a quickstart run's models/sft directory")
-    parser.add_argument("--run-dir", type=Path, required=True)
+    parser = learning_parser(__doc__.splitlines()[0], rl_steps=20, eval_rows=128)
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rl-steps", type=int, default=20)
-    parser.add_argument("--eval-rows", type=int, default=128)
-    parser.add_argument("--sft-rows", type=int, default=2048, help="as given to the quickstart run (held-out dedup)")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = parser.parse_args(argv)
     ray.init(address="local", num_cpus=max(args.ranks), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}})

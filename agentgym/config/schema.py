@@ -442,8 +442,8 @@ class PoolMappingConfig(Section):
     for a reward model with `reward_model.enable_resource_pool`. docs/scale.md"""
 
     actor_rollout: str | None = None  # the trainer's ranks (actor; colocated replicas live in them)
-    critic: str | None = None  # today: the actor's pool (the critic shares the actor's ranks)
-    ref: str | None = None  # today: the actor's pool (the reference shares the actor's ranks)
+    critic: str | None = None  # None: the actor's pool (in the actor's ranks); another pool: a worker group of its own
+    ref: str | None = None  # None: the actor's pool (in the actor's ranks); another pool: a worker group of its own
     reward_model: str | None = None
     rollout: str | None = None  # rollout.placement=separate: the replicas' Ray actors
 

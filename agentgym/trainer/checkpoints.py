@@ -8,13 +8,14 @@ complete), and a missing, empty or dangling pointer falls back to the newest com
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,12 @@ class CheckpointManager:
     the prompt iterator's position and the KL coefficient (`state`), and it restores the driver's random generators.
     """
 
-    def __init__(self, config: Any, workers: Callable[[], Any]):
+    def __init__(self, config: Any, workers: Callable[[], Any], role_groups: Callable[[], Sequence[Any]] = tuple):
+        """`workers`: the actor's group; `role_groups`: the groups of a critic or reference on a pool of its own,
+        which save and load their models into the same folder. Both are started lazily: looked up at each call."""
         self.config = config
-        self._workers = workers  # the worker group is started lazily: look it up at each call
+        self._workers = workers
+        self._role_groups = role_groups
         self.resumed_from: Path | None = None
         # Resolved once, here in the driver: workers on other nodes (other working directories) get absolute paths.
         self._root = Path(config.checkpoint_dir).expanduser().resolve()
@@ -116,6 +120,12 @@ class CheckpointManager:
     @property
     def root(self) -> Path:
         return self._root
+
+    async def _call_all(self, method: str, **kwargs: Any) -> list[Any]:
+        """`method` on every rank of every trainer group (each its own collective), the answers in one list."""
+        groups = [self._workers(), *self._role_groups()]
+        answers = await asyncio.gather(*(group.call(method, **kwargs) for group in groups))
+        return [answer for group in answers for answer in group]
 
     async def probe(self) -> None:
         """Check that every rank sees the checkpoint directory as the driver does: the driver writes a file there,
@@ -129,7 +139,7 @@ class CheckpointManager:
         probe = self.root / f".agentgym-probe-{token}"
         probe.write_text(token)
         try:
-            answers = await self._workers().call("probe_shared_dir", directory=str(self.root), token=token)
+            answers = await self._call_all("probe_shared_dir", directory=str(self.root), token=token)
             problems = []
             for answer in answers:
                 written = self.root / f".agentgym-probe-{token}-rank{answer['rank']}"
@@ -152,7 +162,7 @@ class CheckpointManager:
         path.mkdir(parents=True, exist_ok=True)
         (path / STATE_FILE).unlink(missing_ok=True)  # re-saving a step: incomplete until its state is written again
         contents = self.config.actor_rollout_ref.actor.checkpoint.save_contents
-        await self._workers().call("save_checkpoint", directory=str(path), with_optimizer="optimizer" in contents)
+        await self._call_all("save_checkpoint", directory=str(path), with_optimizer="optimizer" in contents)
         if "hf_model" in contents:
             from agentgym.trainer.hf_export import HF_DIR, export_hf_model
 
@@ -201,7 +211,7 @@ class CheckpointManager:
             raise ConfigError(f"{path} is not a complete checkpoint (no {STATE_FILE}).",
                               fix="point trainer.resume_from_path at a global_step_N folder, or resume_mode=disable")
         with_optim = "optimizer" in self.config.actor_rollout_ref.actor.checkpoint.load_contents
-        await self._workers().call("load_checkpoint", directory=str(path), with_optimizer=with_optim)
+        await self._call_all("load_checkpoint", directory=str(path), with_optimizer=with_optim)
         state = json.loads((path / STATE_FILE).read_text())
         rng = torch.load(path / RNG_FILE, weights_only=False)
         random.setstate(rng["python"])

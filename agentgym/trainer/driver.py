@@ -106,8 +106,11 @@ class RLTrainer:
         self.global_step = 0
         self.total_steps = self._total_steps()
         self.workers = workers
+        # The groups of a critic or reference that trainer.mapping puts on a pool of its own, by role ("ref",
+        # "critic"); a role not here runs in the actor's ranks (`self.workers`).
+        self.role_groups: dict[str, Any] = {}
         self.rollout_pool: Any = None  # rollout.placement=separate: workers.rollout_pool.RolloutPool
-        self.checkpoints = CheckpointManager(config, lambda: self.workers)
+        self.checkpoints = CheckpointManager(config, lambda: self.workers, lambda: self._own_role_groups())
         self._check_config()
         self.baselines = (GreedyBaselines(config, self.rewards, self.rollout)
                           if algo.needs_greedy_baseline(config.algorithm.adv_estimator) else None)
@@ -137,21 +140,38 @@ class RLTrainer:
             raise ConfigError("adv_estimator=gae needs a critic.", entry="critic.enable", fix="set critic.enable=true")
 
     def start_workers(self) -> None:
+        """The actor's ranks, and a worker group on its own pool for each critic or reference that
+        `trainer.mapping` places away from the actor (a group passed in as `workers=` is used as it is)."""
         if self.workers is None:
-            from agentgym.trainer.workers import start_worker_group
+            from agentgym.trainer.workers import start_role_groups, start_worker_group
 
             self.workers = start_worker_group(self.config, total_steps=self.total_steps)
+            try:
+                self.role_groups = start_role_groups(self.config, total_steps=self.total_steps)
+            except BaseException:
+                self.workers.shutdown()
+                self.workers = None
+                raise
 
     @property
     def world_size(self) -> int:
         return self.workers.world_size
 
+    def group_of(self, role: str) -> Any:
+        """The worker group whose ranks hold `role`'s model ("actor", "ref", "critic")."""
+        return self.role_groups.get(role, self.workers)
+
+    def _own_role_groups(self) -> list[Any]:
+        """The critic's and reference's groups of their own, each once (two roles may share one pool)."""
+        return list({id(g): g for g in self.role_groups.values()}.values())
+
     # ---- one step on given trajectories ----
-    async def _forward(self, batch: SampleBatch, method: str, max_len: int, micro: int | None, dynamic: bool,
-                       padded: bool, **kwargs) -> tuple[list, list]:
-        plans = plan_forward(batch, ["loss_mask"], self.world_size, max_token_len=max_len if dynamic else None,
+    async def _forward(self, group: Any, batch: SampleBatch, method: str, max_len: int, micro: int | None,
+                       dynamic: bool, padded: bool, **kwargs) -> tuple[list, list]:
+        """A forward pass over the batch, split over the ranks of `group` (the group that holds the model)."""
+        plans = plan_forward(batch, ["loss_mask"], group.world_size, max_token_len=max_len if dynamic else None,
                              micro_batch_size=micro, padded=padded)
-        outs = await self.workers.call(method, [(p,) for p in plans], **kwargs)
+        outs = await group.call(method, [(p,) for p in plans], **kwargs)
         return plans, outs
 
     async def train_step(self, trajectories: Sequence[Trajectory], step: int | None = None) -> dict[str, float]:
@@ -180,7 +200,7 @@ class RLTrainer:
             with timer.phase("old_log_prob"):
                 if arr.actor.recompute_old_log_prob:
                     plans, outs = await self._forward(
-                        batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
+                        self.workers, batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
                         arr.rollout.log_prob_micro_batch_size_per_gpu, arr.rollout.log_prob_use_dynamic_bsz,
                         padded, role="actor", with_entropy=True)
                     batch.set_ragged("old_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
@@ -196,14 +216,14 @@ class RLTrainer:
             if cfg.use_reference:
                 with timer.phase("ref"):
                     plans, outs = await self._forward(
-                        batch, "compute_log_prob", arr.ref.log_prob_max_token_len_per_gpu,
+                        self.group_of("ref"), batch, "compute_log_prob", arr.ref.log_prob_max_token_len_per_gpu,
                         arr.ref.log_prob_micro_batch_size_per_gpu, arr.ref.log_prob_use_dynamic_bsz, padded, role="ref")
                     batch.set_ragged("ref_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
             if cfg.use_critic:
                 with timer.phase("values"):
                     c = cfg.critic
                     plans, outs = await self._forward(
-                        batch, "compute_values", c.forward_max_token_len_per_gpu or c.ppo_max_token_len_per_gpu,
+                        self.group_of("critic"), batch, "compute_values", c.forward_max_token_len_per_gpu or c.ppo_max_token_len_per_gpu,
                         c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz, critic_padded)
                     batch.set_ragged("values", gather_outputs(plans, outs, len(batch)))
             with timer.phase("adv"):
@@ -212,13 +232,14 @@ class RLTrainer:
             if cfg.use_critic:
                 with timer.phase("update_critic"):
                     c = cfg.critic
-                    plans = plan_update(batch, ["values", "returns"], self.world_size,
+                    critic_group = self.group_of("critic")
+                    plans = plan_update(batch, ["values", "returns"], critic_group.world_size,
                                         groups_per_minibatch=c.ppo_mini_batch_size or groups_per_mb,
                                         max_token_len=c.ppo_max_token_len_per_gpu if c.use_dynamic_bsz else None,
                                         micro_batch_size=c.ppo_micro_batch_size_per_gpu,
                                         shuffle_seed=cfg.data.seed + step if c.shuffle else None,
                                         padded=critic_padded)
-                    sums = await self.workers.call("update_critic", [(p,) for p in plans])
+                    sums = await critic_group.call("update_critic", [(p,) for p in plans])
                     metrics.update(self._merge(sums))
             if step > cfg.trainer.critic_warmup:
                 with timer.phase("update_actor"):
@@ -321,7 +342,8 @@ class RLTrainer:
             self.start_workers()
         arr = self.config.actor_rollout_ref
         batch = SampleBatch.from_trajectories(trajectories, self._vision_processor(trajectories))
-        plans, outs = await self._forward(batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
+        plans, outs = await self._forward(self.workers, batch, "compute_log_prob",
+                                          arr.rollout.log_prob_max_token_len_per_gpu,
                                           arr.rollout.log_prob_micro_batch_size_per_gpu,
                                           arr.rollout.log_prob_use_dynamic_bsz, not arr.model.use_remove_padding,
                                           role="actor")
@@ -329,8 +351,11 @@ class RLTrainer:
 
     # ---- memory hand-over and memory per phase ----
     async def memory_mark(self, phase: str) -> dict[str, float]:
-        """`memory/<phase>/...` figures (the peak since the previous phase ended), the max over the ranks."""
-        return max_over_ranks(await self.workers.call("memory_mark", phase=phase))
+        """`memory/<phase>/...` figures (the peak since the previous phase ended), the max over the ranks of every
+        trainer group (the actor's and any critic's or reference's of its own)."""
+        marks = await asyncio.gather(*(g.call("memory_mark", phase=phase)
+                                       for g in [self.workers, *self._own_role_groups()]))
+        return max_over_ranks([m for group in marks for m in group])
 
     async def release_rollout_memory(self) -> None:
         """Colocated: the ranks' replicas free their KV caches now the step's rollout is over (they take them back
@@ -529,6 +554,9 @@ class RLTrainer:
         return trajectories, metrics
 
     def close(self) -> None:
+        for group in self._own_role_groups():
+            group.shutdown()
+        self.role_groups = {}
         if self.rollout_pool is not None:
             self.rollout_pool.shutdown()
             self.rollout_pool = None
@@ -543,6 +571,7 @@ class RLTrainer:
         await self.rewards.aclose()
         if abandon_workers:
             self.workers = None
+            self.role_groups = {}
         self.close()
 
 

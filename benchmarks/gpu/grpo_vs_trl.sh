@@ -13,22 +13,10 @@
 set -uo pipefail
 FINAL="${OUT:-/tmp/grpo_vs_trl_out}"
 OUT=${WORK:-/tmp/grpo_vs_trl_work}  # everything here; $OUT (few files come back) gets summary, versions and one archive
-mkdir -p "$OUT" "$FINAL" /tmp/site /tmp/ray_parts
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+mkdir -p "$OUT" "$FINAL"
+. benchmarks/gpu/device_env.sh
+device_env
 export AGENTGYM_MODEL_DIR=/tmp/agentgym_models
-PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade"
-
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PIP --target /tmp/site .whl/*.whl 2>&1 | grep -v -i "warning" | tail -3
-fi
-cp -n .whl_ray*/ray.part* /tmp/ray_parts/ 2>/dev/null || true
-if [ -f /tmp/ray_parts/ray.part00 ] && [ -f /tmp/ray_parts/ray.part01 ] && [ ! -d /tmp/site/ray ]; then
-  cat /tmp/ray_parts/ray.part00 /tmp/ray_parts/ray.part01 > /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
-  md5sum /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
-  $PIP --target /tmp/site /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl 2>&1 | grep -v -i warning | tail -3
-fi
-export PYTHONPATH="/tmp/site:$PWD"
 TRL_PYTHONPATH="$PYTHONPATH"
 if ! python3 -c "from trl import GRPOTrainer" >"$OUT/trl_import.txt" 2>&1; then
   if ls .whl_tf/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site_tf/transformers ]; then

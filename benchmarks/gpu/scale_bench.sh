@@ -23,22 +23,11 @@ case "$MODE" in
   *) echo "MODE must be colocated or separate, got $MODE"; exit 2 ;;
 esac
 FINAL="${OUT:-/tmp/scale_bench_out}"
-mkdir -p "$FINAL" /tmp/site /tmp/ray_parts
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade"
-ls .whl/*.whl >/dev/null 2>&1 && $PIP --target /tmp/site .whl/*.whl 2>&1 | grep -v -i warning | tail -3
-cp -n .whl_ray*/ray.part* /tmp/ray_parts/ 2>/dev/null || true
-if [ -f /tmp/ray_parts/ray.part00 ] && [ -f /tmp/ray_parts/ray.part01 ] && [ ! -d /tmp/site/ray ]; then
-  cat /tmp/ray_parts/ray.part00 /tmp/ray_parts/ray.part01 > /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
-  $PIP --target /tmp/site /tmp/ray_parts/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl 2>&1 | grep -v -i warning | tail -3
-fi
-export PYTHONPATH="/tmp/site:$PWD"
-python3 -c "import ray" 2>/dev/null || { echo "ray is not installed yet: carry .whl_ray0 in one call, then .whl_ray1"; exit 3; }
+mkdir -p "$FINAL"
+. benchmarks/gpu/device_env.sh
+device_env ray
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$FINAL/gpus_$TAG.txt"
-WORK=$(mktemp -d)
-MODEL=$(python3 -c "from agentgym.models import build_tiny_model; print(build_tiny_model('$WORK/models', size='$SIZE'))")
-python3 -m agentgym_envs.arithmetic.data --out "$WORK/train.jsonl" --rows $((64 * N))
+arithmetic_work "$SIZE" $((64 * N))
 timeout 540 python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
   actor_rollout_ref.model.path="$MODEL" data.train_files="$WORK/train.jsonl" \
   trainer.device=cuda trainer.n_gpus_per_node="$TRAIN_GPUS" $PLACE \

@@ -97,9 +97,18 @@ def test_mappings_this_trainer_cannot_run_name_the_key(tiny_model_dir):
     with pytest.raises(ConfigError, match="trainer.mapping.rollout=elsewhere names a pool"):
         plan_pools(_cfg(tiny_model_dir, "actor_rollout_ref.rollout.placement=separate",
                         "trainer.mapping.rollout=elsewhere"))
-    with pytest.raises(ConfigError, match="inside the actor's ranks"):
-        plan_pools(_cfg(tiny_model_dir, "critic.enable=true", "trainer.mapping.critic=critic_pool",
+    with pytest.raises(ConfigError, match="trainer.use_ray=false runs one in-process rank"):
+        plan_pools(_cfg(tiny_model_dir, "trainer.use_ray=false", "critic.enable=true", "trainer.mapping.critic=critic_pool",
                         "trainer.resource_pool_spec={global_pool: [1], critic_pool: [1]}"))
+    with pytest.raises(ConfigError, match="puts critic and rollout on one pool"):
+        plan_pools(_cfg(tiny_model_dir, "critic.enable=true",
+                        "actor_rollout_ref.rollout.placement=separate", "trainer.mapping.critic=rollout_pool"))
+    # A critic and a reference on one pool of their own: one group whose ranks build both.
+    plan = plan_pools(_cfg(tiny_model_dir, "critic.enable=true",
+                           "actor_rollout_ref.actor.use_kl_loss=true", "trainer.mapping.critic=aux_pool",
+                           "trainer.mapping.ref=aux_pool", "trainer.resource_pool_spec={global_pool: [1], aux_pool: [2]}"))
+    assert [(p.name, p.worker_roles, p.size) for p in plan.own_trainer_pools()] == [("aux_pool", ("ref", "critic"), 2)]
+    assert plan.pool_of("actor_rollout").worker_roles == ("actor",)
     with pytest.raises(ConfigError, match="colocated placement"):
         plan_pools(_cfg(tiny_model_dir, "actor_rollout_ref.rollout.placement=separate",
                         "trainer.mapping.rollout=global_pool"))

@@ -17,10 +17,7 @@ async def _run(config, trajectories, steps=3):
     offload = worker.actor.optimizer_offload
 
     def before_step(optimizer, args, kwargs):  # what the optimizer sees when it steps
-        seen_at_step.append({
-            "resident": offload.resident if offload is not None else True,
-            "ptrs": {k: v.data_ptr() for st in optimizer.state.values() for k, v in st.items() if k != "step"},
-        })
+        seen_at_step.append({"resident": offload.resident if offload is not None else True})
 
     worker.actor.optimizer.register_step_pre_hook(before_step)
     history, between = [], []
@@ -28,9 +25,6 @@ async def _run(config, trajectories, steps=3):
         for _ in range(steps):
             history.append(await trainer.train_step(trajectories))
             between.append(worker.optimizer_state_devices())
-            if offload is not None:
-                between[-1]["ptrs"] = {k: v.data_ptr() for st in worker.actor.optimizer.state.values()
-                                       for k, v in st.items() if k != "step"}
         weights = await trainer.actor_state_dict()
     finally:
         trainer.close()

@@ -118,28 +118,43 @@ def _check_cluster_fits(world_size: int, use_gpu: bool, cpus_per_worker: int) ->
                 "cluster with ray_kwargs.ray_init.address")
 
 
+def _start_ray(config: AgentGymConfig) -> bool:
+    """Connect to (or start) Ray as `ray_kwargs.ray_init` says; whether the ranks get GPUs."""
+    import ray
+    import torch
+
+    if not ray.is_initialized():
+        init = config.ray_kwargs.ray_init
+        ray.init(num_cpus=init.num_cpus, address=init.address, include_dashboard=False)
+    return config.trainer.device != "cpu" and torch.cuda.is_available()
+
+
+def _pool_group(config: AgentGymConfig, spec: PoolSpec, roles: tuple[str, ...], *, use_gpu: bool,
+                total_steps: int) -> RayWorkerGroup:
+    """Reserve `spec`'s placement group and start one rank per bundle building `roles`; nothing is left reserved
+    when a rank fails to start."""
+    pool = ResourcePool(spec, use_gpu=use_gpu, timeout_s=config.trainer.placement_timeout_s, tag=f"-{id(config):x}")
+    try:
+        return RayWorkerGroup(config, spec.size, total_steps=total_steps, roles=roles, pool=pool)
+    except BaseException:
+        pool.remove()
+        raise
+
+
 def start_worker_group(config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None):
-    """The ranks a run asks for: Ray actors (starting a local Ray when none is connected) or one in-process rank."""
+    """The actor's ranks a run asks for: Ray actors on the actor's pool (starting a local Ray when none is
+    connected), or one in-process rank. `roles` None: the models of every trainer role `trainer.mapping` puts on the
+    actor's pool; a critic or reference mapped elsewhere is `start_role_groups`'s."""
     if config.trainer.use_ray:
-        import ray
-
-        if not ray.is_initialized():
-            init = config.ray_kwargs.ray_init
-            ray.init(num_cpus=init.num_cpus, address=init.address, include_dashboard=False)
-        import torch
-
+        use_gpu = _start_ray(config)
         # Every pool of the run is checked against the cluster before anything is placed (a pool the cluster
         # cannot hold stops the run now, naming it); the trainer's pool is reserved here, the others by their roles.
         plan = plan_pools(config)
-        use_gpu = config.trainer.device != "cpu" and torch.cuda.is_available()
         check_pools_fit(plan, use_gpu)
-        pool = ResourcePool(plan.pool_of("actor_rollout"), use_gpu=use_gpu,
-                            timeout_s=config.trainer.placement_timeout_s, tag=f"-{id(config):x}")
-        try:
-            return RayWorkerGroup(config, config.world_size, total_steps=total_steps, roles=roles, pool=pool)
-        except BaseException:
-            pool.remove()
-            raise
+        spec = plan.pool_of("actor_rollout")
+        return _pool_group(config, spec, roles or spec.worker_roles, use_gpu=use_gpu, total_steps=total_steps)
+    if config.trainer.resource_pool_spec is not None or config.trainer.mapping.critic or config.trainer.mapping.ref:
+        plan_pools(config)  # a critic or reference mapped to a pool of its own needs Ray: say so by the key
     if config.world_size != 1:
         raise ConfigError(
             f"trainer.use_ray=false runs one rank but the config asks for {config.world_size}.",
@@ -150,3 +165,26 @@ def start_worker_group(config: AgentGymConfig, *, total_steps: int, roles: tuple
     # under its mixed-precision policy) as in a multi-GPU run, instead of fp32 weights under autocast.
     return LocalWorkerGroup(config, total_steps=total_steps, roles=roles,
                             distributed=device_type(config.trainer.device) == "cuda")
+
+
+def start_role_groups(config: AgentGymConfig, *, total_steps: int) -> dict[str, RayWorkerGroup]:
+    """The worker groups of the trainer roles `trainer.mapping` puts on a pool other than the actor's, by role
+    ("ref", "critic"): one group per such pool, whose every rank builds all of that pool's roles (verl's resource-pool
+    manager: the roles of one pool share its processes). Empty when every trainer role is on the actor's pool.
+
+    Called after `start_worker_group`, which checked every pool against the cluster; each group has its own process
+    group, so its collectives (FSDP's, the critic's gradient all-reduce) never wait on the actor's ranks."""
+    if not config.trainer.use_ray:
+        return {}
+    plan = plan_pools(config)
+    use_gpu = _start_ray(config)
+    groups: dict[str, RayWorkerGroup] = {}
+    try:
+        for spec in plan.own_trainer_pools():
+            group = _pool_group(config, spec, spec.worker_roles, use_gpu=use_gpu, total_steps=total_steps)
+            groups.update({role: group for role in spec.worker_roles})
+    except BaseException:
+        for group in {id(g): g for g in groups.values()}.values():
+            group.shutdown()
+        raise
+    return groups

@@ -4,7 +4,9 @@ mapping)` does.
 
 A pool is `[gpus on node 1, gpus on node 2, ...]` (`trainer.resource_pool_spec`, verl's shape); each role names
 its pool in `trainer.mapping`. Roles on one pool share its devices (colocated); a role on a pool of its own gets
-other devices (separate). Each pool the trainer starts actors on is one Ray placement group of one bundle per GPU
+other devices (separate). As in verl, the trainer roles of one pool (actor, reference, critic) live side by side in
+each rank of that pool's one worker group: a critic or reference mapped away from the actor gets a worker group of
+its own on its pool (`group.start_role_groups`). Each pool the trainer starts actors on is one Ray placement group of one bundle per GPU
 (one CPU slot on a CPU run), packed onto as few nodes as fit, with its actors numbered node by node.
 
 Why check before reserving: Ray waits forever for a placement group the cluster cannot hold. The plan of every
@@ -22,6 +24,8 @@ from agentgym.errors import ConfigError
 GLOBAL_POOL = "global_pool"
 ROLLOUT_POOL = "rollout_pool"
 REWARD_POOL = "reward_pool"
+# The models a trainer rank builds (TrainWorker's roles), by the mapping's role names, in the order it builds them.
+WORKER_ROLES = {"actor_rollout": "actor", "ref": "ref", "critic": "critic"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,12 @@ class PoolSpec:
     def size(self) -> int:
         return sum(self.per_node)
 
+    @property
+    def worker_roles(self) -> tuple[str, ...]:
+        """The models each trainer rank on this pool builds (`TrainWorker.setup`'s roles); () for a pool of no
+        trainer role (rollout replicas, a reward model)."""
+        return tuple(worker for role, worker in WORKER_ROLES.items() if role in self.roles)
+
 
 @dataclass(frozen=True)
 class PoolPlan:
@@ -46,6 +56,11 @@ class PoolPlan:
 
     def pool_of(self, role: str) -> PoolSpec:
         return self.pools[self.role_pool[role]]
+
+    def own_trainer_pools(self) -> list[PoolSpec]:
+        """The pools other than the actor's that hold trainer roles: a critic or reference on devices of its own."""
+        actor = self.role_pool["actor_rollout"]
+        return [p for name, p in self.pools.items() if name != actor and p.worker_roles]
 
 
 def plan_pools(config: AgentGymConfig) -> PoolPlan:
@@ -62,11 +77,11 @@ def plan_pools(config: AgentGymConfig) -> PoolPlan:
         name = getattr(mapping, role)
         if used:
             role_pool[role] = name or actor_pool
-        if used and role_pool[role] != actor_pool:
+        if used and role_pool[role] != actor_pool and not t.use_ray:
             raise ConfigError(
-                f"trainer.mapping.{role}={name} puts the {role} on a pool other than the actor's ({actor_pool}); "
-                f"this trainer runs the {role} inside the actor's ranks.", entry=f"trainer.mapping.{role}",
-                fix=f"map it to {actor_pool} (or leave it out)")
+                f"trainer.mapping.{role}={name} puts the {role} on a pool other than the actor's ({actor_pool}), "
+                "which runs it in Ray actors of its own, but trainer.use_ray=false runs one in-process rank.",
+                entry=f"trainer.mapping.{role}", fix=f"set trainer.use_ray=true, or map the {role} to {actor_pool}")
     if config.separate_rollout:
         role_pool["rollout"] = mapping.rollout or ROLLOUT_POOL
         defaults.setdefault(ROLLOUT_POOL, [rollout.n_gpus_per_node] * rollout.nnodes)
@@ -112,6 +127,15 @@ def plan_pools(config: AgentGymConfig) -> PoolPlan:
     roles_by_pool: dict[str, list[str]] = {}
     for role, name in role_pool.items():
         roles_by_pool.setdefault(name, []).append(role)
+    for name, roles in roles_by_pool.items():
+        trainer_roles = [r for r in roles if r in ("critic", "ref")]
+        others = [r for r in roles if r in ("rollout", "reward_model")]
+        if name != actor_pool and trainer_roles and others:
+            raise ConfigError(
+                f"trainer.mapping puts {'+'.join(trainer_roles)} and {'+'.join(others)} on one pool ({name}); a "
+                "critic or reference shares devices only with the actor (each pool of its own is one placement "
+                "group for one worker group).", entry=f"trainer.mapping.{trainer_roles[0]}",
+                fix=f"map {trainer_roles[0]} to {actor_pool}, or to a pool of its own in trainer.resource_pool_spec")
     pools = {name: PoolSpec(name, tuple(per_node), tuple(roles_by_pool[name])) for name, per_node in spec.items()}
     return PoolPlan(pools, role_pool)
 

@@ -1,4 +1,5 @@
-"""One trainer rank: actor (+ reference, + critic) models on one device, plain or inside a Ray actor."""
+"""One trainer rank: the models of its pool's roles (actor, reference, critic) on one device, plain or inside a Ray
+actor."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ class TrainWorker:
         self._sync_plan: BroadcastPlan | None = None  # separate rollout pool: the broadcast's layout
         self._sync_group: SyncGroup | None = None  # rank 0's group with the rollout pool's replicas
         self.memory: PhaseMemory | None = None
+        self.roles: tuple[str, ...] = ()
 
     def address(self) -> str:
         return free_address()
@@ -85,6 +87,7 @@ class TrainWorker:
                                     timeout=timedelta(minutes=30))
         if roles is None:
             roles = ("actor",) + (("ref",) if cfg.use_reference else ()) + (("critic",) if cfg.use_critic else ())
+        self.roles = tuple(roles)
         arr = cfg.actor_rollout_ref
         # Same seed everywhere: any freshly initialised weights (the critic's value head) match across ranks.
         torch.manual_seed(cfg.data.seed)
@@ -112,7 +115,13 @@ class TrainWorker:
         return model.compute_log_prob(micro_batches, temperature=temperature, with_entropy=with_entropy)
 
     def compute_values(self, micro_batches: list[MicroBatch]) -> list[torch.Tensor]:
-        return self.critic.compute_values(micro_batches)
+        return self._critic().compute_values(micro_batches)
+
+    def _critic(self) -> ValueRole:
+        if self.critic is None:
+            raise RuntimeError(f"this worker ({'+'.join(self.roles)}) has no critic; enable it in the config "
+                               "(critic.enable), or call the group trainer.mapping.critic places it in")
+        return self.critic
 
     # ---- updates ----
     def _loss_scale_factor(self) -> float:
@@ -128,8 +137,9 @@ class TrainWorker:
     def update_critic(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
         c = self.config.critic
         actor = self.config.actor_rollout_ref.actor
-        with self.critic.optimizer_resident():
-            return self.critic.update_critic(
+        critic = self._critic()
+        with critic.optimizer_resident():
+            return critic.update_critic(
                 minibatches, c, loss_agg_mode=c.loss_agg_mode or actor.loss_agg_mode,
                 ppo_epochs=c.ppo_epochs or actor.ppo_epochs, loss_scale_factor=self._loss_scale_factor(),
             )
@@ -271,7 +281,7 @@ class TrainWorker:
             "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
-        torch.save(rng, root / f"rng_rank{self.rank}.pt")
+        torch.save(rng, root / self._rng_file())
 
     def load_checkpoint(self, directory: str, with_optimizer: bool = True) -> None:
         root = Path(directory)
@@ -280,7 +290,7 @@ class TrainWorker:
             if role is not None:
                 with role.optimizer_resident():
                     role.load(root / name, with_optimizer=with_optimizer)
-        rng_file = root / f"rng_rank{self.rank}.pt"
+        rng_file = root / self._rng_file()
         if rng_file.exists():
             rng = torch.load(rng_file, weights_only=False)
             random.setstate(rng["python"])
@@ -288,6 +298,13 @@ class TrainWorker:
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def _rng_file(self) -> str:
+        """This rank's random-generator file: the actor's ranks keep the historical name; the ranks of a critic or
+        reference group of its own (same rank numbers, same checkpoint folder) are named by their roles."""
+        if self.actor is not None:
+            return f"rng_rank{self.rank}.pt"
+        return f"rng_{'+'.join(self.roles)}_rank{self.rank}.pt"
 
     def barrier(self) -> None:
         if dist.is_initialized():
