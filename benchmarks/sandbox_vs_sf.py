@@ -375,14 +375,17 @@ def table(levels: list[Level], bare: dict[str, tuple[float, float]]) -> str:
 
 
 def ratios(levels: list[Level]) -> str:
+    """Per workload and level: each server's median req/s over its rounds, and their ratio (rounds are
+    interleaved A B, B A, ..., so the median is robust to a round hit by other work on the machine)."""
     out = []
     keys = sorted({(lv.workload, lv.in_flight) for lv in levels}, key=lambda k: (k[0], k[1]))
     for workload, c in keys:
         ours = [lv.runs / lv.wall_s for lv in levels if lv.server == "ours" and (lv.workload, lv.in_flight) == (workload, c)]
         sf = [lv.runs / lv.wall_s for lv in levels if lv.server != "ours" and (lv.workload, lv.in_flight) == (workload, c)]
         if ours and sf:
-            out.append(f"{workload} at {c} in flight: ours/SF req/s = {statistics.mean(ours) / statistics.mean(sf):.2f}x "
-                       f"(per round: {', '.join(f'{o / s:.2f}' for o, s in zip(ours, sf))})")
+            o, s = statistics.median(ours), statistics.median(sf)
+            out.append(f"{workload} at {c} in flight: median req/s ours {o:.1f}, SF {s:.1f}: ours/SF = {o / s:.2f}x "
+                       f"(per round: {', '.join(f'{a / b:.2f}' for a, b in zip(ours, sf))})")
     return "\n".join(out)
 
 

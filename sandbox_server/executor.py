@@ -22,6 +22,7 @@ from .languages import PCH_MOUNT, LanguageSpec
 from .models import (CaseResult, CommandRunResult, CommandRunStatus, RunCasesRequest, RunCasesResponse,
                      RunCodeRequest, RunCodeResponse, RunStatus, derive_run_status, output_matches)
 from .pch import PchBuilder
+from .jvm_cds import JVM_MOUNT, JavacArchive
 from .ts_snapshot import RUNTIME_MOUNT, TsSnapshot
 from .node_zygote import MIN_MEMORY_BYTES as _WARM_NODE_MIN_MEMORY, NODE_MOUNT, NodeZygoteFiles, run_spec as node_run_spec
 from .settings import SandboxSettings
@@ -123,6 +124,8 @@ class CodeExecutor:
         self.ts: Optional[TsSnapshot] = None
         self._ts_task: Optional[asyncio.Task] = None
         self._node_files: Optional[NodeZygoteFiles] = None
+        self.javac: Optional[JavacArchive] = None
+        self._javac_task: Optional[asyncio.Task] = None
         if isinstance(runner, BwrapRunner):
             self._set_up_warm_state(runner)
 
@@ -160,6 +163,16 @@ class CodeExecutor:
                 runner.ro_binds.append((str(self._node_files.root), NODE_MOUNT))
             except OSError as e:
                 logger.warning("the node fork server is off: %s", e)
+        java = languages.get("java")
+        if settings.java_class_data_sharing and java is not None and java.compile is not None:
+            try:
+                self.javac = JavacArchive(self._warm_root(settings.runtime_cache_root, "runtime"),
+                                          toolchain_identity(java.needs, settings.sandbox_path), java.compile,
+                                          settings.sandbox_path)
+                runner.ro_binds.append((str(self.javac.root), JVM_MOUNT))
+            except OSError as e:
+                logger.warning("the javac class-data archive is off: %s", e)
+                self.javac = None
         ts_spec = languages.get("typescript")
         if settings.typescript_snapshot and ts_spec is not None:
             argv = list(ts_spec.compile or ())
@@ -180,6 +193,8 @@ class CodeExecutor:
             self._pch_task = asyncio.get_running_loop().create_task(self.pch.build())
         if self.ts is not None:
             self._ts_task = asyncio.get_running_loop().create_task(self.ts.build())
+        if self.javac is not None:
+            self._javac_task = asyncio.get_running_loop().create_task(self.javac.build())
         size = self.settings.warm_pool_size_resolved()
         if not isinstance(self.runner, BwrapRunner) or size <= 0:
             return
@@ -285,7 +300,7 @@ class CodeExecutor:
                                   f"{r.step.outcome.stdout[:200]!r}, stderr {r.step.outcome.stderr[-2000:]!r}")
 
     async def aclose(self) -> None:
-        for task in (self._pch_task, self._ts_task):
+        for task in (self._pch_task, self._ts_task, self._javac_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -443,6 +458,8 @@ class CodeExecutor:
         forked_tsc = spec.name == "typescript" and self.tsc_pool is not None and memory >= _WARM_NODE_MIN_MEMORY
         if spec.name == "typescript" and self.ts is not None and (self.ts.ready or forked_tsc):
             compile_argv = self.ts.compile_argv()  # the warm tsc: same options, same output (ts_snapshot.js)
+        if spec.name == "java" and self.javac is not None and self.javac.ready:
+            compile_argv = self.javac.compile_argv()  # javac's classes mapped from the archive: same class files
         key = None
         if self.cache is not None:
             key = cache_key(language=spec.name, compile_argv=compile_argv, run_argv=spec.run_argv(request.args,
