@@ -455,7 +455,9 @@ class CodeExecutor:
             return _Compiled(CommandRunResult(status=CommandRunStatus.Error, return_code=1,
                                               stderr="Object name not found."), [], inputs)
         compile_argv = spec.compile
-        forked_tsc = spec.name == "typescript" and self.tsc_pool is not None and memory >= _WARM_NODE_MIN_MEMORY
+        # A forked compile writes ~10-30 MB of its own (the compiler's heap is the zygote's), so it fits limits under
+        # which the snapshot or tsc, which build that heap themselves (~200 MB), are killed.
+        forked_tsc = spec.name == "typescript" and self.tsc_pool is not None and memory >= _WARM_MIN_MEMORY
         if spec.name == "typescript" and self.ts is not None and (self.ts.ready or forked_tsc):
             compile_argv = self.ts.compile_argv()  # the warm tsc: same options, same output (ts_snapshot.js)
         if spec.name == "java" and self.javac is not None and self.javac.ready:
