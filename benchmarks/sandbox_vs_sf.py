@@ -382,7 +382,11 @@ def ratios(levels: list[Level]) -> str:
     for workload, c in keys:
         ours = [lv.runs / lv.wall_s for lv in levels if lv.server == "ours" and (lv.workload, lv.in_flight) == (workload, c)]
         sf = [lv.runs / lv.wall_s for lv in levels if lv.server != "ours" and (lv.workload, lv.in_flight) == (workload, c)]
-        if ours and sf:
+        bad = {name: sum(lv.errors + lv.wrong for lv in levels if (lv.server == "ours") == (name == "ours")
+                         and (lv.workload, lv.in_flight) == (workload, c)) for name in ("ours", "SF")}
+        if any(bad.values()):
+            out.append(f"{workload} at {c} in flight: no comparison, answers failed or wrong: {bad}")
+        elif ours and sf:
             o, s = statistics.median(ours), statistics.median(sf)
             out.append(f"{workload} at {c} in flight: median req/s ours {o:.1f}, SF {s:.1f}: ours/SF = {o / s:.2f}x "
                        f"(per round: {', '.join(f'{a / b:.2f}' for a, b in zip(ours, sf))})")
