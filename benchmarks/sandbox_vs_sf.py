@@ -14,6 +14,7 @@ Each server runs in a cpuacct cgroup of its own, so CPU per run counts everythin
 the program). Load is back to back (no idle gaps): `level` workers each send the next request as soon as the
 last one is answered. For each workload, level and round the two servers run in the order A B, then B A, so
 machine load drifts hit both alike. A run counts as correct when the status is Success and stdout is exact.
+The ratios are of medians over the rounds; a level where either server answered wrongly gets no ratio.
 
 Compiled workloads send a different program each time (a unique comment line), so neither server's compile cache
 (ours; Sandbox Fusion has none) answers: they measure the compiler path. `cpp_same` sends the same program every
