@@ -18,7 +18,8 @@ The ratios are of medians over the rounds; a level where either server answered 
 
 Compiled workloads send a different program each time (a unique comment line), so neither server's compile cache
 (ours; Sandbox Fusion has none) answers: they measure the compiler path. `cpp_same` sends the same program every
-time (a GRPO group's identical samples, retries). `cpp_cases` judges one bits/stdc++.h program against 10
+time (a GRPO group's identical samples, retries), and so do `typescript_same`, `java_same`, `go_same` and
+`rust_same`. `cpp_cases` judges one bits/stdc++.h program against 10
 stdin/expected-output cases: ours in one `/run_cases` request (compiled once), Sandbox Fusion in 10 `/run_code`
 requests one after the other (what a client of it does); its req/s counts programs judged. `typescript` on
 Sandbox Fusion needs `tsx` on its PATH (`npm install --prefix DIR tsx`, then `--sf-extra-path DIR/node_modules/.bin`).
@@ -73,12 +74,19 @@ WORKLOADS = {
     "java": ({"language": "java", "code": JAVA_HELLO}, "hello\n", True),
     "go": ({"language": "go", "code": GO_HELLO}, "hello\n", True),
     "rust": ({"language": "rust", "code": RUST_HELLO}, "hello\n", True),
+    # The same program every time (a GRPO group's identical samples, retries): our compile cache answers.
+    "typescript_same": ({"language": "typescript", "code": TS_HELLO}, "hello\n", False),
+    "java_same": ({"language": "java", "code": JAVA_HELLO}, "hello\n", False),
+    "go_same": ({"language": "go", "code": GO_HELLO}, "hello\n", False),
+    "rust_same": ({"language": "rust", "code": RUST_HELLO}, "hello\n", False),
 }
 _COMPILED = {1: 8, 8: 24, 64: 64}
 RUNS = {"python": {1: 100, 8: 240, 64: 384}, "nodejs": {1: 40, 8: 96, 64: 192}, "cpp": _COMPILED,
         "cpp_same": {1: 20, 8: 64, 64: 128}, "cpp_cases": {1: 4, 8: 16, 64: 64}, "typescript": _COMPILED,
-        "java": _COMPILED, "go": _COMPILED, "rust": _COMPILED}
-COMPILED = {"cpp", "cpp_same", "cpp_cases", "typescript", "java", "go", "rust"}
+        "java": _COMPILED, "go": _COMPILED, "rust": _COMPILED,
+        **{f"{lang}_same": {1: 16, 8: 48} for lang in ("typescript", "java", "go", "rust")}}
+COMPILED = {"cpp", "cpp_same", "cpp_cases", "typescript", "java", "go", "rust", "typescript_same", "java_same",
+            "go_same", "rust_same"}
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
