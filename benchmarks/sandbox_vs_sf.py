@@ -14,10 +14,12 @@ Each server runs in a cpuacct cgroup of its own, so CPU per run counts everythin
 the program). Load is back to back (no idle gaps): `level` workers each send the next request as soon as the
 last one is answered. For each workload, level and round the two servers run in the order A B, then B A, so
 machine load drifts hit both alike. A run counts as correct when the status is Success and stdout is exact.
+The ratios are of medians over the rounds; a level where either server answered wrongly gets no ratio.
 
 Compiled workloads send a different program each time (a unique comment line), so neither server's compile cache
 (ours; Sandbox Fusion has none) answers: they measure the compiler path. `cpp_same` sends the same program every
-time (a GRPO group's identical samples, retries). `cpp_cases` judges one bits/stdc++.h program against 10
+time (a GRPO group's identical samples, retries), and so do `typescript_same`, `java_same`, `go_same` and
+`rust_same`. `cpp_cases` judges one bits/stdc++.h program against 10
 stdin/expected-output cases: ours in one `/run_cases` request (compiled once), Sandbox Fusion in 10 `/run_code`
 requests one after the other (what a client of it does); its req/s counts programs judged. `typescript` on
 Sandbox Fusion needs `tsx` on its PATH (`npm install --prefix DIR tsx`, then `--sf-extra-path DIR/node_modules/.bin`).
@@ -72,12 +74,19 @@ WORKLOADS = {
     "java": ({"language": "java", "code": JAVA_HELLO}, "hello\n", True),
     "go": ({"language": "go", "code": GO_HELLO}, "hello\n", True),
     "rust": ({"language": "rust", "code": RUST_HELLO}, "hello\n", True),
+    # The same program every time (a GRPO group's identical samples, retries): our compile cache answers.
+    "typescript_same": ({"language": "typescript", "code": TS_HELLO}, "hello\n", False),
+    "java_same": ({"language": "java", "code": JAVA_HELLO}, "hello\n", False),
+    "go_same": ({"language": "go", "code": GO_HELLO}, "hello\n", False),
+    "rust_same": ({"language": "rust", "code": RUST_HELLO}, "hello\n", False),
 }
 _COMPILED = {1: 8, 8: 24, 64: 64}
 RUNS = {"python": {1: 100, 8: 240, 64: 384}, "nodejs": {1: 40, 8: 96, 64: 192}, "cpp": _COMPILED,
         "cpp_same": {1: 20, 8: 64, 64: 128}, "cpp_cases": {1: 4, 8: 16, 64: 64}, "typescript": _COMPILED,
-        "java": _COMPILED, "go": _COMPILED, "rust": _COMPILED}
-COMPILED = {"cpp", "cpp_same", "cpp_cases", "typescript", "java", "go", "rust"}
+        "java": _COMPILED, "go": _COMPILED, "rust": _COMPILED,
+        **{f"{lang}_same": {1: 16, 8: 48} for lang in ("typescript", "java", "go", "rust")}}
+COMPILED = {"cpp", "cpp_same", "cpp_cases", "typescript", "java", "go", "rust", "typescript_same", "java_same",
+            "go_same", "rust_same"}
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -375,14 +384,21 @@ def table(levels: list[Level], bare: dict[str, tuple[float, float]]) -> str:
 
 
 def ratios(levels: list[Level]) -> str:
+    """Per workload and level: each server's median req/s over its rounds, and their ratio (rounds are
+    interleaved A B, B A, ..., so the median is robust to a round hit by other work on the machine)."""
     out = []
     keys = sorted({(lv.workload, lv.in_flight) for lv in levels}, key=lambda k: (k[0], k[1]))
     for workload, c in keys:
         ours = [lv.runs / lv.wall_s for lv in levels if lv.server == "ours" and (lv.workload, lv.in_flight) == (workload, c)]
         sf = [lv.runs / lv.wall_s for lv in levels if lv.server != "ours" and (lv.workload, lv.in_flight) == (workload, c)]
-        if ours and sf:
-            out.append(f"{workload} at {c} in flight: ours/SF req/s = {statistics.mean(ours) / statistics.mean(sf):.2f}x "
-                       f"(per round: {', '.join(f'{o / s:.2f}' for o, s in zip(ours, sf))})")
+        bad = {name: sum(lv.errors + lv.wrong for lv in levels if (lv.server == "ours") == (name == "ours")
+                         and (lv.workload, lv.in_flight) == (workload, c)) for name in ("ours", "SF")}
+        if any(bad.values()):
+            out.append(f"{workload} at {c} in flight: no comparison, answers failed or wrong: {bad}")
+        elif ours and sf:
+            o, s = statistics.median(ours), statistics.median(sf)
+            out.append(f"{workload} at {c} in flight: median req/s ours {o:.1f}, SF {s:.1f}: ours/SF = {o / s:.2f}x "
+                       f"(per round: {', '.join(f'{a / b:.2f}' for a, b in zip(ours, sf))})")
     return "\n".join(out)
 
 

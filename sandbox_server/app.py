@@ -148,9 +148,12 @@ def create_app(settings: Optional[SandboxSettings] = None, executor: Optional[Co
                 "fork_phases": ex.pool.phases.summary() if ex.pool is not None else {},
                 "node_pool": ex.node_pool.pool_state() if ex.node_pool is not None else None,
                 "node_phases": ex.node_pool.phases.summary() if ex.node_pool is not None else {},
+                "tsc_pool": ex.tsc_pool.pool_state() if ex.tsc_pool is not None else None,
+                "tsc_phases": ex.tsc_pool.phases.summary() if ex.tsc_pool is not None else {},
                 "compile_cache": ex.cache.stats() if ex.cache is not None else None,
                 "precompiled_headers": ex.pch.summary() if ex.pch is not None else None,
-                "typescript_snapshot": ex.ts.summary() if ex.ts is not None else None}
+                "typescript_snapshot": ex.ts.summary() if ex.ts is not None else None,
+                "javac_archive": ex.javac.summary() if ex.javac is not None else None}
 
     async def admitted(request: Request, body: RunCodeRequest, run: Callable[[], Awaitable[BaseModel]],
                        failed: Callable[[str], BaseModel]):

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .compile_cache import CompileArtifacts, CompileCache, cache_key, toolchain_identity
 from .explain import StepLimits, kill_reason, step_notes, with_notes
@@ -22,6 +22,7 @@ from .languages import PCH_MOUNT, LanguageSpec
 from .models import (CaseResult, CommandRunResult, CommandRunStatus, RunCasesRequest, RunCasesResponse,
                      RunCodeRequest, RunCodeResponse, RunStatus, derive_run_status, output_matches)
 from .pch import PchBuilder
+from .jvm_cds import JVM_MOUNT, JavacArchive
 from .ts_snapshot import RUNTIME_MOUNT, TsSnapshot
 from .node_zygote import MIN_MEMORY_BYTES as _WARM_NODE_MIN_MEMORY, NODE_MOUNT, NodeZygoteFiles, run_spec as node_run_spec
 from .settings import SandboxSettings
@@ -107,6 +108,7 @@ class CodeExecutor:
         self.languages = languages
         self.pool: Optional[ForkServer] = None
         self.node_pool: Optional[ForkServer] = None  # runs forked from one started node (node_zygote.py)
+        self.tsc_pool: Optional[ForkServer] = None  # typescript compiles forked from a node with tsc loaded
         self._pool_start: Optional[asyncio.Task] = None
         self._cleanups: set[asyncio.Task] = set()
         settings.work_root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,8 @@ class CodeExecutor:
         self.ts: Optional[TsSnapshot] = None
         self._ts_task: Optional[asyncio.Task] = None
         self._node_files: Optional[NodeZygoteFiles] = None
+        self.javac: Optional[JavacArchive] = None
+        self._javac_task: Optional[asyncio.Task] = None
         if isinstance(runner, BwrapRunner):
             self._set_up_warm_state(runner)
 
@@ -159,6 +163,16 @@ class CodeExecutor:
                 runner.ro_binds.append((str(self._node_files.root), NODE_MOUNT))
             except OSError as e:
                 logger.warning("the node fork server is off: %s", e)
+        java = languages.get("java")
+        if settings.java_class_data_sharing and java is not None and java.compile is not None:
+            try:
+                self.javac = JavacArchive(self._warm_root(settings.runtime_cache_root, "runtime"),
+                                          toolchain_identity(java.needs, settings.sandbox_path), java.compile,
+                                          settings.sandbox_path)
+                runner.ro_binds.append((str(self.javac.root), JVM_MOUNT))
+            except OSError as e:
+                logger.warning("the javac class-data archive is off: %s", e)
+                self.javac = None
         ts_spec = languages.get("typescript")
         if settings.typescript_snapshot and ts_spec is not None:
             argv = list(ts_spec.compile or ())
@@ -179,6 +193,8 @@ class CodeExecutor:
             self._pch_task = asyncio.get_running_loop().create_task(self.pch.build())
         if self.ts is not None:
             self._ts_task = asyncio.get_running_loop().create_task(self.ts.build())
+        if self.javac is not None:
+            self._javac_task = asyncio.get_running_loop().create_task(self.javac.build())
         size = self.settings.warm_pool_size_resolved()
         if not isinstance(self.runner, BwrapRunner) or size <= 0:
             return
@@ -220,13 +236,7 @@ class CodeExecutor:
         except OSError as e:
             logger.warning("the node fork server is off (%s); nodejs runs exec node per run", e)
             return
-        node = ForkServer(self.runner, self.workdirs, self._env(self.languages["nodejs"]),
-                          size=self.settings.node_pool_size_resolved(),
-                          idle_memory_bytes=self.settings.memory_limit_bytes(-1),
-                          template_memory_bytes=self.settings.memory_limit_bytes(-1),
-                          template_pids=max(self.settings.pids_limit,
-                                            4 * (self.settings.node_pool_size_resolved() + self.settings.max_concurrency) + 16),
-                          template_argv=files.argv)
+        node = self._node_fork_server(files.argv, self._env(self.languages["nodejs"]))
         try:
             await node.start()
             await self._check_node_pool(node)
@@ -236,6 +246,44 @@ class CodeExecutor:
             await node.aclose()
             return
         self.node_pool = node
+        if self.ts is not None and self.settings.typescript_fork_server:
+            await self._start_tsc_pool(files, self.ts)
+
+    def _node_fork_server(self, argv: Callable[[int], list[str]], env: dict[str, str]) -> ForkServer:
+        assert isinstance(self.runner, BwrapRunner)
+        size = self.settings.node_pool_size_resolved()
+        return ForkServer(self.runner, self.workdirs, env, size=size,
+                          idle_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_memory_bytes=self.settings.memory_limit_bytes(-1),
+                          template_pids=max(self.settings.pids_limit, 4 * (size + self.settings.max_concurrency) + 16),
+                          template_argv=argv)
+
+    async def _start_tsc_pool(self, files: NodeZygoteFiles, ts: TsSnapshot) -> None:
+        """A third template, the tsc fork server: node_zygote.js with the compiler loaded and warmed
+        (ts_snapshot.js as its warm module), so a typescript compile is a fork that checks and emits the program.
+        It must compile a program with a type error exactly as the snapshot's main does before it serves; without
+        it typescript compiles through the snapshot (or tsc)."""
+        tsc = self._node_fork_server(lambda fd: [*files.argv(fd), ts.fork_server_script],
+                                     {**self._env(self.languages["typescript"]), **ts.env()})
+        try:
+            await tsc.start()
+            sandbox = await tsc.acquire()
+            if sandbox is None:
+                raise ForkServerError("no prepared run")
+            r = await tsc.run(sandbox, spec=node_run_spec("main.ts", ["main.ts"], self._env(self.languages["typescript"])),
+                              inputs=[("main.ts", b'const n: number = "x";\nconsole.log(n);\n')], stdin=None,
+                              timeout=60, memory_bytes=self.settings.memory_limit_bytes(-1), fetch=["main.js"],
+                              fetch_budget=1 << 20)
+            out = r.step.outcome
+            if out.return_code != 2 or b"TS2322" not in out.stdout or r.files.get("main.js") != b'const n = "x";\nconsole.log(n);\n':
+                raise ForkServerError(f"its self-test compile failed: rc {out.return_code}, stdout {out.stdout[-1000:]!r}, "
+                                      f"stderr {out.stderr[-2000:]!r}, main.js {r.files.get('main.js')!r}")
+        except Exception as e:
+            logger.warning("the tsc fork server could not start (%s: %s); typescript compiles through the snapshot",
+                           type(e).__name__, e)
+            await tsc.aclose()
+            return
+        self.tsc_pool = tsc
 
     async def _check_node_pool(self, node: ForkServer) -> None:
         """One run through the node fork server before any request relies on it: a program whose garbage
@@ -252,13 +300,13 @@ class CodeExecutor:
                                   f"{r.step.outcome.stdout[:200]!r}, stderr {r.step.outcome.stderr[-2000:]!r}")
 
     async def aclose(self) -> None:
-        for task in (self._pch_task, self._ts_task):
+        for task in (self._pch_task, self._ts_task, self._javac_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if self._pool_start is not None:  # not cancelled: that could leave a half-started child (see ForkServer.aclose)
             await asyncio.gather(self._pool_start, return_exceptions=True)
-        for pool in (self.pool, self.node_pool):
+        for pool in (self.pool, self.node_pool, self.tsc_pool):
             if pool is not None:
                 await pool.aclose()
         await self.runner.drain()
@@ -407,8 +455,13 @@ class CodeExecutor:
             return _Compiled(CommandRunResult(status=CommandRunStatus.Error, return_code=1,
                                               stderr="Object name not found."), [], inputs)
         compile_argv = spec.compile
-        if spec.name == "typescript" and self.ts is not None and self.ts.ready:
+        # A forked compile writes ~10-30 MB of its own (the compiler's heap is the zygote's), so it fits limits under
+        # which the snapshot or tsc, which build that heap themselves (~200 MB), are killed.
+        forked_tsc = spec.name == "typescript" and self.tsc_pool is not None and memory >= _WARM_MIN_MEMORY
+        if spec.name == "typescript" and self.ts is not None and (self.ts.ready or forked_tsc):
             compile_argv = self.ts.compile_argv()  # the warm tsc: same options, same output (ts_snapshot.js)
+        if spec.name == "java" and self.javac is not None and self.javac.ready:
+            compile_argv = self.javac.compile_argv()  # javac's classes mapped from the archive: same class files
         key = None
         if self.cache is not None:
             key = cache_key(language=spec.name, compile_argv=compile_argv, run_argv=spec.run_argv(request.args,
@@ -422,8 +475,12 @@ class CodeExecutor:
                 return _Compiled(result, [], inputs, artifacts)
         # A compile slowed by a busy machine is not the program's fault (tsc takes 3-7 s under load).
         timeout = max(request.compile_timeout, self.settings.min_compile_timeout_s)
-        out = await self._step(compile_argv, inputs=inputs, stdin=None, timeout=timeout, memory=memory,
-                               env=self._env(spec), fetch_all=True, budget=_ARTIFACT_BUDGET)
+        out = await self._forked_tsc(spec, inputs, timeout, memory) if forked_tsc else None
+        if out is None:
+            if spec.name == "typescript" and not (self.ts is not None and self.ts.ready):
+                compile_argv = spec.compile  # the snapshot's blob is not built (yet): tsc itself
+            out = await self._step(compile_argv, inputs=inputs, stdin=None, timeout=timeout, memory=memory,
+                                   env=self._env(spec), fetch_all=True, budget=_ARTIFACT_BUDGET)
         result, step_notes_ = to_command_result(out.step, self._limits(timeout, memory))
         sent = {f[0]: f[1] for f in inputs}
         produced = {rel: (data, out.modes.get(rel, 0o644)) for rel, data in out.files.items() if sent.get(rel) != data}
@@ -435,6 +492,23 @@ class CodeExecutor:
         notes = [f"compile: {n}" for n in (*step_notes_, *out.notes)]
         return _Compiled(result, notes, inputs, [(rel, data, mode) for rel, (data, mode) in produced.items()],
                          out.files)
+
+    async def _forked_tsc(self, spec: LanguageSpec, inputs: Sequence[InputFile], timeout: float, memory: int
+                          ) -> Optional[_StepOut]:
+        """The compile step as a fork of the tsc fork server (ts_snapshot.js's `run` on main.ts), or None when no
+        prepared run came (the caller then compiles through the snapshot)."""
+        assert self.tsc_pool is not None
+        warm = await self.tsc_pool.acquire()
+        if warm is None:
+            return None
+        try:
+            r = await self.tsc_pool.run(warm, spec=node_run_spec(spec.source, [spec.source], self._env(spec)),
+                                        inputs=inputs, stdin=None, timeout=timeout, memory_bytes=memory, fetch=[],
+                                        fetch_budget=_ARTIFACT_BUDGET, fetch_all=True)
+        except ForkServerError as e:
+            logger.warning("a forked typescript compile failed (%s); compiling it again", e)
+            return None
+        return _StepOut(r.step, r.files, r.modes, r.notes)
 
     async def _run_artifacts(self, spec: LanguageSpec, request: RunCodeRequest, compiled: _Compiled,
                              stdin: Optional[bytes], memory: int, fetch: Sequence[str]

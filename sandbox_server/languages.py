@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 
@@ -124,14 +127,38 @@ def _with_node_types(spec: LanguageSpec) -> LanguageSpec:
     return spec
 
 
+def _with_fast_rust_link(spec: LanguageSpec, path: str) -> LanguageSpec:
+    """Link rust programs with gold (~25 ms less CPU per compile than bfd ld, as for C and C++) where this rustc
+    does so silently: newer rustc versions warn that gold is deprecated, which would land in every compile's
+    stderr. Probed once, by linking a hello world."""
+    rustc = shutil.which("rustc", path=path)
+    if not _FAST_LD or rustc is None:
+        return spec
+    assert spec.compile is not None
+    flags = tuple(f"-Clink-arg={flag}" for flag in _FAST_LD)
+    with tempfile.TemporaryDirectory(prefix="rust-link-probe-") as tmp:
+        Path(tmp, "main.rs").write_text('fn main() { println!("hello"); }\n')
+        try:
+            probe = subprocess.run([rustc, *spec.compile[1:-3], *flags, *spec.compile[-3:]], cwd=tmp,
+                                   capture_output=True, timeout=120, env={"PATH": path, "HOME": tmp})
+        except (OSError, subprocess.TimeoutExpired):
+            return spec
+    if probe.returncode != 0 or probe.stdout or probe.stderr:
+        return spec
+    return replace(spec, compile=(*spec.compile[:-3], *flags, *spec.compile[-3:]))
+
+
 def available_languages(path: str) -> dict[str, LanguageSpec]:
     """Languages whose tools exist on `path` (the PATH user code sees), keyed by name and alias."""
     found: dict[str, LanguageSpec] = {}
     for spec in ALL_LANGUAGES:
+        if not all(shutil.which(tool, path=path) for tool in spec.needs):
+            continue
         if spec.name == "typescript":
             spec = _with_node_types(spec)
-        if all(shutil.which(tool, path=path) for tool in spec.needs):
-            found[spec.name] = spec
-            for alias in spec.aliases:
-                found[alias] = spec
+        if spec.name == "rust":
+            spec = _with_fast_rust_link(spec, path)
+        found[spec.name] = spec
+        for alias in spec.aliases:
+            found[alias] = spec
     return found

@@ -11,6 +11,9 @@
 //
 // Nothing returns to the zygote, so no run sees another's state: every run starts from the zygote's memory as it
 // was after start-up (node bootstrapped, this file loaded, nothing of any run).
+//
+// `node node_zygote.js FD [WARM_MODULE]`: with a warm module (the tsc fork server: ts_snapshot.js, the compiler
+// loaded and warmed at start), the program process calls its `run(spec)` instead of running `spec.main`.
 const fs = require('fs');
 const path = require('path');
 const Module = require('module');
@@ -275,7 +278,8 @@ function runProgram(spec) {
   const main = path.resolve(spec.main);
   process.argv = [process.execPath, main, ...(spec.args || [])];
   for (const key of Object.keys(require.cache)) delete require.cache[key]; // this file and the addon
-  Module.runMain(main);
+  if (warmModule !== null) warmModule.run(spec);
+  else Module.runMain(main);
 }
 
 // Modules most programs load on their first write to stdout (node builds process.stdout lazily): loaded once
@@ -289,6 +293,7 @@ function warmUp() {
 }
 
 warmUp();
+const warmModule = process.argv[3] ? require(process.argv[3]) : null;
 // Nothing but the server's socket survives from the template's start-up (fds 0-2 are replaced per program).
 const spec = serve(Number(process.argv[2]));
 runProgram(spec);

@@ -65,6 +65,10 @@ class SandboxSettings(BaseModel):
                                                "(node_zygote.py; default: as warm_pool_size; 0: off)")
     typescript_snapshot: bool = Field(True, description="compile typescript with a node start-up snapshot of tsc "
                                       "(ts_snapshot.py), built at start")
+    typescript_fork_server: bool = Field(True, description="compile typescript in forks of a node with the compiler "
+                                         "loaded and warmed (the tsc fork server; needs the node fork server)")
+    java_class_data_sharing: bool = Field(True, description="java compiles map javac's classes from a CDS archive "
+                                          "built at start (jvm_cds.py)")
     runtime_cache_root: Path = Field(Path("/var/cache/agentgym-sandbox/runtime"),
                                      description="host dir of the warm runtimes (root's; bound read-only)")
     max_cases: int = Field(1000, ge=1, description="most cases one /run_cases request may carry")

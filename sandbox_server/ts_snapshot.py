@@ -5,6 +5,11 @@ Built once per image (or host) in the background, like the precompiled headers (
 `runtime_cache_root` (default /var/cache/agentgym-sandbox/runtime), one subdirectory per identity of node,
 typescript and the type definitions, bound read-only at /opt/sandbox-runtime into every sandbox. Until it
 exists, or if it cannot be built, typescript compiles with `tsc` (same options, same output).
+
+The same script is also the tsc fork server's warm module (`fork_server_script`, written next to the blob):
+node_zygote.js loads it once, with the compiler warmed and JIT-compiled, and each compile is a fork of that node
+(executor.py); the snapshot is then the path for runs that cannot fork (memory limits under node_zygote's minimum,
+the fork server down).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ logger = logging.getLogger("sandbox_server.ts_snapshot")
 
 RUNTIME_MOUNT = "/opt/sandbox-runtime"
 _BLOB = "tsc.blob"
+_SCRIPT = "ts_snapshot.js"
 _TS_LIBS = ("/usr/share/nodejs/typescript/lib/typescript.js", "/usr/lib/node_modules/typescript/lib/typescript.js",
             "/usr/local/lib/node_modules/typescript/lib/typescript.js")
 
@@ -49,6 +55,7 @@ class TsSnapshot:
         self.root.mkdir(parents=True, exist_ok=True)
         for d in (base, self.root):  # bwrap, as the sandbox uid, must reach it to bind it
             os.chmod(d, 0o755)
+        self._write_script()
         self.state = "pending"
         self.error: Optional[str] = None
         self.seconds: Optional[float] = None
@@ -61,6 +68,29 @@ class TsSnapshot:
         # No checksum pass over the 65 MB blob at every start (~55 ms of ~310): it is root's, read-only, and was
         # renamed into place whole.
         return ("node", "--no-verify-snapshot-checksum", "--snapshot-blob", f"{RUNTIME_MOUNT}/{_BLOB}", "main.ts")
+
+    @property
+    def fork_server_script(self) -> str:
+        """ts_snapshot.js as the sandbox sees it, for node_zygote.js's warm module argument."""
+        return f"{RUNTIME_MOUNT}/{_SCRIPT}"
+
+    def env(self) -> dict[str, str]:
+        """What ts_snapshot.js reads at start: the typescript to load and the type definitions' root."""
+        env = {"AGENTGYM_TS_LIB": self.ts_lib or ""}
+        if self.type_root:
+            env["AGENTGYM_TS_TYPE_ROOT"] = self.type_root
+        return env
+
+    def _write_script(self) -> None:
+        """The script next to the blob (root's, read-only to sandboxes), renamed into place whole."""
+        target = self.root / _SCRIPT
+        text = _script_text()
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            return
+        partial = target.with_name(f".{_SCRIPT}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
 
     def summary(self) -> dict:
         return {"state": self.state, "error": self.error,
@@ -88,11 +118,9 @@ class TsSnapshot:
     async def _build(self, node: str) -> Optional[str]:
         target = self.root / _BLOB
         partial = target.with_name(f".{_BLOB}.{os.getpid()}.tmp")
-        env = {"PATH": self.path, "AGENTGYM_TS_LIB": self.ts_lib or "", "LANG": "C.UTF-8"}
-        if self.type_root:
-            env["AGENTGYM_TS_TYPE_ROOT"] = self.type_root
+        env = {"PATH": self.path, "LANG": "C.UTF-8", **self.env()}
         with tempfile.TemporaryDirectory(prefix="ts-snapshot-") as tmp:
-            script = Path(tmp) / "ts_snapshot.js"
+            script = Path(tmp) / _SCRIPT
             script.write_text(_script_text())
             nice = shutil.which("nice")
             proc = await asyncio.create_subprocess_exec(
@@ -108,7 +136,7 @@ class TsSnapshot:
 
 
 def _script_text() -> str:
-    return resources.files(__package__).joinpath("ts_snapshot.js").read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath(_SCRIPT).read_text(encoding="utf-8")
 
 
 def _identity_of_tree(root: str) -> int:

@@ -3,6 +3,7 @@ have compiled itself, never another run's files; runs cannot see or change the c
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -198,3 +199,142 @@ def test_the_cache_can_be_turned_off():
     finally:
         stop_server(server)
         shutil.rmtree(work_root, ignore_errors=True)
+
+
+# Java, Go and Rust through the cache: run A (stdin "attack") replaces its compiled artifact with a script and
+# plants a file; run B, the same program from the cache, must run the artifact as compiled in a work dir that holds
+# only its own inputs and artifacts. Each program prints its work dir's listing.
+SELF_REWRITE_BY_LANGUAGE = {
+    "java": ("Main.class", """import java.nio.file.*;
+public class Main {
+    public static void main(String[] args) throws Exception {
+        String mode = new String(System.in.readAllBytes()).trim();
+        if (mode.equals("attack")) {
+            Files.delete(Paths.get("Main.class"));
+            Files.write(Paths.get("Main.class"), "pwned".getBytes());
+            Files.write(Paths.get("planted"), "secret of run A".getBytes());
+        }
+        try (var s = Files.list(Paths.get("/workspace"))) {
+            s.map(p -> p.getFileName().toString()).sorted().forEach(System.out::println);
+        }
+    }
+}
+"""),
+    "go": ("main", """package main
+
+import (
+\t"fmt"
+\t"io"
+\t"os"
+\t"sort"
+)
+
+func main() {
+\tb, _ := io.ReadAll(os.Stdin)
+\tif string(b) == "attack" {
+\t\tos.Remove("main")
+\t\tos.WriteFile("main", []byte("#!/bin/sh\\necho pwned\\n"), 0755)
+\t\tos.WriteFile("planted", []byte("secret of run A"), 0644)
+\t}
+\tentries, _ := os.ReadDir("/workspace")
+\tnames := []string{}
+\tfor _, e := range entries {
+\t\tnames = append(names, e.Name())
+\t}
+\tsort.Strings(names)
+\tfor _, n := range names {
+\t\tfmt.Println(n)
+\t}
+}
+"""),
+    "rust": ("main", """use std::io::Read;
+fn main() {
+    let mut mode = String::new();
+    std::io::stdin().read_to_string(&mut mode).unwrap();
+    if mode == "attack" {
+        std::fs::remove_file("main").unwrap();
+        std::fs::write("main", "#!/bin/sh\\necho pwned\\n").unwrap();
+        std::fs::write("planted", "secret of run A").unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir("/workspace").unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    for n in names { println!("{}", n); }
+}
+"""),
+}
+SOURCES = {"java": "Main.java", "go": "main.go", "rust": "main.rs"}
+
+
+@pytest.mark.parametrize("language", sorted(SELF_REWRITE_BY_LANGUAGE))
+def test_a_compiled_program_that_rewrites_its_artifact_does_not_change_the_cache(run, language):
+    artifact, code = SELF_REWRITE_BY_LANGUAGE[language]
+    code = f"// {uuid.uuid4().hex}\n{code}"
+    a = run(language=language, code=code, stdin="attack", fetch_files=[artifact])
+    assert a["status"] == "Success", a
+    assert "planted" in a["run_result"]["stdout"].split()
+    assert base64.b64decode(a["files"][artifact]).startswith((b"pwned", b"#!/bin/sh"))  # A did replace it
+    expected = sorted([SOURCES[language], artifact])
+    for _ in range(2):
+        b = run(language=language, code=code, stdin="check")
+        assert b["compile_result"]["cached"] is True, b
+        assert b["status"] == "Success", b
+        assert b["run_result"]["stdout"].split() == expected, b  # no "planted", not "pwned"
+
+
+# A run hunting the file system for another run's source (its unique marker) and for the cache's entries, while
+# that other program sits compiled in the cache.
+SOURCE_HUNT = r'''
+import os, sys
+marker, hits = sys.argv[1].encode(), []
+for root, dirs, files in os.walk("/"):
+    # the system's own files; /dev's devices and stdio links (but /dev/shm, where a run can write)
+    if root.startswith(("/proc", "/sys", "/usr")) or (root.startswith("/dev") and not root.startswith("/dev/shm")):
+        dirs[:] = []
+        continue
+    for name in files:
+        path = os.path.join(root, name)
+        try:
+            with open(path, "rb") as f:
+                if marker in f.read(1 << 22) or name.endswith(".entry"):
+                    hits.append(path)
+        except OSError:
+            pass
+print(hits)
+'''
+
+
+@pytest.mark.parametrize("language", sorted(SELF_REWRITE_BY_LANGUAGE))
+def test_a_run_cannot_find_another_runs_cached_source_or_artifact(run, language):
+    marker = f"MARKER{uuid.uuid4().hex}"
+    _, code = SELF_REWRITE_BY_LANGUAGE[language]
+    first = run(language=language, code=f"// {marker}\n{code}", stdin="check")
+    assert first["status"] == "Success", first
+    again = run(language=language, code=f"// {marker}\n{code}", stdin="check")
+    assert again["compile_result"]["cached"] is True
+    hunt = run(code=SOURCE_HUNT, args=[marker], run_timeout=30)
+    assert hunt["status"] == "Success" and hunt["run_result"]["stdout"] == "[]\n", hunt
+
+
+JAVAC_ARCHIVE_PROBE = r'''
+printf 'public class Main { public static void main(String[] a) { System.out.println("hi"); } }\n' > Main.java
+javac -J-XX:SharedArchiveFile=/opt/sandbox-jvm/javac.jsa -J-Xshare:on -J-Xlog:class+load=info \
+    -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 -encoding UTF-8 Main.java | grep -c "shared objects file (top)"
+echo "rc=${PIPESTATUS[0]}"
+for f in /opt/sandbox-jvm/javac.jsa /opt/sandbox-jvm/evil.jsa; do echo poison >> "$f" 2>/dev/null && echo "wrote $f"; done
+'''
+
+
+def test_java_compiles_map_javacs_classes_from_the_archive_which_runs_cannot_change(run, http):
+    import time
+    deadline = time.monotonic() + 120
+    while http.get("/v1/stats").json()["javac_archive"]["state"] in ("pending", "building"):
+        assert time.monotonic() < deadline, "the javac archive was not built in time"
+        time.sleep(0.5)
+    assert http.get("/v1/stats").json()["javac_archive"]["state"] == "ready"
+    out = run(language="bash", code=JAVAC_ARCHIVE_PROBE)
+    count, rc, *rest = out["run_result"]["stdout"].split("\n")
+    assert int(count) > 500 and rc == "rc=0", out  # hundreds of javac's classes came from the archive
+    assert "wrote" not in out["run_result"]["stdout"], out
+    java = run(language="java", code=f"// {uuid.uuid4().hex}\n" + SELF_REWRITE_BY_LANGUAGE["java"][1], stdin="x")
+    assert java["status"] == "Success" and java["compile_result"]["stderr"] == "", java
