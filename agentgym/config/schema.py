@@ -492,18 +492,6 @@ class TrainerConfig(Section):
     partial_rollout: bool = False
     partial_rollout_tokens: int = Field(16, ge=1)  # ours
 
-    @model_validator(mode="after")
-    def _check_rollout_mode(self) -> "TrainerConfig":
-        if self.rollout_mode == "one_step_off" and self.max_staleness < 1:
-            raise ValueError("trainer.rollout_mode=one_step_off trains on rollouts one update old, so it needs "
-                             f"trainer.max_staleness >= 1 (got {self.max_staleness}); use rollout_mode=async with "
-                             "max_staleness=0 (which is sync) or rollout_mode=sync")
-        if self.partial_rollout and self.rollout_mode == "sync":
-            raise ValueError("trainer.partial_rollout=true pauses generations at a weight sync, and with "
-                             "trainer.rollout_mode=sync no generation runs during one; set rollout_mode=one_step_off "
-                             "or async, or partial_rollout=false")
-        return self
-
 
 class RayInitConfig(Section):
     num_cpus: int | None = None
@@ -536,8 +524,17 @@ class AgentGymConfig(Section):
 
     @model_validator(mode="after")
     def _check_overlap(self) -> "AgentGymConfig":
+        t = self.trainer
+        if t.rollout_mode == "one_step_off" and t.max_staleness < 1:
+            raise ValueError("trainer.rollout_mode=one_step_off trains on rollouts one update old, so it needs "
+                             f"trainer.max_staleness >= 1 (got {t.max_staleness}); use rollout_mode=async with "
+                             "max_staleness=0 (which is sync) or rollout_mode=sync")
+        if t.partial_rollout and t.rollout_mode == "sync":
+            raise ValueError("trainer.partial_rollout=true pauses generations at a weight sync, and with "
+                             "trainer.rollout_mode=sync no generation runs during one; set rollout_mode=one_step_off "
+                             "or async, or partial_rollout=false")
         workers = self.actor_rollout_ref.rollout.agent.num_workers
-        if self.trainer.rollout_mode != "sync" and workers > 1:
+        if t.rollout_mode != "sync" and workers > 1:
             raise ValueError(
                 f"trainer.rollout_mode={self.trainer.rollout_mode} pauses the episodes' engine calls at each weight "
                 f"sync from the driver's event loop, and rollout.agent.num_workers={workers} runs them in agent-worker "
