@@ -31,7 +31,7 @@ from agentgym.trainer.baselines import GreedyBaselines
 from agentgym.trainer.checkpoints import CheckpointManager, complete_steps
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
-from agentgym.trainer.overlap import RolloutPipeline, stamp_versions
+from agentgym.trainer.overlap import RolloutPipeline, stamp_versions, staleness_metrics
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import tool_call_metrics, write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
@@ -194,6 +194,9 @@ class RLTrainer:
                     batch.set_ragged("entropy", entropy)
                     metrics["actor/entropy"] = float(algo.masked_mean(batch.padded("entropy"), mask))
                     metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
+                    # proximal (recomputed) over behaviour (engine) probabilities: what decoupled PPO weights by
+                    metrics.update(_stats("rollout_corr/behaviour_ratio", torch.exp(
+                        batch.padded("old_log_probs") - batch.padded("rollout_log_probs"))[mask > 0]))
                 else:
                     batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
             metrics.update(await self.memory_mark("old_log_prob"))
@@ -469,6 +472,7 @@ class RLTrainer:
                 if pipeline is None:
                     trajectories, sampling_metrics = await self._collect_step(step)
                     stamp_versions(trajectories, self.global_step)
+                    sampling_metrics.update(staleness_metrics(trajectories, self.global_step))  # 0, for comparison
                     rollout_s = time.perf_counter() - start
                     rollout_memory = await self.memory_mark("rollout")
                     await self.release_rollout_memory()

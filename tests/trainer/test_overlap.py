@@ -66,6 +66,7 @@ async def test_sync_collects_each_step_after_the_previous_weight_sync(config_for
     # sync 1 is the initial one (start_rollout); sync k+1 follows step k's update
     assert timeline.events == [("sync", 1), ("collect", 1), ("collected", 1), ("sync", 2), ("collect", 2),
                                ("collected", 2), ("sync", 3), ("collect", 3), ("collected", 3), ("sync", 4)]
+    assert [m["rollout/staleness/max"] for m in history] == [0.0, 0.0, 0.0]
     assert "timing_s/weight_sync_pause" not in history[0]
 
 
