@@ -7,7 +7,7 @@ Every mode starts from the *same* SFT checkpoint (a quickstart run leaves one in
     python3 benchmarks/async_learning.py --sft-model /tmp/async/qs/models/sft --run-dir /tmp/async/modes \
         --rl-steps 20 --eval-rows 128
 
-Modes (--modes): sync, one_step_off, async1, async2 (async with max_staleness 1 and 2); a `+partial` suffix turns
+Modes (--modes): sync, one_step_off, async0, async1, async2 (async with max_staleness 0, 1 and 2); a `+partial` suffix turns
 on trainer.partial_rollout. Per mode it writes <run-dir>/<mode>/metrics.jsonl and prints one row: held-out greedy
 and sampled accuracy after RL, mean seconds per step (timing_s/iteration, collect or wait through weight sync),
 the update's share of it, the mean staleness trained at and the groups dropped; summary.json has it all.
@@ -41,6 +41,7 @@ from agentgym_envs.arithmetic.quickstart import ArithmeticQuickstart as Quicksta
 MODES: dict[str, list[str]] = {
     "sync": ["trainer.rollout_mode=sync"],
     "one_step_off": ["trainer.rollout_mode=one_step_off"],
+    "async0": ["trainer.rollout_mode=async", "trainer.max_staleness=0"],  # must repeat sync's figures
     "async1": ["trainer.rollout_mode=async", "trainer.max_staleness=1"],
     "async2": ["trainer.rollout_mode=async", "trainer.max_staleness=2"],
 }
