@@ -46,7 +46,7 @@ class CheckingTracker(MetricsTracker):
                             "sync_s": metrics.get("timing_s/weight_sync")})
 
 
-async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int) -> dict:
+async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int, rollout_mode: str = "sync") -> dict:
     cfg = load_config(None, [
         f"actor_rollout_ref.model.path={model_dir}", "actor_rollout_ref.model.attn_implementation=eager",
         "trainer.device=cpu", "trainer.use_ray=true", "trainer.nnodes=1", f"trainer.n_gpus_per_node={ranks}",
@@ -59,6 +59,7 @@ async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int) 
         f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}",
         f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={out.parent / 'run'}",
         "actor_rollout_ref.actor.optim.lr=1e-2", "actor_rollout_ref.actor.use_torch_compile=false",
+        f"trainer.rollout_mode={rollout_mode}",
     ])
     rows = make_rows(ArithmeticTaskConfig(num_rows=4 * replicas, seed=1))
     rollout = make_rollout(cfg)
@@ -83,6 +84,7 @@ async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int) 
     return {"steps": len(history), "checks": tracker.checks, "trainer_nodes": trainer_nodes,
             "replica_nodes": replica_nodes, "counters": counters, "plan": plan_info,
             "tool_calls": [h.get("rollout/tool_calls/mean") for h in history],
+            "staleness_max": [h.get("rollout/staleness/max") for h in history],
             "placement_groups_left": sum(1 for g in left.values() if g["state"] != "REMOVED")}
 
 
@@ -93,6 +95,7 @@ def main() -> int:
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--rollout-mode", default="sync", choices=["sync", "one_step_off", "async"])
     args = parser.parse_args()
     # Two nodes: the trainer's pool packs onto one, the rollout pool onto the other (neither fits beside the other).
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.ranks})
@@ -101,7 +104,7 @@ def main() -> int:
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}})
     try:
-        result = asyncio.run(run(args.model_dir, args.out, args.ranks, args.replicas, args.steps))
+        result = asyncio.run(run(args.model_dir, args.out, args.ranks, args.replicas, args.steps, args.rollout_mode))
     finally:
         ray.shutdown()
         cluster.shutdown()
