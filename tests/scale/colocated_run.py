@@ -45,7 +45,8 @@ class CheckingTracker(MetricsTracker):
                             "reward": metrics.get("critic/score/mean")})
 
 
-async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: int = 1) -> dict:
+async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: int = 1,
+              rollout_mode: str = "sync") -> dict:
     cfg = load_config(None, [
         f"actor_rollout_ref.model.path={model_dir}", "actor_rollout_ref.model.attn_implementation=eager",
         "trainer.device=cpu", "trainer.use_ray=true", "trainer.nnodes=2", f"trainer.n_gpus_per_node={ranks // 2}",
@@ -57,7 +58,7 @@ async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: 
         f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}",
         f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={out.parent / 'run'}",
         "actor_rollout_ref.actor.optim.lr=1e-2", "actor_rollout_ref.actor.use_torch_compile=false",
-        f"actor_rollout_ref.rollout.agent.num_workers={agent_workers}",
+        f"actor_rollout_ref.rollout.agent.num_workers={agent_workers}", f"trainer.rollout_mode={rollout_mode}",
     ])
     rows = make_rows(ArithmeticTaskConfig(num_rows=4 * ranks, seed=1))
     rollout = make_rollout(cfg)
@@ -77,7 +78,8 @@ async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: 
         await rollout.close()
     return {"steps": len(history), "checks": tracker.checks, "nodes": nodes, "counters": counters,
             "tool_calls": [h.get("rollout/tool_calls/mean") for h in history],
-            "reruns": [h.get("rollout/agent_workers/reruns") for h in history]}
+            "reruns": [h.get("rollout/agent_workers/reruns") for h in history],
+            "staleness_max": [h.get("rollout/staleness/max") for h in history]}
 
 
 def main() -> int:
@@ -87,6 +89,7 @@ def main() -> int:
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--agent-workers", type=int, default=1)
+    parser.add_argument("--rollout-mode", default="sync", choices=["sync", "one_step_off", "async"])
     args = parser.parse_args()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.ranks // 2})
     cluster.add_node(num_cpus=args.ranks // 2)
@@ -94,7 +97,8 @@ def main() -> int:
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}})
     try:
-        result = asyncio.run(run(args.model_dir, args.out, args.ranks, args.steps, args.agent_workers))
+        result = asyncio.run(run(args.model_dir, args.out, args.ranks, args.steps, args.agent_workers,
+                                 args.rollout_mode))
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -58,7 +58,7 @@ def test_separate_rollout_pool_one_step_off(tiny_model_dir, tmp_path):
     result = json.loads(out.read_text())
     assert result["steps"] == 3
     assert all(check["exact"] == [True] for check in result["checks"])
-    assert result["staleness_max"][0] == 0 and all(s <= 1 for s in result["staleness_max"])
+    assert result["staleness_max"] == [0, 1, 1], "step 1 trains on version 0, later steps one version behind"
     assert result["placement_groups_left"] == 0
 
 
