@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# `Trajectory.token_versions` of a token no policy sampled (tool and user turns, template tokens).
+NOT_SAMPLED = -1
+
 
 @dataclass
 class TurnSpan:
@@ -65,6 +68,10 @@ class Trajectory:
     # Messages refer to them as {"type": "image", "image_index": k}.
     images: list[str] = field(default_factory=list)
     image_spans: list[ImageSpan] = field(default_factory=list)
+    # Per response token, the policy version that sampled it (0: the run's initial weights, k: after the k-th
+    # update; NOT_SAMPLED for tokens no policy sampled). Empty when the rollout did not record versions. An
+    # episode that spans a weight sync (overlapped rollouts, trainer.rollout_mode) holds several versions.
+    token_versions: list[int] = field(default_factory=list)
 
     @property
     def reward(self) -> float:
@@ -79,6 +86,11 @@ class Trajectory:
     def failed(self) -> bool:
         return self.error is not None
 
+    @property
+    def sampled_versions(self) -> list[int]:
+        """The versions of the tokens a policy sampled (the ones the staleness of the trajectory counts)."""
+        return [v for v in self.token_versions if v != NOT_SAMPLED]
+
     def check(self) -> None:
         """Raise ValueError naming the broken invariant; cheap enough to run on every trajectory."""
         n = len(self.response_ids)
@@ -87,6 +99,9 @@ class Trajectory:
                 f"trajectory {self.uid}: response_ids ({n}), loss_mask ({len(self.loss_mask)}) and "
                 f"rollout_logprobs ({len(self.rollout_logprobs)}) must have the same length"
             )
+        if self.token_versions and len(self.token_versions) != n:
+            raise ValueError(f"trajectory {self.uid}: token_versions ({len(self.token_versions)}) must be empty or "
+                             f"hold one version per response token ({n})")
         for span in self.turns:
             if not 0 <= span.start <= span.end <= n:
                 raise ValueError(f"trajectory {self.uid}: turn {span} lies outside the {n} response tokens")
@@ -108,4 +123,5 @@ class Trajectory:
         data["turns"] = [span if isinstance(span, TurnSpan) else TurnSpan(**span) for span in data.get("turns", [])]
         data["image_spans"] = [s if isinstance(s, ImageSpan) else ImageSpan(**s) for s in data.get("image_spans") or []]
         data["images"] = list(data.get("images") or [])
+        data["token_versions"] = list(data.get("token_versions") or [])  # files written before versions existed
         return cls(**data)

@@ -480,6 +480,17 @@ class TrainerConfig(Section):
     rollout_data_parquet: bool = False  # also <dir>/<step>.parquet
     # ours: a step where more than this share of trajectories ended in an error stops the run (all failed always does)
     max_failed_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # ours (docs/async.md): whether rollouts overlap the update. sync: rollout, update, weight sync, in turn.
+    # one_step_off: step k+1's rollout runs while step k trains. async: batches are generated ahead, as far as
+    # max_staleness allows (AReaL's rollout.max_head_offpolicyness).
+    rollout_mode: Literal["sync", "one_step_off", "async"] = "sync"
+    # ours: the most policy versions a trained trajectory's oldest token may lag the weights it is trained from;
+    # async drops (and counts) groups past it. one_step_off lags by 1 by construction; sync ignores it.
+    max_staleness: int = Field(1, ge=0)
+    # verl's async_training.partial_rollout: a weight sync pauses a model turn mid-generation (between chunks of
+    # partial_rollout_tokens) and the turn goes on with the new weights, instead of finishing it on the old ones.
+    partial_rollout: bool = False
+    partial_rollout_tokens: int = Field(16, ge=1)  # ours
 
 
 class RayInitConfig(Section):
@@ -509,6 +520,25 @@ class AgentGymConfig(Section):
                 f"reward_model.overlong_buffer.len ({ob.len}) must be between 1 and data.max_response_length "
                 f"({self.data.max_response_length}) when reward_model.overlong_buffer.enable=true"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> "AgentGymConfig":
+        t = self.trainer
+        if t.rollout_mode == "one_step_off" and t.max_staleness < 1:
+            raise ValueError("trainer.rollout_mode=one_step_off trains on rollouts one update old, so it needs "
+                             f"trainer.max_staleness >= 1 (got {t.max_staleness}); use rollout_mode=async with "
+                             "max_staleness=0 (which is sync) or rollout_mode=sync")
+        if t.partial_rollout and t.rollout_mode == "sync":
+            raise ValueError("trainer.partial_rollout=true pauses generations at a weight sync, and with "
+                             "trainer.rollout_mode=sync no generation runs during one; set rollout_mode=one_step_off "
+                             "or async, or partial_rollout=false")
+        workers = self.actor_rollout_ref.rollout.agent.num_workers
+        if t.rollout_mode != "sync" and workers > 1:
+            raise ValueError(
+                f"trainer.rollout_mode={self.trainer.rollout_mode} pauses the episodes' engine calls at each weight "
+                f"sync from the driver's event loop, and rollout.agent.num_workers={workers} runs them in agent-worker "
+                "actors it cannot pause yet; set actor_rollout_ref.rollout.agent.num_workers=1 or rollout_mode=sync")
         return self
 
     @model_validator(mode="after")

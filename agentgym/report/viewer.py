@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from agentgym.errors import AgentGymError
 from agentgym.storable_text import storable_text
-from agentgym.trajectory import Trajectory
+from agentgym.trajectory import NOT_SAMPLED, Trajectory
 from agentgym.rollout.trajectory_io import read_jsonl
 
 _CSS = """
@@ -118,13 +118,15 @@ def _tokens_html(traj: Trajectory, tokenizer: Any) -> str:
     parts = [f'<span class="prompt">{html.escape(tokenizer.decode(traj.prompt_ids, skip_special_tokens=False))}</span>']
     start = 0
     ids, mask = traj.response_ids, traj.loss_mask
+    versions = traj.token_versions or [NOT_SAMPLED] * len(ids)
     while start < len(ids):
         end = start
-        while end < len(ids) and mask[end] == mask[start]:
+        while end < len(ids) and mask[end] == mask[start] and versions[end] == versions[start]:
             end += 1
         kind = "trained" if mask[start] else "masked"
+        sampled = f", policy version {versions[start]}" if versions[start] != NOT_SAMPLED else ""
         text = tokenizer.decode(ids[start:end], skip_special_tokens=False)
-        parts.append(f'<span class="{kind}" title="{end - start} tokens, {kind}">{html.escape(text)}</span>')
+        parts.append(f'<span class="{kind}" title="{end - start} tokens, {kind}{sampled}">{html.escape(text)}</span>')
         start = end
     return '<div class="tokens">' + "".join(parts) + "</div>"
 
@@ -137,6 +139,9 @@ def _trajectory_html(index: int, traj: Trajectory, source: str, tokenizer: Any) 
         f"teacher turns {', '.join(f'{r:.2f}' for r in traj.interaction_rewards) or '-'}) · "
         f"{traj.num_tool_calls} tool call(s) · {len(traj.response_ids)} response tokens, {trained} trained · {status}"
     )
+    sampled = sorted(set(traj.sampled_versions))
+    if sampled:  # overlapped rollouts: which policy versions sampled this episode
+        meta += f" · policy version{'s' if len(sampled) > 1 else ''} {', '.join(map(str, sampled))}"
     # The executed calls' metrics in order belong to the tool messages that name their tool (a message for a call
     # that could not be parsed names none, and its metrics come last).
     executed = iter([m for m in traj.tool_metrics if m.get("name") is not None])

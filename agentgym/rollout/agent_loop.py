@@ -24,7 +24,8 @@ from agentgym.multimodal.episode_images import EpisodeImages, image_parts
 from agentgym.multimodal.images import with_image_parts
 from agentgym.parsers import get_parser
 from agentgym.rollout.engines.base import Engine, SamplingParams
-from agentgym.trajectory import Trajectory, TurnSpan
+from agentgym.rollout.policy_version import PolicyVersionGate
+from agentgym.trajectory import NOT_SAMPLED, Trajectory, TurnSpan
 from agentgym.tools.base_tool import BaseTool
 
 
@@ -46,6 +47,14 @@ class AgentLoopConfig:
     # learned to read them, and for a tiny model they are most of every prompt's tokens.
     tool_schemas_in_prompt: bool = True
     image_key: str = "images"  # verl's data.image_key: the row column holding the prompt's images
+    # Partial rollouts (trainer.partial_rollout): a model turn is generated in calls of at most this many tokens,
+    # so a weight sync waits for one chunk, not a whole turn, and the rest of the turn runs with the new weights.
+    # None: one call per turn.
+    partial_rollout_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.partial_rollout_tokens is not None and self.partial_rollout_tokens < 1:
+            raise ValueError(f"partial_rollout_tokens must be at least 1 (or None), got {self.partial_rollout_tokens}")
 
 
 class _TokenTrack:
@@ -60,33 +69,49 @@ class _TokenTrack:
         room = cfg.max_response_tokens - len(traj.response_ids)
         if room <= 0:
             return AssistantTurn("", "length")
-        sampling = replace(cfg.sampling, max_new_tokens=min(cfg.sampling.max_new_tokens, room))
+        budget = min(cfg.sampling.max_new_tokens, room)
+        chunk = min(cfg.partial_rollout_tokens or budget, budget)
+        turn: list[int] = []
+        while True:
+            ask = min(chunk, budget - len(turn))
+            out, version = await self._generate(ask)
+            ids = list(out.token_ids)
+            if len(out.logprobs) != len(ids):
+                raise RuntimeError(f"engine returned {len(ids)} tokens but {len(out.logprobs)} logprobs")
+            cut = self.images.first_placeholder(ids)
+            if cut is not None:
+                # A sampled image/video placeholder would make the trainer look for an image that is not there: keep
+                # the turn up to it (still the policy's own sample) and end the episode.
+                self._append("assistant", ids[:cut], list(out.logprobs)[:cut], trained=True, version=version)
+                return AssistantTurn(self.loop.decode(turn + ids[:cut]), "vision_token")
+            self._append("assistant", ids, list(out.logprobs), trained=True, version=version)
+            turn += ids
+            # A chunk that used its whole allowance ended, not the turn: go on (a weight sync may come between).
+            if not (out.finish_reason == "length" and len(ids) == ask and len(turn) < budget):
+                break
+        text = self.loop.decode(turn)
+        if out.finish_reason != "stop":
+            return AssistantTurn(text, "length" if out.finish_reason == "length" else out.finish_reason)
+        if not turn or turn[-1] != self.loop.end_of_turn_id:
+            # The model stopped on another stop token; close its turn the way the template does (not trained on).
+            self._append("assistant", [self.loop.end_of_turn_id], [0.0], trained=False)
+        return AssistantTurn(text)
+
+    async def _generate(self, max_new_tokens: int) -> tuple[Any, int]:
+        """One engine call continuing the episode, and the policy version that sampled it."""
+        traj, cfg = self.traj, self.loop.config
+        sampling = replace(cfg.sampling, max_new_tokens=max_new_tokens)
         if sampling.seed is not None:
             # One seed per (episode, turn): samples of a group differ, and a rerun with the same seed repeats.
             sampling = replace(sampling, seed=zlib.crc32(f"{sampling.seed}/{traj.uid}/{len(traj.response_ids)}".encode()))
         images = self.images.inputs()
         extra = {"images": images} if images is not None else {}
-        out = await asyncio.wait_for(
-            self.loop.engine.generate(traj.prompt_ids + traj.response_ids, sampling, session_id=traj.uid, **extra),
-            timeout=cfg.generate_timeout_s,
-        )
-        ids = list(out.token_ids)
-        if len(out.logprobs) != len(ids):
-            raise RuntimeError(f"engine returned {len(ids)} tokens but {len(out.logprobs)} logprobs")
-        cut = self.images.first_placeholder(ids)
-        if cut is not None:
-            # A sampled image/video placeholder would make the trainer look for an image that is not there: keep
-            # the turn up to it (still the policy's own sample) and end the episode.
-            self._append("assistant", ids[:cut], list(out.logprobs)[:cut], trained=True)
-            return AssistantTurn(self.loop.decode(ids[:cut]), "vision_token")
-        self._append("assistant", ids, list(out.logprobs), trained=True)
-        text = self.loop.decode(ids)
-        if out.finish_reason != "stop":
-            return AssistantTurn(text, "length" if out.finish_reason == "length" else out.finish_reason)
-        if not ids or ids[-1] != self.loop.end_of_turn_id:
-            # The model stopped on another stop token; close its turn the way the template does (not trained on).
-            self._append("assistant", [self.loop.end_of_turn_id], [0.0], trained=False)
-        return AssistantTurn(text)
+        async with self.loop.gate.generation() as version:
+            out = await asyncio.wait_for(
+                self.loop.engine.generate(traj.prompt_ids + traj.response_ids, sampling, session_id=traj.uid, **extra),
+                timeout=cfg.generate_timeout_s,
+            )
+        return out, version
 
     async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
         delta = self.loop.delta_ids(messages, new, self.tool_dicts)
@@ -99,12 +124,14 @@ class _TokenTrack:
         self._append(new[0]["role"], delta, [0.0] * len(delta), trained=False)
         return True
 
-    def _append(self, role: str, ids: list[int], logprobs: list[float], *, trained: bool) -> None:
+    def _append(self, role: str, ids: list[int], logprobs: list[float], *, trained: bool,
+                version: int = NOT_SAMPLED) -> None:
         traj = self.traj
         start = len(traj.response_ids)
         traj.response_ids.extend(ids)
         traj.loss_mask.extend([1 if trained else 0] * len(ids))
         traj.rollout_logprobs.extend(logprobs if trained else [0.0] * len(ids))
+        traj.token_versions.extend([version if trained else NOT_SAMPLED] * len(ids))
         if traj.turns and traj.turns[-1].role == role and traj.turns[-1].end == start:
             traj.turns[-1].end += len(ids)
         else:
@@ -123,12 +150,15 @@ class AgentLoop:
         config: AgentLoopConfig | None = None,
         processor: Any = None,
         environment: Environment | None = None,
+        gate: PolicyVersionGate | None = None,
     ):
         """`processor`: a `VisionProcessor` for vision-language models (rows with images, tools returning images);
         None for text-only models, which then refuse episodes with images instead of dropping them unseen.
         `environment`: where sessions come from instead of `tools` and `interactions` in this process (a
-        `RemoteEnvironment` on an environment server); its tool schemas go into the prompt."""
+        `RemoteEnvironment` on an environment server); its tool schemas go into the prompt. `gate`: the policy
+        version of each engine call, paused by weight syncs (loops sharing an engine share one)."""
         self.engine = engine
+        self.gate = gate if gate is not None else PolicyVersionGate()
         self.processor = processor
         self.tokenizer = tokenizer
         self.tools = dict(tools)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from agentgym.multimodal.processor import load_vision_processor
 from agentgym.rollout.agent_loop import AgentLoop, AgentLoopConfig, plan_episodes
 from agentgym.rollout.engines.base import Engine, SamplingParams
 from agentgym.rollout.engines.registry import make_engine
+from agentgym.rollout.policy_version import PolicyVersionGate
 from agentgym.rollout.protocol import OnDone
 from agentgym.rollout.replicas import RemoteEngine, ReplicaRouter
 from agentgym.rows.check import Registered, format_problems, require_valid_rows
@@ -62,6 +64,7 @@ def agent_loop_config(cfg: AgentGymConfig, *, temperature: float | None = None, 
         max_concurrent_episodes=rollout.max_num_seqs,
         tool_schemas_in_prompt=mt.tool_schemas_in_prompt,
         image_key=cfg.data.image_key,
+        partial_rollout_tokens=cfg.trainer.partial_rollout_tokens if cfg.trainer.partial_rollout else None,
         session=SessionConfig(tool_instance_lifetime=mt.tool_instance_lifetime, max_parallel_calls=mt.max_parallel_calls),
     )
 
@@ -136,13 +139,20 @@ class AgentLoopRollout:
         self._lock: asyncio.Lock | None = None
         self._started = False
         self._counters: dict[str, float] = {}
+        self.gate = PolicyVersionGate()  # the policy version of each engine call, paused by weight syncs
         self._use(engine)
 
     def _use(self, engine: Engine | None) -> None:
         self.engine = engine
         if engine is None:
             return
-        self.loop, self.greedy_loop = agent_loops(self.cfg, engine, *self._parts, environment=self.environment)
+        self.loop, self.greedy_loop = agent_loops(self.cfg, engine, *self._parts, environment=self.environment,
+                                                  gate=self.gate)
+
+    def weight_sync(self, version: int) -> AbstractAsyncContextManager[None]:
+        """Around the trainer's weight sync: the episodes' engine calls under way finish on the old weights, new
+        ones wait, and resume at `version` once the body has swapped the weights."""
+        return self.gate.weight_sync(version)
 
     async def start(self, replicas: Sequence[Any] = ()) -> None:
         num_workers = self.cfg.actor_rollout_ref.rollout.agent.num_workers
@@ -270,13 +280,15 @@ def rollout_parts(cfg: AgentGymConfig) -> RolloutParts:
 
 def agent_loops(cfg: AgentGymConfig, engine: Engine, tokenizer: Any, tools: dict[str, Any],
                 interactions: dict[str, Any], processor: Any = None,
-                environment: Environment | None = None) -> tuple[AgentLoop, AgentLoop]:
+                environment: Environment | None = None,
+                gate: PolicyVersionGate | None = None) -> tuple[AgentLoop, AgentLoop]:
     """The run's two agent loops over `engine`: the sampling one (seeded by `data.seed`) and the greedy one
-    (temperature 0: estimators whose baseline is the greedy response)."""
+    (temperature 0: estimators whose baseline is the greedy response), sharing one policy-version gate."""
+    gate = gate if gate is not None else PolicyVersionGate()
     loop = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, seed=cfg.data.seed),
-                     processor=processor, environment=environment)
+                     processor=processor, environment=environment, gate=gate)
     greedy = AgentLoop(engine, tokenizer, tools, interactions, agent_loop_config(cfg, temperature=0.0),
-                       processor=processor, environment=environment)
+                       processor=processor, environment=environment, gate=gate)
     return loop, greedy
 
 

@@ -8,7 +8,8 @@ looked up by name. `make_rollout(config)` factories return a `Rollout`; a plain 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,7 +58,21 @@ class Rollout(Protocol):
         """What the rollout's engines did since the last call (`rollout/engine/*`), or {}."""
         ...
 
+    def weight_sync(self, version: int) -> AbstractAsyncContextManager[None]:
+        """Entered around each weight sync, whatever path the weights take (`update_weights`, the colocated
+        ranks, a broadcast): a rollout whose episodes may be in flight then (overlapped modes,
+        `trainer.rollout_mode`) pauses their engine calls for the body and records that tokens sampled after it
+        come from policy `version` (`Trajectory.token_versions`). `unversioned_sync()` is the no-op for rollouts
+        that record no versions (the trainer then stamps each trajectory with the version it was started at)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+@asynccontextmanager
+async def unversioned_sync(version: int = 0) -> AsyncIterator[None]:
+    """`Rollout.weight_sync` of a rollout that records no versions: nothing to pause."""
+    yield
 
 
 async def _resolved(value: Any) -> Any:
@@ -98,6 +113,9 @@ class CallableRollout:
 
     async def step_metrics(self) -> dict[str, float]:
         return {}
+
+    def weight_sync(self, version: int) -> AbstractAsyncContextManager[None]:
+        return unversioned_sync(version)
 
     async def close(self) -> None:
         closer, self.closer = self.closer, None

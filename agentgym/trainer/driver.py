@@ -31,6 +31,7 @@ from agentgym.trainer.baselines import GreedyBaselines
 from agentgym.trainer.checkpoints import CheckpointManager, complete_steps
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
+from agentgym.trainer.overlap import RolloutPipeline, stamp_versions, staleness_metrics
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import tool_call_metrics, write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
@@ -138,6 +139,11 @@ class RLTrainer:
         cfg = self.config
         if cfg.algorithm.adv_estimator == "gae" and not cfg.use_critic:
             raise ConfigError("adv_estimator=gae needs a critic.", entry="critic.enable", fix="set critic.enable=true")
+        mode = cfg.trainer.rollout_mode
+        if mode != "sync" and algo.needs_greedy_baseline(cfg.algorithm.adv_estimator):
+            raise ConfigError(f"adv_estimator={cfg.algorithm.adv_estimator} collects a greedy baseline per step, "
+                              f"which trainer.rollout_mode={mode} would mix across overlapping steps.",
+                              entry="trainer.rollout_mode", fix="set trainer.rollout_mode=sync or another estimator")
 
     def start_workers(self) -> None:
         """The actor's ranks, and a worker group on its own pool for each critic or reference that
@@ -208,6 +214,9 @@ class RLTrainer:
                     batch.set_ragged("entropy", entropy)
                     metrics["actor/entropy"] = float(algo.masked_mean(batch.padded("entropy"), mask))
                     metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
+                    # proximal (recomputed) over behaviour (engine) probabilities: what decoupled PPO weights by
+                    metrics.update(_stats("rollout_corr/behaviour_ratio", torch.exp(
+                        batch.padded("old_log_probs") - batch.padded("rollout_log_probs"))[mask > 0]))
                 else:
                     batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
             metrics.update(await self.memory_mark("old_log_prob"))
@@ -476,23 +485,42 @@ class RLTrainer:
         # Steps logged after the checkpoint this run starts from were undone by the resume: they are logged again.
         tracker.resume_at(self.global_step)
         history = []
+        pipeline: RolloutPipeline | None = None
         try:
             await self.start_rollout()
+            async with self.rollout.weight_sync(self.global_step):
+                pass  # the weights the rollout starts from (a resumed run's step): the version its tokens record
+            pipeline = self._overlap_pipeline()
             while self.global_step < self.total_steps:
                 step = self.global_step + 1
-                start = time.perf_counter()
-                trajectories, sampling_metrics = await self._collect_step(step)
-                rollout_s = time.perf_counter() - start
-                rollout_memory = await self.memory_mark("rollout")
-                await self.release_rollout_memory()
+                start = iteration_start = time.perf_counter()
+                if pipeline is None:
+                    trajectories, sampling_metrics = await self._collect_step(step)
+                    stamp_versions(trajectories, self.global_step)
+                    sampling_metrics.update(staleness_metrics(trajectories, self.global_step))  # 0, for comparison
+                    rollout_s = time.perf_counter() - start
+                    rollout_memory = await self.memory_mark("rollout")
+                    await self.release_rollout_memory()
+                else:
+                    # The next rollouts keep running through this step's update: their KV caches stay.
+                    taken = await pipeline.take()
+                    trajectories, sampling_metrics = taken.trajectories, taken.metrics
+                    rollout_s = sampling_metrics.pop("timing_s/rollout", time.perf_counter() - start)
+                    rollout_memory = await self.memory_mark("rollout")
                 if self.config.trainer.rollout_data_dir:
                     write_step_trajectories(trajectories, step, self.config.trainer.rollout_data_dir,
                                             parquet=self.config.trainer.rollout_data_parquet)
                 metrics = await self.train_step(trajectories, step)
                 metrics.update(await self.rollout.step_metrics())
                 start = time.perf_counter()
-                await self.sync_weights()
-                metrics["timing_s/weight_sync"] = time.perf_counter() - start
+                async with self.rollout.weight_sync(step):  # episodes in flight pause; their next tokens are `step`'s
+                    paused = time.perf_counter()
+                    await self.sync_weights()
+                metrics["timing_s/weight_sync"] = time.perf_counter() - paused
+                if pipeline is not None:
+                    metrics["timing_s/weight_sync_pause"] = paused - start
+                    pipeline.synced(step)
+                metrics["timing_s/iteration"] = time.perf_counter() - iteration_start  # collect (or wait) to synced
                 metrics.update(rollout_memory)
                 metrics.update(await self.memory_mark("weight_sync"))
                 metrics["timing_s/rollout"] = rollout_s
@@ -512,9 +540,23 @@ class RLTrainer:
                 "no checkpoint was saved yet (trainer.save_freq)"))
             raise
         finally:
+            if pipeline is not None:
+                await pipeline.close()
             if own_tracker:
                 tracker.close()
         return history
+
+    def _overlap_pipeline(self) -> RolloutPipeline | None:
+        """trainer.rollout_mode one_step_off or async: the collections that run ahead of the updates, started."""
+        t = self.config.trainer
+        if t.rollout_mode == "sync":
+            return None
+        pipeline = RolloutPipeline(self._collect_step, t.rollout_mode, t.max_staleness,
+                                   groups_per_step=self.config.data.train_batch_size,
+                                   steps=self.total_steps - self.global_step, version=self.global_step,
+                                   first_index=self.global_step + 1)
+        pipeline.start()
+        return pipeline
 
     async def _collect_step(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
         """One step's trajectories; with algorithm.filter_groups, only groups whose rewards differ."""

@@ -177,7 +177,7 @@ def trainer_overrides(args, model_path: Path) -> list[str]:
         f"trainer.total_training_steps={args.warmup + args.steps}", "trainer.save_freq=-1",
         "trainer.logger=[console]",
     ] + (["actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: bf16, reduce_dtype: fp32}"]
-         if args.device == "cuda" else [])
+         if args.device == "cuda" else []) + list(args.set)
 
 
 async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
@@ -295,6 +295,8 @@ async def rl_steps(args, model_path: Path, params: int, workdir: Path) -> dict:
         "update_mfu": 6 * params * tokens / tot("timing_s/update_actor") / peak if peak else None,
         "weight_sync_s": tot("timing_s/weight_sync") / len(measured),
         "step_s": (tot("timing_s/rollout") + tot("timing_s/step") + tot("timing_s/weight_sync")) / len(measured),
+        # wall time per step as the loop saw it (collect or wait, through the sync): what overlapped modes shorten
+        "iteration_s": tot("timing_s/iteration") / len(measured),
         "logprob_diff_mean_incl_scripted_tokens": (tot("rollout/logprob_diff/mean") / len(measured)
                                                    if "rollout/logprob_diff/mean" in measured[0][0] else None),
         "engine": args.engine,
@@ -422,6 +424,8 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the output file name")
     parser.add_argument("--skip-update", action="store_true")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra trainer override, e.g. --set trainer.rollout_mode=one_step_off (repeatable)")
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args()
 

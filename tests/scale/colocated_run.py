@@ -15,10 +15,11 @@ import ray
 from tests.scale.two_node import arithmetic_config, fit_checked, run_on_two_nodes, run_parser
 
 
-async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: int = 1) -> dict:
+async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: int = 1,
+              rollout_mode: str = "sync") -> dict:
     cfg = arithmetic_config(model_dir, out.parent / "run", steps=steps, batch=2 * ranks, overrides=[
         "trainer.nnodes=2", f"trainer.n_gpus_per_node={ranks // 2}", "actor_rollout_ref.rollout.placement=colocated",
-        f"actor_rollout_ref.rollout.agent.num_workers={agent_workers}",
+        f"actor_rollout_ref.rollout.agent.num_workers={agent_workers}", f"trainer.rollout_mode={rollout_mode}",
     ])
 
     def inspect(trainer) -> dict:
@@ -35,7 +36,7 @@ def main() -> int:
     parser.add_argument("--agent-workers", type=int, default=1)
     args = parser.parse_args()
     return run_on_two_nodes(args.ranks // 2, args.ranks // 2,
-                            lambda: run(args.model_dir, args.out, args.ranks, args.steps, args.agent_workers), args.out)
+                            lambda: run(args.model_dir, args.out, args.ranks, args.steps, args.agent_workers, args.rollout_mode), args.out)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ import ray
 from tests.scale.two_node import arithmetic_config, fit_checked, run_on_two_nodes, run_parser
 
 
-async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int) -> dict:
+async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int, rollout_mode: str = "sync") -> dict:
     cfg = arithmetic_config(model_dir, out.parent / "run", steps=steps, batch=2 * replicas, overrides=[
         "trainer.nnodes=1", f"trainer.n_gpus_per_node={ranks}", "actor_rollout_ref.rollout.placement=separate",
         f"actor_rollout_ref.rollout.n_gpus_per_node={replicas}",
-        "actor_rollout_ref.rollout.update_weights_bucket_megabytes=1",
+        "actor_rollout_ref.rollout.update_weights_bucket_megabytes=1", f"trainer.rollout_mode={rollout_mode}",
     ])
 
     def inspect(trainer) -> dict:
@@ -43,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     # Two nodes: the trainer's pool packs onto one, the rollout pool onto the other (neither fits beside the other).
     return run_on_two_nodes(args.ranks, args.replicas,
-                            lambda: run(args.model_dir, args.out, args.ranks, args.replicas, args.steps), args.out)
+                            lambda: run(args.model_dir, args.out, args.ranks, args.replicas, args.steps, args.rollout_mode), args.out)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,18 @@ def test_colocated_replicas_on_two_nodes(tiny_model_dir, tmp_path):
     digests = [c["digest"] for c in result["checks"]]
     assert len(set(digests)) == 3, "the weights moved every step (so the equality is of new weights)"
     assert all(c["generated_tokens"] > 0 for c in result["counters"])
+
+
+@pytest.mark.slow
+def test_colocated_replicas_one_step_off(tiny_model_dir, tmp_path):
+    """The next rollout runs on the ranks' replicas through the update (their KV caches kept): every sync still
+    leaves each replica equal to the trainer, and later steps train on tokens one version old."""
+    out = tmp_path / "out.json"
+    run = subprocess.run([sys.executable, str(HERE / "colocated_run.py"), str(tiny_model_dir), str(out),
+                          "--ranks", "2", "--steps", "3", "--rollout-mode", "one_step_off"], capture_output=True,
+                         text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(HERE.parents[1])})
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["steps"] == 3
+    assert all(check["exact"] == [True, True] for check in result["checks"])
+    assert result["staleness_max"] == [0, 1, 1], "step 1 trains on version 0, later steps one version behind"

@@ -46,6 +46,22 @@ def test_separate_rollout_pool_synced_by_broadcast(tiny_model_dir, tmp_path):
     assert result["placement_groups_left"] == 0, "both pools' placement groups were removed at the end"
 
 
+@pytest.mark.slow
+def test_separate_rollout_pool_one_step_off(tiny_model_dir, tmp_path):
+    """The next step's rollout runs on the pool while the trainer updates; each broadcast still leaves every replica
+    equal to the trainer, and the steps after the first train on tokens one version old."""
+    out = tmp_path / "out.json"
+    run = subprocess.run([sys.executable, str(HERE / "disaggregated_run.py"), str(tiny_model_dir), str(out),
+                          "--ranks", "1", "--replicas", "1", "--steps", "3", "--rollout-mode", "one_step_off"],
+                         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(HERE.parents[1])})
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["steps"] == 3
+    assert all(check["exact"] == [True] for check in result["checks"])
+    assert result["staleness_max"] == [0, 1, 1], "step 1 trains on version 0, later steps one version behind"
+    assert result["placement_groups_left"] == 0
+
+
 def _cfg(model_dir, *overrides: str):
     return load_config(None, [f"actor_rollout_ref.model.path={model_dir}", "trainer.device=cpu",
                               "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",

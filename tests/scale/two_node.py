@@ -84,16 +84,18 @@ async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors
         await rollout.close()
     return {"steps": len(history), "checks": tracker.checks,
             "tool_calls": [h.get("rollout/tool_calls/mean") for h in history],
-            "reruns": [h.get("rollout/agent_workers/reruns") for h in history], **seen}
+            "reruns": [h.get("rollout/agent_workers/reruns") for h in history],
+            "staleness_max": [h.get("rollout/staleness/max") for h in history], **seen}
 
 
 def run_parser(*, ranks: int, steps: int) -> argparse.ArgumentParser:
-    """MODEL_DIR OUT_JSON [--ranks N] [--steps N]; a script adds its own arguments to it."""
+    """MODEL_DIR OUT_JSON [--ranks N] [--steps N] [--rollout-mode M]; a script adds its own arguments to it."""
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir")
     parser.add_argument("out", type=Path)
     parser.add_argument("--ranks", type=int, default=ranks)
     parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--rollout-mode", default="sync", choices=["sync", "one_step_off", "async"])
     return parser
 
 

@@ -24,6 +24,7 @@ import shlex
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -36,7 +37,7 @@ from agentgym.errors import AgentGymError, ConfigError
 from agentgym.models.chat import chat_ids
 from agentgym.rollout.build import load_environment
 from agentgym.rollout.engines.base import Engine
-from agentgym.rollout.protocol import OnDone
+from agentgym.rollout.protocol import OnDone, unversioned_sync
 from agentgym.services.gateway.recorder import TrajectoryRecorder
 from agentgym.services.gateway.server import Gateway, GatewayConfig
 from agentgym.services.serving import RunningServer, start_server
@@ -275,6 +276,10 @@ class ExternalAgentRollout:
     def agent_counts(self) -> dict[str, float]:
         """The last collection's failed, timed-out and unscored episodes."""
         return dict(self._step)
+
+    def weight_sync(self, version: int) -> AbstractAsyncContextManager[None]:
+        """The agent's requests are not paused at a sync; the trainer stamps versions per trajectory."""
+        return unversioned_sync(version)
 
     async def step_metrics(self) -> dict[str, float]:
         out = {f"rollout/external_agent/{k}": v for k, v in self._step.items()}

@@ -1,0 +1,172 @@
+"""trainer.rollout_mode through RLTrainer.fit: when each step's rollout starts relative to the weight syncs, the
+staleness each step trains at, the groups async mode drops, async with max_staleness 0 being the sync run, and the
+config errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agentgym.config import load_config
+from agentgym.errors import ConfigError
+from agentgym.rollout.protocol import CallableRollout
+from agentgym.trainer.driver import RLTrainer
+from agentgym.trajectory import Trajectory
+
+ROWS = [{"id": i, "prompt": [{"role": "user", "content": "hi"}]} for i in range(8)]
+
+
+def _traj(gid: str, k: int, score: float) -> Trajectory:
+    return Trajectory(uid=f"{gid}-{k}", group_id=gid, prompt_ids=[2, 3], response_ids=[5 + k, 6, 7],
+                      loss_mask=[1, 1, 1], rollout_logprobs=[-1.0, -1.0, -1.0], final_score=score)
+
+
+class Timeline:
+    """A rollout and a weight receiver that write what happens, in order, into one list."""
+
+    def __init__(self, *, hold: int | None = None, release_after_sync: int = 0):
+        self.events: list[tuple[str, int]] = []
+        self.syncs = 0
+        self.hold, self.release_after_sync = hold, release_after_sync
+        self.released = asyncio.Event()
+
+    async def collect(self, rows, step):
+        self.events.append(("collect", step))
+        if step == self.hold:  # a straggler: this launch finishes only after some weight syncs
+            await self.released.wait()
+        await asyncio.sleep(0)
+        self.events.append(("collected", step))
+        return [_traj(f"step{step}-{i}", k, float(k == 0)) for i, _ in enumerate(rows) for k in range(2)]
+
+    def update_weights(self, state_dict):
+        self.syncs += 1
+        self.events.append(("sync", self.syncs))
+        if self.syncs == self.release_after_sync:
+            self.released.set()
+
+
+def _config(config_for, tmp_path, *overrides):
+    return config_for("trainer.use_ray=false", "actor_rollout_ref.rollout.n=2", "data.shuffle=false",
+                      f"trainer.default_local_dir={tmp_path}", "trainer.logger=[jsonl]", *overrides)
+
+
+async def _fit(config, timeline: Timeline) -> list[dict[str, float]]:
+    trainer = RLTrainer(config, rollout=CallableRollout(timeline.collect, timeline), dataset=ROWS,
+                        weight_transport="state_dict")
+    try:
+        return await trainer.fit()
+    finally:
+        trainer.close()
+
+
+async def test_sync_collects_each_step_after_the_previous_weight_sync(config_for, tmp_path):
+    timeline = Timeline()
+    history = await _fit(_config(config_for, tmp_path, "trainer.total_training_steps=3"), timeline)
+    # sync 1 is the initial one (start_rollout); sync k+1 follows step k's update
+    assert timeline.events == [("sync", 1), ("collect", 1), ("collected", 1), ("sync", 2), ("collect", 2),
+                               ("collected", 2), ("sync", 3), ("collect", 3), ("collected", 3), ("sync", 4)]
+    assert [m["rollout/staleness/max"] for m in history] == [0.0, 0.0, 0.0]
+    assert "timing_s/weight_sync_pause" not in history[0]
+
+
+async def test_one_step_off_runs_the_next_rollout_during_the_update(config_for, tmp_path):
+    timeline = Timeline()
+    history = await _fit(_config(config_for, tmp_path, "trainer.total_training_steps=3",
+                                 "trainer.rollout_mode=one_step_off"), timeline)
+    events = timeline.events
+    # step k+1's collection starts before step k's weight sync, and none is launched past the last step
+    assert events.index(("collect", 2)) < events.index(("sync", 2))
+    assert events.index(("collect", 3)) < events.index(("sync", 3))
+    assert events.index(("collected", 1)) < events.index(("collect", 2)), "one rollout ahead, not two"
+    assert ("collect", 4) not in events
+    assert [m["rollout/staleness/max"] for m in history] == [0.0, 1.0, 1.0]
+    assert [m["rollout/policy_version"] for m in history] == [0.0, 1.0, 2.0]
+    assert all(m["rollout/staleness/dropped_groups"] == 0 for m in history)
+    assert "timing_s/weight_sync_pause" in history[0] and "timing_s/iteration" in history[0]
+
+
+async def test_async_drops_a_straggler_past_max_staleness_and_counts_it(config_for, tmp_path):
+    """max_staleness 1: launches 1 and 2 start together; launch 1 is held until after the second update, so by the
+    time it arrives it is two versions old: its 2 groups are dropped, a new launch takes their place, and no step
+    trains on anything staler than 1."""
+    timeline = Timeline(hold=1, release_after_sync=3)  # sync 3 = the one after step 2
+    history = await _fit(_config(config_for, tmp_path, "trainer.total_training_steps=3", "trainer.rollout_mode=async",
+                                 "trainer.max_staleness=1"), timeline)
+    assert timeline.events[:3] == [("sync", 1), ("collect", 1), ("collect", 2)]
+    assert max(m["rollout/staleness/max"] for m in history) <= 1
+    assert sum(m["rollout/staleness/dropped_groups"] for m in history) == 2
+    assert sum(m["rollout/staleness/dropped_trajectories"] for m in history) == 4
+    assert history[-1]["rollout/staleness/dropped_groups_total"] == 2
+    # three steps need three launches; the fourth is the dropped groups' replacement
+    assert ("collect", 4) in timeline.events and ("collect", 5) not in timeline.events
+
+
+async def test_async_with_max_staleness_zero_keeps_to_the_sync_order(config_for, tmp_path):
+    timeline = Timeline()
+    await _fit(_config(config_for, tmp_path, "trainer.total_training_steps=3", "trainer.rollout_mode=async",
+                       "trainer.max_staleness=0"), timeline)
+    assert timeline.events == [("sync", 1), ("collect", 1), ("collected", 1), ("sync", 2), ("collect", 2),
+                               ("collected", 2), ("sync", 3), ("collect", 3), ("collected", 3), ("sync", 4)]
+
+
+def _agent_config(tiny_model_dir, tmp_path, *overrides):
+    from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
+
+    return load_config(None, [
+        f"actor_rollout_ref.model.path={tiny_model_dir}", "actor_rollout_ref.model.attn_implementation=eager",
+        "trainer.device=cpu", "trainer.use_ray=false", "data.train_batch_size=2", "data.shuffle=false",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.optim.lr=1e-2",
+        "actor_rollout_ref.rollout.n=2", "data.max_response_length=10", "data.seed=3",
+        "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2", "trainer.total_training_steps=2",
+        f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}",
+        f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}",
+        f"trainer.default_local_dir={tmp_path}", "trainer.logger=[jsonl]", f"trainer.rollout_data_dir={tmp_path}/data",
+        *overrides])
+
+
+async def _fit_agent(config) -> tuple[list[dict[str, float]], list[list[Trajectory]]]:
+    from agentgym.rollout.build import make_rollout
+    from agentgym.rollout.trajectory_io import read_jsonl
+    from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
+
+    rows = make_rows(ArithmeticTaskConfig(num_rows=4, seed=5))
+    rollout = make_rollout(config)
+    trainer = RLTrainer(config, rollout=rollout, dataset=rows)
+    try:
+        history = await trainer.fit()
+    finally:
+        await rollout.close()
+        trainer.close()
+    data = config.trainer.rollout_data_dir
+    return history, [read_jsonl(f"{data}/{step}.jsonl") for step in (1, 2)]
+
+
+async def test_async_with_max_staleness_zero_is_the_sync_run(tiny_model_dir, tmp_path):
+    """The real agent loop and engine, same seed: the same trajectories (ids, logprobs, versions) and the same
+    update figures, step by step."""
+    sync_history, sync_steps = await _fit_agent(_agent_config(tiny_model_dir, tmp_path / "sync"))
+    async_history, async_steps = await _fit_agent(_agent_config(tiny_model_dir, tmp_path / "async",
+                                                                "trainer.rollout_mode=async", "trainer.max_staleness=0"))
+    for ours, theirs in zip(sync_steps, async_steps):
+        assert [(t.uid, t.response_ids, t.rollout_logprobs, t.token_versions) for t in ours] == \
+               [(t.uid, t.response_ids, t.rollout_logprobs, t.token_versions) for t in theirs]
+    assert [set(t.sampled_versions) for t in sync_steps[1]] == [{1}] * len(sync_steps[1]), "step 2 samples version 1"
+    for ours, theirs in zip(sync_history, async_history):
+        for key in ("actor/pg_loss", "actor/grad_norm", "critic/score/mean", "actor/entropy"):
+            assert ours[key] == theirs[key], key
+
+
+def test_rollout_mode_config_errors(config_for):
+    with pytest.raises(ConfigError, match=r"max_staleness >= 1 .*override `trainer.rollout_mode=one_step_off`"):
+        config_for("trainer.rollout_mode=one_step_off", "trainer.max_staleness=0")
+    with pytest.raises(ConfigError, match="partial_rollout=true pauses"):
+        config_for("trainer.partial_rollout=true")
+    with pytest.raises(ConfigError, match="max_staleness"):
+        config_for("trainer.rollout_mode=async", "trainer.max_staleness=-1")
+    with pytest.raises(ConfigError, match="num_workers=2 runs them"):
+        config_for("trainer.rollout_mode=async", "actor_rollout_ref.rollout.agent.num_workers=2")
+    with pytest.raises(ConfigError, match="greedy baseline"):
+        RLTrainer(config_for("trainer.use_ray=false", "trainer.rollout_mode=one_step_off",
+                             "algorithm.adv_estimator=remax"),
+                  rollout=CallableRollout(lambda rows, step: [], samples_greedy=True), dataset=ROWS)
