@@ -36,7 +36,7 @@ from agentgym.rollout.trajectory_io import write_jsonl
 from agentgym.tools.embedded_sandbox import stop_embedded_sandboxes
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.utils.console import StageProgress
-from agentgym.utils.shutdown import run_until_signal
+from agentgym.utils.shutdown import run_until_signal, stop_ray
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ def save_model(init_path: Path, state_dict: dict[str, Any], out: Path) -> Path:
 def run_quickstart(settings: QuickstartSettings, console: Console, job: Quickstart) -> int:
     """Run the job, then print and save its results."""
     started = time.perf_counter()
-    results = run_until_signal(job.run(), what="the quickstart", on_interrupt=[stop_embedded_sandboxes])
+    results = run_until_signal(job.run(), what="the quickstart", on_interrupt=[stop_ray, stop_embedded_sandboxes])
     table = Table(title=f"held-out results ({settings.eval_rows} tasks never trained on)")
     for column in ("", "decoding", "accuracy", "first-try accuracy", "tool used correctly", "mean reward"):
         table.add_column(column)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -212,3 +213,11 @@ def _finish(guard: SignalGuard, on_interrupt: Sequence[Callable[[], None]]) -> I
     leftovers = stop_processes(tree)
     # The guard stays installed: a signal during the interpreter's own exit still kills rather than tracebacks.
     return Interrupted(guard.request, guard.what, leftovers)
+
+
+def stop_ray() -> None:
+    """Stop the Ray session this process started, if it started one: an `on_interrupt` stopper for commands whose
+    trainer brings Ray up itself (a CPU run that never imported ray has none to stop)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
