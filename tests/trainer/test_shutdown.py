@@ -232,6 +232,19 @@ def _session_processes(session: str) -> list[str]:
     return found
 
 
+def _signal(proc: subprocess.Popen, signals: list[signal.Signals]) -> tuple[int, float]:
+    """Send the signals 0.3 s apart; the exit code and the seconds from the first signal to the exit."""
+    sent = time.monotonic()
+    for sig in signals:
+        proc.send_signal(sig)
+        time.sleep(0.3)
+    return proc.wait(timeout=90), time.monotonic() - sent
+
+
+def _still_running(tree: list[psutil.Process]) -> list[str]:
+    return [f"{p.name()} ({p.pid})" for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
 def _signal_mid_step(tmp_path: Path, tiny_model_dir: Path, signals: list[signal.Signals]):
     proc, marker, run_dir = _start_run(tmp_path, tiny_model_dir)
     lines: list[str] = []
@@ -248,18 +261,13 @@ def _signal_mid_step(tmp_path: Path, tiny_model_dir: Path, signals: list[signal.
         ports = _listening([psutil.Process(proc.pid), *tree])
         session = _ray_session(tree)
         assert ports and session, (ports, session)
-        sent = time.monotonic()
-        for sig in signals:
-            proc.send_signal(sig)
-            time.sleep(0.3)
-        code = proc.wait(timeout=90)
-        took = time.monotonic() - sent
+        code, took = _signal(proc, signals)
     finally:
         if proc.poll() is None:
             proc.kill()
     pump.join(10)
     out = "".join(lines)
-    alive = [f"{p.name()} ({p.pid})" for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    alive = _still_running(tree)
     return code, took, out, alive, [p for p in ports if _answers(*p)], _session_processes(session), run_dir
 
 
@@ -306,16 +314,13 @@ def test_ctrl_c_during_the_quickstarts_training_stops_it_and_its_sandbox(tmp_pat
             time.sleep(0.2)
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert "sandbox_server" in " ".join(" ".join(p.cmdline()) for p in tree), [p.cmdline() for p in tree]
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=90)
-        took = time.monotonic() - sent
+        code, took = _signal(proc, [signal.SIGINT])
     finally:
         if proc.poll() is None:
             proc.kill()
     pump.join(10)
     out = "".join(lines)
-    alive = [f"{p.name()} ({p.pid})" for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    alive = _still_running(tree)
     assert code == 130, out[-4000:]
     assert took < 60, f"took {took:.0f} s to stop"
     assert "stopped by SIGINT: the quickstart ended; nothing it started is left running" in out, out[-3000:]
