@@ -108,9 +108,7 @@ class RolloutPipeline:
     _launched: int = 0
     _start_version: int = 0
     _taken_steps: int = 0
-    _taken_groups: int = 0
     _dropped_groups: int = 0
-    _dropped_total: int = 0
     _finished_metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -165,8 +163,7 @@ class RolloutPipeline:
             stamp_versions(trajectories, started_version)
             self._ready.extend(_groups(index, trajectories))
             self._finished_metrics["timing_s/rollout"] = time.perf_counter() - started
-            for key, value in metrics.items():
-                self._finished_metrics[key] = value
+            self._finished_metrics.update(metrics)
 
     async def take(self) -> StepBatch:
         """The next step's groups: `groups_per_step` of them in the queue's order, none staler than the bound."""
@@ -187,8 +184,6 @@ class RolloutPipeline:
                 continue
             chosen.append(group)
         self._taken_steps += 1
-        self._taken_groups += len(chosen)
-        self._dropped_total += dropped_groups
         if self.mode == "one_step_off":
             self._fill()  # the next step's rollout starts now, while this one trains
         trajectories = [t for g in chosen for t in g.trajectories]
@@ -199,7 +194,7 @@ class RolloutPipeline:
             "timing_s/rollout_wait": time.perf_counter() - waited,
             "rollout/staleness/dropped_groups": float(dropped_groups),
             "rollout/staleness/dropped_trajectories": float(dropped_trajectories),
-            "rollout/staleness/dropped_groups_total": float(self._dropped_total),
+            "rollout/staleness/dropped_groups_total": float(self._dropped_groups),
             "rollout/staleness/in_flight_batches": float(self.in_flight),
             "rollout/staleness/queued_groups": float(len(self._ready)),
         })
