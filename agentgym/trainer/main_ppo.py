@@ -23,7 +23,7 @@ from agentgym.rows import read_rows
 from agentgym.rollout.protocol import CollectFn, Rollout, WeightReceiver, as_rollout
 from agentgym.tools.embedded_sandbox import stop_embedded_sandboxes
 from agentgym.trainer.driver import RLTrainer
-from agentgym.utils.shutdown import Interrupted, run_until_signal
+from agentgym.utils.shutdown import Interrupted, ray_is_up, run_until_signal, stop_ray as shutdown_ray
 
 RolloutFactory = Callable[[AgentGymConfig], "Rollout | tuple[CollectFn, WeightReceiver | None]"]
 
@@ -80,7 +80,7 @@ async def run_ppo_async(
     if not rows:
         raise ConfigError("no training rows.", entry="data.train_files", fix="point data.train_files at a dataset file")
     check_training_rows(config, rows, default_rollout=collect is None and _is_default_rollout(make_rollout))
-    ray_was_up = _ray_is_up()  # a Ray this run starts (trainer ranks, reward model) is stopped by this run
+    ray_was_up = ray_is_up()  # a Ray this run starts (trainer ranks, reward model) is stopped by this run
     owned: Rollout | None = None
     if collect is None:
         assert make_rollout is not None
@@ -96,11 +96,6 @@ async def run_ppo_async(
         raise
     finally:
         await close_run(trainer, owned, stop_ray=not ray_was_up, interrupted=interrupted)
-
-
-def _ray_is_up() -> bool:
-    ray = sys.modules.get("ray")  # not imported yet: not initialised either (and a CPU run never imports it)
-    return ray is not None and ray.is_initialized()
 
 
 async def close_run(trainer: RLTrainer, rollout: Rollout | None, *, stop_ray: bool, interrupted: bool = False,
@@ -122,10 +117,8 @@ async def close_run(trainer: RLTrainer, rollout: Rollout | None, *, stop_ray: bo
         await step("the rollout", rollout.close())
     await step("the trainer", trainer.aclose(abandon_workers=interrupted and stop_ray))
     await step("the HTTP connections", aclose_http_sessions())
-    if stop_ray and _ray_is_up():
-        import ray
-
-        ray.shutdown()
+    if stop_ray:
+        shutdown_ray()
 
 
 def _is_default_rollout(make_rollout: RolloutFactory | None) -> bool:

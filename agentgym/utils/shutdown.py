@@ -218,6 +218,10 @@ def _finish(guard: SignalGuard, on_interrupt: Sequence[Callable[[], None]]) -> I
 def stop_ray() -> None:
     """Stop the Ray session this process started, if it started one: an `on_interrupt` stopper for commands whose
     trainer brings Ray up itself (a CPU run that never imported ray has none to stop)."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+    if ray_is_up():
+        sys.modules["ray"].shutdown()
+
+
+def ray_is_up() -> bool:
+    ray = sys.modules.get("ray")  # not imported yet: not initialised either (and a CPU run never imports it)
+    return ray is not None and ray.is_initialized()
