@@ -15,16 +15,12 @@ built, or if it cannot be, java compiles without it.
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import hashlib
 import logging
-import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .warm_artifact import WarmArtifact, install, partial_path, run_niced, short_digest
 
 logger = logging.getLogger("sandbox_server.jvm_cds")
 
@@ -58,80 +54,44 @@ public class Main {
 """
 
 
-class JavacArchive:
+class JavacArchive(WarmArtifact):
     """The archive for one (JDK, javac command line) pair, and whether it is built yet."""
 
     def __init__(self, base: Path, toolchain: str, compile_argv: Sequence[str], path: str):
-        self.compile = tuple(compile_argv)
+        compile = tuple(compile_argv)
+        super().__init__(base, f"javac-{short_digest(repr((toolchain, compile, _WARM_PROGRAM)))}", (_ARCHIVE,))
+        self.compile = compile
         self.path = path
-        digest = hashlib.sha256(repr((toolchain, self.compile, _WARM_PROGRAM)).encode()).hexdigest()[:16]
-        self.root = base / f"javac-{digest}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        for d in (base, self.root):  # bwrap, as the sandbox uid, must reach it to bind it
-            os.chmod(d, 0o755)
-        self.state = "pending"
-        self.error: Optional[str] = None
-        self.seconds: Optional[float] = None
-
-    @property
-    def ready(self) -> bool:
-        return (self.root / _ARCHIVE).is_file()
 
     def compile_argv(self) -> tuple[str, ...]:
         """The java compile command with the archive (JVM options reach javac's JVM as -J...)."""
         return (self.compile[0], f"-J-XX:SharedArchiveFile={JVM_MOUNT}/{_ARCHIVE}", *self.compile[1:])
 
-    def summary(self) -> dict:
-        return {"state": self.state, "error": self.error,
-                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+    def _toolchain(self) -> Optional[str]:
+        return shutil.which(self.compile[0], path=self.path)
 
-    async def build(self) -> None:
-        if shutil.which(self.compile[0], path=self.path) is None:
-            self.state = "off"
-            return
-        self.state = "building"
-        t0 = time.monotonic()
-        lock = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # another server may be building it
-            if not self.ready:
-                self.error = await self._build()
-                if self.error is not None:
-                    logger.warning("the javac class-data archive was not built (java compiles without it): %s",
-                                   self.error)
-        finally:
-            os.close(lock)
-        self.seconds = time.monotonic() - t0
-        self.state = "ready" if self.ready else "failed"
+    def _warn(self, item: str, error: str) -> None:
+        logger.warning("the javac class-data archive was not built (java compiles without it): %s", error)
 
-    async def _build(self) -> Optional[str]:
-        target = self.root / _ARCHIVE
-        partial = target.with_name(f".{_ARCHIVE}.{os.getpid()}.tmp")
-        javac = shutil.which(self.compile[0], path=self.path)
-        assert javac is not None
-        source = self.compile[-1]
-        with tempfile.TemporaryDirectory(prefix="javac-cds-") as tmp:
-            (Path(tmp) / source).write_text(_WARM_PROGRAM)
-            dump = [javac, f"-J-XX:ArchiveClassesAtExit={partial}", *self.compile[1:]]
-            check = [javac, f"-J-XX:SharedArchiveFile={partial}", "-J-Xshare:on", *self.compile[1:]]
-            for argv, silent in ((dump, False), (check, True)):
-                error = await _run(argv, tmp, self.path, silent)
-                if error is not None:
-                    partial.unlink(missing_ok=True)
-                    return error
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)  # atomic: a compile sees the whole archive or none
+    async def _make(self, tool: str, item: str, tmp: Path) -> Optional[str]:
+        target = self._target(item)
+        partial = partial_path(target)
+        (tmp / self.compile[-1]).write_text(_WARM_PROGRAM)
+        dump = [tool, f"-J-XX:ArchiveClassesAtExit={partial}", *self.compile[1:]]
+        check = [tool, f"-J-XX:SharedArchiveFile={partial}", "-J-Xshare:on", *self.compile[1:]]
+        for argv, silent in ((dump, False), (check, True)):
+            error = await _run(argv, str(tmp), self.path, silent)
+            if error is not None:
+                partial.unlink(missing_ok=True)
+                return error
+        install(partial, target)
         return None
 
 
 async def _run(argv: Sequence[str], cwd: str, path: str, silent: bool) -> Optional[str]:
     """None when `argv` exits 0 (and, if `silent`, prints nothing: no CDS warning either); else what went wrong."""
-    nice = shutil.which("nice")
-    proc = await asyncio.create_subprocess_exec(*([nice, "-n", "10"] if nice else []), *argv, cwd=cwd,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                env={"PATH": path, "LANG": "C.UTF-8", "HOME": cwd})
-    out, err = await proc.communicate()
-    if proc.returncode != 0 or (silent and (out or err)):
+    returncode, out, err = await run_niced(argv, cwd=cwd, env={"PATH": path, "LANG": "C.UTF-8", "HOME": cwd})
+    if returncode != 0 or (silent and (out or err)):
         text = (out + err).decode(errors="replace")[-800:]
-        return f"{' '.join(argv)} exited {proc.returncode}: {text or '(no output)'}"
+        return f"{' '.join(argv)} exited {returncode}: {text or '(no output)'}"
     return None

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Optional
 
 from .compile_cache import toolchain_identity
+from .warm_artifact import bindable_dir, install
 
 logger = logging.getLogger("sandbox_server.node_zygote")
 
@@ -61,10 +62,7 @@ class NodeZygoteFiles:
         self.js = _package_bytes(_ZYGOTE)
         self.c = _package_bytes(_ADDON_SOURCE)
         ident = hashlib.sha256(b"\0".join([self.js, self.c, toolchain_identity(("node",), path).encode()]))
-        self.root = base / f"node-{ident.hexdigest()[:16]}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        for d in (base, self.root):  # bwrap, as the sandbox uid, must reach them to bind them
-            os.chmod(d, 0o755)
+        self.root = bindable_dir(base, f"node-{ident.hexdigest()[:16]}")
 
     def argv(self, server_fd: int) -> list[str]:
         return ["node", "--single-threaded", f"{NODE_MOUNT}/{_ZYGOTE}", str(server_fd)]
@@ -91,8 +89,7 @@ class NodeZygoteFiles:
                 raise OSError(f"building {_ADDON_SOURCE} failed (gcc exit {proc.returncode}): {proc.stderr[-2000:]}")
             (partial / _ZYGOTE).write_bytes(self.js)
             for name in (_ADDON, _ZYGOTE):
-                os.chmod(partial / name, 0o644)
-                os.replace(partial / name, self.root / name)
+                install(partial / name, self.root / name)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 

@@ -20,18 +20,14 @@ reaches it: the bind is read-only and the files are root's.
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import hashlib
 import logging
 import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .languages import CPP_STD
+from .warm_artifact import WarmArtifact, install, partial_path, run_niced, short_digest
 
 logger = logging.getLogger("sandbox_server.pch")
 
@@ -39,70 +35,40 @@ logger = logging.getLogger("sandbox_server.pch")
 PCH_HEADERS: tuple[str, ...] = ("bits/stdc++.h", "iostream", "vector", "string", "algorithm")
 
 
-class PchBuilder:
+class PchBuilder(WarmArtifact):
     """Builds `PCH_HEADERS` under `base` with the host's g++ and the flags of the cpp language spec."""
 
     def __init__(self, base: Path, toolchain: str, compiler: str = "g++", headers: Sequence[str] = PCH_HEADERS):
-        digest = hashlib.sha256(repr((toolchain, CPP_STD)).encode()).hexdigest()[:16]
-        self.root = base / digest
-        self.root.mkdir(parents=True, exist_ok=True)
-        for d in (base, self.root):  # bwrap, as the sandbox uid, must reach it to bind it
-            os.chmod(d, 0o755)
+        super().__init__(base, short_digest(repr((toolchain, CPP_STD))), headers)
         self.compiler = compiler
-        self.headers = tuple(headers)
-        self.built: list[str] = []
-        self.failed: dict[str, str] = {}
-        self.seconds: Optional[float] = None
-        self.state = "pending"
 
-    def summary(self) -> dict:
-        return {"state": self.state, "built": list(self.built), "failed": dict(self.failed),
-                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+    def _details(self) -> dict:
+        return {"built": list(self.built), "failed": dict(self.failed)}
 
-    async def build(self) -> None:
-        """Build every header (one compiler at a time, niced: the machine is serving runs meanwhile)."""
-        compiler = shutil.which(self.compiler)
-        if compiler is None:
-            self.state = "off"
-            return
-        self.state = "building"
-        t0 = time.monotonic()
-        lock = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # another server may be building them
-            with tempfile.TemporaryDirectory(prefix="pch-build-") as tmp:
-                for header in self.headers:
-                    if (self.root / f"{header}.gch").is_file():
-                        self.built.append(header)  # an earlier server on this host built it
-                        continue
-                    error = await self._build_one(compiler, header, Path(tmp))
-                    if error is None:
-                        self.built.append(header)
-                    else:
-                        self.failed[header] = error
-                        logger.warning("precompiled header %s not built: %s", header, error)
-        finally:
-            os.close(lock)
-        self.seconds = time.monotonic() - t0
-        self.state = "ready"
+    def _state_when_built(self) -> str:
+        return "ready"  # a header that failed is parsed by each compile; the others still serve
 
-    async def _build_one(self, compiler: str, header: str, tmp: Path) -> Optional[str]:
+    def _target(self, item: str) -> Path:
+        return self.root / f"{item}.gch"
+
+    def _toolchain(self) -> Optional[str]:
+        return shutil.which(self.compiler)
+
+    def _warn(self, item: str, error: str) -> None:
+        logger.warning("precompiled header %s not built: %s", item, error)
+
+    async def _make(self, tool: str, item: str, tmp: Path) -> Optional[str]:
         # A wrapper that includes the header by name: the .gch then holds exactly what `#include <NAME>` gives.
-        wrapper = tmp / (header.replace("/", "_") + ".h")
-        wrapper.write_text(f"#include <{header}>\n")
-        target = self.root / f"{header}.gch"
+        wrapper = tmp / (item.replace("/", "_") + ".h")
+        wrapper.write_text(f"#include <{item}>\n")
+        target = self._target(item)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(target.parent, 0o755)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        argv = [compiler, *CPP_STD, "-x", "c++-header", str(wrapper), "-o", str(partial)]
-        nice = shutil.which("nice")
-        proc = await asyncio.create_subprocess_exec(*([nice, "-n", "10"] if nice else []), *argv,
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE, cwd=tmp)
-        _, err = await proc.communicate()
-        if proc.returncode != 0:
+        partial = partial_path(target)
+        argv = [tool, *CPP_STD, "-x", "c++-header", str(wrapper), "-o", str(partial)]
+        returncode, _, err = await run_niced(argv, cwd=str(tmp))
+        if returncode != 0:
             partial.unlink(missing_ok=True)
-            return f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace')[-500:]}"
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)  # atomic: a compile sees the whole .gch or none
+            return f"{' '.join(argv)} exited {returncode}: {err.decode(errors='replace')[-500:]}"
+        install(partial, target)
         return None

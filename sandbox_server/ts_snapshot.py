@@ -14,19 +14,15 @@ the fork server down).
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import hashlib
 import logging
 import os
 import shutil
-import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 from .compile_cache import toolchain_identity
+from .warm_artifact import WarmArtifact, install, partial_path, run_niced, short_digest
 
 logger = logging.getLogger("sandbox_server.ts_snapshot")
 
@@ -42,27 +38,18 @@ def typescript_lib() -> Optional[str]:
     return next((p for p in _TS_LIBS if os.path.isfile(p)), None)
 
 
-class TsSnapshot:
+class TsSnapshot(WarmArtifact):
     """The snapshot for one (node, typescript, type root) triple, and whether it is built yet."""
 
     def __init__(self, base: Path, type_root: Optional[str], path: str):
-        self.ts_lib = typescript_lib()
+        ts_lib = typescript_lib()
+        ident = ";".join([toolchain_identity(("node",), path), ts_lib or "-", type_root or "-",
+                          str(_identity_of_tree(type_root)) if type_root else "-", _script_text()])
+        super().__init__(base, short_digest(ident), (_BLOB,))
+        self.ts_lib = ts_lib
         self.type_root = type_root
         self.path = path
-        ident = ";".join([toolchain_identity(("node",), path), self.ts_lib or "-", type_root or "-",
-                          str(_identity_of_tree(type_root)) if type_root else "-", _script_text()])
-        self.root = base / hashlib.sha256(ident.encode()).hexdigest()[:16]
-        self.root.mkdir(parents=True, exist_ok=True)
-        for d in (base, self.root):  # bwrap, as the sandbox uid, must reach it to bind it
-            os.chmod(d, 0o755)
         self._write_script()
-        self.state = "pending"
-        self.error: Optional[str] = None
-        self.seconds: Optional[float] = None
-
-    @property
-    def ready(self) -> bool:
-        return (self.root / _BLOB).is_file()
 
     def compile_argv(self) -> tuple[str, ...]:
         # No checksum pass over the 65 MB blob at every start (~55 ms of ~310): it is root's, read-only, and was
@@ -87,51 +74,27 @@ class TsSnapshot:
         text = _script_text()
         if target.is_file() and target.read_text(encoding="utf-8") == text:
             return
-        partial = target.with_name(f".{_SCRIPT}.{os.getpid()}.tmp")
+        partial = partial_path(target)
         partial.write_text(text, encoding="utf-8")
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)
+        install(partial, target)
 
-    def summary(self) -> dict:
-        return {"state": self.state, "error": self.error,
-                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+    def _toolchain(self) -> Optional[str]:
+        return shutil.which("node", path=self.path) if self.ts_lib is not None else None
 
-    async def build(self) -> None:
-        node = shutil.which("node", path=self.path)
-        if node is None or self.ts_lib is None:
-            self.state = "off"
-            return
-        self.state = "building"
-        t0 = time.monotonic()
-        lock = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # another server may be building it
-            if not self.ready:
-                self.error = await self._build(node)
-                if self.error is not None:
-                    logger.warning("typescript snapshot not built (tsc is used instead): %s", self.error)
-        finally:
-            os.close(lock)
-        self.seconds = time.monotonic() - t0
-        self.state = "ready" if self.ready else "failed"
+    def _warn(self, item: str, error: str) -> None:
+        logger.warning("typescript snapshot not built (tsc is used instead): %s", error)
 
-    async def _build(self, node: str) -> Optional[str]:
-        target = self.root / _BLOB
-        partial = target.with_name(f".{_BLOB}.{os.getpid()}.tmp")
-        env = {"PATH": self.path, "LANG": "C.UTF-8", **self.env()}
-        with tempfile.TemporaryDirectory(prefix="ts-snapshot-") as tmp:
-            script = Path(tmp) / _SCRIPT
-            script.write_text(_script_text())
-            nice = shutil.which("nice")
-            proc = await asyncio.create_subprocess_exec(
-                *([nice, "-n", "10"] if nice else []), node, "--snapshot-blob", str(partial), "--build-snapshot",
-                str(script), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=tmp, env=env)
-            _, err = await proc.communicate()
-        if proc.returncode != 0 or not partial.is_file():
+    async def _make(self, tool: str, item: str, tmp: Path) -> Optional[str]:
+        target = self._target(item)
+        partial = partial_path(target)
+        script = tmp / _SCRIPT
+        script.write_text(_script_text())
+        returncode, _, err = await run_niced([tool, "--snapshot-blob", str(partial), "--build-snapshot", str(script)],
+                                             cwd=str(tmp), env={"PATH": self.path, "LANG": "C.UTF-8", **self.env()})
+        if returncode != 0 or not partial.is_file():
             partial.unlink(missing_ok=True)
-            return f"node --build-snapshot exited {proc.returncode}: {err.decode(errors='replace')[-500:]}"
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)  # atomic: a compile sees the whole blob or none
+            return f"node --build-snapshot exited {returncode}: {err.decode(errors='replace')[-500:]}"
+        install(partial, target)
         return None
 
 
