@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Awaitable, Callable, Optional, Sequence
 
 from .compile_cache import CompileArtifacts, CompileCache, cache_key, toolchain_identity
 from .explain import StepLimits, kill_reason, step_notes, with_notes
@@ -212,16 +212,8 @@ class CodeExecutor:
         assert isinstance(self.runner, BwrapRunner)
         python = self.languages.get("python")
         env = self._env(python) if python is not None else base_env(self.settings, home="/tmp")
-        pool = ForkServer(self.runner, self.workdirs, env, size=size,
-                          idle_memory_bytes=self.settings.memory_limit_bytes(-1),
-                          template_memory_bytes=self.settings.memory_limit_bytes(-1),
-                          template_pids=max(self.settings.pids_limit, 4 * (size + self.settings.max_concurrency) + 16))
-        try:
-            await pool.start()
-        except Exception as e:
-            logger.warning("the sandbox fork server could not start (%s: %s); every run takes the cold path",
-                           type(e).__name__, e)
-            await pool.aclose()
+        pool = self._fork_server(env, size)
+        if not await self._started(pool, "the sandbox fork server", "every run takes the cold path"):
             return
         self.pool = pool
         if self._node_files is not None:
@@ -237,26 +229,24 @@ class CodeExecutor:
             logger.warning("the node fork server is off (%s); nodejs runs exec node per run", e)
             return
         node = self._node_fork_server(files.argv, self._env(self.languages["nodejs"]))
-        try:
-            await node.start()
-            await self._check_node_pool(node)
-        except Exception as e:
-            logger.warning("the node fork server could not start (%s: %s); nodejs runs exec node per run",
-                           type(e).__name__, e)
-            await node.aclose()
+        if not await self._started(node, "the node fork server", "nodejs runs exec node per run", self._check_node_pool):
             return
         self.node_pool = node
         if self.ts is not None and self.settings.typescript_fork_server:
             await self._start_tsc_pool(files, self.ts)
 
     def _node_fork_server(self, argv: Callable[[int], list[str]], env: dict[str, str]) -> ForkServer:
+        return self._fork_server(env, self.settings.node_pool_size_resolved(), argv)
+
+    def _fork_server(self, env: dict[str, str], size: int,
+                     template_argv: Optional[Callable[[int], list[str]]] = None) -> ForkServer:
+        """A fork server of `size` prepared runs (its template's pid limit leaves room for them and every running request)."""
         assert isinstance(self.runner, BwrapRunner)
-        size = self.settings.node_pool_size_resolved()
         return ForkServer(self.runner, self.workdirs, env, size=size,
                           idle_memory_bytes=self.settings.memory_limit_bytes(-1),
                           template_memory_bytes=self.settings.memory_limit_bytes(-1),
                           template_pids=max(self.settings.pids_limit, 4 * (size + self.settings.max_concurrency) + 16),
-                          template_argv=argv)
+                          template_argv=template_argv)
 
     async def _start_tsc_pool(self, files: NodeZygoteFiles, ts: TsSnapshot) -> None:
         """A third template, the tsc fork server: node_zygote.js with the compiler loaded and warmed
@@ -265,25 +255,39 @@ class CodeExecutor:
         it typescript compiles through the snapshot (or tsc)."""
         tsc = self._node_fork_server(lambda fd: [*files.argv(fd), ts.fork_server_script],
                                      {**self._env(self.languages["typescript"]), **ts.env()})
-        try:
-            await tsc.start()
-            sandbox = await tsc.acquire()
-            if sandbox is None:
-                raise ForkServerError("no prepared run")
-            r = await tsc.run(sandbox, spec=node_run_spec("main.ts", ["main.ts"], self._env(self.languages["typescript"])),
-                              inputs=[("main.ts", b'const n: number = "x";\nconsole.log(n);\n')], stdin=None,
-                              timeout=60, memory_bytes=self.settings.memory_limit_bytes(-1), fetch=["main.js"],
-                              fetch_budget=1 << 20)
-            out = r.step.outcome
-            if out.return_code != 2 or b"TS2322" not in out.stdout or r.files.get("main.js") != b'const n = "x";\nconsole.log(n);\n':
-                raise ForkServerError(f"its self-test compile failed: rc {out.return_code}, stdout {out.stdout[-1000:]!r}, "
-                                      f"stderr {out.stderr[-2000:]!r}, main.js {r.files.get('main.js')!r}")
-        except Exception as e:
-            logger.warning("the tsc fork server could not start (%s: %s); typescript compiles through the snapshot",
-                           type(e).__name__, e)
-            await tsc.aclose()
+        if not await self._started(tsc, "the tsc fork server", "typescript compiles through the snapshot",
+                                   self._check_tsc_pool):
             return
         self.tsc_pool = tsc
+
+    async def _started(self, server: ForkServer, what: str, instead: str,
+                       check: Optional[Callable[[ForkServer], Awaitable[None]]] = None) -> bool:
+        """Start `server` and pass it `check`'s self-test; where either fails, close it and log why and what runs
+        do without it (`instead`): each fork server is an optimisation, never a reason not to serve."""
+        try:
+            await server.start()
+            if check is not None:
+                await check(server)
+        except Exception as e:
+            logger.warning("%s could not start (%s: %s); %s", what, type(e).__name__, e, instead)
+            await server.aclose()
+            return False
+        return True
+
+    async def _check_tsc_pool(self, tsc: ForkServer) -> None:
+        """One compile with a type error before any request relies on the tsc fork server: tsc's exit status,
+        diagnostic and emitted main.js."""
+        sandbox = await tsc.acquire()
+        if sandbox is None:
+            raise ForkServerError("no prepared run")
+        r = await tsc.run(sandbox, spec=node_run_spec("main.ts", ["main.ts"], self._env(self.languages["typescript"])),
+                          inputs=[("main.ts", b'const n: number = "x";\nconsole.log(n);\n')], stdin=None,
+                          timeout=60, memory_bytes=self.settings.memory_limit_bytes(-1), fetch=["main.js"],
+                          fetch_budget=1 << 20)
+        out = r.step.outcome
+        if out.return_code != 2 or b"TS2322" not in out.stdout or r.files.get("main.js") != b'const n = "x";\nconsole.log(n);\n':
+            raise ForkServerError(f"its self-test compile failed: rc {out.return_code}, stdout {out.stdout[-1000:]!r}, "
+                                  f"stderr {out.stderr[-2000:]!r}, main.js {r.files.get('main.js')!r}")
 
     async def _check_node_pool(self, node: ForkServer) -> None:
         """One run through the node fork server before any request relies on it: a program whose garbage

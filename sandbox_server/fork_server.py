@@ -410,12 +410,9 @@ class ForkServer:
     async def acquire(self, wait_s: float = 10.0) -> Optional[ForkedSandbox]:
         """A prepared run; when none is ready, waits for the next one (preparing takes milliseconds, far less
         than a cold sandbox). None when the fork server is down or `wait_s` passed: the caller then runs cold."""
-        while self._ready:
-            candidate = self._ready.popleft()
-            if candidate.alive():
-                self._top_up(defer=True)
-                return candidate
-            self._spawn(self.discard(candidate))
+        ready = self._pop_ready()
+        if ready is not None:
+            return ready
         if self._closed or self._zsock is None:
             return None
         waiter = asyncio.get_running_loop().create_future()
@@ -440,13 +437,20 @@ class ForkServer:
 
     def take_ready(self) -> Optional[ForkedSandbox]:
         """A prepared run if one is ready now, else None (and more are prepared); never waits."""
+        ready = self._pop_ready()
+        if ready is None:
+            self._top_up()
+        return ready
+
+    def _pop_ready(self) -> Optional[ForkedSandbox]:
+        """The first prepared run that is still alive (the dead ones are discarded), and more are prepared; None
+        when none is."""
         while self._ready:
             candidate = self._ready.popleft()
             if candidate.alive():
                 self._top_up(defer=True)
                 return candidate
             self._spawn(self.discard(candidate))
-        self._top_up()
         return None
 
     def _hand_over(self, sandbox: ForkedSandbox) -> None:
