@@ -110,6 +110,33 @@ async def test_async_with_max_staleness_zero_keeps_to_the_sync_order(config_for,
                                ("collected", 2), ("sync", 3), ("collect", 3), ("collected", 3), ("sync", 4)]
 
 
+async def test_async_syncs_every_trigger_parameter_sync_step_updates(config_for, tmp_path):
+    """k=2, max_staleness 0: two collections at a time from one version, trained over two steps, then one sync;
+    versions count syncs (and the last step syncs too, so the rollout ends with the final weights)."""
+    timeline = Timeline()
+    history = await _fit(_config(config_for, tmp_path, "trainer.total_training_steps=5", "trainer.rollout_mode=async",
+                                 "trainer.max_staleness=0", "trainer.trigger_parameter_sync_step=2"), timeline)
+    events = timeline.events
+    assert [e for e in events if e[0] == "sync"] == [("sync", i) for i in range(1, 5)], "start, after 2, 4 and 5"
+    assert events[:3] == [("sync", 1), ("collect", 1), ("collect", 2)], "a version's two collections run together"
+    assert events.index(("collect", 3)) > events.index(("sync", 2)), "the next pair waits for the sync"
+    assert events.index(("collect", 5)) > events.index(("sync", 3))
+    assert [m["rollout/policy_version"] for m in history] == [0.0, 0.0, 1.0, 1.0, 2.0]
+    assert all(m["rollout/staleness/max"] == 0 and m["rollout/staleness/dropped_groups"] == 0 for m in history)
+
+
+async def test_async_staleness_counts_syncs_with_trigger_parameter_sync_step(config_for, tmp_path):
+    """k=2, max_staleness 1: collections for four steps (two versions) start at once; every step trains within one
+    version of the rollout's weights."""
+    timeline = Timeline()
+    history = await _fit(_config(config_for, tmp_path, "trainer.total_training_steps=6", "trainer.rollout_mode=async",
+                                 "trainer.max_staleness=1", "trainer.trigger_parameter_sync_step=2"), timeline)
+    assert timeline.events[:5] == [("sync", 1), ("collect", 1), ("collect", 2), ("collect", 3), ("collect", 4)]
+    assert [m["rollout/policy_version"] for m in history] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert [m["rollout/staleness/max"] for m in history] == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    assert timeline.syncs == 4
+
+
 def _agent_config(tiny_model_dir, tmp_path, *overrides):
     from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 
@@ -164,8 +191,13 @@ def test_rollout_mode_config_errors(config_for):
         config_for("trainer.partial_rollout=true")
     with pytest.raises(ConfigError, match="max_staleness"):
         config_for("trainer.rollout_mode=async", "trainer.max_staleness=-1")
-    with pytest.raises(ConfigError, match="num_workers=2 runs them"):
-        config_for("trainer.rollout_mode=async", "actor_rollout_ref.rollout.agent.num_workers=2")
+    for mode in ("sync", "one_step_off"):
+        with pytest.raises(ConfigError, match=f"trigger_parameter_sync_step=2 .*rollout_mode={mode} syncs after every"):
+            config_for(f"trainer.rollout_mode={mode}", "trainer.trigger_parameter_sync_step=2")
+    with pytest.raises(ConfigError, match="trigger_parameter_sync_step"):
+        config_for("trainer.rollout_mode=async", "trainer.trigger_parameter_sync_step=0")
+    # agent-worker actors run under every mode: their replicas version the calls (tests/scale/test_agent_workers.py)
+    assert config_for("trainer.rollout_mode=async", "actor_rollout_ref.rollout.agent.num_workers=2")
     with pytest.raises(ConfigError, match="greedy baseline"):
         RLTrainer(config_for("trainer.use_ray=false", "trainer.rollout_mode=one_step_off",
                              "algorithm.adv_estimator=remax"),
