@@ -170,6 +170,19 @@ async def test_a_resumed_one_step_off_run_collects_the_rows_in_flight_again_and_
     assert final["global_step"] == 4 and final["policy_version"] == 4 and "carry" not in final["data"]
 
 
+def test_carried_rows_come_first_and_the_loader_goes_on_where_it_was():
+    from agentgym.rows import PromptBatches
+
+    batches = PromptBatches(ROWS, 3, shuffle=False)
+    batches.next_indices()
+    saved = batches.state_dict(carry=[1, 2])  # rows 1 and 2 were in flight
+    assert saved == {"epoch": 0, "position": 3, "carry": [1, 2]}
+    resumed = PromptBatches(ROWS, 3, shuffle=False)
+    resumed.load_state_dict(saved)
+    assert [resumed.next_indices() for _ in range(3)] == [[1, 2, 3], [4, 5, 6], [0, 1, 2]]
+    assert resumed.state_dict() == {"epoch": 1, "position": 3}, "nothing carried: the state a sync run saves"
+
+
 async def test_a_checkpoint_between_syncs_counts_its_weights_as_the_next_version(config_for, tmp_path):
     """trigger_parameter_sync_step=2, saved at step 3 (not a sync): the rollout still holds version 1, the
     checkpoint's weights are newer, so a run resumed from them starts at version 2 and syncs two updates later."""
