@@ -6,16 +6,16 @@ order; its groups join a queue of finished groups when the collection ends (coll
 earlier launch first). A step takes `train_batch_size` groups from the queue in that order, and waits while it
 holds fewer.
 
-What may be launched (B = train batch size in groups, v = the trainer's policy version, S = max_staleness):
+What may be launched (B = train batch size in groups, v = the rollout's policy version counted from the
+pipeline's start, S = max_staleness):
 - one_step_off: one batch beyond those the trainer has taken, so step k+1's rollout runs while step k trains
   and each trained group is exactly one update old at most (verl's one-step-off policy).
 - async: the groups launched (less those dropped) stay within (v + S + 1) * K * B, AReaL's rule (K =
   `trainer.trigger_parameter_sync_step`, the updates per weight sync: a version is trained for K steps; verl's
   fully-async bound), so whatever runs is at most S versions behind by the time it is trained unless it is a
-  straggler; a group whose oldest sampled
-  token is more than S versions behind the weights it would be trained from is dropped, counted
-  (`rollout/staleness/dropped_groups`), and its place given to a new launch. With S = 0 nothing runs during an
-  update, and the run is the sync run: the same batches, ids and trajectories.
+  straggler; a group whose oldest sampled token is more than S versions behind the weights it would be trained
+  from is dropped, counted (`rollout/staleness/dropped_groups`), and its place given to a new launch. With S = 0
+  nothing runs during an update, and the run is the sync run: the same batches, ids and trajectories.
 
 The pipeline knows nothing of workers or weights: the trainer calls `take` before each step, `synced` after each
 weight sync, and `close` at the end. For a checkpoint, `open_launches` says which launches are not yet trained
