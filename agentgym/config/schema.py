@@ -491,6 +491,9 @@ class TrainerConfig(Section):
     # partial_rollout_tokens) and the turn goes on with the new weights, instead of finishing it on the old ones.
     partial_rollout: bool = False
     partial_rollout_tokens: int = Field(16, ge=1)  # ours
+    # verl's async_training.trigger_parameter_sync_step: how many updates the trainer makes between two weight
+    # syncs to the rollout (async only). Policy versions count syncs, so max_staleness counts syncs too.
+    trigger_parameter_sync_step: int = Field(1, ge=1)
 
 
 class RayInitConfig(Section):
@@ -533,12 +536,13 @@ class AgentGymConfig(Section):
             raise ValueError("trainer.partial_rollout=true pauses generations at a weight sync, and with "
                              "trainer.rollout_mode=sync no generation runs during one; set rollout_mode=one_step_off "
                              "or async, or partial_rollout=false")
-        workers = self.actor_rollout_ref.rollout.agent.num_workers
-        if t.rollout_mode != "sync" and workers > 1:
+        k = t.trigger_parameter_sync_step
+        if k > 1 and t.rollout_mode != "async":
             raise ValueError(
-                f"trainer.rollout_mode={self.trainer.rollout_mode} pauses the episodes' engine calls at each weight "
-                f"sync from the driver's event loop, and rollout.agent.num_workers={workers} runs them in agent-worker "
-                "actors it cannot pause yet; set actor_rollout_ref.rollout.agent.num_workers=1 or rollout_mode=sync")
+                f"trainer.trigger_parameter_sync_step={k} leaves the rollout on older weights for {k - 1} update(s) "
+                f"after each sync, which only rollout_mode=async accounts for (its versions count syncs and "
+                f"max_staleness bounds them); rollout_mode={t.rollout_mode} syncs after every update. Set "
+                "trainer.rollout_mode=async, or trigger_parameter_sync_step=1")
         return self
 
     @model_validator(mode="after")

@@ -111,7 +111,8 @@ class _TokenTrack:
                 self.loop.engine.generate(traj.prompt_ids + traj.response_ids, sampling, session_id=traj.uid, **extra),
                 timeout=cfg.generate_timeout_s,
             )
-        return out, version
+        # A replica versions its own calls (it is paused and versioned where the sync lands): its word is the exact one.
+        return out, version if out.policy_version is None else out.policy_version
 
     async def environment_turn(self, messages: list[Message], new: list[Message]) -> bool:
         delta = self.loop.delta_ids(messages, new, self.tool_dicts)

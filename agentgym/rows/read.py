@@ -124,8 +124,10 @@ def _with_prompt(row: dict[str, Any], prompt_key: str, path: Path, index: int) -
 class PromptBatches:
     """Endless epochs over `rows` in batches of `batch_size`, reshuffled each epoch with `seed + epoch`.
 
-    Its whole state is (epoch, position), so a checkpoint restores exactly the next batch. A trailing partial
-    batch is dropped (GRPO needs whole batches of groups).
+    Its whole state is (epoch, position, carry), so a checkpoint restores exactly the next batch. A trailing
+    partial batch is dropped (GRPO needs whole batches of groups). `carry`: row indices served before the epoch's
+    order goes on (an overlapped run's checkpoint puts there the rows its collections in flight had drawn, so a
+    resumed run trains them instead of skipping them).
     """
 
     def __init__(self, rows: Sequence[dict[str, Any]], batch_size: int, *, shuffle: bool = True, seed: int = 1):
@@ -138,6 +140,7 @@ class PromptBatches:
         self.seed = seed
         self.epoch = 0
         self.position = 0
+        self.carry: list[int] = []
 
     @property
     def batches_per_epoch(self) -> int:
@@ -149,17 +152,28 @@ class PromptBatches:
             random.Random(self.seed + self.epoch).shuffle(order)
         return order
 
-    def next_batch(self) -> list[dict[str, Any]]:
-        if self.position + self.batch_size > len(self.rows):
-            self.epoch += 1
-            self.position = 0
-        order = self._order()
-        batch = [self.rows[i] for i in order[self.position : self.position + self.batch_size]]
-        self.position += self.batch_size
+    def next_indices(self) -> list[int]:
+        """The next batch as indices into `rows`: the carried ones first, then the epoch's order."""
+        batch, self.carry = self.carry[: self.batch_size], self.carry[self.batch_size:]
+        need = self.batch_size - len(batch)
+        if need:
+            if self.position + need > len(self.rows):
+                self.epoch += 1
+                self.position = 0
+            batch += self._order()[self.position : self.position + need]
+            self.position += need
         return batch
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+    def next_batch(self) -> list[dict[str, Any]]:
+        return [self.rows[i] for i in self.next_indices()]
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def state_dict(self, carry: Sequence[int] = ()) -> dict[str, Any]:
+        """The position; `carry`: indices to serve before the rows still carried (the rows in flight)."""
+        state: dict[str, Any] = {"epoch": self.epoch, "position": self.position}
+        if carry or self.carry:
+            state["carry"] = [*carry, *self.carry]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.carry = [int(i) for i in state.get("carry", [])]

@@ -105,6 +105,10 @@ class RLTrainer:
         kl = config.algorithm.kl_ctrl
         self.kl_ctrl = algo.make_kl_controller(kl.type, kl.kl_coef, kl.target_kl, kl.horizon)
         self.global_step = 0
+        # The weights the rollout holds: 0 at the start, +1 at each weight sync after an update (every update, or
+        # every trainer.trigger_parameter_sync_step in async mode); what every sampled token records.
+        self.policy_version = 0
+        self._drawn: dict[int, list[int]] = {}  # launch (the step a collection is for) -> the row indices it drew
         self.total_steps = self._total_steps()
         self.workers = workers
         # The groups of a critic or reference that trainer.mapping puts on a pool of its own, by role ("ref",
@@ -381,12 +385,12 @@ class RLTrainer:
         rollout; a rollout with its own engine gets none, and the actor's weights."""
         assert self.rollout is not None
         if self.config.colocated_rollout:
-            await self.workers.call("start_replica")
+            await self.workers.call("start_replica", version=self.policy_version)
             await self.rollout.start(self.workers.replica_handles())
         elif self.config.separate_rollout:  # replicas on a pool of their own, synced by broadcast
             from agentgym.trainer.workers.rollout_pool import start_rollout_pool
 
-            self.rollout_pool = await start_rollout_pool(self.config, self.workers)
+            self.rollout_pool = await start_rollout_pool(self.config, self.workers, self.policy_version)
             await self.rollout.start(self.rollout_pool.handles)
         else:
             await self.rollout.start(())
@@ -405,12 +409,13 @@ class RLTrainer:
         return self.workers.same_process or torch.cuda.is_available()
 
     async def sync_weights(self) -> None:
-        """The actor's weights into the rollout's engines, waiting until they have them."""
+        """The actor's weights into the rollout's engines, as `policy_version` (replicas version their own calls
+        by it), waiting until they have them."""
         if self.config.colocated_rollout:
-            await self.workers.call("sync_replica")  # inside each rank, from its own shards
+            await self.workers.call("sync_replica", version=self.policy_version)  # inside each rank, from its shards
             return
         if self.rollout_pool is not None:
-            await self.rollout_pool.sync(self.workers)  # trainer rank 0 broadcasts to the rollout pool
+            await self.rollout_pool.sync(self.workers, self.policy_version)  # rank 0 broadcasts to the rollout pool
             return
         if self.rollout is None:
             return
@@ -439,17 +444,34 @@ class RLTrainer:
     def resumed_from(self) -> Path | None:
         return self.checkpoints.resumed_from
 
-    async def save_checkpoint(self) -> Path:
+    async def save_checkpoint(self, pipeline: RolloutPipeline | None = None, *, synced: bool = True) -> Path:
+        """`pipeline`: the overlapped run's collections; the rows its unfinished ones drew are saved to be collected
+        again first by a resumed run (the collections themselves are not). `synced`: whether the rollout holds this
+        step's weights; if not, a resumed run, whose rollout starts from them, counts them as the next version."""
+        carry = self._rows_in_flight(pipeline) if pipeline is not None else []
         return await self.checkpoints.save(self.global_step, {
-            "data": self.batches.state_dict() if self.batches is not None else None,
+            "data": self.batches.state_dict(carry) if self.batches is not None else None,
             "kl_coef": self.kl_ctrl.value,
+            "policy_version": self.policy_version + (0 if synced else 1),
         })
+
+    def _rows_in_flight(self, pipeline: RolloutPipeline) -> list[int]:
+        """The row indices of the launches not yet trained, less the groups of them already taken (group j of a
+        collection is row j when it returned one group per row drawn, as the default rollout does; otherwise its
+        rows are all collected again)."""
+        rows: list[int] = []
+        for index, launch in pipeline.open_launches().items():
+            drawn = self._drawn.get(index, [])
+            skip = launch.consumed if launch.groups == len(drawn) else frozenset()
+            rows += [row for j, row in enumerate(drawn) if j not in skip]
+        return rows
 
     async def load_checkpoint(self, path: str | Path | None = None) -> bool:
         state = await self.checkpoints.load(path)
         if state is None:
             return False
         self.global_step = int(state["global_step"])
+        self.policy_version = int(state.get("policy_version", self.global_step))
         if self.batches is not None and state.get("data"):
             self.batches.load_state_dict(state["data"])
         self.kl_ctrl.value = float(state["kl_coef"])
@@ -488,16 +510,17 @@ class RLTrainer:
         pipeline: RolloutPipeline | None = None
         try:
             await self.start_rollout()
-            async with self.rollout.weight_sync(self.global_step):
-                pass  # the weights the rollout starts from (a resumed run's step): the version its tokens record
+            async with self.rollout.weight_sync(self.policy_version):
+                pass  # the weights the rollout starts from (a resumed run's): the version its tokens record
+            first_step = self.global_step
             pipeline = self._overlap_pipeline()
             while self.global_step < self.total_steps:
                 step = self.global_step + 1
                 start = iteration_start = time.perf_counter()
                 if pipeline is None:
                     trajectories, sampling_metrics = await self._collect_step(step)
-                    stamp_versions(trajectories, self.global_step)
-                    sampling_metrics.update(staleness_metrics(trajectories, self.global_step))  # 0, for comparison
+                    stamp_versions(trajectories, self.policy_version)
+                    sampling_metrics.update(staleness_metrics(trajectories, self.policy_version))  # 0, for comparison
                     rollout_s = time.perf_counter() - start
                     rollout_memory = await self.memory_mark("rollout")
                     await self.release_rollout_memory()
@@ -512,14 +535,23 @@ class RLTrainer:
                                             parquet=self.config.trainer.rollout_data_parquet)
                 metrics = await self.train_step(trajectories, step)
                 metrics.update(await self.rollout.step_metrics())
-                start = time.perf_counter()
-                async with self.rollout.weight_sync(step):  # episodes in flight pause; their next tokens are `step`'s
-                    paused = time.perf_counter()
-                    await self.sync_weights()
+                start = paused = time.perf_counter()
+                # trainer.trigger_parameter_sync_step: a sync every k updates from the run's start, and after the last
+                synced = (step - first_step) % self.config.trainer.trigger_parameter_sync_step == 0 \
+                    or step == self.total_steps
+                if synced:
+                    self.policy_version += 1
+                    async with self.rollout.weight_sync(self.policy_version):  # episodes in flight pause
+                        paused = time.perf_counter()
+                        await self.sync_weights()
                 metrics["timing_s/weight_sync"] = time.perf_counter() - paused
                 if pipeline is not None:
                     metrics["timing_s/weight_sync_pause"] = paused - start
-                    pipeline.synced(step)
+                    if synced:
+                        pipeline.synced(self.policy_version)
+                    self._drawn = {i: rows for i, rows in self._drawn.items() if i in pipeline.open_launches()}
+                else:
+                    self._drawn.clear()
                 metrics["timing_s/iteration"] = time.perf_counter() - iteration_start  # collect (or wait) to synced
                 metrics.update(rollout_memory)
                 metrics.update(await self.memory_mark("weight_sync"))
@@ -531,7 +563,7 @@ class RLTrainer:
                 history.append(metrics)
                 save_freq = self.config.trainer.save_freq
                 if save_freq > 0 and (step % save_freq == 0 or step == self.total_steps):
-                    await self.save_checkpoint()
+                    await self.save_checkpoint(pipeline, synced=synced)
         except asyncio.CancelledError:
             saved = complete_steps(self.checkpoint_root) if self.checkpoint_root.is_dir() else []
             last = max(saved) if saved else None
@@ -553,8 +585,8 @@ class RLTrainer:
             return None
         pipeline = RolloutPipeline(self._collect_step, t.rollout_mode, t.max_staleness,
                                    groups_per_step=self.config.data.train_batch_size,
-                                   steps=self.total_steps - self.global_step, version=self.global_step,
-                                   first_index=self.global_step + 1)
+                                   steps=self.total_steps - self.global_step, version=self.policy_version,
+                                   first_index=self.global_step + 1, updates_per_sync=t.trigger_parameter_sync_step)
         pipeline.start()
         return pipeline
 
@@ -568,6 +600,12 @@ class RLTrainer:
         # With reward_model.launch_reward_fn_async, the scorer takes each trajectory as its episode ends.
         on_done = self.rewards.submit if self.rewards.launch_async and rollout.reports_done else None
         batches = 0
+        drawn = self._drawn.setdefault(step, [])
+
+        def next_rows() -> list[dict[str, Any]]:
+            indices = self.batches.next_indices()
+            drawn.extend(indices)  # a checkpoint saves the rows of collections still in flight
+            return [self.batches.rows[i] for i in indices]
 
         async def collect(rows: list[dict[str, Any]]) -> list[Trajectory]:
             nonlocal batches
@@ -584,11 +622,11 @@ class RLTrainer:
             return trajectories
 
         if not fg.enable:
-            trajectories = await collect(self.batches.next_batch())
+            trajectories = await collect(next_rows())
             metrics: dict[str, float] = {}
         else:
             target = self.config.data.train_batch_size
-            batch = await collect_informative(self.batches.next_batch, collect, self.rewards, target,
+            batch = await collect_informative(next_rows, collect, self.rewards, target,
                                               fg.max_num_gen_batches)
             trajectories, metrics = batch.trajectories, batch.metrics(target)
         if self.baselines is not None:

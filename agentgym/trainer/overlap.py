@@ -6,17 +6,21 @@ order; its groups join a queue of finished groups when the collection ends (coll
 earlier launch first). A step takes `train_batch_size` groups from the queue in that order, and waits while it
 holds fewer.
 
-What may be launched (B = train batch size in groups, v = the trainer's policy version, S = max_staleness):
+What may be launched (B = train batch size in groups, v = the rollout's policy version counted from the
+pipeline's start, S = max_staleness):
 - one_step_off: one batch beyond those the trainer has taken, so step k+1's rollout runs while step k trains
   and each trained group is exactly one update old at most (verl's one-step-off policy).
-- async: the groups launched (less those dropped) stay within (v + S + 1) * B, AReaL's rule, so whatever runs
-  is at most S versions behind by the time it is trained unless it is a straggler; a group whose oldest sampled
-  token is more than S versions behind the weights it would be trained from is dropped, counted
-  (`rollout/staleness/dropped_groups`), and its place given to a new launch. With S = 0 nothing runs during an
-  update, and the run is the sync run: the same batches, ids and trajectories.
+- async: the groups launched (less those dropped) stay within (v + S + 1) * K * B, AReaL's rule (K =
+  `trainer.trigger_parameter_sync_step`, the updates per weight sync: a version is trained for K steps; verl's
+  fully-async bound), so whatever runs is at most S versions behind by the time it is trained unless it is a
+  straggler; a group whose oldest sampled token is more than S versions behind the weights it would be trained
+  from is dropped, counted (`rollout/staleness/dropped_groups`), and its place given to a new launch. With S = 0
+  nothing runs during an update, and the run is the sync run: the same batches, ids and trajectories.
 
 The pipeline knows nothing of workers or weights: the trainer calls `take` before each step, `synced` after each
-weight sync, and `close` at the end.
+weight sync, and `close` at the end. For a checkpoint, `open_launches` says which launches are not yet trained
+(running, or some of their groups queued) and which of their groups are already consumed, so the trainer can
+save their rows to be collected again by the resumed run (collections themselves are not saved).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ def staleness_metrics(trajectories: Sequence[Trajectory], version: int) -> dict[
 @dataclass
 class _Group:
     batch: int  # the launch it came from
+    position: int  # its place among the launch's groups, in the order the collection returned them
     trajectories: list[Trajectory]
 
 
@@ -75,8 +80,17 @@ def _groups(batch: int, trajectories: Sequence[Trajectory]) -> list[_Group]:
     """The batch's groups in the order the collection returned them (the order sync mode trains them in)."""
     by_id: dict[str, _Group] = {}
     for traj in trajectories:
-        by_id.setdefault(traj.group_id, _Group(batch, [])).trajectories.append(traj)
+        by_id.setdefault(traj.group_id, _Group(batch, len(by_id), [])).trajectories.append(traj)
     return list(by_id.values())
+
+
+@dataclass(frozen=True)
+class OpenLaunch:
+    """A launch not yet wholly trained: `groups` (None while it runs) and the positions of those already taken
+    (trained or dropped)."""
+
+    groups: int | None
+    consumed: frozenset[int]
 
 
 @dataclass
@@ -93,7 +107,7 @@ class RolloutPipeline:
 
     `collect(index)` collects launch `index`'s batch (the trainer's `_collect_step`); `groups_per_step` is
     `data.train_batch_size`; `steps` how many steps the run still trains (no collection is launched past them);
-    `version` the trainer's policy version now."""
+    `version` the rollout's policy version now; `updates_per_sync` how many steps train on one version (async)."""
 
     collect: CollectBatch
     mode: OverlapMode
@@ -102,6 +116,7 @@ class RolloutPipeline:
     steps: int
     version: int
     first_index: int = 1
+    updates_per_sync: int = 1
     _tasks: dict[int, asyncio.Task] = field(default_factory=dict)
     _started_at: dict[int, tuple[int, float]] = field(default_factory=dict)
     _ready: deque[_Group] = field(default_factory=deque)
@@ -109,6 +124,8 @@ class RolloutPipeline:
     _start_version: int = 0
     _taken_steps: int = 0
     _dropped_groups: int = 0
+    # finished launches with groups still queued: index -> (their group count, the positions taken)
+    _finished: dict[int, tuple[int, set[int]]] = field(default_factory=dict)
     _finished_metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,7 +140,7 @@ class RolloutPipeline:
         if self.mode == "one_step_off":
             steps_ahead = self._taken_steps + 1
         else:
-            steps_ahead = self.version - self._start_version + self.max_staleness + 1
+            steps_ahead = (self.version - self._start_version + self.max_staleness + 1) * self.updates_per_sync
         return min(steps_ahead, self.steps) * self.groups_per_step
 
     def start(self) -> None:
@@ -161,7 +178,9 @@ class RolloutPipeline:
             trajectories, metrics = task.result()
             started_version, started = self._started_at.pop(index)
             stamp_versions(trajectories, started_version)
-            self._ready.extend(_groups(index, trajectories))
+            groups = _groups(index, trajectories)
+            self._finished[index] = (len(groups), set())
+            self._ready.extend(groups)
             self._finished_metrics["timing_s/rollout"] = time.perf_counter() - started
             self._finished_metrics.update(metrics)
 
@@ -175,6 +194,7 @@ class RolloutPipeline:
                 await self._wait_for_a_batch()
                 continue
             group = self._ready.popleft()
+            self._consume(group)
             lag = max(staleness(t, self.version) for t in group.trajectories)
             if self.mode == "async" and lag > self.max_staleness:
                 dropped_groups += 1
@@ -199,6 +219,18 @@ class RolloutPipeline:
             "rollout/staleness/queued_groups": float(len(self._ready)),
         })
         return StepBatch(trajectories, metrics)
+
+    def _consume(self, group: _Group) -> None:
+        count, taken = self._finished[group.batch]
+        taken.add(group.position)
+        if len(taken) == count:
+            del self._finished[group.batch]  # wholly taken
+
+    def open_launches(self) -> dict[int, OpenLaunch]:
+        """The launches not yet wholly taken, by index: running, or with groups in the queue."""
+        out = {index: OpenLaunch(None, frozenset()) for index in self._tasks}
+        out.update({index: OpenLaunch(count, frozenset(taken)) for index, (count, taken) in self._finished.items()})
+        return dict(sorted(out.items()))
 
     async def close(self) -> None:
         """Cancel the collections still running (the run ended, or failed)."""

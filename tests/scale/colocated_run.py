@@ -1,6 +1,7 @@
 """A colocated GRPO run on a two-node Ray cluster built on this machine; writes one JSON of what it saw.
 
     python tests/scale/colocated_run.py MODEL_DIR OUT_JSON [--ranks 4] [--steps 3] [--agent-workers 1]
+        [--rollout-mode sync] [--set KEY=VALUE ...]
 
 Run as its own process by tests/scale/test_colocated.py, so the cluster it starts and stops is its own.
 """
@@ -16,10 +17,11 @@ from tests.scale.two_node import arithmetic_config, fit_checked, run_on_two_node
 
 
 async def run(model_dir: str, out: Path, ranks: int, steps: int, agent_workers: int = 1,
-              rollout_mode: str = "sync") -> dict:
+              rollout_mode: str = "sync", overrides: list[str] | None = None) -> dict:
     cfg = arithmetic_config(model_dir, out.parent / "run", steps=steps, batch=2 * ranks, overrides=[
         "trainer.nnodes=2", f"trainer.n_gpus_per_node={ranks // 2}", "actor_rollout_ref.rollout.placement=colocated",
         f"actor_rollout_ref.rollout.agent.num_workers={agent_workers}", f"trainer.rollout_mode={rollout_mode}",
+        *(overrides or []),
     ])
 
     def inspect(trainer) -> dict:
@@ -36,7 +38,8 @@ def main() -> int:
     parser.add_argument("--agent-workers", type=int, default=1)
     args = parser.parse_args()
     return run_on_two_nodes(args.ranks // 2, args.ranks // 2,
-                            lambda: run(args.model_dir, args.out, args.ranks, args.steps, args.agent_workers, args.rollout_mode), args.out)
+                            lambda: run(args.model_dir, args.out, args.ranks, args.steps, args.agent_workers,
+                                        args.rollout_mode, args.overrides), args.out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Agent-loop workers (`actor_rollout_ref.rollout.agent.num_workers`) on a real local Ray: the episodes of a step
 run in worker actors that call real engine replicas (the tiny model in a Ray actor, as a trainer rank hosts it),
-give the same trajectories as the driver's one loop, and survive a worker killed mid-step."""
+give the same trajectories as the driver's one loop, survive a worker killed mid-step, and record the policy version
+of every token when the replicas' weights are synced while the workers' episodes are in flight."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+import torch
 
 from agentgym.config import load_config
 from agentgym.rollout.build import AgentLoopRollout, rollout_parts
@@ -50,8 +52,14 @@ class TinyReplica:
     def replica_counters(self) -> dict[str, float]:
         return self.host.counters()
 
+    def load_weights(self, model_dir: str, version: int) -> int:
+        """A weight sync as the trainer makes one (`ReplicaHost.load`): the calls in flight finish first."""
+        from agentgym.rollout.engines.weights import read_weights
 
-def config(model_dir, num_workers: int, max_num_seqs: int = 8):
+        return self.host.load([read_weights(model_dir)], version)
+
+
+def config(model_dir, num_workers: int, max_num_seqs: int = 8, *overrides: str):
     # One sequence per engine batch: a sequence's numbers never depend on what else was in flight, so the one loop
     # and the workers must agree token for token (seeded sampling at temperature 1, and greedy).
     return load_config(None, [
@@ -63,7 +71,7 @@ def config(model_dir, num_workers: int, max_num_seqs: int = 8):
         "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=2",
         "actor_rollout_ref.rollout.multi_turn.tool_schemas_in_prompt=false",
         f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}",
-        f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}",
+        f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}", *overrides,
     ])
 
 
@@ -159,3 +167,52 @@ def test_a_worker_killed_mid_step_loses_no_trajectory(local_ray, tiny_model_dir)
     assert replaced is not doomed
     assert len(after) == 8 and not any(t.failed for t in after)
     assert after_metrics["rollout/agent_workers/restarts"] == 0
+
+
+def _response_logprobs(model, traj: Trajectory) -> torch.Tensor:
+    ids = torch.tensor([traj.prompt_ids + traj.response_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(traj.prompt_ids) - 1: -1].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(traj.response_ids).unsqueeze(1)).squeeze(1)
+
+
+def test_workers_record_the_version_each_replica_sampled_with(local_ray, tiny_model_dir, tmp_path):
+    """Partial rollouts (chunks of 4 tokens) in two agent workers over two replicas; both replicas load other
+    weights as version 1 while episodes run. Every sampled token records the version whose weights gave its
+    logprob, the versions never go back within an episode, and the next collection samples version 1 only."""
+    from transformers import AutoModelForCausalLM
+
+    from agentgym.models import build_tiny_model
+
+    new_dir = build_tiny_model(tmp_path, size="tiny", seed=1)
+    cfg = config(tiny_model_dir, 2, 8, "trainer.rollout_mode=one_step_off", "trainer.partial_rollout=true",
+                 "trainer.partial_rollout_tokens=4")
+    handles = replicas(cfg, 2, delay_s=0.05)
+    rows = make_rows(ArithmeticTaskConfig(num_rows=4, seed=3))
+
+    async def go() -> tuple[list[Trajectory], list[Trajectory]]:
+        rollout = await started(cfg, handles)
+        try:
+            first = asyncio.Event()
+            collecting = asyncio.ensure_future(rollout.collect(rows, 1, on_done=lambda _: first.set()))
+            await first.wait()  # one episode has ended on version 0; the others are in flight
+            await asyncio.gather(*(h.load_weights.remote(str(new_dir), 1) for h in handles))
+            return await collecting, await rollout.collect(rows, 2)
+        finally:
+            await rollout.close()
+
+    during, after = asyncio.run(go())
+    assert not any(t.failed for t in during + after)
+    assert {v for t in during for v in t.sampled_versions} == {0, 1}, "the sync landed while episodes ran"
+    assert {v for t in after for v in t.sampled_versions} == {1}
+    models = {0: AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(),
+              1: AutoModelForCausalLM.from_pretrained(new_dir).eval()}
+    for traj in during:
+        sampled = [v for v in traj.token_versions if v >= 0]
+        assert sampled == sorted(sampled), f"{traj.uid}: versions went back"
+        engine = torch.tensor(traj.rollout_logprobs)
+        recomputed = {v: _response_logprobs(m, traj) for v, m in models.items()}
+        for version in set(sampled):
+            at = torch.tensor([v == version for v in traj.token_versions])
+            assert torch.allclose(engine[at], recomputed[version][at], atol=1e-3), (traj.uid, version)
+            assert not torch.allclose(engine[at], recomputed[1 - version][at], atol=1e-3), (traj.uid, version)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from agentgym.rollout.trajectory_io import read_jsonl
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -35,6 +37,14 @@ def test_colocated_replicas_on_two_nodes(tiny_model_dir, tmp_path):
     assert all(c["generated_tokens"] > 0 for c in result["counters"])
 
 
+def _colocated(model_dir, out: Path, *args: str) -> dict:
+    run = subprocess.run([sys.executable, str(HERE / "colocated_run.py"), str(model_dir), str(out), *args],
+                         capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": str(HERE.parents[1])})
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_colocated_replicas_one_step_off(tiny_model_dir, tmp_path):
     """The next rollout runs on the ranks' replicas through the update (their KV caches kept): every sync still
@@ -48,3 +58,38 @@ def test_colocated_replicas_one_step_off(tiny_model_dir, tmp_path):
     assert result["steps"] == 3
     assert all(check["exact"] == [True, True] for check in result["checks"])
     assert result["staleness_max"] == [0, 1, 1], "step 1 trains on version 0, later steps one version behind"
+
+
+@pytest.mark.slow
+def test_agent_workers_one_step_off(tiny_model_dir, tmp_path):
+    """Episodes in two agent-worker actors, one step off: the replicas pause and version the workers' engine calls
+    at each sync, so step 1 trains at staleness 0 and later steps at exactly 1 (a version the replica did not
+    record would read 0 or 2), every token of a step within versions [step - 2, step - 1]."""
+    result = _colocated(tiny_model_dir, tmp_path / "out.json", "--ranks", "2", "--steps", "3", "--agent-workers", "2",
+                        "--rollout-mode", "one_step_off", "--set", f"trainer.rollout_data_dir={tmp_path / 'data'}")
+    assert result["steps"] == 3
+    assert all(check["exact"] == [True, True] for check in result["checks"])
+    assert result["staleness_max"] == [0, 1, 1] and result["policy_version"] == [0, 1, 2]
+    for step in (1, 2, 3):
+        trajectories = read_jsonl(tmp_path / "data" / f"{step}.jsonl")
+        versions = {v for t in trajectories for v in t.sampled_versions}
+        assert versions and versions <= {max(step - 2, 0), step - 1}, (step, versions)
+
+
+@pytest.mark.slow
+def test_agent_workers_async_max_staleness_zero_is_their_sync_run(tiny_model_dir, tmp_path):
+    """The same seed with agent workers, sync and async with max_staleness 0: the same trajectories, step by step
+    (one sequence per engine batch, so a sequence's numbers never depend on what else the replica ran)."""
+    common = ["--ranks", "2", "--steps", "2", "--agent-workers", "2", "--set", "data.seed=5",
+              "--set", "actor_rollout_ref.rollout.engine_kwargs.transformers.max_batch_size=1"]
+    steps = {}
+    for mode, extra in (("sync", []), ("async", ["--set", "trainer.max_staleness=0"])):
+        data = tmp_path / mode / "data"
+        result = _colocated(tiny_model_dir, tmp_path / mode / "out.json", *common, "--rollout-mode", mode, *extra,
+                            "--set", f"trainer.rollout_data_dir={data}")
+        assert result["steps"] == 2 and result["staleness_max"] == [0, 0]
+        steps[mode] = [read_jsonl(data / f"{step}.jsonl") for step in (1, 2)]
+    for ours, theirs in zip(steps["sync"], steps["async"]):
+        assert [(t.uid, t.response_ids, t.rollout_logprobs, t.token_versions) for t in ours] == \
+               [(t.uid, t.response_ids, t.rollout_logprobs, t.token_versions) for t in theirs]
+    assert {v for t in steps["async"][1] for v in t.sampled_versions} == {1}

@@ -85,17 +85,21 @@ async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors
     return {"steps": len(history), "checks": tracker.checks,
             "tool_calls": [h.get("rollout/tool_calls/mean") for h in history],
             "reruns": [h.get("rollout/agent_workers/reruns") for h in history],
-            "staleness_max": [h.get("rollout/staleness/max") for h in history], **seen}
+            "staleness_max": [h.get("rollout/staleness/max") for h in history],
+            "staleness_min": [h.get("rollout/staleness/min") for h in history],
+            "policy_version": [h.get("rollout/policy_version") for h in history], **seen}
 
 
 def run_parser(*, ranks: int, steps: int) -> argparse.ArgumentParser:
-    """MODEL_DIR OUT_JSON [--ranks N] [--steps N] [--rollout-mode M]; a script adds its own arguments to it."""
+    """MODEL_DIR OUT_JSON [--ranks N] [--steps N] [--rollout-mode M] [--set KEY=VALUE ...]; a script adds its own
+    arguments to it."""
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir")
     parser.add_argument("out", type=Path)
     parser.add_argument("--ranks", type=int, default=ranks)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--rollout-mode", default="sync", choices=["sync", "one_step_off", "async"])
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="a dotted config override")
     return parser
 
 

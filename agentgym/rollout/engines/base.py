@@ -61,11 +61,14 @@ class GenerateOutput(NamedTuple):
     finish_reason: "stop" (an eos or stop token ended it; that token is the last of `token_ids`), "length"
     (`max_new_tokens` or the context limit reached) or "abort" (the engine was closed or aborted the request;
     `token_ids` holds what was produced before).
+    policy_version: the policy version of the weights that produced it, when the engine knows it (a replica the
+    trainer syncs with versions, `trainer.workers.replica.ReplicaHost`); None: the caller's gate decides.
     """
 
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: str
+    policy_version: int | None = None
 
 
 class EngineError(AgentGymError):

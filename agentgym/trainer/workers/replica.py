@@ -4,7 +4,9 @@ rank's own device, fed by the agent loops over Ray and synced from the rank's ow
 The engine is asyncio-based; a trainer rank is a threaded Ray actor. So the engine lives on an event loop in a
 thread of its own, and each `generate` call (one Ray call per model turn, many in flight) hands its coroutine to
 that loop. Weight sync gathers the actor's parameters bucket by bucket on the rank's device and copies them into
-the engine in place: nothing goes through rank 0, the CPU, the driver, Ray's object store or the disk.
+the engine in place: nothing goes through rank 0, the CPU, the driver, Ray's object store or the disk. Each
+load is a policy version; the host's own `PolicyVersionGate` pauses the calls that reach it during a load and stamps
+every output with the version that produced it, so episodes in agent-worker actors record exact versions too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from agentgym.config.schema import AgentGymConfig
 from agentgym.rollout.engines.base import GenerateOutput, SamplingParams
 from agentgym.rollout.engines.in_process import InProcessEngine
+from agentgym.rollout.policy_version import PolicyVersionGate
 
 
 def replica_engine(cfg: AgentGymConfig) -> InProcessEngine:
@@ -41,6 +44,8 @@ class ReplicaHost:
 
     def __init__(self, cfg: AgentGymConfig):
         self.engine = replica_engine(cfg)
+        # Where the engine calls land, so the policy version of each is exact whoever sent it (docs/async.md).
+        self.gate = PolicyVersionGate()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="agentgym-replica", daemon=True)
         self._thread.start()
@@ -51,11 +56,28 @@ class ReplicaHost:
 
     def generate(self, prompt_ids: list[int], sampling: SamplingParams, session_id: str | None = None,
                  images: Any = None) -> GenerateOutput:
-        return self._run(self.engine.generate(prompt_ids, sampling, session_id=session_id, images=images))
+        """One engine call, stamped with the policy version of the weights that produced it."""
+        return self._run(self._generate(prompt_ids, sampling, session_id, images))
 
-    def load(self, buckets: Iterable[Mapping[str, torch.Tensor]]) -> int:
-        """One weight update from `buckets` (produced lazily: a trainer's collective gathers run as they are read)."""
-        return self._run(self.engine.update_weights_from_buckets(buckets))
+    async def _generate(self, prompt_ids: list[int], sampling: SamplingParams, session_id: str | None,
+                        images: Any) -> GenerateOutput:
+        async with self.gate.generation() as version:
+            out = await self.engine.generate(prompt_ids, sampling, session_id=session_id, images=images)
+        return out._replace(policy_version=version)
+
+    @property
+    def version(self) -> int:
+        return self.gate.version
+
+    def load(self, buckets: Iterable[Mapping[str, torch.Tensor]], version: int | None = None) -> int:
+        """One weight update from `buckets` (produced lazily: a trainer's collective gathers run as they are read),
+        as policy `version` (default: the next one). The replica's own gate pauses the calls that reach it, from
+        the driver or any agent worker: the running ones finish on the old weights, new ones wait for the new."""
+        return self._run(self._load(buckets, self.gate.version + 1 if version is None else version))
+
+    async def _load(self, buckets: Iterable[Mapping[str, torch.Tensor]], version: int) -> int:
+        async with self.gate.weight_sync(version):
+            return await self.engine.update_weights_from_buckets(buckets)
 
     @property
     def released(self) -> bool:

@@ -53,11 +53,12 @@ class RolloutReplica:
         self._plan = plan
         self._group = SyncGroup(address, rank, world_size, backend=backend)
 
-    def receive_weights(self) -> int:
-        """One sync: every bucket from trainer rank 0 into the engine, in place (the running sequences drain first)."""
+    def receive_weights(self, version: int | None = None) -> int:
+        """One sync as policy `version`: every bucket from trainer rank 0 into the engine, in place (the running
+        calls finish first, new ones wait: `ReplicaHost.load`)."""
         if self._group is None or self._plan is None or self.host is None:
             raise RuntimeError(f"rollout replica {self.index} has not joined the weight sync")
-        return self.host.load(receive_buckets(self._plan, self._group, self.device))
+        return self.host.load(receive_buckets(self._plan, self._group, self.device), version)
 
     def replica_generate(self, prompt_ids: list[int], sampling: SamplingParams, session_id: str | None = None,
                          images: Any = None) -> GenerateOutput:
@@ -96,11 +97,11 @@ class RolloutPool:
         """For `Rollout.start(replicas)`: handles with `replica_generate` and `replica_counters`."""
         return list(self.actors)
 
-    async def sync(self, workers: Any) -> int:
-        """The actor's weights into every replica: the trainer ranks send (rank 0 broadcasts) while the replicas
-        receive. Returns the tensors each replica loaded."""
+    async def sync(self, workers: Any, version: int | None = None) -> int:
+        """The actor's weights into every replica as policy `version`: the trainer ranks send (rank 0 broadcasts)
+        while the replicas receive. Returns the tensors each replica loaded."""
         sent, *received = await asyncio.gather(workers.call("broadcast_weights"),
-                                               *(a.receive_weights.remote() for a in self.actors))
+                                               *(a.receive_weights.remote(version) for a in self.actors))
         if any(n != sent[0] for n in received):
             raise RuntimeError(f"weight sync: rank 0 sent {sent[0]} tensors but the replicas loaded {received}")
         return sent[0]
@@ -114,9 +115,9 @@ class RolloutPool:
             self.pool.remove()
 
 
-async def start_rollout_pool(config: AgentGymConfig, workers: Any) -> RolloutPool:
+async def start_rollout_pool(config: AgentGymConfig, workers: Any, version: int = 0) -> RolloutPool:
     """Reserve the rollout pool, start one replica per bundle, join them and trainer rank 0 into one sync group
-    (NCCL on GPUs, gloo on CPU) and load the trainer's current weights into every replica.
+    (NCCL on GPUs, gloo on CPU) and load the trainer's current weights into every replica, as policy `version`.
 
     `workers`: the trainer's `RayWorkerGroup` (its ranks take part in every sync). Buckets hold about
     `rollout.update_weights_bucket_megabytes` each."""
@@ -143,7 +144,7 @@ async def start_rollout_pool(config: AgentGymConfig, workers: Any) -> RolloutPoo
                              *(a.join_weight_sync.remote(address, i + 1, world, backend, plan)
                                for i, a in enumerate(actors)))
         rollout_pool = RolloutPool(pool, actors, plan)
-        await rollout_pool.sync(workers)
+        await rollout_pool.sync(workers, version)
         return rollout_pool
     except BaseException:
         for actor in actors:

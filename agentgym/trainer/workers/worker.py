@@ -205,11 +205,12 @@ class TrainWorker:
         self._export = None
 
     # ---- the colocated engine replica ----
-    def start_replica(self) -> dict:
-        """Start this rank's engine replica (on this rank's device) and load the actor's current weights into it."""
+    def start_replica(self, version: int = 0) -> dict:
+        """Start this rank's engine replica (on this rank's device) and load the actor's current weights into it, as
+        policy `version` (the trainer's: 0, or a resumed checkpoint's)."""
         if self.replica is None:
             self.replica = ReplicaHost(self.config)
-        return {"rank": self.rank, "device": str(self.device), "tensors": self.sync_replica()}
+        return {"rank": self.rank, "device": str(self.device), "tensors": self.sync_replica(version)}
 
     @ray.method(concurrency_group=ROLLOUT_GROUP)
     def replica_generate(self, prompt_ids: list[int], sampling: Any, session_id: str | None = None,
@@ -219,14 +220,14 @@ class TrainWorker:
                                "actor_rollout_ref.rollout.placement is colocated")
         return self.replica.generate(prompt_ids, sampling, session_id, images)
 
-    def sync_replica(self) -> int:
-        """Copy the actor's weights into this rank's replica, gathered from the shards bucket by bucket on this
-        rank's device, in the engine's dtype (collective: every rank syncs together); then the replica takes back
-        its KV cache if `release_replica_memory` freed it (after the sync, so the gathered buckets and the cache
-        never hold the GPU at once)."""
+    def sync_replica(self, version: int | None = None) -> int:
+        """Copy the actor's weights into this rank's replica as policy `version` (default: the replica's next),
+        gathered from the shards bucket by bucket on this rank's device, in the engine's dtype (collective: every
+        rank syncs together); then the replica takes back its KV cache if `release_replica_memory` freed it (after
+        the sync, so the gathered buckets and the cache never hold the GPU at once)."""
         assert self.replica is not None and self.actor is not None
         dtype = getattr(torch, self.replica.engine.config.dtype)
-        count = self.replica.load(self.actor.full_param_buckets(dtype))
+        count = self.replica.load(self.actor.full_param_buckets(dtype), version)
         if self.replica.released:
             self.replica.resume()
         return count
