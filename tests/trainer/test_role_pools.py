@@ -89,3 +89,56 @@ def test_a_critic_pool_the_cluster_cannot_hold_stops_before_placing(ray_session,
     assert "short by 1 CPU slot" in text and "trainer.resource_pool_spec" in text
     after = {k for k, g in placement_group_table().items() if g["state"] != "REMOVED"}
     assert after == before, "nothing was reserved"
+
+
+SMALL_MICRO_BATCHES = ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1", "critic.ppo_micro_batch_size_per_gpu=1",
+                       "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1",
+                       "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=1")
+
+
+async def _spans_of_steps(config, trajectories, steps: int):
+    """The steps' metrics, the actor's weights, and the calls each group's rank 0 logged (`TrainWorker.call_spans`)."""
+    trainer = RLTrainer(config)
+    trainer.start_workers()
+    try:
+        history = [await trainer.train_step(trajectories) for _ in range(steps)]
+        weights = await trainer.actor_state_dict()
+        spans = {"actor": ray.get(trainer.workers.actors[0].call_spans.remote()),
+                 "aux": ray.get(trainer.group_of("critic").actors[0].call_spans.remote())}
+    finally:
+        trainer.close()
+    return history, weights, spans
+
+
+def _calls(spans, method: str):
+    return [s for s in spans if s.method == method]
+
+
+async def test_a_critic_on_its_own_pool_updates_while_the_actor_does(ray_session, config_for, trajectories):
+    """The ranks' own clocks say the critic's update ran while the actor's did, and the reference's and values'
+    forwards while the actor's old log-probs were computed; with trainer.concurrent_pools=false each waited for the
+    other. Either way the results are the same to the bit."""
+    concurrent, weights, spans = await _spans_of_steps(config_for(*PPO, *OWN_POOL, *SMALL_MICRO_BATCHES),
+                                                       trajectories, 2)
+    actor_updates, critic_updates = _calls(spans["actor"], "update_actor"), _calls(spans["aux"], "update_critic")
+    assert len(actor_updates) == len(critic_updates) == 2
+    for actor_update, critic_update in zip(actor_updates, critic_updates):
+        assert actor_update.overlaps(critic_update), (actor_update, critic_update)
+    old_log_probs = _calls(spans["actor"], "compute_log_prob:actor")
+    aux_forwards = [s for s in spans["aux"] if s.method in ("compute_log_prob:ref", "compute_values")]
+    assert len(old_log_probs) == 2 and len(aux_forwards) == 4
+    for old, (ref, values) in zip(old_log_probs, zip(aux_forwards[::2], aux_forwards[1::2])):
+        assert (ref.method, values.method) == ("compute_log_prob:ref", "compute_values"), "ref, then values"
+        assert old.start < values.end and ref.start < old.end, "the aux group's forwards beside the old log-probs"
+    assert {"timing_s/forwards", "timing_s/updates", "timing_s/update_critic", "timing_s/update_actor"} <= set(
+        concurrent[0])
+
+    sequential, sequential_weights, spans = await _spans_of_steps(
+        config_for(*PPO, *OWN_POOL, *SMALL_MICRO_BATCHES, "trainer.concurrent_pools=false"), trajectories, 2)
+    for actor_update, critic_update in zip(_calls(spans["actor"], "update_actor"), _calls(spans["aux"], "update_critic")):
+        assert critic_update.end <= actor_update.start, "one after the other: the critic's first"
+    for old, ref in zip(_calls(spans["actor"], "compute_log_prob:actor"), _calls(spans["aux"], "compute_log_prob:ref")):
+        assert old.end <= ref.start
+
+    assert [_learned(m) for m in concurrent] == [_learned(m) for m in sequential]
+    assert all(bool((weights[k] == v).all()) for k, v in sequential_weights.items())
