@@ -176,6 +176,16 @@ class RLTrainer:
         """Every group of trainer ranks: the actor's, then each critic's or reference's of its own."""
         return [self.workers, *self._own_role_groups()]
 
+    def _concurrent_pools(self) -> bool:
+        """Whether groups of their own run their forwards and updates beside the actor's (`trainer.concurrent_pools`;
+        unset: on GPUs, where each pool has devices of its own, and not on CPU, where each group's ranks take every
+        core as threads and running two groups at once oversubscribes them: ~3x slower per step on 2 cores,
+        benchmarks/role_pools_bench.py)."""
+        chosen = self.config.trainer.concurrent_pools
+        if not self.role_groups:  # one group: nothing to run beside anything
+            return False
+        return self.workers.on_gpu if chosen is None else chosen
+
     # ---- one step on given trajectories ----
     async def _forward(self, group: Any, batch: SampleBatch, method: str, max_len: int, micro: int | None,
                        dynamic: bool, padded: bool, **kwargs) -> tuple[list, list]:
@@ -285,7 +295,7 @@ class RLTrainer:
         calls += [GroupCall(group, mark(group)) for group in self._trainer_groups()]
         calls += [GroupCall(self.group_of("ref"), ref)] if cfg.use_reference else []
         calls += [GroupCall(self.group_of("critic"), values)] if cfg.use_critic else []
-        await run_by_group(calls, concurrent=cfg.trainer.concurrent_pools)
+        await run_by_group(calls, concurrent=self._concurrent_pools())
         metrics.update(max_over_ranks(marks))
 
     async def _updates(self, batch: SampleBatch, step: int, timer: _Timer, metrics: dict[str, float]) -> None:
@@ -321,7 +331,7 @@ class RLTrainer:
 
         calls = [GroupCall(self.group_of("critic"), update_critic)] if cfg.use_critic else []
         calls += [GroupCall(self.workers, update_actor)] if step > cfg.trainer.critic_warmup else []
-        for merged in await run_by_group(calls, concurrent=cfg.trainer.concurrent_pools):
+        for merged in await run_by_group(calls, concurrent=self._concurrent_pools()):
             metrics.update(merged)
 
     def _merge(self, per_rank: list[dict[str, list[float]]]) -> dict[str, float]:
