@@ -3,6 +3,7 @@ critic's update one after another with the actor's (`trainer.concurrent_pools=fa
 
     PYTHONPATH=. python benchmarks/role_pools_bench.py                       # CPU, tiny model, 2 Ray CPUs
     PYTHONPATH=. python benchmarks/role_pools_bench.py --size small --steps 4 --cpus 2
+    PYTHONPATH=. python benchmarks/role_pools_bench.py --device cuda --size 0.5b --cpus 8   # 2 GPUs
 
 One Ray runtime, one rank for the actor (`global_pool: [1]`) and one for the critic and the reference
 (`aux_pool: [1]`); synthetic multi-turn trajectories (`trainer_bench.synthetic_trajectories`). The modes run one
@@ -36,7 +37,7 @@ KEYS = ("step", "forwards", "old_log_prob", "ref", "values", "updates", "update_
 
 def overrides(path: Path, args: argparse.Namespace, concurrent: bool) -> list[str]:
     return [
-        f"actor_rollout_ref.model.path={path}", "trainer.device=cpu", "trainer.use_ray=true",
+        f"actor_rollout_ref.model.path={path}", f"trainer.device={args.device}", "trainer.use_ray=true",
         "actor_rollout_ref.model.attn_implementation=sdpa", "actor_rollout_ref.actor.use_torch_compile=false",
         "algorithm.adv_estimator=gae", "critic.enable=true", "actor_rollout_ref.actor.use_kl_loss=true",
         "trainer.critic_warmup=0", f"data.train_batch_size={args.prompts}",
@@ -45,7 +46,9 @@ def overrides(path: Path, args: argparse.Namespace, concurrent: bool) -> list[st
         "trainer.n_gpus_per_node=1", "trainer.mapping.critic=aux_pool", "trainer.mapping.ref=aux_pool",
         "trainer.resource_pool_spec={global_pool: [1], aux_pool: [1]}",
         f"trainer.concurrent_pools={str(concurrent).lower()}",
-    ]
+    ] + (["actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: bf16, reduce_dtype: fp32}",
+          "critic.model.fsdp_config.mixed_precision={param_dtype: bf16, reduce_dtype: fp32}"]
+         if args.device == "cuda" else [])
 
 
 async def run_mode(path: Path, vocab: int, args: argparse.Namespace, concurrent: bool) -> dict:
@@ -70,7 +73,7 @@ async def run_mode(path: Path, vocab: int, args: argparse.Namespace, concurrent:
 async def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="role_pools_bench_"))
     path, params, vocab = build_model(args.size, workdir / "model")
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)  # GPUs: all the machine has
     try:
         modes = []
         for name in args.modes.split(","):
@@ -84,6 +87,8 @@ async def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: one GPU for the actor, one for the critic and the reference (2 GPUs)")
     parser.add_argument("--size", choices=list(SHAPES), default="tiny")
     parser.add_argument("--cpus", type=int, default=2, help="Ray CPUs (each group's rank takes all of them as threads)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts (groups) per step")

@@ -1,6 +1,8 @@
 """A critic and a reference on a pool of their own (`trainer.mapping`), against the same run with every role in the
 actor's ranks: the same seed gives the same losses, values and weights to the bit, a checkpoint saved with the
 critic's own group resumes to the same step, and a pool the cluster cannot hold stops before anything is placed.
+With `trainer.concurrent_pools` the critic's group updates while the actor's does (the ranks' own clocks say so),
+with the same results as one after another.
 
 Why equality to the bit can be asked for: the critic's and the reference's ranks build the same models from the
 same files under the same seed (loading the actor's weights draws no random numbers, so the critic's fresh value
