@@ -179,7 +179,7 @@ class RLTrainer:
     def _concurrent_pools(self) -> bool:
         """Whether groups of their own run their forwards and updates beside the actor's (`trainer.concurrent_pools`;
         unset: on GPUs, where each pool has devices of its own, and not on CPU, where each group's ranks take every
-        core as threads and running two groups at once oversubscribes them: ~3x slower per step on 2 cores,
+        core as threads and running two groups at once oversubscribes them: 2.5x slower per step or worse on 2 cores,
         benchmarks/role_pools_bench.py)."""
         chosen = self.config.trainer.concurrent_pools
         if not self.role_groups:  # one group: nothing to run beside anything

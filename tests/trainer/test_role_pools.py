@@ -22,9 +22,10 @@ pytestmark = pytest.mark.slow
 PPO = ("algorithm.adv_estimator=gae", "critic.enable=true", "actor_rollout_ref.actor.use_kl_loss=true",
        "trainer.use_ray=true", "trainer.n_gpus_per_node=1", "actor_rollout_ref.actor.use_torch_compile=false",
        "critic.optim.lr=1e-2", "ray_kwargs.ray_init.num_cpus=2", "trainer.critic_warmup=0")
-# concurrent_pools: on CPU it is off unless asked for (the groups would share the cores); the tests ask for it.
 OWN_POOL = ("trainer.mapping.critic=aux_pool", "trainer.mapping.ref=aux_pool",
-            "trainer.resource_pool_spec={global_pool: [1], aux_pool: [1]}", "trainer.concurrent_pools=true")
+            "trainer.resource_pool_spec={global_pool: [1], aux_pool: [1]}")
+# On CPU the groups run one after another unless asked (their ranks would share the cores); these tests ask.
+CONCURRENT = ("trainer.concurrent_pools=true",)
 
 
 def _learned(metrics: dict[str, float]) -> dict[str, float]:
@@ -62,7 +63,7 @@ async def test_critic_and_ref_on_their_own_pool_match_the_colocated_run(ray_sess
     assert together[1]["critic/vf_loss"] != together[0]["critic/vf_loss"], "the critic learned between the steps"
     assert together[0]["actor/kl_loss"] == 0.0 and together[1]["actor/kl_loss"] > 0, "the reference was used"
 
-    own = config_for(*PPO, *OWN_POOL, f"trainer.default_local_dir={tmp_path}")
+    own = config_for(*PPO, *OWN_POOL, *CONCURRENT, f"trainer.default_local_dir={tmp_path}")
     first, _, where = await _steps(own, trajectories, 1, save=True)
     assert where["critic"] == where["ref"] and where["critic"] != where["actor"], \
         "critic and reference in one group of their own, in another process than the actor's"
@@ -118,10 +119,10 @@ def _calls(spans, method: str):
 
 
 async def test_a_critic_on_its_own_pool_updates_while_the_actor_does(ray_session, config_for, trajectories):
-    """The ranks' own clocks say the critic's update ran while the actor's did; with trainer.concurrent_pools=false
-    the critic's update ended before the actor's began, and the reference's forward began after the old log-probs
+    """The ranks' own clocks say the critic's update ran while the actor's did; with trainer.concurrent_pools unset
+    (on CPU: off) the critic's update ended before the actor's began, and the reference's forward began after the old log-probs
     ended. Either way the results are the same to the bit."""
-    concurrent, weights, spans = await _spans_of_steps(config_for(*PPO, *OWN_POOL, *SMALL_MICRO_BATCHES),
+    concurrent, weights, spans = await _spans_of_steps(config_for(*PPO, *OWN_POOL, *CONCURRENT, *SMALL_MICRO_BATCHES),
                                                        trajectories, 2)
     actor_updates, critic_updates = _calls(spans["actor"], "update_actor"), _calls(spans["aux"], "update_critic")
     assert len(actor_updates) == len(critic_updates) == 2
@@ -134,8 +135,9 @@ async def test_a_critic_on_its_own_pool_updates_while_the_actor_does(ray_session
     assert {"timing_s/forwards", "timing_s/updates", "timing_s/update_critic", "timing_s/update_actor"} <= set(
         concurrent[0])
 
+    # trainer.concurrent_pools unset on CPU: one after another
     sequential, sequential_weights, spans = await _spans_of_steps(
-        config_for(*PPO, *OWN_POOL, *SMALL_MICRO_BATCHES, "trainer.concurrent_pools=false"), trajectories, 2)
+        config_for(*PPO, *OWN_POOL, *SMALL_MICRO_BATCHES), trajectories, 2)
     for actor_update, critic_update in zip(_calls(spans["actor"], "update_actor"), _calls(spans["aux"], "update_critic")):
         assert critic_update.end <= actor_update.start, "one after the other: the critic's first"
     for old, ref in zip(_calls(spans["actor"], "compute_log_prob:actor"), _calls(spans["aux"], "compute_log_prob:ref")):
