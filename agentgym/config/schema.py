@@ -473,6 +473,10 @@ class TrainerConfig(Section):
     # None: global_pool = [n_gpus_per_node] * nnodes, plus the rollout and reward pools the config asks for.
     resource_pool_spec: dict[str, list[int]] | None = None
     mapping: PoolMappingConfig = Field(default_factory=PoolMappingConfig)
+    # ours (docs/scale.md): a critic or reference on a pool of its own runs its forwards and its update at the same
+    # time as the actor's (the results are the same); false runs every phase after the last, as on one pool.
+    # None: true when the ranks have GPUs; false on CPU, where every group's ranks take all the cores as threads.
+    concurrent_pools: bool | None = None
     # ours: how long the trainer waits for Ray to place its ranks before saying what the cluster lacks
     placement_timeout_s: float = Field(60.0, gt=0)
     # verl's key: each step's trajectories go to <dir>/<step>.jsonl (agentgym view pages through them).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,7 @@ from agentgym.trainer.baselines import GreedyBaselines
 from agentgym.trainer.checkpoints import CheckpointManager, complete_steps
 from agentgym.trainer.dynamic_sampling import collect_informative
 from agentgym.trainer.failures import check_failures
+from agentgym.trainer.group_lanes import GroupCall, run_by_group
 from agentgym.trainer.overlap import RolloutPipeline, stamp_versions, staleness_metrics
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import tool_call_metrics, write_step_trajectories
@@ -175,6 +176,20 @@ class RLTrainer:
         """The critic's and reference's groups of their own, each once (two roles may share one pool)."""
         return list({id(g): g for g in self.role_groups.values()}.values())
 
+    def _trainer_groups(self) -> list[Any]:
+        """Every group of trainer ranks: the actor's, then each critic's or reference's of its own."""
+        return [self.workers, *self._own_role_groups()]
+
+    def _concurrent_pools(self) -> bool:
+        """Whether groups of their own run their forwards and updates beside the actor's (`trainer.concurrent_pools`;
+        unset: on GPUs, where each pool has devices of its own, and not on CPU, where each group's ranks take every
+        core as threads and running two groups at once oversubscribes them: 2.5x slower per step or worse on 2 cores,
+        benchmarks/role_pools_bench.py)."""
+        chosen = self.config.trainer.concurrent_pools
+        if not self.role_groups:  # one group: nothing to run beside anything
+            return False
+        return self.workers.on_gpu if chosen is None else chosen
+
     # ---- one step on given trajectories ----
     async def _forward(self, group: Any, batch: SampleBatch, method: str, max_len: int, micro: int | None,
                        dynamic: bool, padded: bool, **kwargs) -> tuple[list, list]:
@@ -196,8 +211,6 @@ class RLTrainer:
         arr = cfg.actor_rollout_ref
         timer = _Timer()
         metrics: dict[str, float] = {}
-        padded = not arr.model.use_remove_padding
-        critic_padded = not cfg.critic.model.use_remove_padding
         with timer.phase("step"):
             with timer.phase("reward"):
                 batch = SampleBatch.from_trajectories(trajectories, self._vision_processor(trajectories))
@@ -207,64 +220,17 @@ class RLTrainer:
                 if cfg.reward_model.overlong_buffer.enable:
                     scores = self._shape_overlong(batch, scores, metrics)
             mask = batch.padded("loss_mask")
-            with timer.phase("old_log_prob"):
-                if arr.actor.recompute_old_log_prob:
-                    plans, outs = await self._forward(
-                        self.workers, batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
-                        arr.rollout.log_prob_micro_batch_size_per_gpu, arr.rollout.log_prob_use_dynamic_bsz,
-                        padded, role="actor", with_entropy=True)
-                    batch.set_ragged("old_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
-                    entropy = gather_outputs(plans, [[o["entropy"] for o in r] for r in outs], len(batch))
-                    batch.set_ragged("entropy", entropy)
-                    metrics["actor/entropy"] = float(algo.masked_mean(batch.padded("entropy"), mask))
-                    metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
-                    # proximal (recomputed) over behaviour (engine) probabilities: what decoupled PPO weights by
-                    metrics.update(_stats("rollout_corr/behaviour_ratio", torch.exp(
-                        batch.padded("old_log_probs") - batch.padded("rollout_log_probs"))[mask > 0]))
-                else:
+            if not arr.actor.recompute_old_log_prob:
+                with timer.phase("old_log_prob"):
                     batch.fields["old_log_probs"] = list(batch.fields["rollout_log_probs"])
-            metrics.update(await self.memory_mark("old_log_prob"))
+            with timer.phase("forwards"):  # old log-probs, reference log-probs, values: concurrent across groups
+                await self._forwards(batch, mask, timer, metrics)
             if cfg.algorithm.rollout_correction.rollout_is is not None:
                 self._rollout_is_weights(batch, mask, metrics)
-            if cfg.use_reference:
-                with timer.phase("ref"):
-                    plans, outs = await self._forward(
-                        self.group_of("ref"), batch, "compute_log_prob", arr.ref.log_prob_max_token_len_per_gpu,
-                        arr.ref.log_prob_micro_batch_size_per_gpu, arr.ref.log_prob_use_dynamic_bsz, padded, role="ref")
-                    batch.set_ragged("ref_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
-            if cfg.use_critic:
-                with timer.phase("values"):
-                    c = cfg.critic
-                    plans, outs = await self._forward(
-                        self.group_of("critic"), batch, "compute_values", c.forward_max_token_len_per_gpu or c.ppo_max_token_len_per_gpu,
-                        c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz, critic_padded)
-                    batch.set_ragged("values", gather_outputs(plans, outs, len(batch)))
             with timer.phase("adv"):
                 self._compute_advantages(batch, scores, mask, metrics, trajectories)
-            groups_per_mb = arr.actor.ppo_mini_batch_size
-            if cfg.use_critic:
-                with timer.phase("update_critic"):
-                    c = cfg.critic
-                    critic_group = self.group_of("critic")
-                    plans = plan_update(batch, ["values", "returns"], critic_group.world_size,
-                                        groups_per_minibatch=c.ppo_mini_batch_size or groups_per_mb,
-                                        max_token_len=c.ppo_max_token_len_per_gpu if c.use_dynamic_bsz else None,
-                                        micro_batch_size=c.ppo_micro_batch_size_per_gpu,
-                                        shuffle_seed=cfg.data.seed + step if c.shuffle else None,
-                                        padded=critic_padded)
-                    sums = await critic_group.call("update_critic", [(p,) for p in plans])
-                    metrics.update(self._merge(sums))
-            if step > cfg.trainer.critic_warmup:
-                with timer.phase("update_actor"):
-                    fields = ["old_log_probs", "advantages"] + (["ref_log_probs"] if arr.actor.use_kl_loss else [])
-                    fields += ["rollout_is_weights"] if "rollout_is_weights" in batch.fields else []
-                    plans = plan_update(batch, fields, self.world_size, groups_per_minibatch=groups_per_mb,
-                                        max_token_len=arr.actor.ppo_max_token_len_per_gpu if arr.actor.use_dynamic_bsz else None,
-                                        micro_batch_size=arr.actor.ppo_micro_batch_size_per_gpu,
-                                        shuffle_seed=cfg.data.seed + step if arr.actor.shuffle else None,
-                                        padded=padded)
-                    sums = await self.workers.call("update_actor", [(p,) for p in plans])
-                    metrics.update(self._merge(sums))
+            with timer.phase("updates"):  # the critic's and the actor's: concurrent across groups
+                await self._updates(batch, step, timer, metrics)
             metrics.update(await self.memory_mark("update"))  # ref, values, critic and actor updates
         total_tokens = sum(batch.seq_lens)
         metrics.update(_stats("critic/score", scores))
@@ -283,6 +249,94 @@ class RLTrainer:
         metrics["perf/tokens_per_s"] = total_tokens / max(timer.times["step"], 1e-9)
         self.global_step = step
         return metrics
+
+    async def _forwards(self, batch: SampleBatch, mask: torch.Tensor, timer: _Timer, metrics: dict[str, float]) -> None:
+        """The actor's old log-probs, the reference's log-probs and the critic's values: each needs only the batch, so
+        a group of their own runs its forwards while the actor's ranks run theirs (`trainer.concurrent_pools`).
+
+        Each group takes its `old_log_prob` memory mark after its old log-probs (the actor's) and before its other
+        forwards, so the reference's and the values' peaks count under `update` whichever group runs them."""
+        cfg = self.config
+        arr = cfg.actor_rollout_ref
+        padded = not arr.model.use_remove_padding
+        marks: list[dict[str, float]] = []
+
+        async def old_log_prob() -> None:
+            with timer.phase("old_log_prob"):
+                plans, outs = await self._forward(
+                    self.workers, batch, "compute_log_prob", arr.rollout.log_prob_max_token_len_per_gpu,
+                    arr.rollout.log_prob_micro_batch_size_per_gpu, arr.rollout.log_prob_use_dynamic_bsz,
+                    padded, role="actor", with_entropy=True)
+                batch.set_ragged("old_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
+                batch.set_ragged("entropy", gather_outputs(plans, [[o["entropy"] for o in r] for r in outs], len(batch)))
+                metrics["actor/entropy"] = float(algo.masked_mean(batch.padded("entropy"), mask))
+                metrics.update(_logprob_gap(batch.padded("old_log_probs"), batch.padded("rollout_log_probs"), mask))
+                # proximal (recomputed) over behaviour (engine) probabilities: what decoupled PPO weights by
+                metrics.update(_stats("rollout_corr/behaviour_ratio", torch.exp(
+                    batch.padded("old_log_probs") - batch.padded("rollout_log_probs"))[mask > 0]))
+
+        def mark(group: Any) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                marks.extend(await group.call("memory_mark", phase="old_log_prob"))
+            return run
+
+        async def ref() -> None:
+            with timer.phase("ref"):
+                plans, outs = await self._forward(
+                    self.group_of("ref"), batch, "compute_log_prob", arr.ref.log_prob_max_token_len_per_gpu,
+                    arr.ref.log_prob_micro_batch_size_per_gpu, arr.ref.log_prob_use_dynamic_bsz, padded, role="ref")
+                batch.set_ragged("ref_log_probs", gather_outputs(plans, [[o["log_probs"] for o in r] for r in outs], len(batch)))
+
+        async def values() -> None:
+            c = cfg.critic
+            with timer.phase("values"):
+                plans, outs = await self._forward(
+                    self.group_of("critic"), batch, "compute_values", c.forward_max_token_len_per_gpu or c.ppo_max_token_len_per_gpu,
+                    c.ppo_micro_batch_size_per_gpu, c.use_dynamic_bsz, not c.model.use_remove_padding)
+                batch.set_ragged("values", gather_outputs(plans, outs, len(batch)))
+
+        calls = [GroupCall(self.workers, old_log_prob)] if arr.actor.recompute_old_log_prob else []
+        calls += [GroupCall(group, mark(group)) for group in self._trainer_groups()]
+        calls += [GroupCall(self.group_of("ref"), ref)] if cfg.use_reference else []
+        calls += [GroupCall(self.group_of("critic"), values)] if cfg.use_critic else []
+        await run_by_group(calls, concurrent=self._concurrent_pools())
+        metrics.update(max_over_ranks(marks))
+
+    async def _updates(self, batch: SampleBatch, step: int, timer: _Timer, metrics: dict[str, float]) -> None:
+        """The critic's update (values and returns) and the actor's (advantages): neither reads what the other
+        writes, so a critic on a group of its own updates while the actor's ranks do (`trainer.concurrent_pools`).
+        Each keeps its own phase timer (`timing_s/update_critic`, `timing_s/update_actor`)."""
+        cfg = self.config
+        arr = cfg.actor_rollout_ref
+        groups_per_mb = arr.actor.ppo_mini_batch_size
+
+        async def update_critic() -> dict[str, float]:
+            c = cfg.critic
+            critic_group = self.group_of("critic")
+            with timer.phase("update_critic"):
+                plans = plan_update(batch, ["values", "returns"], critic_group.world_size,
+                                    groups_per_minibatch=c.ppo_mini_batch_size or groups_per_mb,
+                                    max_token_len=c.ppo_max_token_len_per_gpu if c.use_dynamic_bsz else None,
+                                    micro_batch_size=c.ppo_micro_batch_size_per_gpu,
+                                    shuffle_seed=cfg.data.seed + step if c.shuffle else None,
+                                    padded=not c.model.use_remove_padding)
+                return self._merge(await critic_group.call("update_critic", [(p,) for p in plans]))
+
+        async def update_actor() -> dict[str, float]:
+            fields = ["old_log_probs", "advantages"] + (["ref_log_probs"] if arr.actor.use_kl_loss else [])
+            fields += ["rollout_is_weights"] if "rollout_is_weights" in batch.fields else []
+            with timer.phase("update_actor"):
+                plans = plan_update(batch, fields, self.world_size, groups_per_minibatch=groups_per_mb,
+                                    max_token_len=arr.actor.ppo_max_token_len_per_gpu if arr.actor.use_dynamic_bsz else None,
+                                    micro_batch_size=arr.actor.ppo_micro_batch_size_per_gpu,
+                                    shuffle_seed=cfg.data.seed + step if arr.actor.shuffle else None,
+                                    padded=not arr.model.use_remove_padding)
+                return self._merge(await self.workers.call("update_actor", [(p,) for p in plans]))
+
+        calls = [GroupCall(self.group_of("critic"), update_critic)] if cfg.use_critic else []
+        calls += [GroupCall(self.workers, update_actor)] if step > cfg.trainer.critic_warmup else []
+        for merged in await run_by_group(calls, concurrent=self._concurrent_pools()):
+            metrics.update(merged)
 
     def _merge(self, per_rank: list[dict[str, list[float]]]) -> dict[str, float]:
         total = MetricSums()
@@ -366,8 +420,7 @@ class RLTrainer:
     async def memory_mark(self, phase: str) -> dict[str, float]:
         """`memory/<phase>/...` figures (the peak since the previous phase ended), the max over the ranks of every
         trainer group (the actor's and any critic's or reference's of its own)."""
-        marks = await asyncio.gather(*(g.call("memory_mark", phase=phase)
-                                       for g in [self.workers, *self._own_role_groups()]))
+        marks = await asyncio.gather(*(g.call("memory_mark", phase=phase) for g in self._trainer_groups()))
         return max_over_ranks([m for group in marks for m in group])
 
     async def release_rollout_memory(self) -> None:

@@ -21,6 +21,7 @@ class LocalWorkerGroup:
     def __init__(self, config: AgentGymConfig, *, total_steps: int, roles: tuple[str, ...] | None = None,
                  distributed: bool = False) -> None:
         self.world_size = 1
+        self.on_gpu = device_type(config.trainer.device) == "cuda"
         self.worker = TrainWorker(config, 0, 1)
         init = f"tcp://{self.worker.address()}" if distributed else None
         self.worker.setup(init, total_steps, roles)
@@ -65,6 +66,7 @@ class RayWorkerGroup:
         elif pool.spec.size != world_size:
             raise ValueError(f"pool {pool.spec.name} holds {pool.spec.size} bundles for {world_size} ranks")
         self.world_size = world_size
+        self.on_gpu = use_gpu
         self.pool = pool
         self.placement_group = pool.placement_group
         # Ray starts actors with one intra-op thread; on CPU the ranks are the compute, so they share the node's cores.

@@ -19,6 +19,7 @@ from agentgym.config.schema import AgentGymConfig
 from agentgym.devices import device_type, resolve_dtype
 from agentgym.trainer.batching import MicroBatch
 from agentgym.rollout.engines.weight_import import PackedWeights
+from agentgym.trainer.workers.call_log import CallLog, CallSpan
 from agentgym.trainer.workers.memory import PhaseMemory
 from agentgym.trainer.workers.replica import ReplicaHost
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
@@ -70,6 +71,7 @@ class TrainWorker:
         self._sync_group: SyncGroup | None = None  # rank 0's group with the rollout pool's replicas
         self.memory: PhaseMemory | None = None
         self.roles: tuple[str, ...] = ()
+        self.calls = CallLog()  # when this rank's forwards and updates ran (`call_spans`)
 
     def address(self) -> str:
         return free_address()
@@ -112,10 +114,13 @@ class TrainWorker:
         if model is None:
             raise RuntimeError(f"this worker has no {role} model; enable it in the config")
         temperature = self.config.actor_rollout_ref.rollout.temperature
-        return model.compute_log_prob(micro_batches, temperature=temperature, with_entropy=with_entropy)
+        with self.calls.span(f"compute_log_prob:{role}"):
+            return model.compute_log_prob(micro_batches, temperature=temperature, with_entropy=with_entropy)
 
     def compute_values(self, micro_batches: list[MicroBatch]) -> list[torch.Tensor]:
-        return self._critic().compute_values(micro_batches)
+        critic = self._critic()
+        with self.calls.span("compute_values"):
+            return critic.compute_values(micro_batches)
 
     def _critic(self) -> ValueRole:
         if self.critic is None:
@@ -130,7 +135,7 @@ class TrainWorker:
 
     def update_actor(self, minibatches: list[list[MicroBatch]]) -> dict[str, list[float]]:
         cfg = self.config.actor_rollout_ref
-        with self.actor.optimizer_resident():
+        with self.calls.span("update_actor"), self.actor.optimizer_resident():
             return self.actor.update_policy(minibatches, cfg.actor, temperature=cfg.rollout.temperature,
                                             loss_scale_factor=self._loss_scale_factor())
 
@@ -138,7 +143,7 @@ class TrainWorker:
         c = self.config.critic
         actor = self.config.actor_rollout_ref.actor
         critic = self._critic()
-        with critic.optimizer_resident():
+        with self.calls.span("update_critic"), critic.optimizer_resident():
             return critic.update_critic(
                 minibatches, c, loss_agg_mode=c.loss_agg_mode or actor.loss_agg_mode,
                 ppo_epochs=c.ppo_epochs or actor.ppo_epochs, loss_scale_factor=self._loss_scale_factor(),
@@ -165,6 +170,10 @@ class TrainWorker:
 
         param = next(self.actor.model.parameters())
         return list(param.device_mesh.shape) if isinstance(param, DTensor) else []
+
+    def call_spans(self) -> list[CallSpan]:
+        """When this rank's recent forwards and updates started and ended, oldest first (`workers.call_log`)."""
+        return self.calls.spans()
 
     # ---- memory per phase ----
     def memory_mark(self, phase: str) -> dict[str, float]:
