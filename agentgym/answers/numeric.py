@@ -21,6 +21,16 @@ def parse_number(text: str) -> Fraction | None:
         return None
 
 
+_LATEX_SPACING = re.compile(r"\{,\}|\\[,!; ]|\\text\{\s*\}")
+
+
+def states_a_number(answer: str | None) -> bool:
+    """Whether an extracted answer is one number (LaTeX thousands separators allowed), not an expression
+    such as `656 * 22 - 7053`: math-verify evaluates expressions, so on arithmetic tasks a policy learns to box
+    the question itself (seen on SmolLM2, GPU run of 2026-12-07) unless the teacher asks for the number."""
+    return answer is not None and parse_number(_LATEX_SPACING.sub("", answer)) is not None
+
+
 def extract_answer(text: str) -> str | None:
     """The answer a response commits to: \\boxed{...}, else an 'Answer: X' line, else the last number."""
     boxed = _BOXED.findall(text)

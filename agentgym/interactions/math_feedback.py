@@ -7,7 +7,7 @@ from typing import Any, Optional
 from uuid import uuid4
 
 from agentgym.interactions.base import BaseInteraction
-from agentgym.answers.numeric import extract_answer, response_matches
+from agentgym.answers.numeric import extract_answer, response_matches, states_a_number
 
 
 @dataclass
@@ -23,12 +23,15 @@ class MathFeedbackInteraction(BaseInteraction):
 
     The per-turn reward is returned from `generate_response`; `calculate_score` is the best turn reward,
     so a policy that needs feedback still learns, but less than one that is right first time.
+    With `number_only: true` an answer must be a number, not an expression that evaluates to it (arithmetic tasks:
+    boxing the question itself would otherwise pass the math-verify check).
     """
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
         self.max_attempts = int(self.config.get("max_attempts", 3))
         self.decay = float(self.config.get("decay", 0.5))
+        self.number_only = bool(self.config.get("number_only", False))
         self._episodes: dict[str, _Episode] = {}
 
     async def start_interaction(self, instance_id: Optional[str] = None, ground_truth: Any = None, **kwargs: Any) -> str:
@@ -45,6 +48,13 @@ class MathFeedbackInteraction(BaseInteraction):
         reply = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "assistant"), "")
         answer = extract_answer(reply)
         episode.attempts += 1
+        if self.number_only and answer is not None and not states_a_number(answer):
+            episode.turn_rewards.append(0.0)
+            done = episode.attempts >= self.max_attempts
+            left = self.max_attempts - episode.attempts
+            text = (f"Your answer ({answer}) is not a number. "
+                    + ("No attempts left." if done else f"Give the number itself as \\boxed{{...}} ({left} attempt(s) left)."))
+            return done, text, 0.0, {"attempts": episode.attempts, "correct": False, "not_a_number": True}
         if response_matches(reply, episode.ground_truth):
             reward = self.decay ** (episode.attempts - 1)
             episode.solved = True

@@ -46,3 +46,24 @@ def test_interaction_yaml_errors(tmp_path):
     path.write_text("interaction:\n  - class_name: agentgym.tools.calculator.CalculatorTool\n")
     with pytest.raises(ConfigError, match=r"entry interaction\[0\] \(calculatortool\): `agentgym.tools.calculator.CalculatorTool` is not a subclass of agentgym.interactions.base.BaseInteraction"):
         load_interactions(path)
+
+
+async def test_an_expression_that_evaluates_to_the_answer_is_not_the_answer():
+    """The arithmetic teacher asks for the number: a policy on SmolLM2 learnt to box the question itself, which
+    math-verify evaluates and accepts. Without `number_only` (other tasks) the expression still counts."""
+    extra = {"interaction_kwargs": {"name": "math_feedback", "ground_truth": "7379"}}
+    boxed_question = [{"role": "user", "content": "What is 656 * 22 - 7053?"},
+                      {"role": "assistant", "content": "\\boxed{656 * 22 - 7053}"}]
+    async with Session({}, extra_info=extra, interactions=load_interactions(CONFIG)) as session:
+        turn = await session.user_turn(boxed_question)
+        assert (turn.should_terminate, turn.reward) == (False, 0.0)
+        assert turn.content.startswith("Your answer (656 * 22 - 7053) is not a number. Give the number itself")
+        messages = boxed_question + [{"role": "user", "content": turn.content},
+                                     {"role": "assistant", "content": "\\boxed{7{,}379}"}]
+        second = await session.user_turn(messages)
+        assert (second.should_terminate, second.content, second.reward) == (True, "Correct!", 0.5)
+    lenient = load_interactions(CONFIG)
+    lenient["math_feedback"].number_only = False
+    async with Session({}, extra_info=extra, interactions=lenient) as session:
+        turn = await session.user_turn(boxed_question)
+        assert (turn.should_terminate, turn.reward) == (True, 1.0)
