@@ -4,7 +4,8 @@
 # (git-ignored; carry it: `carry: [".whl"]`). The benchmark scripts install them with --target /tmp/site.
 # docstring-parser: the `@function_tool` decorator (agentgym.tools) imports it; opentelemetry-api (+ importlib-metadata,
 # zipp): fastapi >= 0.164 imports it, so without them the sandbox server exits at start. grpo_vs_trl.sh checks
-# these imports first and names any that is missing.
+# these imports first and names any that is missing. msgpack, protobuf: Ray's own dependencies (its wheel travels in
+# two halves, device_env.sh), absent from the device image.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .whl
@@ -12,5 +13,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
   pydantic pydantic-core annotated-types typing-inspection tenacity jsonschema jsonschema-specifications \
   referencing rpds-py attrs "fastapi<0.165" starlette uvicorn h11 click rich markdown-it-py mdurl pygments \
-  omegaconf antlr4-python3-runtime docstring-parser opentelemetry-api importlib-metadata zipp
+  omegaconf antlr4-python3-runtime docstring-parser opentelemetry-api importlib-metadata zipp \
+  msgpack protobuf
 ls .whl | wc -l; du -sh .whl
