@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from .forward import forward_logprobs
 from .sglang_test_server import ReplayServer, start_servers
 
-from agentgym.rollout.engines import Engine, EngineError, SamplingParams, DynamicCacheEngine
+from agentgym.rollout.engines import Engine, EngineError, GenerateOutput, SamplingParams, DynamicCacheEngine
 from agentgym.rollout.engines.servers.sglang_engine import SGLangEngine, SGLangEngineConfig
 from agentgym.rollout.engines.servers.sglang_protocol import parse_generate_response
 from agentgym.rollout.engines.weights import read_weights
@@ -47,7 +47,7 @@ def test_recorded_responses_parse():
     assert stop.finish_reason == "stop" and stop.logprobs[4] == pytest.approx(-0.3321)
 
     legacy = parse_generate_response(RECORDED["logprob_length_without_output_ids"])
-    assert legacy == ([12095, 13, 1084], [-0.8123, -0.1201, -1.4402], "length")
+    assert legacy == GenerateOutput([12095, 13, 1084], [-0.8123, -0.1201, -1.4402], "length")
     assert parse_generate_response(RECORDED["logprob_abort"]).finish_reason == "abort"
 
     with pytest.raises(EngineError, match="differ from"):

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from agentgym.config import load_config
 from agentgym.errors import ConfigError
 from agentgym.rollout.engines.registry import make_engine
-from agentgym.rollout.engines import Engine, EngineError, SamplingParams, DynamicCacheEngine
+from agentgym.rollout.engines import Engine, EngineError, GenerateOutput, SamplingParams, DynamicCacheEngine
 from agentgym.rollout.engines.servers.vllm_engine import VLLMEngine, VLLMEngineConfig
 from agentgym.rollout.engines.servers.vllm_protocol import parse_completion_response
 from agentgym.rollout.engines.weights import read_weights
@@ -66,7 +66,7 @@ def _response(tokens, logprobs, finish="stop", token_ids=None):
 
 def test_responses_are_parsed_strictly():
     out, prompt_tokens, cached = parse_completion_response(_response(["token_id:5", "token_id:2"], [-0.5, -1.5], "length"))
-    assert out == ([5, 2], [-0.5, -1.5], "length") and (prompt_tokens, cached) == (9, None)
+    assert out == GenerateOutput([5, 2], [-0.5, -1.5], "length") and (prompt_tokens, cached) == (9, None)
     assert parse_completion_response(_response(["token_id:5"], [-0.1], "abort"))[0].finish_reason == "abort"
     with pytest.raises(EngineError, match="--return-tokens-as-token-ids"):
         parse_completion_response(_response(["Hello"], [-0.5]))
