@@ -48,30 +48,22 @@ class MathFeedbackInteraction(BaseInteraction):
         reply = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "assistant"), "")
         answer = extract_answer(reply)
         episode.attempts += 1
-        if self.number_only and answer is not None and not states_a_number(answer):
-            episode.turn_rewards.append(0.0)
-            done = episode.attempts >= self.max_attempts
-            left = self.max_attempts - episode.attempts
-            text = (f"Your answer ({answer}) is not a number. "
-                    + ("No attempts left." if done else f"Give the number itself as \\boxed{{...}} ({left} attempt(s) left)."))
-            return done, text, 0.0, {"attempts": episode.attempts, "correct": False, "not_a_number": True}
-        if response_matches(reply, episode.ground_truth):
+        not_a_number = self.number_only and answer is not None and not states_a_number(answer)
+        if not not_a_number and response_matches(reply, episode.ground_truth):
             reward = self.decay ** (episode.attempts - 1)
             episode.solved = True
             episode.turn_rewards.append(reward)
             return True, "Correct!", reward, {"attempts": episode.attempts, "correct": True}
         episode.turn_rewards.append(0.0)
         shown = answer if answer is not None else "no answer"
+        verdict = "is not a number" if not_a_number else "is wrong"
+        info = {"attempts": episode.attempts, "correct": False} | ({"not_a_number": True} if not_a_number else {})
         if episode.attempts >= self.max_attempts:
-            return True, f"Your answer ({shown}) is wrong. No attempts left.", 0.0, {"attempts": episode.attempts, "correct": False}
+            return True, f"Your answer ({shown}) {verdict}. No attempts left.", 0.0, info
         left = self.max_attempts - episode.attempts
-        return (
-            False,
-            f"Your answer ({shown}) is wrong. Check your work and try again ({left} attempt(s) left). "
-            "Give the final answer as \\boxed{...}.",
-            0.0,
-            {"attempts": episode.attempts, "correct": False},
-        )
+        retry = (f"Give the number itself as \\boxed{{...}} ({left} attempt(s) left)." if not_a_number else
+                 f"Check your work and try again ({left} attempt(s) left). Give the final answer as \\boxed{{...}}.")
+        return False, f"Your answer ({shown}) {verdict}. {retry}", 0.0, info
 
     async def calculate_score(self, instance_id: str, **kwargs: Any) -> float:
         episode = self._episodes.get(instance_id)
