@@ -242,7 +242,26 @@ def _signal(proc: subprocess.Popen, signals: list[signal.Signals]) -> tuple[int,
 
 
 def _still_running(tree: list[psutil.Process]) -> list[str]:
-    return [f"{p.name()} ({p.pid})" for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    running = []
+    for p in tree:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                running.append(f"{p.name()} ({p.pid})")
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def _live_tree(root: int) -> tuple[list[psutil.Process], str]:
+    """The run's process tree and its command lines; short-lived helpers may exit while it is read, so skip those."""
+    tree, names = [], []
+    for p in psutil.Process(root).children(recursive=True):
+        try:
+            names.append(p.name() + " " + " ".join(p.cmdline()))
+        except psutil.NoSuchProcess:
+            continue
+        tree.append(p)
+    return tree, " ".join(names)
 
 
 def _signal_mid_step(tmp_path: Path, tiny_model_dir: Path, signals: list[signal.Signals]):
@@ -255,8 +274,7 @@ def _signal_mid_step(tmp_path: Path, tiny_model_dir: Path, signals: list[signal.
             assert proc.poll() is None, "".join(lines)[-4000:]
             assert time.monotonic() < deadline, "step 2 never started:\n" + "".join(lines)[-4000:]
             time.sleep(0.2)
-        tree = psutil.Process(proc.pid).children(recursive=True)
-        names = " ".join(p.name() + " " + " ".join(p.cmdline()) for p in tree)
+        tree, names = _live_tree(proc.pid)
         assert "raylet" in names and "sglang_test_server" in names and "sandbox_server" in names, names
         ports = _listening([psutil.Process(proc.pid), *tree])
         session = _ray_session(tree)
@@ -312,8 +330,8 @@ def test_ctrl_c_during_the_quickstarts_training_stops_it_and_its_sandbox(tmp_pat
             assert proc.poll() is None, "".join(lines)[-4000:]
             assert time.monotonic() < deadline, "no training step done:\n" + "".join(lines)[-4000:]
             time.sleep(0.2)
-        tree = psutil.Process(proc.pid).children(recursive=True)
-        assert "sandbox_server" in " ".join(" ".join(p.cmdline()) for p in tree), [p.cmdline() for p in tree]
+        tree, names = _live_tree(proc.pid)
+        assert "sandbox_server" in names, names
         code, took = _signal(proc, [signal.SIGINT])
     finally:
         if proc.poll() is None:
