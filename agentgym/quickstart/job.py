@@ -138,16 +138,32 @@ class Quickstart:
                              f"from 0 to 1; got {settings.direct_share}")
 
     def config(self, model_path: Path, stage: str, extra: Sequence[str] = ()) -> AgentGymConfig:
+        """The stage's run config. `extra` (what the job's own settings give the stage: the warm-up's learning
+        rate and batch, the GRPO step count) comes after the dotted overrides and wins: those are for the RL
+        trainer's config, and an `optim.lr` meant for RL must not silently become the warm-up's learning rate."""
         return load_config(
             self.train_config,
             [
                 f"actor_rollout_ref.model.path={model_path}",
                 f"trainer.default_local_dir={self.s.run_dir / stage}",
                 f"data.seed={self.s.seed}",
-                *extra,
                 *self.s.overrides,
+                *extra,
             ],
         )
+
+    def sft_config(self, init_path: Path) -> AgentGymConfig:
+        s = self.s
+        return self.config(
+            init_path, "sft", [f"actor_rollout_ref.actor.optim.lr={s.sft_lr}", f"data.train_batch_size={s.sft_batch_size}",
+                               f"actor_rollout_ref.actor.ppo_mini_batch_size={s.sft_batch_size}",
+                               f"actor_rollout_ref.actor.optim.lr_warmup_steps={self.sft_warmup_steps}",
+                               "actor_rollout_ref.actor.optim.warmup_style=cosine",
+                               "actor_rollout_ref.actor.optim.min_lr_ratio=0.1"]
+        )
+
+    def rl_config(self, model_path: Path) -> AgentGymConfig:
+        return self.config(model_path, "rl", [f"trainer.total_training_steps={self.s.rl_steps}"])
 
     def demonstration_script(self, direct_rows: set[int]) -> Callable[[str, str | None], str]:
         """The warm-up teacher as a ScriptedEngine script over `self.sft_rows`; rows in `direct_rows` are answered
@@ -179,13 +195,7 @@ class Quickstart:
         from agentgym.trainer.sft import SFTTrainer
 
         s, console = self.s, self.console
-        sft_cfg = self.config(
-            init_path, "sft", [f"actor_rollout_ref.actor.optim.lr={s.sft_lr}", f"data.train_batch_size={s.sft_batch_size}",
-                               f"actor_rollout_ref.actor.ppo_mini_batch_size={s.sft_batch_size}",
-                               f"actor_rollout_ref.actor.optim.lr_warmup_steps={self.sft_warmup_steps}",
-                               "actor_rollout_ref.actor.optim.warmup_style=cosine",
-                               "actor_rollout_ref.actor.optim.min_lr_ratio=0.1"]
-        )
+        sft_cfg = self.sft_config(init_path)
         direct = set(random.Random(s.seed).sample(range(len(self.sft_rows)), round(s.direct_share * len(self.sft_rows))))
         script = self.demonstration_script(direct)
         transcripts = await self.loop(self.teacher_engine(tokenizer, script), tokenizer, sft_cfg, temperature=1.0).run_batch(
@@ -248,7 +258,7 @@ class Quickstart:
         else:
             sft_path = await self.warm_up(init_path, tokenizer, phase_done)
 
-        rl_cfg = self.config(sft_path, "rl", [f"trainer.total_training_steps={s.rl_steps}"])
+        rl_cfg = self.rl_config(sft_path)
         engine = make_engine(rl_cfg)
         await engine.start()
         try:

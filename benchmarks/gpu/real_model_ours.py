@@ -39,6 +39,8 @@ def main() -> None:
     from agentgym_envs.smollm_arith.quickstart import SmolLMQuickstart
 
     batch = args.prompts
+    # These reach the RL stage; the warm-up keeps its own learning rate and batch (Quickstart.config: the job's
+    # stage settings win). Before that, `--lr` also set the warm-up's rate, 5x below its 5e-5 (session 11's 0 %).
     overrides = ("trainer.device=cuda", f"data.train_batch_size={batch}", f"actor_rollout_ref.rollout.n={args.n}",
                  f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}", f"actor_rollout_ref.actor.optim.lr={args.lr}",
                  "actor_rollout_ref.actor.use_torch_compile=false",

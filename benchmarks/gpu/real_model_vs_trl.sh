@@ -78,8 +78,12 @@ case "$mode" in
     for f in /tmp/run_sft/ours_summary.json /tmp/run_rl0/ours_summary.json; do
       [ -f "$f" ] && cp "$f" "$FINAL/$(basename "$(dirname "$f")").json"; done
     cp /tmp/trl/*.json "$FINAL/" 2>/dev/null
-    tar czf "$FINAL/runs.tgz" -C /tmp run_sft/curve.jsonl run_sft/rl/metrics.jsonl run_sft/summary.json \
-      run_rl0/curve.jsonl run_rl0/rl/metrics.jsonl run_rl0/summary.json 2>/dev/null
+    for run in run_sft run_rl0; do  # the first and last steps' episodes: what the model wrote, not only its score
+      [ -f /tmp/$run/rl_trajectories.jsonl ] && { head -n 128 /tmp/$run/rl_trajectories.jsonl; tail -n 128 /tmp/$run/rl_trajectories.jsonl; } > /tmp/$run/rl_first_last.jsonl
+    done
+    (cd /tmp && tar czf "$FINAL/runs.tgz" run_sft/curve.jsonl run_sft/rl/metrics.jsonl run_sft/summary.json \
+      run_sft/eval_*.jsonl run_sft/rl_first_last.jsonl run_sft/sft_transcripts.jsonl \
+      run_rl0/curve.jsonl run_rl0/rl/metrics.jsonl run_rl0/summary.json run_rl0/eval_*.jsonl run_rl0/rl_first_last.jsonl 2>/dev/null)
     python3 benchmarks/gpu/summarize_real_model.py "$FINAL" 2>&1 | tee "$FINAL/table.txt"
     echo "total $(( $(date +%s) - call_start )) s" ;;
 esac

@@ -65,3 +65,17 @@ def test_bad_settings_are_refused_with_the_fix(tmp_path):
         Quickstart(QuickstartSettings(run_dir=tmp_path, direct_share=1.5), Console(file=None))
     with pytest.raises(ValueError, match="choose one of"):
         Quickstart(QuickstartSettings(run_dir=tmp_path, environment="chess"), Console(file=None))
+
+
+def test_dotted_overrides_reach_rl_but_not_the_warm_ups_own_settings(tmp_path):
+    """An `optim.lr` given for RL once became the warm-up's learning rate too (5x too small on the GPU run of
+    SmolLM2, which left the warmed-up model at 0 %): the warm-up's flags win for its stage."""
+    settings = QuickstartSettings(run_dir=tmp_path, sft_lr=5e-5, sft_batch_size=8, rl_steps=3,
+                                  overrides=("actor_rollout_ref.actor.optim.lr=1e-5", "data.train_batch_size=64",
+                                             "trainer.total_training_steps=99"))
+    job = Quickstart(settings, Console(file=None))
+    sft, rl = job.sft_config(tmp_path / "model"), job.rl_config(tmp_path / "model")
+    assert sft.actor_rollout_ref.actor.optim.lr == 5e-5 and sft.data.train_batch_size == 8
+    assert rl.actor_rollout_ref.actor.optim.lr == 1e-5 and rl.data.train_batch_size == 64
+    assert rl.trainer.total_training_steps == 3
+    assert sft.trainer.default_local_dir.endswith("sft") and rl.trainer.default_local_dir.endswith("rl")
