@@ -585,7 +585,7 @@ class AgentGymConfig(Section):
                     f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} splits an in-process replica over "
                     f"{tp} trainer ranks, which only the colocated placement has (got rollout.placement="
                     f"{rollout.placement}); set rollout.placement=colocated, or tensor_model_parallel_size=1")
-            if self.world_size % tp:
+            if rollout.placement == "colocated" and self.world_size % tp:  # `auto`: checked where it resolves
                 raise ValueError(
                     f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} does not divide the "
                     f"{self.world_size} trainer ranks (trainer.nnodes x trainer.n_gpus_per_node): each replica is "

@@ -91,3 +91,22 @@ def test_sharded_weights_read_each_ranks_slice_as_a_view():
     view = ShardedWeights(full, {"a.weight": (0, 2, 2)})
     assert torch.equal(view["a.weight"], full["a.weight"][2:4]) and view["a.weight"].data_ptr() == full["a.weight"][2].data_ptr()
     assert view["b"] is full["b"] and set(view) == set(full) and len(view) == 2
+
+
+def test_config_rejects_tp_where_no_replica_spans_ranks(tiny_model_dir):
+    from agentgym.config import load_config
+    from agentgym.rollout.engines.registry import make_engine
+
+    base = [f"actor_rollout_ref.model.path={tiny_model_dir}", "trainer.device=cpu", f"{TP_KEY}=2"]
+    for placement in ("driver", "separate"):
+        with pytest.raises(ConfigError, match="only the colocated placement"):
+            load_config(None, [*base, "trainer.use_ray=true", f"actor_rollout_ref.rollout.placement={placement}"])
+    with pytest.raises(ConfigError, match="does not divide the 3 trainer ranks"):
+        load_config(None, [*base, "trainer.use_ray=true", "trainer.n_gpus_per_node=3",
+                           "actor_rollout_ref.rollout.placement=colocated"])
+    with pytest.raises(ConfigError, match="puts the engine in the driver") as caught:
+        make_engine(load_config(None, base))  # auto placement on CPU: the driver's engine
+    assert caught.value.entry == TP_KEY
+    load_config(None, [*base, "trainer.use_ray=true", "trainer.n_gpus_per_node=4",
+                       "actor_rollout_ref.rollout.placement=colocated"])
+    load_config(None, [*base, "actor_rollout_ref.rollout.name=sglang"])  # servers take the key as their own TP
