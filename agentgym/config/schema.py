@@ -206,6 +206,8 @@ class RolloutConfig(Section):
     response_length: int | None = None
     dtype: Dtype = "bf16"
     gpu_memory_utilization: float = 0.5
+    # verl's key: the servers' TP size; in-process with placement=colocated, each TP consecutive trainer ranks form
+    # one replica split over them by heads (world_size / TP replicas). docs/scale.md
     tensor_model_parallel_size: int = 1
     max_model_len: int | None = None
     max_num_seqs: int = 1024
