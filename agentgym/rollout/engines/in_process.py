@@ -304,10 +304,15 @@ class InProcessEngine(EngineContextMixin):
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._lead_step, args)
 
     def _lead_step(self, args: tuple) -> Any:
-        if self._channel is not None:
-            args = self._step_args(*args)
-            self._channel.send(("step", self._step_message(*args)))
-        return self._step(*args)
+        if self._channel is None:
+            return self._step(*args)
+        args = self._step_args(*args)
+        self._channel.send(("step", self._step_message(*args)))
+        try:
+            return self._step(*args)
+        except Exception:  # the leader forgets its running batch: so do the others, whatever their step did
+            self._channel.send(("reset",))
+            raise
 
     async def _quiesce(self) -> None:
         """Before a weight update, release or resume: the running sequences drain; with tensor parallelism the
@@ -352,6 +357,8 @@ class InProcessEngine(EngineContextMixin):
                 except Exception:  # the leader's same step failed the same way and dropped its requests
                     log.exception("tensor-parallel follower step failed")
                     self._reset_after_failure()
+            elif kind == "reset":
+                self._reset_after_failure()
             elif kind == "quiesce":
                 assert self._at_quiesce is not None and self._quiesce_done is not None
                 self._at_quiesce.set()
