@@ -112,3 +112,15 @@ def test_tensor_parallel_replicas_on_two_nodes(tiny_model_dir, tmp_path):
     counters = result["counters"]
     assert counters[0]["generated_tokens"] > 0 and counters[2]["generated_tokens"] > 0
     assert counters[1]["generated_tokens"] == counters[0]["generated_tokens"], "a follower ran its leader's steps"
+
+
+@pytest.mark.slow
+def test_tensor_parallel_replica_one_step_off_with_agent_workers(tiny_model_dir, tmp_path):
+    """One TP=2 replica over 2 ranks, one step off, episodes in two agent-worker actors: the next rollout runs on the
+    replica through the update, so every sync meets steps in flight; each still leaves both shards exact, and later
+    steps train one version behind."""
+    result = _colocated(tiny_model_dir, tmp_path / "out.json", "--ranks", "2", "--steps", "3", "--tp", "2",
+                        "--rollout-mode", "one_step_off", "--agent-workers", "2")
+    assert result["steps"] == 3 and result["leaders"] == 1
+    assert all(check["exact"] == [True, True] for check in result["checks"])
+    assert result["staleness_max"] == [0, 1, 1]
