@@ -1,9 +1,10 @@
 """Tensor-parallel in-process engines: a TP=2 replica on two gloo processes generates what the TP=1 engine does.
 
-The same tiny model, the same requests (greedy, and seeded sampling), for both backends: the tokens are equal and
-the log-probs agree to fp32 rounding (the row-parallel sums are added in another order), before and after a weight
-update of full weights (each rank keeps its slice) and a memory release/resume cycle. The follower refuses
-requests of its own. Plus the checks that reject a size the model or the world cannot be split by.
+The same tiny model, the same requests (greedy, and seeded sampling), for both backends and a paged cache small
+enough to preempt: the tokens are equal and the log-probs agree to fp32 rounding (the row-parallel sums are added in
+another order), before and after a weight update of full weights (each rank keeps its slice) and a memory
+release/resume cycle. The follower refuses requests of its own. Plus the checks that reject a size the model or the
+world cannot be split by.
 """
 
 from __future__ import annotations
@@ -32,11 +33,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(model_dir: Path, tmp: Path, backend: str, world: int) -> list[dict]:
+# A paged cache of 11 usable blocks of 4 tokens: sequences preempt each other and are recomputed.
+EXTRA = {"dynamic": [], "paged": [], "paged-preempting": ["--num-blocks", "12", "--block-size", "4"]}
+
+
+def _run(model_dir: Path, tmp: Path, case: str, world: int) -> list[dict]:
     address = f"127.0.0.1:{_free_port()}"
-    outs = [tmp / f"{backend}-{world}-{rank}.json" for rank in range(world)]
+    outs = [tmp / f"{case}-{world}-{rank}.json" for rank in range(world)]
+    backend = case.split("-")[0]
     procs = [subprocess.Popen([sys.executable, str(HERE / "tp_run.py"), str(model_dir), str(outs[rank]), "--rank",
-                               str(rank), "--world", str(world), "--address", address, "--backend", backend],
+                               str(rank), "--world", str(world), "--address", address, "--backend", backend,
+                               *EXTRA[case]],
                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for rank in range(world)]
     try:
@@ -49,15 +56,17 @@ def _run(model_dir: Path, tmp: Path, backend: str, world: int) -> list[dict]:
     return [json.loads(o.read_text()) for o in outs]
 
 
-@pytest.mark.parametrize("backend", ["dynamic", "paged"])
-def test_tp2_replica_generates_what_tp1_does(tiny_model_dir, tmp_path, backend):
-    (alone,) = _run(tiny_model_dir, tmp_path, backend, 1)
-    leader, follower = _run(tiny_model_dir, tmp_path, backend, 2)
+@pytest.mark.parametrize("case", list(EXTRA))
+def test_tp2_replica_generates_what_tp1_does(tiny_model_dir, tmp_path, case):
+    (alone,) = _run(tiny_model_dir, tmp_path, case, 1)
+    leader, follower = _run(tiny_model_dir, tmp_path, case, 2)
     assert alone["q_proj_rows"] == 2 * leader["q_proj_rows"] == 2 * follower["q_proj_rows"], "each rank keeps half the heads"
     sharded = set(leader["sharded"])
     assert sharded == set(follower["sharded"]) and len(sharded) == 2 * (7 + 3), "q/k/v (+biases), o, gate, up, down x 2 layers"
-    if backend == "paged":
+    if case.startswith("paged"):
         assert alone["kv_heads"] == 2 and leader["kv_heads"] == follower["kv_heads"] == 1, "each rank caches its kv heads"
+        assert leader["preemptions"] == follower["preemptions"] == alone["preemptions"], "the same schedule"
+        assert (alone["preemptions"] > 0) == (case == "paged-preempting")
     assert "leader" in follower["follower_refused"]
     for phase in ("first", "second"):
         assert len(leader[phase]) == len(alone[phase]) == 6

@@ -1,6 +1,7 @@
 """One rank of a tensor-parallel engine (or a lone engine with --world 1); writes what its engine produced as JSON.
 
     python tests/engines/tp_run.py MODEL_DIR OUT_JSON --rank R --world W --address HOST:PORT --backend dynamic|paged
+        [--num-blocks N --block-size N]
 
 Run as W processes by tests/engines/test_tensor_parallel.py. The leader (rank 0) generates a batch of greedy and
 seeded sampled requests at once, every rank then loads the same new full weights (each keeps its shard), releases
@@ -42,7 +43,8 @@ async def run(args: argparse.Namespace) -> dict:
     tp = TensorParallel.consecutive(args.world) if args.world > 1 else None
     if args.backend == "paged":
         engine = PagedEngine(args.model_dir, PagedEngineConfig(device="cpu", dtype="float32", max_batch_size=8,
-                                                               max_model_len=64, kv_cache_sequences=8, decode_steps=2),
+                                                               max_model_len=64, kv_cache_sequences=8, decode_steps=2,
+                                                               num_blocks=args.num_blocks, block_size=args.block_size),
                              tensor_parallel=tp)
     else:
         engine = DynamicCacheEngine(args.model_dir, DynamicCacheEngineConfig(max_batch_size=8), tensor_parallel=tp)
@@ -69,6 +71,8 @@ async def run(args: argparse.Namespace) -> dict:
             second = await asyncio.gather(*(engine.generate(p, s) for p, s in requests()))
             out["second"] = [[o.token_ids, o.logprobs, o.finish_reason] for o in second]
         await asyncio.to_thread(dist.barrier) if tp is not None else None
+        if args.backend == "paged":
+            out["preemptions"] = engine.stats.preemptions
         shards = engine.model.state_dict()
         out["shard_sums"] = {k: float(v.double().sum()) for k, v in shards.items()}
     return out
@@ -82,6 +86,8 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=1)
     parser.add_argument("--address", default="")
     parser.add_argument("--backend", default="dynamic", choices=["dynamic", "paged"])
+    parser.add_argument("--num-blocks", type=int, default=None, help="paged: a cache this small preempts sequences")
+    parser.add_argument("--block-size", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.world > 1:
