@@ -164,7 +164,9 @@ class InProcessEngine(EngineContextMixin):
 
         Like SGLang's weight update, it waits for the running sequences to finish (new requests queue meanwhile),
         so every completion is produced by one weight version. Partial state dicts are allowed; unknown names
-        or shape mismatches raise ValueError before anything is changed.
+        or shape mismatches raise ValueError before anything is changed. With tensor parallelism every rank of
+        the group calls it (and the release / resume calls) with the same full weights, as the colocated trainer
+        does; each keeps its slice.
         """
         if (state_dict is None) == (path is None):
             raise ValueError("pass exactly one of state_dict or path")
