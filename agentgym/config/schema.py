@@ -206,6 +206,8 @@ class RolloutConfig(Section):
     response_length: int | None = None
     dtype: Dtype = "bf16"
     gpu_memory_utilization: float = 0.5
+    # verl's key: the servers' TP size; in-process with placement=colocated, each TP consecutive trainer ranks form
+    # one replica split over them by heads (world_size / TP replicas). docs/scale.md
     tensor_model_parallel_size: int = 1
     max_model_len: int | None = None
     max_num_seqs: int = 1024
@@ -576,6 +578,20 @@ class AgentGymConfig(Section):
                 f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray}); server engines (sglang, "
                 "vllm) run where they are launched or given by URL"
             )
+        tp = rollout.tensor_model_parallel_size
+        if tp < 1:
+            raise ValueError(f"actor_rollout_ref.rollout.tensor_model_parallel_size must be at least 1, got {tp}")
+        if tp > 1 and rollout.name == "transformers":
+            if rollout.placement in ("driver", "separate"):
+                raise ValueError(
+                    f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} splits an in-process replica over "
+                    f"{tp} trainer ranks, which only the colocated placement has (got rollout.placement="
+                    f"{rollout.placement}); set rollout.placement=colocated, or tensor_model_parallel_size=1")
+            if rollout.placement == "colocated" and self.world_size % tp:  # `auto`: checked where it resolves
+                raise ValueError(
+                    f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp} does not divide the "
+                    f"{self.world_size} trainer ranks (trainer.nnodes x trainer.n_gpus_per_node): each replica is "
+                    f"a group of {tp} consecutive ranks; use a divisor")
         return self
 
     # Derived values, kept out of the stored config so a dumped YAML round-trips unchanged.

@@ -86,6 +86,7 @@ def test_the_seed_line_scaled_to_this_machine_trains_a_step(data, tiny_model_dir
     """Only sizes change (one CPU rank, the in-process engine, small batches): every other key is as written."""
     args = _override(SEED_GRPO, **{
         "actor_rollout_ref.rollout.name": "transformers", "trainer.n_gpus_per_node": "1", "data.train_batch_size": "2",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": "1",  # one rank: a TP=2 replica needs two
         "actor_rollout_ref.actor.ppo_mini_batch_size": "2", "actor_rollout_ref.rollout.n": "2",
         "data.max_response_length": "32", "trainer.total_training_steps": "1", "trainer.use_ray": "false",
         "trainer.device": "cpu", "trainer.logger": "[jsonl]", "trainer.default_local_dir": str(tmp_path / "run"),

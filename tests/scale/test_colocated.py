@@ -93,3 +93,34 @@ def test_agent_workers_async_max_staleness_zero_is_their_sync_run(tiny_model_dir
         assert [(t.uid, t.response_ids, t.rollout_logprobs, t.token_versions) for t in ours] == \
                [(t.uid, t.response_ids, t.rollout_logprobs, t.token_versions) for t in theirs]
     assert {v for t in steps["async"][1] for v in t.sampled_versions} == {1}
+
+
+@pytest.mark.slow
+def test_tensor_parallel_replicas_on_two_nodes(tiny_model_dir, tmp_path):
+    """4 ranks over both nodes with rollout.tensor_model_parallel_size=2: two replicas, each the two ranks of one node
+    (ranks 0-1 and 2-3). The router sees only the two leaders and both serve; after every step every rank's shard is
+    its slice of the trainer's full parameters, bit for bit; the followers take no requests of their own."""
+    result = _colocated(tiny_model_dir, tmp_path / "out.json", "--ranks", "4", "--steps", "2", "--tp", "2")
+    assert result["steps"] == 2 and result["leaders"] == 2
+    nodes = result["nodes"]
+    assert nodes[0] == nodes[1] != nodes[2] == nodes[3], "each replica's ranks share a node"
+    for check in result["checks"]:
+        assert check["exact"] == [True] * 4, f"step {check['step']}: a shard differs from its slice of the trainer's"
+        assert all(n == 20 for n in check["sharded"]), "q/k/v (+biases), o, gate, up, down of both layers, every rank"
+        assert set(check["requests"]) == {"rollout/replica_0/requests", "rollout/replica_1/requests"}
+        assert all(n > 0 for n in check["requests"].values()), "both replicas served this step"
+    counters = result["counters"]
+    assert counters[0]["generated_tokens"] > 0 and counters[2]["generated_tokens"] > 0
+    assert counters[1]["generated_tokens"] == counters[0]["generated_tokens"], "a follower ran its leader's steps"
+
+
+@pytest.mark.slow
+def test_tensor_parallel_replica_one_step_off_with_agent_workers(tiny_model_dir, tmp_path):
+    """One TP=2 replica over 2 ranks, one step off, episodes in two agent-worker actors: the next rollout runs on the
+    replica through the update, so every sync meets steps in flight; each still leaves both shards exact, and later
+    steps train one version behind."""
+    result = _colocated(tiny_model_dir, tmp_path / "out.json", "--ranks", "2", "--steps", "3", "--tp", "2",
+                        "--rollout-mode", "one_step_off", "--agent-workers", "2")
+    assert result["steps"] == 3 and result["leaders"] == 1
+    assert all(check["exact"] == [True, True] for check in result["checks"])
+    assert result["staleness_max"] == [0, 1, 1]

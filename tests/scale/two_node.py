@@ -43,27 +43,33 @@ def arithmetic_config(model_dir: str, run_dir: Path, *, steps: int, batch: int, 
 
 class ReplicaCheckTracker(MetricsTracker):
     """After every step (and its weight sync): each replica's weights against the trainer's full parameters, bit
-    for bit; `replicas` names the actors that hold them (the trainer's own ranks, or a rollout pool's)."""
+    for bit; `replicas` names the actors that hold them (the trainer's own ranks, or a rollout pool's). `sharded`:
+    the actors hold tensor-parallel shards, each compared with its slice of the full parameter."""
 
-    def __init__(self, trainer: RLTrainer, run_dir: Path, steps: int, replicas: ReplicaActors):
+    def __init__(self, trainer: RLTrainer, run_dir: Path, steps: int, replicas: ReplicaActors, sharded: bool = False):
         super().__init__(run_dir, ["jsonl"], steps)
         self.trainer = trainer
         self.replicas = replicas
+        self.sharded = sharded
         self.checks: list[dict] = []
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         super().log(step, metrics)
         full = ray.get([a.actor_state_dict.remote() for a in self.trainer.workers.actors])[0]  # collective
-        states = ray.get([a.replica_state_dict.remote() for a in self.replicas(self.trainer)])
-        exact = [all(torch.equal(rep[name], tensor) for name, tensor in full.items()) for rep in states]
+        actors = self.replicas(self.trainer)
+        states = ray.get([a.replica_state_dict.remote() for a in actors])
+        slices = ray.get([a.replica_shard_slices.remote() for a in actors]) if self.sharded else [{}] * len(actors)
+        exact = [set(rep) == set(full) and all(torch.equal(rep[n], t.narrow(*where[n]) if n in where else t)
+                                               for n, t in full.items()) for rep, where in zip(states, slices)]
         digest = float(sum(t.double().sum() for t in full.values()))
         self.checks.append({"step": step, "exact": exact, "names": len(full), "digest": digest,
                             "requests": {k: v for k, v in metrics.items() if k.startswith("rollout/replica_")},
-                            "reward": metrics.get("critic/score/mean"), "sync_s": metrics.get("timing_s/weight_sync")})
+                            "reward": metrics.get("critic/score/mean"), "sync_s": metrics.get("timing_s/weight_sync"),
+                            "sharded": [len(where) for where in slices]})
 
 
 async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors,
-                      inspect: Callable[[RLTrainer], dict]) -> dict:
+                      inspect: Callable[[RLTrainer], dict], sharded: bool = False) -> dict:
     """`fit` on `rows` arithmetic rows with the replicas checked after every step; `inspect(trainer)` adds what a
     script reads from the live actors before they stop."""
     rollout = make_rollout(cfg)
@@ -74,7 +80,7 @@ async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors
     tracker = None
     try:
         trainer.start_workers()
-        tracker = ReplicaCheckTracker(trainer, run_dir, cfg.trainer.total_training_steps, replicas)
+        tracker = ReplicaCheckTracker(trainer, run_dir, cfg.trainer.total_training_steps, replicas, sharded)
         history = await trainer.fit(tracker)
         seen = inspect(trainer)
     finally:

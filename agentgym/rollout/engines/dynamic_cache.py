@@ -27,6 +27,7 @@ from agentgym.rollout.engines.kv_batch import KVBatch, cache_kwarg, new_cache
 from agentgym.rollout.engines.loading import load_causal_lm
 from agentgym.rollout.engines.requests import Request
 from agentgym.rollout.engines.sampling import sample_tokens
+from agentgym.rollout.engines.tensor_parallel import TensorParallel
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,13 @@ class EngineStats:
 
 
 class DynamicCacheEngine(InProcessEngine):
-    """Engine over a local `AutoModelForCausalLM` directory. See `engines.base` for the logprob convention."""
+    """Engine over a local `AutoModelForCausalLM` directory. See `engines.base` for the logprob convention.
 
-    def __init__(self, model_path: str | Path | None, config: DynamicCacheEngineConfig | None = None):
+    `tensor_parallel`: this rank's group when the replica spans several ranks (`engines.tensor_parallel`); the
+    model's projections are split over it and every rank runs the leader's steps."""
+
+    def __init__(self, model_path: str | Path | None, config: DynamicCacheEngineConfig | None = None, *,
+                 tensor_parallel: TensorParallel | None = None):
         self.model_path = str(model_path) if model_path is not None else None
         self.config = config or DynamicCacheEngineConfig()
         self.stats = EngineStats()
@@ -81,14 +86,16 @@ class DynamicCacheEngine(InProcessEngine):
         self._waiting: deque[Request] = deque()
         self._batch: KVBatch | None = None
         self._in_step: list[Request] = []
-        self._init_runtime()
+        self._init_runtime(tensor_parallel)
 
     @classmethod
     def from_model(
-        cls, model: torch.nn.Module, *, eos_token_ids: list[int], config: DynamicCacheEngineConfig | None = None
+        cls, model: torch.nn.Module, *, eos_token_ids: list[int], config: DynamicCacheEngineConfig | None = None,
+        tensor_parallel: TensorParallel | None = None,
     ) -> DynamicCacheEngine:
-        """Serve an already-loaded model (for example one a trainer process also holds)."""
-        engine = cls(None, config)
+        """Serve an already-loaded model (for example one a trainer process also holds; with `tensor_parallel` it
+        is split in place)."""
+        engine = cls(None, config, tensor_parallel=tensor_parallel)
         engine._adopt(model, eos_token_ids)
         return engine
 
@@ -112,6 +119,7 @@ class DynamicCacheEngine(InProcessEngine):
 
     def _adopt(self, model: torch.nn.Module, eos_token_ids: list[int]) -> None:
         dtype = getattr(torch, self.config.dtype)
+        self._shard(model)
         model = model.to(device=self.config.device, dtype=dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -141,6 +149,7 @@ class DynamicCacheEngine(InProcessEngine):
             future=asyncio.get_running_loop().create_future(),
             stop_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids or ()),
             generator=torch.Generator(device=self.config.device).manual_seed(seed),
+            seed=seed,
             max_total_len=self.max_context,
             images=images if images is not None and len(images) else None,
         )
@@ -155,7 +164,6 @@ class DynamicCacheEngine(InProcessEngine):
 
     async def _serve(self) -> None:
         assert self._wake is not None and self._drained is not None
-        loop = asyncio.get_running_loop()
         while True:
             self._drop_cancelled_waiting()
             running = len(self._batch) if self._batch else 0
@@ -172,7 +180,7 @@ class DynamicCacheEngine(InProcessEngine):
             cancelled = [i for i, r in enumerate(self._batch.rows) if r.future.done()] if self._batch else []
             self._in_step = newcomers
             try:
-                finished = await loop.run_in_executor(self._executor, self._step, newcomers, cancelled)
+                finished = await self._run_step(newcomers, cancelled)
             except Exception as exc:  # a failing forward fails its requests, never the engine
                 log.exception("engine step failed")
                 failed = newcomers + (self._batch.rows if self._batch else [])
@@ -205,6 +213,23 @@ class DynamicCacheEngine(InProcessEngine):
             longest = max(longest, len(nxt.prompt_ids))
             chosen.append(self._waiting.popleft())
         return chosen
+
+    # ---- tensor parallelism: what a follower needs to run the leader's step -----------------------------------
+
+    def _step_message(self, newcomers: list[Request], cancelled: list[int]) -> tuple:
+        return [self._request_spec(r) for r in newcomers], cancelled
+
+    def _mirror_step(self, message: tuple) -> list[Request]:
+        specs, cancelled = message
+        newcomers = []
+        for spec in specs:
+            req = self._mirror_request(spec)
+            req.generator = torch.Generator(device=self.config.device).manual_seed(req.seed)
+            newcomers.append(req)
+        return self._step(newcomers, cancelled)
+
+    def _reset_after_failure(self) -> None:
+        self._batch = None
 
     # ---- worker thread -----------------------------------------------------------------------------------------
 
@@ -289,6 +314,9 @@ class DynamicCacheEngine(InProcessEngine):
         """Sample each row's next token, record it, and remove rows that finished."""
         rows: list[Request] = batch.rows
         tokens, logprobs = sample_tokens(logits, [r.sampling for r in rows], [r.generator for r in rows])
+        if self._channel is not None:  # every rank feeds the leader's tokens, whatever its last logit bits
+            shared = torch.tensor(tokens, dtype=torch.long, device=logits.device)
+            tokens = self._channel.share_tokens(shared).tolist()
         self.stats.tokens_generated += len(tokens)
         keep: list[int] = []
         done: list[Request] = []

@@ -98,6 +98,12 @@ def _in_process(cfg: AgentGymConfig) -> Engine:
     if not model_path:
         raise ConfigError("no model to serve.", entry="actor_rollout_ref.model.path",
                           fix="set it to a local HF model directory")
+    tp = cfg.actor_rollout_ref.rollout.tensor_model_parallel_size
+    if tp > 1:
+        raise ConfigError(f"a tensor-parallel in-process replica ({tp} ranks) lives in the trainer's ranks, but this "
+                          "run puts the engine in the driver (rollout.placement resolved to `driver`).",
+                          entry="actor_rollout_ref.rollout.tensor_model_parallel_size",
+                          fix="set actor_rollout_ref.rollout.placement=colocated with trainer.use_ray=true, or 1")
     engine_config = in_process_engine_config(cfg)
     if isinstance(engine_config, PagedEngineConfig):
         return PagedEngine(model_path, engine_config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,9 @@ from agentgym.rollout.engines.base import (
     GenerateOutput,
     SamplingParams,
 )
+
+# Request numbers, unique in the process: a tensor-parallel leader names requests by them in its step messages.
+_UIDS = itertools.count()
 
 
 @dataclass(eq=False)
@@ -30,6 +34,7 @@ class Request:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     images: Any = None  # agentgym.multimodal.processor.ImageInputs of the prompt, for vision-language models
+    uid: int = field(default_factory=lambda: next(_UIDS))
 
     def add(self, token: int, logprob: float) -> None:
         self.output_ids.append(token)

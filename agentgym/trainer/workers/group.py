@@ -65,6 +65,7 @@ class RayWorkerGroup:
                                 timeout_s=config.trainer.placement_timeout_s, tag=f"-{id(config):x}")
         elif pool.spec.size != world_size:
             raise ValueError(f"pool {pool.spec.name} holds {pool.spec.size} bundles for {world_size} ranks")
+        self.config = config
         self.world_size = world_size
         self.on_gpu = use_gpu
         self.pool = pool
@@ -89,8 +90,11 @@ class RayWorkerGroup:
         return list(await asyncio.gather(*refs))
 
     def replica_handles(self) -> list[Any]:
-        """The ranks' actor handles, for engines that call their replicas (`agentgym.rollout.replicas`)."""
-        return list(self.actors)
+        """The actor handles of the ranks that take requests, for engines that call their replicas
+        (`agentgym.rollout.replicas`): every rank, or with `rollout.tensor_model_parallel_size` TP the first rank
+        of each group of TP consecutive ranks (its replica's leader), world_size / TP replicas in all."""
+        tp = self.config.actor_rollout_ref.rollout.tensor_model_parallel_size
+        return list(self.actors[::tp])
 
     def shutdown(self) -> None:
         import ray

@@ -22,12 +22,13 @@ import torch
 from agentgym.config.schema import AgentGymConfig
 from agentgym.rollout.engines.base import GenerateOutput, SamplingParams
 from agentgym.rollout.engines.in_process import InProcessEngine
+from agentgym.rollout.engines.tensor_parallel import TensorParallel
 from agentgym.rollout.policy_version import PolicyVersionGate
 
 
-def replica_engine(cfg: AgentGymConfig) -> InProcessEngine:
+def replica_engine(cfg: AgentGymConfig, tensor_parallel: TensorParallel | None = None) -> InProcessEngine:
     """The in-process engine a rank hosts: the config's engine, on the rank's device, leaving the rank's thread
-    count alone (the trainer owns it)."""
+    count alone (the trainer owns it); with `tensor_parallel`, this rank's shard of its group's replica."""
     from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine
     from agentgym.rollout.engines.paged import PagedEngine, PagedEngineConfig
     from agentgym.rollout.engines.registry import in_process_engine_config
@@ -35,15 +36,18 @@ def replica_engine(cfg: AgentGymConfig) -> InProcessEngine:
     engine_cfg = dataclasses.replace(in_process_engine_config(cfg), intra_op_threads=None)
     path = cfg.actor_rollout_ref.model.path
     if isinstance(engine_cfg, PagedEngineConfig):
-        return PagedEngine(path, engine_cfg)
-    return DynamicCacheEngine(path, engine_cfg)
+        return PagedEngine(path, engine_cfg, tensor_parallel=tensor_parallel)
+    return DynamicCacheEngine(path, engine_cfg, tensor_parallel=tensor_parallel)
 
 
 class ReplicaHost:
-    """Owns the replica and its event loop thread; every method is called from the rank's Ray threads."""
+    """Owns the replica and its event loop thread; every method is called from the rank's Ray threads. With
+    `tensor_parallel` the engine is this rank's shard of a replica spanning its group: the leader's host takes the
+    requests, the others' engines follow its steps (and refuse requests); every rank loads its own slice of the
+    weights."""
 
-    def __init__(self, cfg: AgentGymConfig):
-        self.engine = replica_engine(cfg)
+    def __init__(self, cfg: AgentGymConfig, tensor_parallel: TensorParallel | None = None):
+        self.engine = replica_engine(cfg, tensor_parallel)
         # Where the engine calls land, so the policy version of each is exact whoever sent it (docs/async.md).
         self.gate = PolicyVersionGate()
         self.loop = asyncio.new_event_loop()
@@ -91,7 +95,8 @@ class ReplicaHost:
         self._run(self.engine.resume_memory_occupation())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The replica's weights, copied to the CPU (tests compare them with the trainer's)."""
+        """The replica's weights (this rank's shards with tensor parallelism), copied to the CPU (tests compare
+        them with the trainer's)."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.model.state_dict().items()}
 
     def counters(self) -> dict[str, float]:

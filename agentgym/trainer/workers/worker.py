@@ -21,6 +21,7 @@ from agentgym.trainer.batching import MicroBatch
 from agentgym.rollout.engines.weight_import import PackedWeights
 from agentgym.trainer.workers.call_log import CallLog, CallSpan
 from agentgym.trainer.workers.memory import PhaseMemory
+from agentgym.rollout.engines.tensor_parallel import TensorParallel
 from agentgym.trainer.workers.replica import ReplicaHost
 from agentgym.trainer.workers.roles import PolicyRole, ValueRole
 from agentgym.trainer.workers.weight_broadcast import BroadcastPlan, SyncGroup, plan_broadcast, send_weights
@@ -218,7 +219,10 @@ class TrainWorker:
         """Start this rank's engine replica (on this rank's device) and load the actor's current weights into it, as
         policy `version` (the trainer's: 0, or a resumed checkpoint's)."""
         if self.replica is None:
-            self.replica = ReplicaHost(self.config)
+            tp_size = self.config.actor_rollout_ref.rollout.tensor_model_parallel_size
+            # Collective over the trainer's ranks (every rank starts its replica at once): the replicas' groups.
+            tp = TensorParallel.consecutive(tp_size, device=self.device) if tp_size > 1 else None
+            self.replica = ReplicaHost(self.config, tensor_parallel=tp)
         return {"rank": self.rank, "device": str(self.device), "tensors": self.sync_replica(version)}
 
     @ray.method(concurrency_group=ROLLOUT_GROUP)
@@ -259,6 +263,11 @@ class TrainWorker:
     def replica_state_dict(self) -> dict[str, torch.Tensor]:
         assert self.replica is not None
         return self.replica.state_dict()
+
+    def replica_shard_slices(self) -> dict[str, tuple[int, int, int]]:
+        """Where this rank's shard of each split parameter sits in the full one ({}: the replica is whole here)."""
+        assert self.replica is not None
+        return self.replica.engine.shard_slices
 
     # ---- weight sync to a separate rollout pool (weight_broadcast) ----
     def weight_broadcast_plan(self, dtype: str | None, bucket_bytes: int) -> BroadcastPlan:

@@ -40,6 +40,7 @@ from agentgym.rollout.engines.paged.scheduler import (
     Sequence,
 )
 from agentgym.rollout.engines.requests import Request
+from agentgym.rollout.engines.tensor_parallel import TensorParallel
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,12 @@ class PagedEngineStats:
 
 class PagedEngine(InProcessEngine):
     """Engine over a local Llama/Qwen-family or Qwen2.5-VL model directory (see `runner.unsupported_reason`);
-    a vision-language model takes images with its prompts (`paged/images.py`)."""
+    a vision-language model takes images with its prompts (`paged/images.py`). `tensor_parallel`: this rank's
+    group when the replica spans several ranks (`engines.tensor_parallel`): each rank holds its heads' weights and
+    KV cache and runs the leader's steps."""
 
-    def __init__(self, model_path: str | Path | None, config: PagedEngineConfig | None = None):
+    def __init__(self, model_path: str | Path | None, config: PagedEngineConfig | None = None, *,
+                 tensor_parallel: TensorParallel | None = None):
         self.model_path = str(model_path) if model_path is not None else None
         self.config = config or PagedEngineConfig()
         self.stats = PagedEngineStats()
@@ -170,12 +174,12 @@ class PagedEngine(InProcessEngine):
         self._runner: PagedModelRunner | None = None
         self._scheduler: Scheduler | None = None
         self._arrivals: list[Request] = []
-        self._init_runtime()
+        self._init_runtime(tensor_parallel)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, *, eos_token_ids: list[int],
-                   config: PagedEngineConfig | None = None) -> PagedEngine:
-        engine = cls(None, config)
+    def from_model(cls, model: torch.nn.Module, *, eos_token_ids: list[int], config: PagedEngineConfig | None = None,
+                   tensor_parallel: TensorParallel | None = None) -> PagedEngine:
+        engine = cls(None, config, tensor_parallel=tensor_parallel)
         engine.model = model
         engine.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
         return engine
@@ -190,6 +194,7 @@ class PagedEngine(InProcessEngine):
             self.model = model
             self.eos_token_ids = frozenset(int(i) for i in eos)
         cfg = self.config
+        self._shard(self.model)
         model = self.model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -198,13 +203,20 @@ class PagedEngine(InProcessEngine):
         max_len = cfg.max_model_len or int(getattr(model.config.get_text_config(), "max_position_embeddings", 4096))
         blocks_per_seq = -(-max_len // cfg.block_size)
         num_blocks = cfg.num_blocks or self._size_cache(model, blocks_per_seq)
+        graphs = cfg.cuda_graphs
+        if graphs and self.tp is not None and cfg.device.startswith("cuda"):
+            # Capturing the all-reduces and the token broadcast in decode graphs is not built (nor tested) yet.
+            log.warning("paged engine: tensor parallelism runs decode steps eagerly (no CUDA graphs) for now")
+            graphs = False
         try:
             runner = PagedModelRunner(model, num_blocks=num_blocks, block_size=cfg.block_size,
                                       max_batch=cfg.max_batch_size, max_blocks_per_seq=blocks_per_seq,
-                                      cuda_graphs=cfg.cuda_graphs, decode_steps=cfg.decode_steps,
+                                      cuda_graphs=graphs, decode_steps=cfg.decode_steps,
                                       fuse=cfg.fuse_elementwise)
         except ValueError as exc:
             raise EngineError(str(exc)) from exc
+        if self._channel is not None:
+            runner.share_tokens = self._channel.share_tokens
         self._runner = runner
         if cfg.capture_on_start:
             runner.capture_all()
@@ -225,6 +237,7 @@ class PagedEngine(InProcessEngine):
     def _size_cache(self, model: torch.nn.Module, blocks_per_seq: int) -> int:
         cfg = model.config.get_text_config()
         _, kv_heads, head_dim = attention_shape(cfg)
+        kv_heads //= self.tp.size if self.tp is not None else 1  # this rank's heads
         itemsize = torch.empty(0, dtype=getattr(torch, self.config.dtype)).element_size()
         per_block = cfg.num_hidden_layers * 2 * kv_heads * head_dim * self.config.block_size * itemsize
         if self.config.device.startswith("cuda"):
@@ -302,7 +315,6 @@ class PagedEngine(InProcessEngine):
 
     async def _serve(self) -> None:
         assert self._wake is not None and self._drained is not None
-        loop = asyncio.get_running_loop()
         scheduler = self._scheduler
         last_end: float | None = None
         while True:
@@ -321,7 +333,7 @@ class PagedEngine(InProcessEngine):
             if last_end is not None:
                 self.stats.handoff_seconds += started - last_end
             try:
-                finished = await loop.run_in_executor(self._executor, self._step, arrivals, self._paused)
+                finished = await self._run_step(arrivals, self._paused)
             except Exception as exc:  # a failing forward fails its requests, never the engine
                 log.exception("paged engine step failed")
                 error = EngineError(f"generation failed inside the model: {exc!r}")
@@ -337,14 +349,33 @@ class PagedEngine(InProcessEngine):
 
     # ---- worker thread -----------------------------------------------------------------------------------------
 
-    def _step(self, arrivals: list[Request], paused: bool) -> list[Request]:
+    def _step(self, arrivals: list[Request], paused: bool, dropped: set[int] | None = None) -> list[Request]:
+        """One scheduler step. `dropped`: the requests (by uid) whose callers gave up, as a tensor-parallel leader
+        decided them for its group; None asks each request's future now."""
         started = time.perf_counter()
         try:
-            return self._step_inner(arrivals, paused)
+            return self._step_inner(arrivals, paused, dropped)
         finally:
             self.stats.busy_seconds += time.perf_counter() - started
 
-    def _step_inner(self, arrivals: list[Request], paused: bool) -> list[Request]:
+    # ---- tensor parallelism: what a follower needs to run the leader's step -----------------------------------
+
+    def _step_args(self, arrivals: list[Request], paused: bool) -> tuple:
+        seqs = list(self._scheduler.running) + list(self._scheduler.waiting)
+        dropped = {r.uid for r in [s.request for s in seqs] + arrivals if r.future.done()}
+        return arrivals, paused, dropped
+
+    def _step_message(self, arrivals: list[Request], paused: bool, dropped: set[int]) -> tuple:
+        return [self._request_spec(r) for r in arrivals], paused, sorted(dropped)
+
+    def _mirror_step(self, message: tuple) -> list[Request]:
+        specs, paused, dropped = message
+        return self._step([self._mirror_request(spec) for spec in specs], paused, set(dropped))
+
+    def _reset_after_failure(self) -> None:
+        self._scheduler.drop_all()
+
+    def _step_inner(self, arrivals: list[Request], paused: bool, dropped: set[int] | None) -> list[Request]:
         scheduler, runner = self._scheduler, self._runner
         for req in arrivals:
             prompt_len = len(req.prompt_ids)
@@ -354,7 +385,8 @@ class PagedEngine(InProcessEngine):
             scheduler.add(Sequence(req, tokens=tokens, prompt_len=prompt_len, media=media,
                                    max_len=min(prompt_len + req.sampling.max_new_tokens, req.max_total_len)))
         for seq in list(scheduler.running) + list(scheduler.waiting):
-            if seq.request.future.done():  # the caller gave up (cancelled): free its blocks now
+            gave_up = seq.request.future.done() if dropped is None else seq.request.uid in dropped
+            if gave_up:  # the caller gave up (cancelled): free its blocks now
                 scheduler.drop(seq)
         finished: list[Request] = []
         with torch.inference_mode():

@@ -137,6 +137,13 @@ class PagedModelRunner:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.heads, self.kv_heads, self.head_dim = attention_shape(cfg)
+        # This rank's heads: all of them, or its share when the projections are split (`engines.tensor_parallel`).
+        attn = self.layers[0].self_attn
+        self.heads = attn.q_proj.out_features // self.head_dim
+        self.kv_heads = attn.k_proj.out_features // self.head_dim
+        # Tensor parallelism: replaces each step's sampled tokens with the group leader's (in place), so every rank
+        # of a replica feeds the same tokens.
+        self.share_tokens = None
         self.scale = float(getattr(self.layers[0].self_attn, "scaling", self.head_dim**-0.5))
         self.vocab = cfg.vocab_size
         self.block_size = block_size
@@ -397,6 +404,8 @@ class PagedModelRunner:
             sampling = self._sampling.rows(rows)
             sampling.uniform = self._uniforms[:rows, j]
             tokens, logprobs = sample(logits, sampling, filtered=filtered)
+            if self.share_tokens is not None:
+                tokens = self.share_tokens(tokens.contiguous())
             outs.append(torch.stack([tokens.double(), logprobs.double()], dim=1))
         return torch.stack(outs)
 
