@@ -163,7 +163,9 @@ class AgentLoopRollout:
                 entry="actor_rollout_ref.rollout.agent.num_workers",
                 fix="set actor_rollout_ref.rollout.placement=colocated or separate (with trainer.use_ray=true), or "
                     "num_workers=1")
-        if replicas:
+        if replicas and self.cfg.actor_rollout_ref.rollout.name in ("sglang", "vllm"):
+            await self._use_pool_servers(replicas, num_workers)
+        elif replicas:
             self.replicas = list(replicas)
             if num_workers > 1:
                 from agentgym.rollout.agent_workers import AgentWorkerPool
@@ -179,6 +181,19 @@ class AgentLoopRollout:
                               fix="run it through RLTrainer with trainer.use_ray=true, or set placement=driver")
         else:
             await self.ensure_started()
+
+    async def _use_pool_servers(self, actors: Sequence[Any], num_workers: int) -> None:
+        """A separate rollout pool whose actors launched SGLang/vLLM servers: this rollout's own HTTP engine over
+        the URLs they report (the actors own the servers; closing the engine stops none)."""
+        if num_workers > 1:
+            raise ConfigError(f"rollout.agent.num_workers={num_workers} is built for in-process replicas; the servers "
+                              "of a separate pool are called over HTTP from the driver's event loop.",
+                              entry="actor_rollout_ref.rollout.agent.num_workers", fix="set it to 1")
+        from agentgym.rollout.engines.servers.server_engines import make_server_engine
+
+        urls = list(await asyncio.gather(*(a.server_url.remote() for a in actors)))
+        self._use(make_server_engine(self.cfg, urls))
+        await self.ensure_started()
 
     async def ensure_started(self) -> Engine:
         if self.engine is None:

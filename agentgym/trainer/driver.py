@@ -445,6 +445,8 @@ class RLTrainer:
 
             self.rollout_pool = await start_rollout_pool(self.config, self.workers, self.policy_version)
             await self.rollout.start(self.rollout_pool.handles)
+            if not self.rollout_pool.syncs_weights:  # servers on the disk path: the engine takes the weights
+                await self.sync_weights()
         else:
             await self.rollout.start(())
             await self.sync_weights()
@@ -455,6 +457,8 @@ class RLTrainer:
         auto: on GPU runs, when the engine can reach the trainer's GPU memory: the rank shares this process, or
         this process sees a GPU (Ray workers on this machine hand over CUDA IPC handles; a GPU it cannot map
         switches the run to the host path, said once)."""
+        if self.rollout_pool is not None:
+            return False  # a separate pool's servers on the disk path: a state dict, written where they read it
         if self.weight_transport != "auto":
             return self.weight_transport == "device"
         if device_type(self.config.trainer.device) != "cuda":
@@ -467,7 +471,7 @@ class RLTrainer:
         if self.config.colocated_rollout:
             await self.workers.call("sync_replica", version=self.policy_version)  # inside each rank, from its shards
             return
-        if self.rollout_pool is not None:
+        if self.rollout_pool is not None and self.rollout_pool.syncs_weights:
             await self.rollout_pool.sync(self.workers, self.policy_version)  # rank 0 broadcasts to the rollout pool
             return
         if self.rollout is None:
