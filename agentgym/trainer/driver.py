@@ -457,8 +457,6 @@ class RLTrainer:
         auto: on GPU runs, when the engine can reach the trainer's GPU memory: the rank shares this process, or
         this process sees a GPU (Ray workers on this machine hand over CUDA IPC handles; a GPU it cannot map
         switches the run to the host path, said once)."""
-        if self.rollout_pool is not None:
-            return False  # a separate pool's servers on the disk path: a state dict, written where they read it
         if self.weight_transport != "auto":
             return self.weight_transport == "device"
         if device_type(self.config.trainer.device) != "cuda":
@@ -475,6 +473,9 @@ class RLTrainer:
             await self.rollout_pool.sync(self.workers, self.policy_version)  # rank 0 broadcasts to the rollout pool
             return
         if self.rollout is None:
+            return
+        if self.rollout_pool is not None:  # its servers on the disk path: written in the servers' dtype
+            await self.rollout.update_weights(await self.actor_state_dict(self.config.actor_rollout_ref.rollout.dtype))
             return
         if not self._device_transport():
             await self.rollout.update_weights(await self.actor_state_dict())

@@ -210,7 +210,7 @@ class FakeSGLangServer:
         """SGLang's GetWeightsByNameReqInput {name, truncate_size}: the parameter's first rows as a JSON list
         (float32 values: every bf16 value is one exactly)."""
         body = await request.json()
-        params = dict(self.engine.model.named_parameters())
+        params = self.engine.model.state_dict()  # tied weights under each of their names
         if body.get("name") not in params:
             return self._error(f"no parameter named {body.get('name')!r}")
         tensor = params[body["name"]].detach().float().cpu()

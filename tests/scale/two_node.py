@@ -23,6 +23,8 @@ from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
 ReplicaActors = Callable[[RLTrainer], list[Any]]
+# (trainer, its full state dict) -> (each replica's state dict, the trainer's tensors in the replicas' form)
+ReplicaStates = Callable[[RLTrainer, dict[str, torch.Tensor]], tuple[list[dict], dict[str, torch.Tensor]]]
 
 
 def arithmetic_config(model_dir: str, run_dir: Path, *, steps: int, batch: int, overrides: list[str]) -> AgentGymConfig:
@@ -45,16 +47,21 @@ class ReplicaCheckTracker(MetricsTracker):
     """After every step (and its weight sync): each replica's weights against the trainer's full parameters, bit
     for bit; `replicas` names the actors that hold them (the trainer's own ranks, or a rollout pool's)."""
 
-    def __init__(self, trainer: RLTrainer, run_dir: Path, steps: int, replicas: ReplicaActors):
+    def __init__(self, trainer: RLTrainer, run_dir: Path, steps: int, replicas: ReplicaActors,
+                 states: ReplicaStates | None = None):
         super().__init__(run_dir, ["jsonl"], steps)
         self.trainer = trainer
         self.replicas = replicas
+        self.states = states
         self.checks: list[dict] = []
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         super().log(step, metrics)
         full = ray.get([a.actor_state_dict.remote() for a in self.trainer.workers.actors])[0]  # collective
-        states = ray.get([a.replica_state_dict.remote() for a in self.replicas(self.trainer)])
+        if self.states is None:
+            states = ray.get([a.replica_state_dict.remote() for a in self.replicas(self.trainer)])
+        else:  # replicas read some other way (servers over HTTP), each tensor as the trainer's converted to it
+            states, full = self.states(self.trainer, full)
         exact = [all(torch.equal(rep[name], tensor) for name, tensor in full.items()) for rep in states]
         digest = float(sum(t.double().sum() for t in full.values()))
         self.checks.append({"step": step, "exact": exact, "names": len(full), "digest": digest,
@@ -63,7 +70,7 @@ class ReplicaCheckTracker(MetricsTracker):
 
 
 async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors,
-                      inspect: Callable[[RLTrainer], dict]) -> dict:
+                      inspect: Callable[[RLTrainer], dict], states: ReplicaStates | None = None) -> dict:
     """`fit` on `rows` arithmetic rows with the replicas checked after every step; `inspect(trainer)` adds what a
     script reads from the live actors before they stop."""
     rollout = make_rollout(cfg)
@@ -74,7 +81,7 @@ async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors
     tracker = None
     try:
         trainer.start_workers()
-        tracker = ReplicaCheckTracker(trainer, run_dir, cfg.trainer.total_training_steps, replicas)
+        tracker = ReplicaCheckTracker(trainer, run_dir, cfg.trainer.total_training_steps, replicas, states)
         history = await trainer.fit(tracker)
         seen = inspect(trainer)
     finally:

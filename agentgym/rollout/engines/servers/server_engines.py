@@ -10,6 +10,7 @@ next to the local servers, removed when they stop.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,10 @@ def _build(cfg: Any, name: str, config_cls: type, engine_cls: type, urls: list[s
     if urls is not None:  # servers the rollout pool's actors launched: the disk path writes under the run folder
         kwargs["urls"] = list(urls)
         launch = None
-        kwargs.setdefault("weight_sync_dir", str(Path(cfg.checkpoint_dir).absolute() / "rollout_weights"))
+        if "weight_sync_dir" not in kwargs:  # a fresh folder each start: a resumed run's versions restart at 1
+            root = Path(cfg.checkpoint_dir).absolute()
+            root.mkdir(parents=True, exist_ok=True)
+            kwargs["weight_sync_dir"] = tempfile.mkdtemp(prefix="rollout-weights-", dir=root)
     elif not kwargs.get("urls"):
         launcher = _launcher(cfg, name, launch, **spec_extra)
         kwargs.setdefault("weight_sync_dir", launcher.scratch_dir("weights"))
