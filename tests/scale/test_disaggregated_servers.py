@@ -62,3 +62,44 @@ def test_pool_servers_on_the_disk_path(tiny_model_dir, tmp_path):
     assert all(check["exact"] == [True] for check in result["checks"])
     assert len({c["digest"] for c in result["checks"]}) == 2
     _servers_owned_by_their_actors(result)
+
+
+def _cfg(model_dir, *overrides: str):
+    from agentgym.config import load_config
+
+    return load_config(None, [f"actor_rollout_ref.model.path={model_dir}", "trainer.device=cpu", "trainer.use_ray=true",
+                              "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+                              "actor_rollout_ref.rollout.placement=separate", *overrides])
+
+
+def test_which_weight_path_a_pool_of_servers_takes(tiny_model_dir):
+    from agentgym.errors import ConfigError
+    from agentgym.trainer.workers.rollout_pool import weight_sync_path
+
+    assert weight_sync_path(_cfg(tiny_model_dir, "actor_rollout_ref.rollout.name=sglang")) == "distributed"
+    assert weight_sync_path(_cfg(tiny_model_dir, "actor_rollout_ref.rollout.name=sglang",
+                                 "actor_rollout_ref.rollout.weight_sync=disk")) == "disk"
+    assert weight_sync_path(_cfg(tiny_model_dir, "actor_rollout_ref.rollout.name=vllm")) == "disk"
+    with pytest.raises(ConfigError, match="built for SGLang servers only"):
+        weight_sync_path(_cfg(tiny_model_dir, "actor_rollout_ref.rollout.name=vllm",
+                              "actor_rollout_ref.rollout.weight_sync=distributed"))
+
+
+def test_pool_servers_refuse_settings_they_cannot_honour(tiny_model_dir):
+    from agentgym.errors import ConfigError
+    from agentgym.rollout.engines.servers.server_engines import pool_server_launcher
+
+    with pytest.raises(Exception, match="drop urls, or set placement=driver"):
+        _cfg(tiny_model_dir, "actor_rollout_ref.rollout.name=sglang",
+             "actor_rollout_ref.rollout.engine_kwargs.sglang.urls=[http://127.0.0.1:1]")
+    cfg = _cfg(tiny_model_dir, "actor_rollout_ref.rollout.name=sglang")
+    cfg.actor_rollout_ref.rollout.engine_kwargs["sglang"] = {"launch": {"num_servers": 2, "command": ["true"]}}
+    with pytest.raises(ConfigError, match="launches one server on its GPU"):
+        pool_server_launcher(cfg, "10.0.0.5", {})
+    cfg.actor_rollout_ref.rollout.engine_kwargs["sglang"] = {"launch": {"command": ["true"]}}
+    launcher = pool_server_launcher(cfg, "10.0.0.5", {"CUDA_VISIBLE_DEVICES": "3"})
+    assert launcher.config.host == "10.0.0.5" and launcher.config.num_servers == 1 and launcher.die_with_parent
+    assert launcher._env(0)["CUDA_VISIBLE_DEVICES"] == "3"
+    cfg.actor_rollout_ref.rollout.tensor_model_parallel_size = 2
+    with pytest.raises(ConfigError, match="without tensor parallelism"):
+        pool_server_launcher(cfg, "10.0.0.5", {})

@@ -96,5 +96,6 @@ def check_weight_dir_shared(directory: str, urls: Sequence[str], *, declared_sha
         f"{key}.weight_sync_dir to a folder of a filesystem every machine mounts at the same path (NFS, "
         f"Lustre, ...); if {directory} is shared in a way this check does not recognise, set engine_kwargs."
         f"{key}.weight_sync_dir_shared=true; or have the weights broadcast instead of written to disk: SGLang "
-        "servers on a separate rollout pool with actor_rollout_ref.rollout.weight_sync=distributed (the default "
-        "there), or the in-process engine (rollout.name=transformers) on a separate pool.")
+        "servers on a separate rollout pool (actor_rollout_ref.rollout.placement=separate with "
+        "rollout.weight_sync=distributed, its default there), or the in-process engine (rollout.name=transformers) "
+        "on a separate pool.")
