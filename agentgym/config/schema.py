@@ -231,8 +231,8 @@ class RolloutConfig(Section):
     placement: Literal["auto", "driver", "colocated", "separate"] = "auto"
     # ours: how a separate pool's servers get the weights. `distributed`: a collective broadcast from trainer rank 0
     # (SGLang's init_weights_update_group + update_weights_from_distributed); `disk`: safetensors in a folder every
-    # server reads (a shared filesystem across nodes); `auto`: distributed for sglang, disk for vllm (no stable
-    # HTTP route for it in vLLM). The in-process replicas of a separate pool are always broadcast to.
+    # server reads (a shared filesystem across nodes); `auto`: distributed for sglang, disk for vllm (vLLM's
+    # weight-transfer routes are not driven yet). The in-process replicas of a separate pool are always broadcast to.
     weight_sync: Literal["auto", "distributed", "disk"] = "auto"
     # verl's key: the bucket size of the weight broadcast to a separate rollout pool (a float here: tests use < 1)
     update_weights_bucket_megabytes: float = Field(512, gt=0)
