@@ -2,7 +2,7 @@
 tiny model), on a two-node Ray cluster built on this machine; writes one JSON of what it saw.
 
     python tests/scale/disaggregated_servers_run.py MODEL_DIR OUT_JSON [--ranks 1] [--replicas 2] [--steps 3]
-        [--weight-sync distributed|disk]
+        [--weight-sync distributed|disk] [--shared-dir] [--rollout-mode sync|one_step_off|async]
 
 Run as its own process by tests/scale/test_disaggregated_servers.py, so the cluster it starts and stops is its own.
 """
@@ -39,12 +39,12 @@ def server_states(trainer, full: dict[str, torch.Tensor]) -> tuple[list[dict], d
 
 
 async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int, weight_sync: str,
-              shared_dir: bool) -> dict:
+              shared_dir: bool, rollout_mode: str = "sync") -> dict:
     cfg = arithmetic_config(model_dir, out.parent / "run", steps=steps, batch=2 * replicas, overrides=[
         "trainer.nnodes=1", f"trainer.n_gpus_per_node={ranks}", "actor_rollout_ref.rollout.placement=separate",
         "actor_rollout_ref.rollout.name=sglang", f"actor_rollout_ref.rollout.weight_sync={weight_sync}",
         f"actor_rollout_ref.rollout.n_gpus_per_node={replicas}",
-        "actor_rollout_ref.rollout.update_weights_bucket_megabytes=1",
+        "actor_rollout_ref.rollout.update_weights_bucket_megabytes=1", f"trainer.rollout_mode={rollout_mode}",
     ])
     cfg.actor_rollout_ref.rollout.engine_kwargs["sglang"] = {"launch": {
         "command": [sys.executable, "-m", "tests.engines.sglang_test_server", "--model-path", "{model_path}",
@@ -93,7 +93,7 @@ def main() -> int:
     args = parser.parse_args()
     return run_on_two_nodes(args.ranks, args.replicas, lambda: run(args.model_dir, args.out, args.ranks,
                                                                    args.replicas, args.steps, args.weight_sync,
-                                                                   args.shared_dir),
+                                                                   args.shared_dir, args.rollout_mode),
                             args.out)
 
 

@@ -1,7 +1,7 @@
 """A separate rollout pool of SGLang-protocol servers (our test server over the tiny model): each pool actor
 launches its server as its own child; the driver's HTTP engine routes over their URLs.
 
-Distributed path: 2 trainer ranks on one node, 2 pool actors on the other (a two-node Ray cluster on this
+Distributed path (sync and one_step_off): 2 trainer ranks on one node, 2 pool actors on the other (a two-node Ray cluster on this
 machine); after every step's sync (trainer rank 0 broadcasts each tensor over gloo while the driver posts
 `/update_weights_from_distributed` per bucket) every server's weights, read through `/get_weights_by_name`, equal
 the trainer's full parameters in bf16 bit for bit. Disk path: the same check after safetensors written to a
@@ -103,3 +103,15 @@ def test_pool_servers_refuse_settings_they_cannot_honour(tiny_model_dir):
     cfg.actor_rollout_ref.rollout.tensor_model_parallel_size = 2
     with pytest.raises(ConfigError, match="without tensor parallelism"):
         pool_server_launcher(cfg, "10.0.0.5", {})
+
+
+@pytest.mark.slow
+def test_pool_servers_one_step_off(tiny_model_dir, tmp_path):
+    """The next step's rollout runs on the servers while the trainer updates; each broadcast (which waits for the
+    requests in flight) still leaves every server equal to the trainer."""
+    result = _run(tiny_model_dir, tmp_path / "out.json", "--ranks", "1", "--replicas", "1", "--steps", "3",
+                  "--rollout-mode", "one_step_off")
+    assert result["steps"] == 3 and result["broadcast"]
+    assert all(check["exact"] == [True] for check in result["checks"])
+    assert result["staleness_max"] == [0, 1, 1], "step 1 trains on version 0, later steps one version behind"
+    _servers_owned_by_their_actors(result)
