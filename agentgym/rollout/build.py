@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
@@ -140,6 +141,7 @@ class AgentLoopRollout:
         self._started = False
         self._counters: dict[str, float] = {}
         self.gate = PolicyVersionGate()  # the policy version of each engine call, paused by weight syncs
+        self._scratch_dir: str | None = None  # a separate pool's servers: the disk path's folder made for the run
         self._use(engine)
 
     def _use(self, engine: Engine | None) -> None:
@@ -192,7 +194,11 @@ class AgentLoopRollout:
         from agentgym.rollout.engines.servers.server_engines import make_server_engine
 
         urls = list(await asyncio.gather(*(a.server_url.remote() for a in actors)))
-        self._use(make_server_engine(self.cfg, urls))
+        engine = make_server_engine(self.cfg, urls)
+        name = self.cfg.actor_rollout_ref.rollout.name
+        if not (self.cfg.actor_rollout_ref.rollout.engine_kwargs.get(name) or {}).get("weight_sync_dir"):
+            self._scratch_dir = engine.config.weight_sync_dir  # made for this run's disk path: removed at close
+        self._use(engine)
         await self.ensure_started()
 
     async def ensure_started(self) -> Engine:
@@ -266,6 +272,9 @@ class AgentLoopRollout:
                 self._started = False
                 await self.engine.close()
         finally:
+            if self._scratch_dir is not None:
+                shutil.rmtree(self._scratch_dir, ignore_errors=True)
+                self._scratch_dir = None
             if isinstance(self.environment, RemoteEnvironment):
                 await self.environment.aclose()
             await aclose_http_sessions()

@@ -81,7 +81,9 @@ async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int, 
     deadline = time.monotonic() + 30
     while not all(gone(s["pid"]) for s in result["servers"]) and time.monotonic() < deadline:
         time.sleep(0.2)
+    weight_dirs = sorted(p.name for p in (out.parent / "run").glob("rollout-weights-*"))
     return {**result, "placement_groups_left": sum(1 for g in left.values() if g["state"] != "REMOVED"),
+            "weight_dirs_left": weight_dirs,
             "servers_gone": [gone(s["pid"]) for s in result["servers"]]}
 
 

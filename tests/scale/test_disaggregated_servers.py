@@ -61,6 +61,7 @@ def test_pool_servers_on_the_disk_path(tiny_model_dir, tmp_path):
     assert result["steps"] == 2 and not result["broadcast"] and result["plan"] is None
     assert all(check["exact"] == [True] for check in result["checks"])
     assert len({c["digest"] for c in result["checks"]}) == 2
+    assert result["weight_dirs_left"] == [], "the disk path's folder made for the run was removed at its end"
     _servers_owned_by_their_actors(result)
 
 
