@@ -227,8 +227,15 @@ class RolloutConfig(Section):
     # hybrid engine), weights synced inside the rank; `separate`: replicas as Ray actors on a pool of their own
     # (trainer.mapping.rollout, default `rollout_pool` of rollout.nnodes x rollout.n_gpus_per_node), weights
     # broadcast from trainer rank 0; `driver`: one engine in the driver process; `auto`: colocated on CUDA with
-    # Ray, the driver otherwise. Server engines (sglang, vllm) ignore it. docs/scale.md
+    # Ray, the driver otherwise. Server engines (sglang, vllm): `separate` has each rollout-pool actor launch its
+    # server on its GPU; otherwise they run where they are launched (the driver's children) or given by URL.
+    # docs/scale.md
     placement: Literal["auto", "driver", "colocated", "separate"] = "auto"
+    # ours: how a separate pool's servers get the weights. `distributed`: a collective broadcast from trainer rank 0
+    # (SGLang's init_weights_update_group + update_weights_from_distributed); `disk`: safetensors in a folder every
+    # server reads (a shared filesystem across nodes); `auto`: distributed for sglang, disk for vllm (vLLM's
+    # weight-transfer routes are not driven yet). The in-process replicas of a separate pool are always broadcast to.
+    weight_sync: Literal["auto", "distributed", "disk"] = "auto"
     # verl's key: the bucket size of the weight broadcast to a separate rollout pool (a float here: tests use < 1)
     update_weights_bucket_megabytes: float = Field(512, gt=0)
     # verl's keys (one_step_off_policy's separate rollout pool): the default `rollout_pool`, one replica per GPU
@@ -571,12 +578,19 @@ class AgentGymConfig(Section):
                 "needs rollout.name=transformers and trainer.use_ray=true (got "
                 f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray})"
             )
-        if rollout.placement == "separate" and (rollout.name != "transformers" or not self.trainer.use_ray):
+        if rollout.placement == "separate" and (rollout.name not in ("transformers", "sglang", "vllm")
+                                                or not self.trainer.use_ray):
             raise ValueError(
-                "actor_rollout_ref.rollout.placement=separate runs in-process engine replicas as Ray actors on a pool "
-                "of their own: it needs rollout.name=transformers and trainer.use_ray=true (got "
-                f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray}); server engines (sglang, "
-                "vllm) run where they are launched or given by URL"
+                "actor_rollout_ref.rollout.placement=separate runs engine replicas (in-process, or SGLang/vLLM servers "
+                "the replicas launch) as Ray actors on a pool of their own: it needs rollout.name=transformers, "
+                "sglang or vllm and trainer.use_ray=true (got "
+                f"rollout.name={rollout.name}, trainer.use_ray={self.trainer.use_ray})"
+            )
+        if rollout.placement == "separate" and rollout.name in ("sglang", "vllm") and \
+                (rollout.engine_kwargs.get(rollout.name) or {}).get("urls"):
+            raise ValueError(
+                f"actor_rollout_ref.rollout.placement=separate has the rollout pool's actors launch the {rollout.name} "
+                f"servers, but engine_kwargs.{rollout.name}.urls names running ones: drop urls, or set placement=driver"
             )
         tp = rollout.tensor_model_parallel_size
         if tp < 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
@@ -140,6 +141,7 @@ class AgentLoopRollout:
         self._started = False
         self._counters: dict[str, float] = {}
         self.gate = PolicyVersionGate()  # the policy version of each engine call, paused by weight syncs
+        self._scratch_dir: str | None = None  # a separate pool's servers: the disk path's folder made for the run
         self._use(engine)
 
     def _use(self, engine: Engine | None) -> None:
@@ -163,7 +165,9 @@ class AgentLoopRollout:
                 entry="actor_rollout_ref.rollout.agent.num_workers",
                 fix="set actor_rollout_ref.rollout.placement=colocated or separate (with trainer.use_ray=true), or "
                     "num_workers=1")
-        if replicas:
+        if replicas and self.cfg.actor_rollout_ref.rollout.name in ("sglang", "vllm"):
+            await self._use_pool_servers(replicas, num_workers)
+        elif replicas:
             self.replicas = list(replicas)
             if num_workers > 1:
                 from agentgym.rollout.agent_workers import AgentWorkerPool
@@ -179,6 +183,23 @@ class AgentLoopRollout:
                               fix="run it through RLTrainer with trainer.use_ray=true, or set placement=driver")
         else:
             await self.ensure_started()
+
+    async def _use_pool_servers(self, actors: Sequence[Any], num_workers: int) -> None:
+        """A separate rollout pool whose actors launched SGLang/vLLM servers: this rollout's own HTTP engine over
+        the URLs they report (the actors own the servers; closing the engine stops none)."""
+        if num_workers > 1:
+            raise ConfigError(f"rollout.agent.num_workers={num_workers} is built for in-process replicas; the servers "
+                              "of a separate pool are called over HTTP from the driver's event loop.",
+                              entry="actor_rollout_ref.rollout.agent.num_workers", fix="set it to 1")
+        from agentgym.rollout.engines.servers.server_engines import make_server_engine
+
+        urls = list(await asyncio.gather(*(a.server_url.remote() for a in actors)))
+        engine = make_server_engine(self.cfg, urls)
+        name = self.cfg.actor_rollout_ref.rollout.name
+        if not (self.cfg.actor_rollout_ref.rollout.engine_kwargs.get(name) or {}).get("weight_sync_dir"):
+            self._scratch_dir = engine.config.weight_sync_dir  # made for this run's disk path: removed at close
+        self._use(engine)
+        await self.ensure_started()
 
     async def ensure_started(self) -> Engine:
         if self.engine is None:
@@ -251,6 +272,9 @@ class AgentLoopRollout:
                 self._started = False
                 await self.engine.close()
         finally:
+            if self._scratch_dir is not None:
+                shutil.rmtree(self._scratch_dir, ignore_errors=True)
+                self._scratch_dir = None
             if isinstance(self.environment, RemoteEnvironment):
                 await self.environment.aclose()
             await aclose_http_sessions()

@@ -445,6 +445,8 @@ class RLTrainer:
 
             self.rollout_pool = await start_rollout_pool(self.config, self.workers, self.policy_version)
             await self.rollout.start(self.rollout_pool.handles)
+            if not self.rollout_pool.syncs_weights:  # servers on the disk path: the engine takes the weights
+                await self.sync_weights()
         else:
             await self.rollout.start(())
             await self.sync_weights()
@@ -467,10 +469,13 @@ class RLTrainer:
         if self.config.colocated_rollout:
             await self.workers.call("sync_replica", version=self.policy_version)  # inside each rank, from its shards
             return
-        if self.rollout_pool is not None:
+        if self.rollout_pool is not None and self.rollout_pool.syncs_weights:
             await self.rollout_pool.sync(self.workers, self.policy_version)  # rank 0 broadcasts to the rollout pool
             return
         if self.rollout is None:
+            return
+        if self.rollout_pool is not None:  # its servers on the disk path: written in the servers' dtype
+            await self.rollout.update_weights(await self.actor_state_dict(self.config.actor_rollout_ref.rollout.dtype))
             return
         if not self._device_transport():
             await self.rollout.update_weights(await self.actor_state_dict())

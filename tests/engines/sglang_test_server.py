@@ -2,7 +2,10 @@
 
 It answers `/generate` in SGLang's response format (field names and shapes from SGLang's tokenizer_manager and
 http_server), validates requests as SGLang does (unknown sampling params are a 400), simulates the radix cache's
-`cached_tokens`, and records every request so tests can see which server got what.
+`cached_tokens`, and records every request so tests can see which server got what. The weight sync by broadcast
+is real: `/init_weights_update_group` joins a gloo process group on the trainer's TCP store (rank
+`rank_offset`, under the `group_name` prefix), `/update_weights_from_distributed` receives the named tensors
+broadcast from group rank 0, in order, and loads them into the model, and `/get_weights_by_name` reads them back.
 
 Run as a process (the launcher tests start it as "the server"; launch_server's other options are ignored):
     python -m tests.engines.sglang_test_server --model-path DIR --host 127.0.0.1 --port 30000
@@ -16,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from aiohttp import web
 from transformers import AutoTokenizer
 
@@ -52,6 +56,8 @@ class FakeSGLangServer:
     healthy: bool = True
     fail_weight_updates: bool = False
     weight_version: str = "default"
+    groups: dict[str, Any] = field(default_factory=dict)  # weight update groups by name (weight_broadcast.SyncGroup)
+    _update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _runner: web.AppRunner | None = None
     _seen: list[list[int]] = field(default_factory=list)
     _processor: Any = None
@@ -75,6 +81,10 @@ class FakeSGLangServer:
         app.router.add_route("*", "/generate", self._generate)
         app.router.add_post("/update_weights_from_disk", self._update_weights)
         app.router.add_route("*", "/flush_cache", self._flush_cache)
+        app.router.add_post("/init_weights_update_group", self._init_group)
+        app.router.add_post("/update_weights_from_distributed", self._update_from_distributed)
+        app.router.add_post("/destroy_weights_update_group", self._destroy_group)
+        app.router.add_route("*", "/get_weights_by_name", self._get_weights_by_name)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
@@ -131,6 +141,80 @@ class FakeSGLangServer:
         return web.json_response(
             {"success": True, "message": "Succeeded to update model weights.", "num_paused_requests": 0}
         )
+
+    async def _init_group(self, request: web.Request) -> web.Response:
+        """SGLang's InitWeightsUpdateGroupReqInput; answers once every member has joined (as SGLang does)."""
+        from agentgym.trainer.workers.weight_broadcast import SyncGroup
+
+        body = await request.json()
+        self.requests.append(Recorded("/init_weights_update_group", body))
+        missing = {"master_address", "master_port", "rank_offset", "world_size"} - set(body)
+        if missing:
+            return self._error(f"InitWeightsUpdateGroupReqInput is missing {sorted(missing)}")
+        if body.get("backend", "nccl") != "gloo":
+            return web.json_response({"success": False, "message": "this test server runs gloo only"}, status=400)
+        name = body.get("group_name", "weight_update_group")
+        try:
+            group = await asyncio.to_thread(
+                SyncGroup, f"{body['master_address']}:{body['master_port']}", int(body["rank_offset"]),
+                int(body["world_size"]), backend="gloo", timeout_s=120.0, prefix=name)
+        except Exception as exc:  # SGLang reports a failed join in the body
+            return web.json_response({"success": False, "message": f"Failed to init group: {exc}"}, status=400)
+        self.groups[name] = group
+        return web.json_response({"success": True, "message": "Succeeded to initialize custom process group."})
+
+    async def _update_from_distributed(self, request: web.Request) -> web.Response:
+        """SGLang's UpdateWeightsFromDistributedReqInput: receive each named tensor from group rank 0, in order,
+        then load them into the model (requests in flight finish first: the engine's update lock)."""
+        body = await request.json()
+        self.requests.append(Recorded("/update_weights_from_distributed", body))
+        group = self.groups.get(body.get("group_name", "weight_update_group"))
+        if group is None:
+            return web.json_response({"success": False, "message": "no weights update group; call "
+                                      "/init_weights_update_group first"}, status=400)
+        if body.get("load_format") not in (None, "direct"):
+            return web.json_response({"success": False, "message": "this test server takes load_format=None"},
+                                     status=400)
+        names, dtypes, shapes = body["names"], body["dtypes"], body["shapes"]
+
+        def receive() -> dict[str, torch.Tensor]:
+            out = {}
+            for name, dtype, shape in zip(names, dtypes, shapes):
+                tensor = torch.empty(shape, dtype=getattr(torch, dtype))
+                group.broadcast(tensor)
+                out[name] = tensor
+            return out
+
+        async with self._update_lock:
+            tensors = await asyncio.to_thread(receive)
+            try:
+                await self.engine.update_weights(state_dict=tensors)
+            except Exception as exc:
+                return web.json_response({"success": False, "message": str(exc)}, status=400)
+        if body.get("flush_cache", True):
+            self._seen.clear()
+        if body.get("weight_version") is not None:
+            self.weight_version = body["weight_version"]
+        return web.json_response({"success": True, "message": "Succeeded to update parameter online."})
+
+    async def _destroy_group(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(Recorded("/destroy_weights_update_group", body))
+        group = self.groups.pop(body.get("group_name", "weight_update_group"), None)
+        if group is None:
+            return web.json_response({"success": False, "message": "no such group"}, status=400)
+        group.close()
+        return web.json_response({"success": True, "message": "Succeeded to destroy custom process group."})
+
+    async def _get_weights_by_name(self, request: web.Request) -> web.Response:
+        """SGLang's GetWeightsByNameReqInput {name, truncate_size}: the parameter's first rows as a JSON list
+        (float32 values: every bf16 value is one exactly)."""
+        body = await request.json()
+        params = self.engine.model.state_dict()  # tied weights under each of their names
+        if body.get("name") not in params:
+            return self._error(f"no parameter named {body.get('name')!r}")
+        tensor = params[body["name"]].detach().float().cpu()
+        return web.json_response(tensor[: int(body.get("truncate_size", 100))].tolist())
 
     def _images(self, image_data: Any):
         """As SGLang: each entry is loaded (here: data URLs and paths) and run through the model's own processor."""

@@ -179,6 +179,37 @@ def test_servers_are_stopped_when_the_process_exits_without_stop(tmp_path):
     assert len(pids) == 2 and not any(_alive(p) for p in pids)
 
 
+def test_a_server_launched_to_die_with_its_parent_goes_when_the_parent_is_killed(tmp_path):
+    """A rollout-pool actor that Ray kills (SIGKILL: no finalizer runs) takes its server with it."""
+    import signal
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import asyncio, sys, time\n"
+        "from agentgym.rollout.engines.servers.launch import LaunchConfig, ServerLauncher, ServerSpec\n"
+        f"stub = {HEALTHY_STUB!r}\n"
+        "launcher = ServerLauncher(ServerSpec('vllm', '/m'), LaunchConfig(\n"
+        "    command=[sys.executable, '-c', stub, '{port}'], stop_timeout_s=5), die_with_parent=True)\n"
+        "asyncio.run(launcher.start())\n"
+        "print(launcher.processes[0].pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), "the server outlived its killed parent"
+    finally:
+        parent.kill()
+
+
 async def test_the_trainers_rollout_stops_the_servers_it_started(tiny_model_dir):
     from agentgym.rollout.build import make_rollout
 

@@ -38,6 +38,7 @@ def test_a_server_elsewhere_and_a_local_folder_is_named(tmp_path):
     text = str(caught.value)
     assert "tmpfs" in text and f"['{ELSEWHERE}'] run on other machines" in text, "only the remote server is named"
     assert "engine_kwargs.sglang.weight_sync_dir_shared=true" in text and "placement=separate" in text
+    assert "weight_sync=distributed" in text
     # declared shared: trusted
     check_weight_dir_shared(str(tmp_path / "weights"), [ELSEWHERE], declared_shared=True, server_kind="sglang",
                             mounts=str(mounts))

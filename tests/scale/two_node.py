@@ -23,6 +23,8 @@ from agentgym_envs.arithmetic import INTERACTION_CONFIG, TOOL_CONFIG
 from agentgym_envs.arithmetic.data import ArithmeticTaskConfig, make_rows
 
 ReplicaActors = Callable[[RLTrainer], list[Any]]
+# (trainer, its full state dict) -> (each replica's state dict, the trainer's tensors in the replicas' form)
+ReplicaStates = Callable[[RLTrainer, dict[str, torch.Tensor]], tuple[list[dict], dict[str, torch.Tensor]]]
 
 
 def arithmetic_config(model_dir: str, run_dir: Path, *, steps: int, batch: int, overrides: list[str]) -> AgentGymConfig:
@@ -46,21 +48,28 @@ class ReplicaCheckTracker(MetricsTracker):
     for bit; `replicas` names the actors that hold them (the trainer's own ranks, or a rollout pool's). `sharded`:
     the actors hold tensor-parallel shards, each compared with its slice of the full parameter."""
 
-    def __init__(self, trainer: RLTrainer, run_dir: Path, steps: int, replicas: ReplicaActors, sharded: bool = False):
+    def __init__(self, trainer: RLTrainer, run_dir: Path, steps: int, replicas: ReplicaActors, sharded: bool = False,
+                 states: ReplicaStates | None = None):
         super().__init__(run_dir, ["jsonl"], steps)
         self.trainer = trainer
         self.replicas = replicas
         self.sharded = sharded
+        self.states = states
         self.checks: list[dict] = []
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         super().log(step, metrics)
         full = ray.get([a.actor_state_dict.remote() for a in self.trainer.workers.actors])[0]  # collective
-        actors = self.replicas(self.trainer)
-        states = ray.get([a.replica_state_dict.remote() for a in actors])
-        slices = ray.get([a.replica_shard_slices.remote() for a in actors]) if self.sharded else [{}] * len(actors)
-        exact = [set(rep) == set(full) and all(torch.equal(rep[n], t.narrow(*where[n]) if n in where else t)
-                                               for n, t in full.items()) for rep, where in zip(states, slices)]
+        if self.states is None:
+            actors = self.replicas(self.trainer)
+            states = ray.get([a.replica_state_dict.remote() for a in actors])
+            slices = ray.get([a.replica_shard_slices.remote() for a in actors]) if self.sharded else [{}] * len(actors)
+        else:  # replicas read some other way (servers over HTTP), each tensor as the trainer's converted to it
+            states, full = self.states(self.trainer, full)
+            slices = [{}] * len(states)
+        exact = [(self.states is not None or set(rep) == set(full))
+                 and all(torch.equal(rep[n], t.narrow(*where[n]) if n in where else t) for n, t in full.items())
+                 for rep, where in zip(states, slices)]
         digest = float(sum(t.double().sum() for t in full.values()))
         self.checks.append({"step": step, "exact": exact, "names": len(full), "digest": digest,
                             "requests": {k: v for k, v in metrics.items() if k.startswith("rollout/replica_")},
@@ -69,7 +78,8 @@ class ReplicaCheckTracker(MetricsTracker):
 
 
 async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors,
-                      inspect: Callable[[RLTrainer], dict], sharded: bool = False) -> dict:
+                      inspect: Callable[[RLTrainer], dict], sharded: bool = False,
+                      states: ReplicaStates | None = None) -> dict:
     """`fit` on `rows` arithmetic rows with the replicas checked after every step; `inspect(trainer)` adds what a
     script reads from the live actors before they stop."""
     rollout = make_rollout(cfg)
@@ -80,7 +90,7 @@ async def fit_checked(cfg: AgentGymConfig, *, rows: int, replicas: ReplicaActors
     tracker = None
     try:
         trainer.start_workers()
-        tracker = ReplicaCheckTracker(trainer, run_dir, cfg.trainer.total_training_steps, replicas, sharded)
+        tracker = ReplicaCheckTracker(trainer, run_dir, cfg.trainer.total_training_steps, replicas, sharded, states)
         history = await trainer.fit(tracker)
         seen = inspect(trainer)
     finally:

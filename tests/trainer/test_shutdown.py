@@ -344,3 +344,53 @@ def test_ctrl_c_during_the_quickstarts_training_stops_it_and_its_sandbox(tmp_pat
     assert "stopped by SIGINT: the quickstart ended; nothing it started is left running" in out, out[-3000:]
     assert "Traceback" not in out, out[-4000:]
     assert alive == [], alive
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ctrl_c_stops_a_separate_pool_and_the_servers_its_actors_launched(tmp_path, tiny_model_dir):
+    """`placement=separate` with SGLang-protocol servers: the servers are the pool actors' children (not the
+    driver's); Ctrl-C mid-run leaves none of them, no actor and no Ray process running."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + 3?"}]}) + "\n"
+                            for i in range(8)))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"device": "cpu", "use_ray": True, "logger": ["jsonl"]}}))
+    run_dir = tmp_path / "run"
+    server = [sys.executable, "-m", "tests.engines.sglang_test_server", "--model-path", "{model_path}", "--host",
+              "{host}", "--port", "{port}"]
+    cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), f"data.train_files={data}",
+           "data.train_batch_size=2", "data.max_response_length=16", f"actor_rollout_ref.model.path={tiny_model_dir}",
+           "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.rollout.n=2",
+           "actor_rollout_ref.rollout.name=sglang", "actor_rollout_ref.rollout.placement=separate",
+           "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch=" + json.dumps(
+               {"command": server, "start_timeout_s": 180, "log_dir": str(tmp_path / "server-logs")}),
+           "trainer.total_training_steps=50", "trainer.n_gpus_per_node=1", "ray_kwargs.ray_init.num_cpus=3",
+           "trainer.save_freq=1", f"trainer.default_local_dir={run_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_ADDRESS": "local"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    pump = _drain(proc, lines)
+    try:
+        deadline = time.monotonic() + 420
+        while not (run_dir / "global_step_1").exists():
+            assert proc.poll() is None, "".join(lines)[-4000:]
+            assert time.monotonic() < deadline, "step 1 never finished:\n" + "".join(lines)[-4000:]
+            time.sleep(0.2)
+        tree, names = _live_tree(proc.pid)
+        servers = [p for p in tree if "sglang_test_server" in " ".join(p.cmdline())]
+        assert servers, names
+        for server_proc in servers:
+            parent = server_proc.parent()
+            assert parent is not None and parent.pid != proc.pid and "RolloutReplica" in " ".join(parent.cmdline()) \
+                + parent.name(), "the server's parent is its rollout-pool actor"
+        session = _ray_session(tree)
+        code, took = _signal(proc, [signal.SIGINT])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pump.join(10)
+    out = "".join(lines)
+    assert code == 130, out[-4000:]
+    assert _still_running(tree) == [], out[-3000:]
+    assert session is None or _session_processes(session) == []

@@ -81,15 +81,19 @@ def plan_broadcast(model: nn.Module, dtype: torch.dtype | None,
 
 class SyncGroup:
     """The process group of one trainer rank (group rank 0) and the replicas (1..world_size-1), built on a TCP
-    store that group rank 0 hosts at `address` ("host:port"). Constructing it waits for every member."""
+    store that group rank 0 hosts at `address` ("host:port"). Constructing it waits for every member.
 
-    def __init__(self, address: str, rank: int, world_size: int, *, backend: str, timeout_s: float = 1800.0):
+    `prefix`: the store namespace the members agree on; SGLang servers form their side under their `group_name`
+    (`/init_weights_update_group`), so the trainer joins them with `prefix=group_name`."""
+
+    def __init__(self, address: str, rank: int, world_size: int, *, backend: str, timeout_s: float = 1800.0,
+                 prefix: str = "agentgym-weight-sync"):
         host, port = address.rsplit(":", 1)
         timeout = timedelta(seconds=timeout_s)
         self.rank, self.world_size, self.backend = rank, world_size, backend
         self._store = dist.TCPStore(host, int(port), world_size, is_master=rank == 0, timeout=timeout,
                                     wait_for_workers=False)
-        store = dist.PrefixStore("agentgym-weight-sync", self._store)
+        store = dist.PrefixStore(prefix, self._store)
         if backend == "nccl":
             self.group = dist.ProcessGroupNCCL(store, rank, world_size)
         elif backend == "gloo":
@@ -113,9 +117,13 @@ def _full(param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 @torch.no_grad()
-def send_weights(model: nn.Module, plan: BroadcastPlan, group: SyncGroup | None, device: torch.device) -> int:
+def send_weights(model: nn.Module, plan: BroadcastPlan, group: SyncGroup | None, device: torch.device, *,
+                 per_tensor: bool = False) -> int:
     """Every trainer rank calls this (the shard gathers are collective); the rank holding `group` (trainer rank 0)
-    packs each bucket and broadcasts it to the replicas. Returns the tensors sent (0 on the other ranks)."""
+    packs each bucket and broadcasts it to the replicas. Returns the tensors sent (0 on the other ranks).
+
+    `per_tensor`: one broadcast per tensor of the bucket, in the bucket's order (each a view of the packed buffer),
+    as SGLang's `/update_weights_from_distributed` receives them; otherwise one broadcast per bucket."""
     params = dict(model.named_parameters())
     sent = 0
     for bucket in plan.buckets:
@@ -126,7 +134,11 @@ def send_weights(model: nn.Module, plan: BroadcastPlan, group: SyncGroup | None,
             if group is not None:
                 flat[entry.offset: entry.offset + entry.numel].view(entry.shape).copy_(full)
         if group is not None:
-            group.broadcast(flat)
+            if per_tensor:
+                for entry in bucket.entries:
+                    group.broadcast(flat[entry.offset: entry.offset + entry.numel])
+            else:
+                group.broadcast(flat)
             sent += len(bucket.entries)
     return sent
 

@@ -274,20 +274,24 @@ class TrainWorker:
         """The layout of the actor's parameters in broadcast buckets, in the engines' `dtype`."""
         return plan_broadcast(self.actor.model, getattr(torch, dtype) if dtype else None, bucket_bytes)
 
-    def join_weight_sync(self, address: str, world_size: int, plan: BroadcastPlan) -> None:
+    def join_weight_sync(self, address: str, world_size: int, plan: BroadcastPlan,
+                         prefix: str | None = None) -> None:
         """Every rank keeps the plan; rank 0 joins the replicas' sync group (group rank 0), hosting its store at
-        `address` (waits until every replica has joined)."""
+        `address` (waits until every replica has joined). `prefix`: the group's store namespace (SGLang servers:
+        their `group_name`)."""
         self._sync_plan = plan
         if self.rank == 0:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
-            self._sync_group = SyncGroup(address, 0, world_size, backend=backend)
+            extra = {"prefix": prefix} if prefix else {}
+            self._sync_group = SyncGroup(address, 0, world_size, backend=backend, **extra)
 
-    def broadcast_weights(self) -> int:
-        """One sync: every rank gathers the shards bucket by bucket, rank 0 broadcasts each bucket to the
-        replicas (which call `receive_weights` at the same time). Returns the tensors rank 0 sent."""
+    def broadcast_weights(self, per_tensor: bool = False) -> int:
+        """One sync: every rank gathers the shards bucket by bucket, rank 0 broadcasts each bucket (or each of its
+        tensors, for SGLang servers) to the replicas, which receive at the same time. Returns the tensors rank 0
+        sent."""
         if self._sync_plan is None:
             raise RuntimeError("join_weight_sync was not called: no rollout pool to send the weights to")
-        return send_weights(self.actor.model, self._sync_plan, self._sync_group, self.device)
+        return send_weights(self.actor.model, self._sync_plan, self._sync_group, self.device, per_tensor=per_tensor)
 
     def save_checkpoint(self, directory: str, with_optimizer: bool = True) -> None:
         root = Path(directory)

@@ -107,8 +107,12 @@ def free_port(host: str) -> int:
 class ServerLauncher:
     """Starts the servers on `start()` (returning their URLs) and stops every one of them on `stop()`."""
 
-    def __init__(self, spec: ServerSpec, config: LaunchConfig | None = None, *, url_key: str = ""):
+    def __init__(self, spec: ServerSpec, config: LaunchConfig | None = None, *, url_key: str = "",
+                 die_with_parent: bool = False):
+        """`die_with_parent`: the kernel kills each server when this process dies, even by SIGKILL (a rollout-pool
+        actor that Ray kills takes its server with it; Linux only)."""
         self.spec = spec
+        self.die_with_parent = die_with_parent
         self.config = config or LaunchConfig()
         if self.config.command is None and not package_available(spec.kind):
             pip = "sglang[all]" if spec.kind == "sglang" else "vllm"
@@ -180,7 +184,8 @@ class ServerLauncher:
                 log.info("starting %s server %d: %s (log: %s)", self.spec.kind, i, " ".join(argv), path)
                 try:
                     proc = await asyncio.create_subprocess_exec(
-                        *argv, stdout=handle, stderr=asyncio.subprocess.STDOUT, env=self._env(i), start_new_session=True
+                        *argv, stdout=handle, stderr=asyncio.subprocess.STDOUT, env=self._env(i), start_new_session=True,
+                        preexec_fn=_kill_me_with_parent if self.die_with_parent else None,
                     )
                 except OSError as exc:
                     raise EngineError(f"could not run {argv[0]!r} to start a {self.spec.kind} server: {exc}") from exc
@@ -246,6 +251,16 @@ class ServerLauncher:
         self.urls = []
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _kill_me_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG), where Linux offers it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _fill(part: str, values: dict[str, str]) -> str:

@@ -97,20 +97,24 @@ def parse_generate_response(data: dict[str, Any]) -> GenerateOutput:
     return GenerateOutput(ids, logprobs, _FINISH_TYPES[kind])
 
 
-# ---- weight sync by broadcast (not driven yet: docs/scale.md "Not built yet"; untested against a real SGLang) ----
+# ---- weight sync by broadcast (driven by servers.weight_group for a separate rollout pool; tested against our
+# protocol server, tests/engines/sglang_test_server.py, not against a real SGLang) ----
 # SGLang's protocol, from its source (managers/io_struct.py, entrypoints/http_server.py, model_executor):
 # 1. POST /init_weights_update_group {master_address, master_port, rank_offset, world_size, group_name, backend}
 #    returns once the group is formed, so the trainer joins at the same time: trainer rank 0 is group rank 0 and
 #    hosts the rendezvous (`tcp://master_address:master_port`), a server's TP ranks are rank_offset + tp_rank, and
 #    world_size = 1 + the TP ranks of every server. SGLang forms its side as a new process group on that TCP store
-#    under a PrefixStore(group_name); the trainer must form its side the same way (not `weight_broadcast.SyncGroup`,
-#    whose store keys differ).
+#    under a PrefixStore(group_name); the trainer forms its side the same way (`weight_broadcast.SyncGroup` with
+#    `prefix=group_name`).
 # 2. Per bucket, POST /update_weights_from_distributed {names, dtypes, shapes, group_name, flush_cache,
 #    abort_all_requests, weight_version, load_format} while the trainer broadcasts from rank 0: with
 #    load_format="flattened_bucket" one uint8 tensor holding the bucket's tensors' bytes back to back in `names`
 #    order (SGLang's FlattenedTensorBucket), otherwise one broadcast per tensor in `names` order. dtypes are torch
-#    dtype names ("bfloat16"). Answer: {"success": bool, "message": str}, HTTP 400 on failure.
+#    dtype names ("bfloat16"). Answer: {"success": bool, "message": str}, HTTP 400 on failure. agentgym sends
+#    load_format=None (one broadcast per tensor): the flattened layout's metadata has changed between releases.
 # 3. POST /destroy_weights_update_group {group_name} at the end.
+# 4. POST /get_weights_by_name {name, truncate_size} answers the parameter's first `truncate_size` rows as a (nested)
+#    JSON list of floats (checks and tests read a server's weights this way).
 WEIGHT_UPDATE_GROUP = "weight_update_group"
 
 
@@ -123,7 +127,7 @@ def init_weights_update_group_payload(master_address: str, master_port: int, ran
 def update_weights_from_distributed_payload(names: list[str], dtypes: list[str], shapes: list[list[int]], *,
                                             group_name: str = WEIGHT_UPDATE_GROUP, last_bucket: bool = True,
                                             weight_version: str | None = None,
-                                            flattened: bool = True) -> dict[str, Any]:
+                                            flattened: bool = False) -> dict[str, Any]:
     """One bucket's request; the prefix cache is flushed after the last bucket only (earlier flushes are wasted)."""
     if not (len(names) == len(dtypes) == len(shapes)):
         raise ValueError("names, dtypes and shapes must be parallel lists")
@@ -135,3 +139,7 @@ def update_weights_from_distributed_payload(names: list[str], dtypes: list[str],
 
 def destroy_weights_update_group_payload(group_name: str = WEIGHT_UPDATE_GROUP) -> dict[str, Any]:
     return {"group_name": group_name}
+
+
+def get_weights_by_name_payload(name: str, truncate_size: int = 100) -> dict[str, Any]:
+    return {"name": name, "truncate_size": int(truncate_size)}

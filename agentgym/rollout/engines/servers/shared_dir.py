@@ -88,11 +88,14 @@ def check_weight_dir_shared(directory: str, urls: Sequence[str], *, declared_sha
     fs_type = filesystem_type(directory, mounts)
     if declared_shared is None and is_shared_filesystem(fs_type):
         return
+    key = server_kind.lower()
     raise EngineError(
         f"the disk weight path writes to weight_sync_dir={directory}, on this machine's "
         f"{fs_type or 'unknown'} filesystem, but {server_kind} server(s) {remote} run on other machines and "
         "cannot read files written there. Fix: set engine_kwargs."
-        f"{server_kind}.weight_sync_dir to a folder of a filesystem every machine mounts at the same path (NFS, "
+        f"{key}.weight_sync_dir to a folder of a filesystem every machine mounts at the same path (NFS, "
         f"Lustre, ...); if {directory} is shared in a way this check does not recognise, set engine_kwargs."
-        f"{server_kind}.weight_sync_dir_shared=true; or train with the in-process engine on a separate rollout "
-        "pool (actor_rollout_ref.rollout.placement=separate), whose weights are broadcast, not written to disk.")
+        f"{key}.weight_sync_dir_shared=true; or have the weights broadcast instead of written to disk: SGLang "
+        "servers on a separate rollout pool (actor_rollout_ref.rollout.placement=separate with "
+        "rollout.weight_sync=distributed, its default there), or the in-process engine (rollout.name=transformers) "
+        "on a separate pool.")
