@@ -30,6 +30,7 @@ from agentgym.rollout.engines.dynamic_cache import DynamicCacheEngine
 from agentgym.tools.sandbox_fusion import aclose_http_sessions
 from agentgym.trainer.driver import RLTrainer
 from agentgym.trainer.tracking import MetricsTracker
+from agentgym_envs.arithmetic import INTERACTION_CONFIG
 from agentgym_envs.arithmetic.quickstart import ArithmeticQuickstart as Quickstart
 from learning_args import learning_parser
 
@@ -48,9 +49,13 @@ async def held_out(job: Quickstart, model: Path, state_dict: dict | None) -> flo
 
 
 async def rl_with_ranks(job: Quickstart, sft_model: Path, ranks: int, steps: int) -> dict[str, Any]:
+    # The quickstart hands its loop the tools and teacher it built; the trainer's own rollout reads them from the
+    # config, so name the same files (without them every tool call fails and every score is 0).
     cfg = job.config(sft_model, "rl", [
         f"trainer.total_training_steps={steps}", "trainer.use_ray=true", f"trainer.n_gpus_per_node={ranks}",
-        "trainer.device=cpu", "actor_rollout_ref.rollout.placement=colocated", "trainer.save_freq=-1"])
+        "trainer.device=cpu", "actor_rollout_ref.rollout.placement=colocated", "trainer.save_freq=-1",
+        f"actor_rollout_ref.rollout.multi_turn.tool_config_path={job.env.tool_config}",
+        f"actor_rollout_ref.rollout.multi_turn.interaction_config_path={INTERACTION_CONFIG}"])
     rollout = make_rollout(cfg)
     trainer = RLTrainer(cfg, rollout=rollout, dataset=job.train_rows)
     tracker = MetricsTracker(job.s.run_dir / "rl", ["jsonl"], trainer.total_steps)
