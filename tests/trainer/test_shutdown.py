@@ -155,22 +155,28 @@ def make_rollout(cfg):
 ''' % CALL
 
 
-def _start_run(tmp_path: Path, tiny_model_dir: Path) -> tuple[subprocess.Popen, Path, Path]:
-    (tmp_path / "code_first_rollout.py").write_text(ROLLOUT_FACTORY)
+def _run_files(tmp_path: Path) -> tuple[Path, Path, Path, str]:
+    """A main_ppo run's rows, its YAML config, its run directory and the `launch` setting of its SGLang-protocol
+    test server."""
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + 3?"}]}) + "\n"
                             for i in range(8)))
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"trainer": {"device": "cpu", "use_ray": True, "logger": ["jsonl"]}}))
-    run_dir = tmp_path / "run"
     server = [sys.executable, "-m", "tests.engines.sglang_test_server", "--model-path", "{model_path}", "--host",
               "{host}", "--port", "{port}"]
+    launch = "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch=" + json.dumps(
+        {"command": server, "start_timeout_s": 180, "log_dir": str(tmp_path / "server-logs")})
+    return data, config, tmp_path / "run", launch
+
+
+def _start_run(tmp_path: Path, tiny_model_dir: Path) -> tuple[subprocess.Popen, Path, Path]:
+    (tmp_path / "code_first_rollout.py").write_text(ROLLOUT_FACTORY)
+    data, config, run_dir, launch = _run_files(tmp_path)
     cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), "--rollout", "code_first_rollout:make_rollout",
            f"data.train_files={data}", "data.train_batch_size=2", "data.max_response_length=96",
            f"actor_rollout_ref.model.path={tiny_model_dir}", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
-           "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.name=sglang",
-           "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch=" + json.dumps(
-               {"command": server, "start_timeout_s": 180, "log_dir": str(tmp_path / "server-logs")}),
+           "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.name=sglang", launch,
            f"actor_rollout_ref.rollout.multi_turn.tool_config_path={CODE_TOOLS}",
            "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=3", "trainer.total_training_steps=50",
            "trainer.n_gpus_per_node=1", "ray_kwargs.ray_init.num_cpus=2", "trainer.save_freq=1",
@@ -351,20 +357,11 @@ def test_ctrl_c_during_the_quickstarts_training_stops_it_and_its_sandbox(tmp_pat
 def test_ctrl_c_stops_a_separate_pool_and_the_servers_its_actors_launched(tmp_path, tiny_model_dir):
     """`placement=separate` with SGLang-protocol servers: the servers are the pool actors' children (not the
     driver's); Ctrl-C mid-run leaves none of them, no actor and no Ray process running."""
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + 3?"}]}) + "\n"
-                            for i in range(8)))
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"trainer": {"device": "cpu", "use_ray": True, "logger": ["jsonl"]}}))
-    run_dir = tmp_path / "run"
-    server = [sys.executable, "-m", "tests.engines.sglang_test_server", "--model-path", "{model_path}", "--host",
-              "{host}", "--port", "{port}"]
+    data, config, run_dir, launch = _run_files(tmp_path)
     cmd = [sys.executable, "-m", "agentgym.trainer.main_ppo", str(config), f"data.train_files={data}",
            "data.train_batch_size=2", "data.max_response_length=16", f"actor_rollout_ref.model.path={tiny_model_dir}",
            "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.rollout.n=2",
-           "actor_rollout_ref.rollout.name=sglang", "actor_rollout_ref.rollout.placement=separate",
-           "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch=" + json.dumps(
-               {"command": server, "start_timeout_s": 180, "log_dir": str(tmp_path / "server-logs")}),
+           "actor_rollout_ref.rollout.name=sglang", "actor_rollout_ref.rollout.placement=separate", launch,
            "trainer.total_training_steps=50", "trainer.n_gpus_per_node=1", "ray_kwargs.ray_init.num_cpus=3",
            "trainer.save_freq=1", f"trainer.default_local_dir={run_dir}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_ADDRESS": "local"}
