@@ -28,17 +28,14 @@ VARIANTS = {
 }
 
 
-def called_tool(traj) -> bool:
-    return any(m.get("role") == "tool" for m in traj.messages)
-
-
 async def evaluate_variant(job, model: Path, name: str, engine_kwargs: dict, device: str) -> dict:
     from transformers import AutoTokenizer
 
     from agentgym.rollout.engines.registry import make_engine
 
-    overrides = [f"trainer.device={device}", f"data.train_batch_size={len(job.eval_rows)}",
-                 "actor_rollout_ref.rollout.n=1"]
+    rows = len(job.eval_rows)  # the batch sizes the paged engine's KV reservation on the CPU follows
+    overrides = [f"trainer.device={device}", f"data.train_batch_size={rows}",
+                 f"actor_rollout_ref.actor.ppo_mini_batch_size={rows}", "actor_rollout_ref.rollout.n=1"]
     overrides += [f"+actor_rollout_ref.rollout.engine_kwargs.transformers.{k}={v}" for k, v in engine_kwargs.items()]
     cfg = job.config(model, f"check-{name}", overrides)
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -51,7 +48,7 @@ async def evaluate_variant(job, model: Path, name: str, engine_kwargs: dict, dev
     result = job.evaluate(trajs)
     first = next((m.get("content") or json.dumps(m.get("tool_calls")) for m in trajs[0].messages
                   if m.get("role") == "assistant"), "")
-    return {"variant": name, "accuracy": result.accuracy, "tool_call_rate": sum(map(called_tool, trajs)) / len(trajs),
+    return {"variant": name, "accuracy": result.accuracy, "tool_call_rate": sum(t.num_tool_calls > 0 for t in trajs) / len(trajs),
             "tool_use_correct": result.tool_use_correct, "first_reply": first[:300], "trajectories": trajs}
 
 
