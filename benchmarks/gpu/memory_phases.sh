@@ -19,7 +19,7 @@ arithmetic_work "$SIZE" 64
 run() {  # NAME FREE_CACHE OFFLOAD
   timeout 130 python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
     actor_rollout_ref.model.path="$MODEL" data.train_files="$WORK/train.jsonl" \
-    trainer.device=cuda trainer.n_gpus_per_node=1 actor_rollout_ref.rollout.placement=colocated \
+    trainer.device=cuda trainer.use_ray=true trainer.n_gpus_per_node=1 actor_rollout_ref.rollout.placement=colocated \
     actor_rollout_ref.rollout.free_cache_engine="$2" actor_rollout_ref.actor.fsdp_config.optimizer_offload="$3" \
     data.train_batch_size=8 actor_rollout_ref.rollout.n=8 actor_rollout_ref.actor.ppo_mini_batch_size=8 \
     data.max_response_length=256 actor_rollout_ref.rollout.multi_turn.max_assistant_turns=3 \

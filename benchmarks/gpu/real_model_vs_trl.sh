@@ -23,8 +23,9 @@
 #                kind="nvidia-h100-x1", timeout_s=600)
 # If call 4 says "first half missing" or "ray is not installed", the machine was given back between the calls:
 # repeat them all.
-# Stages (call 2 takes a subset as extra arguments): ours-sft (48-transcript warm-up, half of it answering from
-# memory, then 20 GRPO steps), trl-sft (TRL from that same warmed-up model), ours-rl0 (RL from the model as it is).
+# Stages (call 4 takes a subset as extra arguments): ours-sft (48-transcript warm-up, half of it answering from
+# memory, then 20 GRPO steps), trl-sft (TRL from that same warmed-up model), ours-rl0 (RL from the model as it is);
+# warm (only that warm-up, with one GRPO step), for a TRL-only call: `TRL_BUDGET_S=330 ... run .gpu_real/b warm trl-sft`.
 set -uo pipefail
 mode=${1:?prepare DIR | half DIR | ray DIR | run DIR [stages]}; dir=${2:?directory}; shift 2
 PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade"
@@ -81,12 +82,14 @@ case "$mode" in
     stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(ours-sft trl-sft ours-rl0)
     deadline=$(( call_start + ${DEADLINE_S:-520} ))  # the whole call: within 9 minutes
     for stage in "${stages[@]}"; do
-      case "$stage" in ours-sft) want=215 ;; trl-sft) want=190 ;; ours-rl0) want=80 ;; *) want=0 ;; esac
+      case "$stage" in ours-sft) want=215 ;; warm) want=120 ;; trl-sft) want=${TRL_BUDGET_S:-190} ;; ours-rl0) want=80 ;; *) want=0 ;; esac
       left=$(( deadline - $(date +%s) )); budget=$(( want < left ? want : left ))
       echo "=== $stage at $(( $(date +%s) - start )) s, budget ${budget} s"
       [ "$budget" -lt 30 ] && { echo "skipped: the call's deadline is near"; continue; }
       case "$stage" in
         ours-sft) timeout "$budget" python3 benchmarks/gpu/real_model_ours.py --model /tmp/smollm2 --run-dir /tmp/run_sft ;;
+        warm)     timeout "$budget" python3 benchmarks/gpu/real_model_ours.py --model /tmp/smollm2 --run-dir /tmp/run_warm --rl-steps 1 --eval-every 1
+                  rm -rf /tmp/run_sft/models && mkdir -p /tmp/run_sft && cp -r /tmp/run_warm/models /tmp/run_sft/ ;;
         ours-rl0) timeout "$budget" python3 benchmarks/gpu/real_model_ours.py --model /tmp/smollm2 --run-dir /tmp/run_rl0 --sft-epochs 0 --rl-steps 10 ;;
         trl-sft)  timeout "$budget" python3 benchmarks/gpu/real_model_trl.py --model /tmp/run_sft/models/sft --out /tmp/trl --tag trl_sft ;;
         *) echo "unknown stage $stage" ;;
