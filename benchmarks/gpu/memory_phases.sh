@@ -17,7 +17,7 @@ device_env ray
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$FINAL/gpu.txt"
 arithmetic_work "$SIZE" 64
 run() {  # NAME FREE_CACHE OFFLOAD
-  timeout 130 python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
+  timeout 200 python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
     actor_rollout_ref.model.path="$MODEL" data.train_files="$WORK/train.jsonl" \
     trainer.device=cuda trainer.use_ray=true trainer.n_gpus_per_node=1 actor_rollout_ref.rollout.placement=colocated \
     actor_rollout_ref.rollout.free_cache_engine="$2" actor_rollout_ref.actor.fsdp_config.optimizer_offload="$3" \
