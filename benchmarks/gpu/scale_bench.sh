@@ -30,7 +30,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$FINAL/gpu
 arithmetic_work "$SIZE" $((64 * N))
 timeout 540 python3 -m agentgym.trainer.main_ppo agentgym_envs/arithmetic/train.yaml \
   actor_rollout_ref.model.path="$MODEL" data.train_files="$WORK/train.jsonl" \
-  trainer.device=cuda trainer.n_gpus_per_node="$TRAIN_GPUS" $PLACE \
+  trainer.device=cuda trainer.use_ray=true trainer.n_gpus_per_node="$TRAIN_GPUS" $PLACE \
   data.train_batch_size=$((8 * N)) actor_rollout_ref.rollout.n=8 actor_rollout_ref.actor.ppo_mini_batch_size=$((8 * N)) \
   data.max_response_length=384 actor_rollout_ref.rollout.multi_turn.max_assistant_turns=3 \
   actor_rollout_ref.model.use_remove_padding=true \
