@@ -119,9 +119,10 @@ async def test_the_engine_starts_its_servers_uses_them_and_stops_them(
     assert sorted(f.name.split("-port")[0] for f in tmp_path.glob("server-*.log")) == ["server-0", "server-1"]
 
 
-async def test_a_server_that_dies_at_start_is_reported_with_its_log(tiny_model_dir):
+async def test_a_server_that_dies_at_start_is_reported_with_its_log(tiny_model_dir, tmp_path):
     crash = [sys.executable, "-c", "import sys; print('CUDA out of memory while loading {model_path}'); sys.exit(3)"]
-    launcher = ServerLauncher(ServerSpec("sglang", str(tiny_model_dir)), LaunchConfig(command=crash, start_timeout_s=30))
+    launcher = ServerLauncher(ServerSpec("sglang", str(tiny_model_dir)),
+                              LaunchConfig(command=crash, start_timeout_s=30, log_dir=str(tmp_path)))
     with pytest.raises(EngineError, match=r"(?s)exited with code 3 before it was healthy.*CUDA out of memory"):
         await launcher.start()
     assert launcher.processes == []
@@ -131,7 +132,7 @@ async def test_a_server_that_never_gets_healthy_is_stopped_after_the_timeout(tin
     pid_file = tmp_path / "pid"
     sleeper = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
     launcher = ServerLauncher(ServerSpec("vllm", str(tiny_model_dir)),
-                              LaunchConfig(command=sleeper, start_timeout_s=1.0, stop_timeout_s=5))
+                              LaunchConfig(command=sleeper, start_timeout_s=1.0, stop_timeout_s=5, log_dir=str(tmp_path)))
     with pytest.raises(EngineError, match="not healthy within 1.0s"):
         await launcher.start()
     assert launcher.processes == [] and not _alive(int(pid_file.read_text()))
@@ -167,7 +168,7 @@ def test_servers_are_stopped_when_the_process_exits_without_stop(tmp_path):
         "from agentgym.rollout.engines.servers.launch import LaunchConfig, ServerLauncher, ServerSpec\n"
         f"stub = {HEALTHY_STUB!r}\n"
         "launcher = ServerLauncher(ServerSpec('vllm', '/m'), LaunchConfig(num_servers=2,\n"
-        "    command=[sys.executable, '-c', stub, '{port}'], stop_timeout_s=5))\n"
+        f"    command=[sys.executable, '-c', stub, '{{port}}'], stop_timeout_s=5, log_dir={str(tmp_path)!r}))\n"
         "asyncio.run(launcher.start())\n"
         "print(' '.join(str(p.pid) for p in launcher.processes), flush=True)\n"
         "raise SystemExit(7)\n"
@@ -190,7 +191,8 @@ def test_a_server_launched_to_die_with_its_parent_goes_when_the_parent_is_killed
         "from agentgym.rollout.engines.servers.launch import LaunchConfig, ServerLauncher, ServerSpec\n"
         f"stub = {HEALTHY_STUB!r}\n"
         "launcher = ServerLauncher(ServerSpec('vllm', '/m'), LaunchConfig(\n"
-        "    command=[sys.executable, '-c', stub, '{port}'], stop_timeout_s=5), die_with_parent=True)\n"
+        f"    command=[sys.executable, '-c', stub, '{{port}}'], stop_timeout_s=5, log_dir={str(tmp_path)!r}),\n"
+        "    die_with_parent=True)\n"
         "asyncio.run(launcher.start())\n"
         "print(launcher.processes[0].pid, flush=True)\n"
         "time.sleep(120)\n"
@@ -210,15 +212,27 @@ def test_a_server_launched_to_die_with_its_parent_goes_when_the_parent_is_killed
         parent.kill()
 
 
-async def test_the_trainers_rollout_stops_the_servers_it_started(tiny_model_dir):
+async def test_the_trainers_rollout_stops_the_servers_it_started(tiny_model_dir, tmp_path):
     from agentgym.rollout.build import make_rollout
 
     stub = [sys.executable, "-c", HEALTHY_STUB, "{port}"]
     cfg = load_config(None, ["actor_rollout_ref.rollout.name=sglang", f"actor_rollout_ref.model.path={tiny_model_dir}",
-                             "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch=" + json.dumps({"command": stub})])
+                             "+actor_rollout_ref.rollout.engine_kwargs.sglang.launch="
+                             + json.dumps({"command": stub, "log_dir": str(tmp_path)})])
     rollout = make_rollout(cfg)
     await rollout.ensure_started()
     procs = list(rollout.engine.launcher.processes)
     assert len(procs) == 1 and _alive(procs[0].pid)
     await rollout.close()
     assert procs[0].returncode is not None and not _alive(procs[0].pid)
+
+
+def test_a_launcher_that_never_started_leaves_no_scratch_folder():
+    import gc
+
+    launcher = ServerLauncher(ServerSpec("vllm", "/m"), LaunchConfig(command=["x"]))
+    folder = Path(launcher.scratch_dir("weights")).parent
+    assert folder.is_dir()
+    del launcher
+    gc.collect()
+    assert not folder.exists()

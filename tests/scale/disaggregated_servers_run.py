@@ -49,7 +49,8 @@ async def run(model_dir: str, out: Path, ranks: int, replicas: int, steps: int, 
     cfg.actor_rollout_ref.rollout.engine_kwargs["sglang"] = {"launch": {
         "command": [sys.executable, "-m", "tests.engines.sglang_test_server", "--model-path", "{model_path}",
                     "--host", "{host}", "--port", "{port}"],
-        "env": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, "start_timeout_s": 300},
+        "env": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, "start_timeout_s": 300,
+        "log_dir": str(out.parent / "server-logs")},
         # The two Ray "nodes" are one machine: its folders are shared with the "other" node's servers.
         **({"weight_sync_dir_shared": True} if shared_dir else {})}
 

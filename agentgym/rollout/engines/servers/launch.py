@@ -138,6 +138,7 @@ class ServerLauncher:
         """A folder for the run's servers (e.g. weight versions to load), removed with the servers at `stop()`."""
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix=f"agentgym-{self.spec.kind}-"))
+            weakref.finalize(self, shutil.rmtree, self._scratch, True)  # also when the servers never started
         return str(self._scratch / name)
 
     def commands(self, ports: list[int]) -> list[list[str]]:
