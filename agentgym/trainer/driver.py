@@ -14,15 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from agentgym.config.schema import AgentGymConfig
-from agentgym.devices import device_type
 from agentgym.errors import ConfigError
-from agentgym.rollout.engines.weight_import import WeightMappingError
 from agentgym.trainer import algorithms as algo
 from agentgym.trainer.batching import SampleBatch, gather_outputs, plan_forward, plan_update
 from agentgym.rollout.protocol import CallableRollout, CollectFn, Rollout, WeightReceiver, check_groups
@@ -36,6 +34,7 @@ from agentgym.trainer.overlap import RolloutPipeline, stamp_versions, staleness_
 from agentgym.trainer.rewards import RewardScorer
 from agentgym.trainer.rollout_data import tool_call_metrics, write_step_trajectories
 from agentgym.trainer.tracking import MetricsTracker
+from agentgym.trainer.weight_sync import WeightSync, WeightTransport
 from agentgym.trainer.workers.memory import max_over_ranks
 from agentgym.trainer.workers.metrics_acc import MetricSums
 from agentgym.trajectory import Trajectory
@@ -68,7 +67,6 @@ def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
             f"{prefix}/min": float(values.min())}
 
 
-WeightTransport = Literal["auto", "device", "state_dict"]
 
 
 class RLTrainer:
@@ -76,10 +74,8 @@ class RLTrainer:
     `train_step(trajectories)` runs one update on trajectories collected elsewhere. Checkpoints are the
     `CheckpointManager`'s; greedy baselines, when the estimator asks for them, `GreedyBaselines`'.
 
-    `weight_transport`: how the actor's weights reach the rollout after each step. "device": packed into
-    buckets on the trainer's device (`workers.weight_export`) and handed over by value or CUDA IPC handle, so
-    the engine copies device to device; "state_dict": gathered to rank 0's host memory and passed as a state
-    dict (CPU runs, engines on another machine); "auto": "device" on GPU runs that can reach the GPU."""
+    The weights reach the rollout through `WeightSync` (trainer/weight_sync.py; `weight_transport` is its
+    transport for a rollout with its own engine)."""
 
     def __init__(
         self,
@@ -95,10 +91,7 @@ class RLTrainer:
     ) -> None:
         if rollout is not None and collect is not None:
             raise ValueError("pass either rollout= or collect= (a function, wrapped in CallableRollout), not both")
-        if weight_transport not in ("auto", "device", "state_dict"):
-            raise ValueError(f"weight_transport must be 'auto', 'device' or 'state_dict', got {weight_transport!r}")
         self.config = config
-        self.weight_transport = weight_transport
         self.rollout: Rollout | None = rollout if collect is None else CallableRollout(collect, engine)
         self.rewards = RewardScorer.from_config(config, reward_fn=reward_fn)
         self.batches = (PromptBatches(dataset, config.data.train_batch_size, shuffle=config.data.shuffle,
@@ -115,7 +108,7 @@ class RLTrainer:
         # The groups of a critic or reference that trainer.mapping puts on a pool of its own, by role ("ref",
         # "critic"); a role not here runs in the actor's ranks (`self.workers`).
         self.role_groups: dict[str, Any] = {}
-        self.rollout_pool: Any = None  # rollout.placement=separate: workers.rollout_pool.RolloutPool
+        self.weights = WeightSync(config, lambda: self.workers, weight_transport)
         self.checkpoints = CheckpointManager(config, lambda: self.workers, lambda: self._own_role_groups())
         self._check_config()
         self.baselines = (GreedyBaselines(config, self.rewards, self.rollout)
@@ -424,74 +417,22 @@ class RLTrainer:
         return max_over_ranks([m for group in marks for m in group])
 
     async def release_rollout_memory(self) -> None:
-        """Colocated: the ranks' replicas free their KV caches now the step's rollout is over (they take them back
-        in `sync_weights`); `rollout.free_cache_engine=false` keeps them."""
-        if self.config.colocated_rollout and self.config.actor_rollout_ref.rollout.free_cache_engine:
-            await self.workers.call("release_replica_memory")
+        await self.weights.release_memory()
 
     # ---- weights ----
+    @property
+    def rollout_pool(self) -> Any:
+        return self.weights.pool
+
     async def actor_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
-        return (await self.workers.call("actor_state_dict", dtype=dtype))[0]
+        return await self.weights.actor_state_dict(dtype)
 
     async def start_rollout(self) -> None:
-        """Start the replicas the ranks host (colocated: each loads the actor's weights) and hand them to the
-        rollout; a rollout with its own engine gets none, and the actor's weights."""
         assert self.rollout is not None
-        if self.config.colocated_rollout:
-            await self.workers.call("start_replica", version=self.policy_version)
-            await self.rollout.start(self.workers.replica_handles())
-        elif self.config.separate_rollout:  # replicas on a pool of their own, synced by broadcast
-            from agentgym.trainer.workers.rollout_pool import start_rollout_pool
-
-            self.rollout_pool = await start_rollout_pool(self.config, self.workers, self.policy_version)
-            await self.rollout.start(self.rollout_pool.handles)
-            if not self.rollout_pool.syncs_weights:  # servers on the disk path: the engine takes the weights
-                await self.sync_weights()
-        else:
-            await self.rollout.start(())
-            await self.sync_weights()
-
-    def _device_transport(self) -> bool:
-        """Whether weights go to the rollout in device buckets (`weight_export`) rather than as a host state dict.
-
-        auto: on GPU runs, when the engine can reach the trainer's GPU memory: the rank shares this process, or
-        this process sees a GPU (Ray workers on this machine hand over CUDA IPC handles; a GPU it cannot map
-        switches the run to the host path, said once)."""
-        if self.weight_transport != "auto":
-            return self.weight_transport == "device"
-        if device_type(self.config.trainer.device) != "cuda":
-            return False
-        return self.workers.same_process or torch.cuda.is_available()
+        await self.weights.start(self.rollout, self.policy_version)
 
     async def sync_weights(self) -> None:
-        """The actor's weights into the rollout's engines, as `policy_version` (replicas version their own calls
-        by it), waiting until they have them."""
-        if self.config.colocated_rollout:
-            await self.workers.call("sync_replica", version=self.policy_version)  # inside each rank, from its shards
-            return
-        if self.rollout_pool is not None and self.rollout_pool.syncs_weights:
-            await self.rollout_pool.sync(self.workers, self.policy_version)  # rank 0 broadcasts to the rollout pool
-            return
-        if self.rollout is None:
-            return
-        if self.rollout_pool is not None:  # its servers on the disk path: written in the servers' dtype
-            await self.rollout.update_weights(await self.actor_state_dict(self.config.actor_rollout_ref.rollout.dtype))
-            return
-        if not self._device_transport():
-            await self.rollout.update_weights(await self.actor_state_dict())
-            return
-        mp = self.config.actor_rollout_ref.actor.fsdp_config.mixed_precision
-        packed = (await self.workers.call("export_weights", dtype=mp.param_dtype if mp is not None else None,
-                                          ipc=not self.workers.same_process))[0]
-        try:
-            await self.rollout.update_weights(packed)
-        except WeightMappingError as exc:
-            _say(f"weights cannot go to the rollout through GPU memory ({exc}); using the host path from now on")
-            self.weight_transport = "state_dict"
-            await self.rollout.update_weights(await self.actor_state_dict())
-        finally:
-            packed.close()
-            await self.workers.call("release_weights")
+        await self.weights.sync(self.rollout, self.policy_version)
 
     # ---- checkpoints ----
     @property
@@ -695,9 +636,7 @@ class RLTrainer:
         for group in self._own_role_groups():
             group.shutdown()
         self.role_groups = {}
-        if self.rollout_pool is not None:
-            self.rollout_pool.shutdown()
-            self.rollout_pool = None
+        self.weights.close()
         if self.workers is not None:
             self.workers.shutdown()
             self.workers = None

@@ -119,3 +119,25 @@ def test_config_rejects_tp_where_no_replica_spans_ranks(tiny_model_dir):
     load_config(None, [*base, "trainer.use_ray=true", "trainer.n_gpus_per_node=4",
                        "actor_rollout_ref.rollout.placement=colocated"])
     load_config(None, [*base, "actor_rollout_ref.rollout.name=sglang"])  # servers take the key as their own TP
+
+
+def test_a_step_that_fails_on_one_rank_only_ends_the_replica_at_once(tiny_model_dir, tmp_path):
+    """The follower's third step fails and the leader's does not: the leader waits in that step's all-reduce for a
+    rank that will never join. The follower leaves (exit 70) after its grace (2 s here), so the leader's requests
+    fail within seconds, not at the group's 3-minute timeout."""
+    address = f"127.0.0.1:{_free_port()}"
+    outs = [tmp_path / f"fail-{rank}.json" for rank in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(HERE / "tp_run.py"), str(tiny_model_dir), str(outs[rank]),
+                               "--rank", str(rank), "--world", "2", "--address", address, "--fail-follower-step", "3"],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    try:
+        logs = [p.communicate(timeout=150)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[1].returncode == 70, logs[1][-3000:]
+    assert "can no longer run in lock-step" in logs[1]
+    leader = json.loads(outs[0].read_text())
+    assert "generation failed" in leader["leader_error"], leader
+    assert leader["leader_seconds"] < 60, leader

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from datetime import timedelta
 
 import torch
@@ -50,6 +51,8 @@ async def run(args: argparse.Namespace) -> dict:
         engine = DynamicCacheEngine(args.model_dir, DynamicCacheEngineConfig(max_batch_size=8), tensor_parallel=tp)
     leader = tp is None or tp.is_leader
     out: dict = {"rank": args.rank}
+    if args.fail_follower_step:
+        return await _one_rank_fails(engine, leader, args.fail_follower_step, out)
     async with engine:
         out["q_proj_rows"] = engine.model.model.layers[0].self_attn.q_proj.weight.shape[0]
         out["sharded"] = sorted(engine.shard_slices)
@@ -78,6 +81,32 @@ async def run(args: argparse.Namespace) -> dict:
     return out
 
 
+async def _one_rank_fails(engine, leader: bool, at_step: int, out: dict) -> dict:
+    """The follower's step `at_step` fails where the leader's does not; the leader's requests must fail soon."""
+    engine.follower_failure_grace_s = 2.0
+    if not leader:
+        mirror, calls = engine._mirror_step, [0]
+
+        def failing(message):
+            calls[0] += 1
+            if calls[0] == at_step:
+                raise RuntimeError("a step that failed on this rank only (test)")
+            return mirror(message)
+
+        engine._mirror_step = failing
+    await engine.start()
+    if leader:
+        start = time.monotonic()
+        try:
+            await asyncio.gather(*(engine.generate(p, s) for p, s in requests()))
+        except Exception as exc:
+            out["leader_error"] = f"{type(exc).__name__}: {exc}"
+        out["leader_seconds"] = time.monotonic() - start
+        return out
+    await asyncio.sleep(120)  # the follower leaves the process before this ends
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir")
@@ -88,6 +117,7 @@ def main() -> None:
     parser.add_argument("--backend", default="dynamic", choices=["dynamic", "paged"])
     parser.add_argument("--num-blocks", type=int, default=None, help="paged: a cache this small preempts sequences")
     parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--fail-follower-step", type=int, default=0, help="the follower's Nth step fails (only there)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.world > 1:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from agentgym.rollout.engines.base import FINISH_ABORT, EngineContextMixin, EngineError
 from agentgym.rollout.engines.requests import Request
@@ -57,6 +59,9 @@ class InProcessEngine(EngineContextMixin):
     tensor parallelism also `_step_message` / `_mirror_step` (what a step's inputs look like on the wire)."""
 
     takes_images = True
+    # A follower whose step failed waits this long for its leader's "reset" (the leader's step failed too) before it
+    # concludes the leader is waiting inside that step's collectives for it, and leaves (see `_leave_broken_group`).
+    follower_failure_grace_s = 20.0
 
     model: torch.nn.Module | None
     max_context: int
@@ -356,9 +361,15 @@ class InProcessEngine(EngineContextMixin):
             if kind == "step":
                 try:
                     await loop.run_in_executor(self._executor, self._mirror_step, message[1])
-                except Exception:  # the leader's same step failed the same way and dropped its requests
+                except Exception:
                     log.exception("tensor-parallel follower step failed")
                     self._reset_after_failure()
+                    try:  # the leader's same step failed the same way and dropped its requests: it says "reset"
+                        follow_up = await asyncio.wait_for(inbox.get(), self.follower_failure_grace_s)
+                    except asyncio.TimeoutError:
+                        follow_up = ("silence",)
+                    if follow_up[0] != "reset":
+                        self._leave_broken_group(follow_up[0])
             elif kind == "reset":
                 self._reset_after_failure()
             elif kind == "quiesce":
@@ -370,6 +381,16 @@ class InProcessEngine(EngineContextMixin):
                 if kind == "error":
                     log.error("tensor-parallel follower: the group's channel failed: %s", message[1])
                 return
+
+    def _leave_broken_group(self, seen: str) -> None:
+        """Only this rank's step failed: the leader is blocked in a collective this rank will never join (or has
+        gone on without it), and the group cannot be realigned. Ending the process makes the peers' collectives
+        fail now (their connections close) instead of at the group's timeout, and the run stops with this log."""
+        log.critical("tensor-parallel follower (rank %d): its step failed where leader rank %d's did not (next "
+                     "message: %s); the replica's ranks can no longer run in lock-step, so this process exits "
+                     "(code 70) and the others fail at once", dist.get_rank(), self.tp.leader, seen)
+        logging.shutdown()
+        os._exit(70)
 
     def _request_spec(self, req: Request) -> tuple:
         """What a follower needs to mirror a request."""
