@@ -13,7 +13,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from agentgym.errors import ConfigError
+from agentgym.utils.console import say
 
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 STATE_FILE = "trainer_state.json"
@@ -198,7 +198,7 @@ class CheckpointManager:
             return Path(t.resume_from_path).expanduser().resolve()
         point, note = find_resume_point(self.root)
         if note:
-            print(f"agentgym: warning: {note}", file=sys.stderr, flush=True)
+            say(f"warning: {note}")
         return None if point is None else point.path
 
     async def load(self, path: str | Path | None = None) -> dict[str, Any] | None:

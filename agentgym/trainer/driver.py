@@ -9,7 +9,6 @@ The rollout side plugs in through the `Rollout` protocol (agentgym.rollout.proto
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from agentgym.trainer.weight_sync import WeightSync, WeightTransport
 from agentgym.trainer.workers.memory import max_over_ranks
 from agentgym.trainer.workers.metrics_acc import MetricSums
 from agentgym.trajectory import Trajectory
+from agentgym.utils.console import say
 
 __all__ = ["CollectFn", "RLTrainer", "WeightReceiver"]
 
@@ -55,18 +55,12 @@ class _Timer:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
-def _say(line: str) -> None:
-    print(f"agentgym: {line}", file=sys.stderr, flush=True)
-
-
 def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
     if values.numel() == 0:
         return {}
     values = values.float()
     return {f"{prefix}/mean": float(values.mean()), f"{prefix}/max": float(values.max()),
             f"{prefix}/min": float(values.min())}
-
-
 
 
 class RLTrainer:
@@ -198,7 +192,7 @@ class RLTrainer:
         cfg = self.config
         report = check_failures(trajectories, step, cfg.trainer.max_failed_fraction)
         if report.failed:
-            _say(report.summary(step))
+            say(report.summary(step))
         if self.workers is None:
             self.start_workers()
         arr = cfg.actor_rollout_ref
@@ -481,13 +475,13 @@ class RLTrainer:
         t = self.config.trainer
         where = f"{self.checkpoint_root} (trainer.resume_mode={t.resume_mode})"
         if self.resumed_from is None:
-            _say(f"starting at step 0 of {self.total_steps} in {where}")
+            say(f"starting at step 0 of {self.total_steps} in {where}")
         elif self.global_step >= self.total_steps:
-            _say(f"already finished: {self.resumed_from} is step {self.global_step} of {self.total_steps}; nothing "
+            say(f"already finished: {self.resumed_from} is step {self.global_step} of {self.total_steps}; nothing "
                  f"to train. Use a new trainer.default_local_dir, trainer.resume_mode=disable, or raise "
                  f"trainer.total_training_steps to train more.")
         else:
-            _say(f"resuming from step {self.global_step} of {self.total_steps}: {self.resumed_from}, in {where}")
+            say(f"resuming from step {self.global_step} of {self.total_steps}: {self.resumed_from}, in {where}")
 
     # ---- the loop ----
     async def fit(self, tracker: MetricsTracker | None = None) -> list[dict[str, float]]:
@@ -566,7 +560,7 @@ class RLTrainer:
         except asyncio.CancelledError:
             saved = complete_steps(self.checkpoint_root) if self.checkpoint_root.is_dir() else []
             last = max(saved) if saved else None
-            _say(f"step {self.global_step + 1} of {self.total_steps} interrupted; " + (
+            say(f"step {self.global_step + 1} of {self.total_steps} interrupted; " + (
                 f"the last checkpoint is step {last}: the same command resumes from it" if last else
                 "no checkpoint was saved yet (trainer.save_freq)"))
             raise

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from agentgym.config.schema import AgentGymConfig
 from agentgym.devices import device_type
 from agentgym.rollout.engines.weight_import import WeightMappingError
 from agentgym.rollout.protocol import Rollout
+from agentgym.utils.console import say
 
 WeightTransport = Literal["auto", "device", "state_dict"]
 
@@ -90,8 +90,7 @@ class WeightSync:
         try:
             await rollout.update_weights(packed)
         except WeightMappingError as exc:
-            print(f"agentgym: weights cannot go to the rollout through GPU memory ({exc}); using the host path from "
-                  "now on", file=sys.stderr, flush=True)
+            say(f"weights cannot go to the rollout through GPU memory ({exc}); using the host path from now on")
             self.transport = "state_dict"
             await rollout.update_weights(await self.actor_state_dict())
         finally:

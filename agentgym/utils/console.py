@@ -7,11 +7,17 @@ a terminal has no width to fit, so it gets a wide one (or `COLUMNS`, when set) a
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from rich.console import Console
 
 PIPED_WIDTH = 1000
+
+
+def say(line: str) -> None:
+    """One line for the person running the job, on stderr (stdout may be a table or a piped result)."""
+    print(f"agentgym: {line}", file=sys.stderr, flush=True)
 
 
 def make_console(**kwargs: Any) -> Console:

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from agentgym.rollout.engines.base import FINISH_ABORT, EngineContextMixin, EngineError
 from agentgym.rollout.engines.requests import Request
@@ -388,7 +387,7 @@ class InProcessEngine(EngineContextMixin):
         fail now (their connections close) instead of at the group's timeout, and the run stops with this log."""
         log.critical("tensor-parallel follower (rank %d): its step failed where leader rank %d's did not (next "
                      "message: %s); the replica's ranks can no longer run in lock-step, so this process exits "
-                     "(code 70) and the others fail at once", dist.get_rank(), self.tp.leader, seen)
+                     "(code 70) and the others fail at once", self.tp.ranks[self.tp.rank], self.tp.leader, seen)
         logging.shutdown()
         os._exit(70)
 
